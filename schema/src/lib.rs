@@ -1,0 +1,23 @@
+//! # lcw-schema: the data contract of lcw
+//!
+//! Everything more than one lcw service must agree on lives here, and nothing else:
+//!
+//! - [`bindings`]: typed contract bindings (alloy `sol!` over `contracts/out`), shared by every crate.
+//! - [`types`]: domain types: [`types::JobState`], [`types::ModelId`], exact LCAI amounts.
+//! - [`suite`]: the encryption suites (`p256-aesgcm`, wire-compatible with LightChain, and
+//!   `x25519`), used by the simulator to encrypt prompts and by the worker to decrypt them.
+//! - [`blob`]: the EIP-4844 blob payload codec (4-byte length prefix, 31 data bytes per field
+//!   element) shared by whoever posts or reads a blob.
+//! - [`profile`]: network profiles (chain id, RPC and beacon URLs, contract addresses, devnet keys).
+//!
+//! Later parts add the SQLite store (migrations, typed reads and writes; all SQL lives here) and
+//! the pure domain rules more than one service needs (release schedule, exit plan).
+//!
+//! Data flow: the indexer writes the store; the settler, worker and GraphQL API read it. Services
+//! meet here, never in each other's code.
+
+pub mod bindings;
+pub mod blob;
+pub mod profile;
+pub mod suite;
+pub mod types;
