@@ -31,6 +31,9 @@ contract AIConfig is Owned {
     event SlashingParamsUpdated(uint256 timeoutSlashBps, uint256 completionTimeoutSlashBps, uint256 disputeSlashBps);
     event SortitionEnabledUpdated(bool enabled);
     event SuspensionParamsUpdated(uint256 threshold, uint256 cooldown);
+    // Declared for ABI parity with upstream; the devnet never emits them.
+    event Initialized(uint64 version);
+    event Upgraded(address indexed implementation);
 
     uint256 private constant BPS = 10_000;
 
@@ -55,7 +58,7 @@ contract AIConfig is Owned {
     // Fees and bounties (basis points).
     uint256 private workerFeeBps = 8_000;
     uint256 private protocolFeeBps = 1_500;
-    uint256 private feePoolBps = 500;
+    uint256 private feePoolShareBps = 500;
     uint256 private releaseBountyBps = 100;
     uint256 private timeoutBountyBps = 1_000;
     // Slashing and disputes.
@@ -90,7 +93,7 @@ contract AIConfig is Owned {
         emit DispatcherAddressUpdated(dispatcher_);
         emit DisputerAddressUpdated(disputer_);
         emit DisputeParamsUpdated(disputeBondMultiplier, disputeWindow, resolutionTimeout);
-        emit FeeDistributionUpdated(workerFeeBps, protocolFeeBps, feePoolBps);
+        emit FeeDistributionUpdated(workerFeeBps, protocolFeeBps, feePoolShareBps);
         emit KeeperParamsUpdated(timeoutBountyBps, releaseBountyBps);
         emit SlashingParamsUpdated(timeoutSlashBps, completionTimeoutSlashBps, disputeSlashBps);
         emit SuspensionParamsUpdated(suspensionThreshold, suspensionCooldown);
@@ -273,14 +276,14 @@ contract AIConfig is Owned {
 
     // ---------------------------------------------------------------- fees and bounties
 
-    function setFeeDistribution(uint256 workerBps, uint256 protocolBps, uint256 poolBps) external onlyOwner {
-        if (workerBps + protocolBps + poolBps != BPS) {
-            revert InvalidParameter("feeDistribution", workerBps + protocolBps + poolBps);
+    function setFeeDistribution(uint256 workerBps, uint256 protocolBps, uint256 feePoolBps) external onlyOwner {
+        if (workerBps + protocolBps + feePoolBps != BPS) {
+            revert InvalidParameter("feeDistribution", workerBps + protocolBps + feePoolBps);
         }
         workerFeeBps = workerBps;
         protocolFeeBps = protocolBps;
-        feePoolBps = poolBps;
-        emit FeeDistributionUpdated(workerBps, protocolBps, poolBps);
+        feePoolShareBps = feePoolBps;
+        emit FeeDistributionUpdated(workerBps, protocolBps, feePoolBps);
     }
 
     function setReleaseBountyBps(uint256 bps) external onlyOwner {
@@ -304,7 +307,7 @@ contract AIConfig is Owned {
     }
 
     function getFeePoolBps() external view returns (uint256) {
-        return feePoolBps;
+        return feePoolShareBps;
     }
 
     function getReleaseBountyBps() external view returns (uint256) {

@@ -45,6 +45,28 @@ contract JobRegistry is Owned {
     error EnforcedPause();
     error ExpectedPause();
     error ReentrancyGuardReentrantCall();
+    // Declared for ABI parity with upstream (paths the devnet does not implement, OZ/UUPS set): a
+    // revert from the real network decodes with the same bindings.
+    error NoBlobMismatch(uint256 jobId);
+    error SessionNotReassigning(uint256 sessionId);
+    error MaxReassignmentsExceeded(uint256 sessionId, uint256 max);
+    error NotSessionManager();
+    error NoAvailableWorker(bytes32 modelId);
+    error SortitionDisabled();
+    error InsufficientDelegateAllowance(address user, address delegate, uint256 required, uint256 available);
+    error UnexpectedETH();
+    error InvalidWorkerSignature();
+    error NotAuthorizedDelegate(address user, address delegate);
+    error NotGuardianOrOwner(address caller);
+    error GuardianAlreadySunset();
+    error AddressEmptyCode(address target);
+    error ERC1967InvalidImplementation(address implementation);
+    error ERC1967NonPayable();
+    error FailedCall();
+    error InvalidInitialization();
+    error NotInitializing();
+    error UUPSUnauthorizedCallContext();
+    error UUPSUnsupportedProxiableUUID(bytes32 slot);
 
     // ------------------------------------------------------------------------------------ events
     event JobSubmitted(uint256 indexed jobId, uint256 indexed sessionId, address worker);
@@ -81,6 +103,13 @@ contract JobRegistry is Owned {
     event TransferFailed(address indexed to, uint256 amount);
     event Paused(address account);
     event Unpaused(address account);
+    // Declared for ABI parity with upstream; the devnet never emits them.
+    event DelegateAllowanceSet(address indexed user, address indexed delegate, uint256 allowance);
+    event DelegateAuthorizationSet(address indexed user, address indexed delegate, bool authorized);
+    event ReputationRegistryUpdated(address registry);
+    event GuardianUpdated(address indexed oldGuardian, address indexed newGuardian);
+    event Upgraded(address indexed implementation);
+    event Initialized(uint64 version);
 
     // ------------------------------------------------------------------------------------ types
     enum JobState {
@@ -181,10 +210,10 @@ contract JobRegistry is Owned {
 
     mapping(uint256 => JobData) private jobs;
     mapping(uint256 => Session) private sessions;
-    mapping(address => uint256) public workerBalance;
+    mapping(address => uint256) private balances;
     mapping(address => uint256) private prepaid;
     mapping(address => uint256) private refunds;
-    mapping(address => uint256) public nonce;
+    mapping(address => uint256) private nonces;
 
     constructor(address initialOwner, address workerRegistry_, address aiConfig_, address treasury_, address feePool_)
         Owned(initialOwner)
@@ -235,12 +264,12 @@ contract JobRegistry is Owned {
                 worker,
                 keccak256(encWorkerKey),
                 keccak256(encDisputerKey),
-                nonce[msg.sender],
+                nonces[msg.sender],
                 expiry
             )
         );
         _checkDispatcher(digest, dispatcherSignature);
-        nonce[msg.sender] += 1;
+        nonces[msg.sender] += 1;
 
         sessionId = ++sessionCount;
         Session storage s = sessions[sessionId];
@@ -277,12 +306,12 @@ contract JobRegistry is Owned {
                 sessionId,
                 keccak256(encWorkerKey),
                 keccak256(encDisputerKey),
-                nonce[msg.sender],
+                nonces[msg.sender],
                 expiry
             )
         );
         _checkDispatcher(digest, dispatcherSignature);
-        nonce[msg.sender] += 1;
+        nonces[msg.sender] += 1;
         s.encWorkerKey = encWorkerKey;
         s.encDisputerKey = encDisputerKey;
         s.lastActivityAt = block.timestamp;
@@ -342,6 +371,7 @@ contract JobRegistry is Owned {
 
     function acknowledgeJob(uint256 jobId) external whenNotPaused {
         JobData storage j = _workerJob(jobId, JobState.Submitted);
+        j.state = JobState.Acknowledged;
         j.ackTimestamp = uint64(block.timestamp);
         j.deadline = uint64(block.timestamp + aiConfig.getCompletionTimeout());
         emit JobAcknowledged(jobId, msg.sender);
@@ -500,11 +530,20 @@ contract JobRegistry is Owned {
     // ------------------------------------------------------------------------------------ balances
 
     function withdraw() external nonReentrant {
-        uint256 amount = workerBalance[msg.sender];
+        uint256 amount = balances[msg.sender];
         if (amount == 0) revert NoBalanceToWithdraw(msg.sender);
-        workerBalance[msg.sender] = 0;
+        balances[msg.sender] = 0;
         emit WorkerWithdrawal(msg.sender, amount);
         _pay(msg.sender, amount);
+    }
+
+    function workerBalance(address worker) external view returns (uint256) {
+        return balances[worker];
+    }
+
+    /// @notice The consumer nonce the dispatcher signs over (one use per createSession / updateSessionKey).
+    function nonce(address account) external view returns (uint256) {
+        return nonces[account];
     }
 
     function deposit() external payable {
@@ -579,7 +618,7 @@ contract JobRegistry is Owned {
         }
         j.escrowedFee = 0;
         j.state = JobState.Released;
-        workerBalance[worker] += workerShare;
+        balances[worker] += workerShare;
         protocolFees += protocolShare;
         feePoolFees += feePoolShare;
         workerRegistry.decrementActiveJobs(worker, sessions[j.sessionId].modelId);

@@ -24,6 +24,18 @@ contract WorkerRegistry is Owned {
     error WorkerNotRegistered(address worker);
     error WorkerNotSuspended(address worker);
     error ZeroAddress();
+    // Declared for ABI parity with upstream (capabilities, checkpoints, guardian, OZ set).
+    error CapabilityExists(string name);
+    error CapabilityLimitReached();
+    error CheckpointUnorderedInsertion();
+    error ModelNotRegistered(bytes32 modelId);
+    error NoEligibleWorkers();
+    error NotGuardianOrOwner(address caller);
+    error UnknownCapabilityBits(uint256 mask);
+    error WorkerIsSuspended(address worker, uint256 until);
+    error WorkerNotInEligibleSet(address worker, bytes32 modelId);
+    error EnforcedPause();
+    error ExpectedPause();
 
     event WorkerRegistered(address indexed worker, bytes encryptionPubKey);
     event WorkerDeregistered(address indexed worker);
@@ -39,6 +51,14 @@ contract WorkerRegistry is Owned {
     event ModelRemoved(address indexed worker, bytes32 indexed modelId);
     event ModelWhitelisted(bytes32 indexed modelId);
     event ModelDelisted(bytes32 indexed modelId);
+    // Declared for ABI parity with upstream; the devnet never emits them.
+    event WorkerCapabilitiesSet(address indexed worker, uint256 mask);
+    event CapabilityRegistered(uint8 indexed bit, string name);
+    event GuardianUpdated(address indexed oldGuardian, address indexed newGuardian);
+    event Paused(address account);
+    event Unpaused(address account);
+    event Upgraded(address indexed implementation);
+    event Initialized(uint64 version);
 
     struct Worker {
         bool registered;

@@ -37,3 +37,56 @@ pub mod artifacts {
     /// `contracts/out/AIConfig.json`.
     pub const AI_CONFIG: &str = include_str!("../../contracts/out/AIConfig.json");
 }
+
+/// Decodes revert data from any of the three contracts into `ErrorName { field: value, .. }`
+/// (custom errors), `Error("reason")` / `Panic(code)` (Solidity built-ins), or hex when unknown.
+pub fn decode_revert(data: &[u8]) -> String {
+    use alloy::sol_types::{GenericContractError, SolInterface};
+    if let Ok(e) = JobRegistry::JobRegistryErrors::abi_decode(data) {
+        return strip_variant(format!("{e:?}"));
+    }
+    if let Ok(e) = WorkerRegistry::WorkerRegistryErrors::abi_decode(data) {
+        return strip_variant(format!("{e:?}"));
+    }
+    if let Ok(e) = AIConfig::AIConfigErrors::abi_decode(data) {
+        return strip_variant(format!("{e:?}"));
+    }
+    if let Ok(e) = GenericContractError::abi_decode(data) {
+        return format!("{e:?}");
+    }
+    if data.is_empty() {
+        return "reverted without data (out of gas, or a failed call)".into();
+    }
+    format!("unknown error 0x{}", alloy::hex::encode(data))
+}
+
+/// `WorkerNotEligible(WorkerNotEligible { worker: .. })` → `WorkerNotEligible { worker: .. }`.
+fn strip_variant(debug: String) -> String {
+    match debug.split_once('(') {
+        Some((_, rest)) if rest.ends_with(')') => rest[..rest.len() - 1].to_owned(),
+        _ => debug,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::{Address, B256, U256};
+    use alloy::sol_types::SolError;
+
+    #[test]
+    fn decodes_errors_of_every_contract_by_name() {
+        let e = JobRegistry::DisputeWindowNotElapsed {
+            jobId: U256::from(7),
+            windowEnd: U256::from(100),
+            currentTime: U256::from(90),
+        };
+        let s = decode_revert(&e.abi_encode());
+        assert!(s.starts_with("DisputeWindowNotElapsed") && s.contains("windowEnd: 100"), "{s}");
+        let e = WorkerRegistry::ActiveJobsExist { worker: Address::ZERO, activeJobCount: U256::from(3) };
+        assert!(decode_revert(&e.abi_encode()).starts_with("ActiveJobsExist"));
+        let e = JobRegistry::WorkerNotEligible { worker: Address::ZERO, modelId: B256::ZERO };
+        assert!(decode_revert(&e.abi_encode()).starts_with("WorkerNotEligible"));
+        assert!(decode_revert(&[1, 2, 3, 4]).starts_with("unknown error 0x01020304"));
+    }
+}

@@ -21,3 +21,13 @@ pub mod blob;
 pub mod profile;
 pub mod suite;
 pub mod types;
+
+/// Installs the process-wide TLS crypto provider (rustls with ring) once. HTTP and WebSocket
+/// clients for `https://`/`wss://` RPC URLs need it; every entry point that connects calls this,
+/// so it is idempotent and cheap.
+pub fn ensure_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -235,8 +235,8 @@ impl Profile {
 
     /// Loads and validates a profile file.
     pub fn load(path: &Path) -> ProfileResult<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ProfileError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
@@ -280,7 +280,9 @@ impl Profile {
             return Err(format!("ws_url `{}` must start with ws:// or wss://", redact_url(ws)));
         }
         let c = &self.contracts;
-        for (name, addr) in [("worker_registry", c.worker_registry), ("job_registry", c.job_registry), ("ai_config", c.ai_config)] {
+        for (name, addr) in
+            [("worker_registry", c.worker_registry), ("job_registry", c.job_registry), ("ai_config", c.ai_config)]
+        {
             if addr == Address::ZERO {
                 return Err(format!("contracts.{name} is the zero address"));
             }
@@ -375,13 +377,15 @@ mod tests {
         let err = Profile::parse("{ \"name\": \"devnet\", ", Path::new("/tmp/p.json")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("/tmp/p.json") && msg.contains("line 1"), "{msg}");
-        let err = Profile::parse(&sample().replace("\"chain_id\": 31337", "\"chain_id\": \"x\""), Path::new("p")).unwrap_err();
+        let err = Profile::parse(&sample().replace("\"chain_id\": 31337", "\"chain_id\": \"x\""), Path::new("p"))
+            .unwrap_err();
         assert!(matches!(err, ProfileError::Malformed { .. }), "{err}");
     }
 
     #[test]
     fn account_key_must_match_address() {
-        let bad = sample().replace("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
+        let bad = sample()
+            .replace("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
         let err = Profile::parse(&bad, Path::new("p")).unwrap_err().to_string();
         assert!(err.contains("does not match its private key"), "{err}");
     }
@@ -398,7 +402,10 @@ mod tests {
     fn debug_hides_keys_and_url_credentials() {
         let p = Profile::parse(&sample(), Path::new("p")).unwrap();
         assert!(!format!("{p:?}").contains("ac0974bec"));
-        assert_eq!(redact_url("https://user:pw@rpc.example/v2/abcdefghijklmnopqrstuvwxyz"), "https://***@rpc.example/…");
+        assert_eq!(
+            redact_url("https://user:pw@rpc.example/v2/abcdefghijklmnopqrstuvwxyz"),
+            "https://***@rpc.example/…"
+        );
         assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
     }
 

@@ -38,7 +38,9 @@ const X25519_HKDF_INFO: &[u8] = b"lcw/x25519-aesgcm/v1/session-key-wrap";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SuiteError {
     /// The public key is neither a 65-byte uncompressed P-256 point nor a 32-byte X25519 key.
-    #[error("public key of {len} bytes is neither a 65-byte uncompressed P-256 key (0x04 prefix) nor a 32-byte X25519 key")]
+    #[error(
+        "public key of {len} bytes is neither a 65-byte uncompressed P-256 key (0x04 prefix) nor a 32-byte X25519 key"
+    )]
     UnknownKeyType {
         /// Length of the key that was given.
         len: usize,

@@ -108,9 +108,7 @@ impl ModelId {
         }
         if let Some(hex) = trimmed.strip_prefix("0x") {
             if hex.len() == 64 {
-                return B256::from_str(trimmed)
-                    .map(ModelId)
-                    .map_err(|_| ModelIdError::BadHex(trimmed.to_owned()));
+                return B256::from_str(trimmed).map(ModelId).map_err(|_| ModelIdError::BadHex(trimmed.to_owned()));
             }
             return Err(ModelIdError::BadHex(trimmed.to_owned()));
         }
@@ -215,7 +213,9 @@ pub enum AmountError {
     #[error("amount `{0}` is negative; give a positive decimal LCAI amount")]
     Negative(String),
     /// Not plain decimal digits (exponent, hex, units, spaces ...).
-    #[error("amount `{0}` is not a plain decimal LCAI amount (digits with an optional `.`, no units, exponents or hex)")]
+    #[error(
+        "amount `{0}` is not a plain decimal LCAI amount (digits with an optional `.`, no units, exponents or hex)"
+    )]
     NotDecimal(String),
     /// More than 18 decimals.
     #[error("amount `{0}` has more than 18 decimals; LCAI has 18")]

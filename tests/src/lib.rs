@@ -1,1 +1,287 @@
-//! placeholder
+//! # lcw-tests: end-to-end scenarios against the real parts
+//!
+//! Every scenario starts its own anvil (on a free port, in a temporary data dir) with the devnet
+//! contracts deployed and configured, exactly as `lcw devnet` does, and drives it through the
+//! typed bindings. Later scenarios add a real SQLite store and a real LLM server.
+//!
+//! [`TestNet`] is the harness: a devnet plus signing providers for its dev accounts, and helpers
+//! that move chain time and decode reverts.
+
+use std::time::Duration;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::ext::AnvilApi;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use lcw_contracts::devnet::{Devnet, DevnetOptions};
+use lcw_schema::profile::{Profile, Role};
+
+pub use lcw_schema::bindings::decode_revert;
+
+/// A devnet for one test; anvil stops and the data dir is removed when it is dropped.
+#[derive(Debug)]
+pub struct TestNet {
+    /// The devnet (anvil and its profile).
+    pub devnet: Devnet,
+    /// The data dir.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNet {
+    /// A devnet that mines one block per transaction (tests move time explicitly).
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A devnet with options adjusted by `f` (block time, windows, ...).
+    pub async fn start_with(f: impl FnOnce(&mut DevnetOptions)) -> Self {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut options = DevnetOptions::new(dir.path());
+        options.port = 0;
+        options.block_time = 0;
+        f(&mut options);
+        let devnet = Devnet::start(&options).await.expect("devnet starts (run `make setup` to install anvil)");
+        TestNet { devnet, dir }
+    }
+
+    /// The devnet's profile.
+    pub fn profile(&self) -> &Profile {
+        &self.devnet.profile
+    }
+
+    /// A read-only provider.
+    pub fn provider(&self) -> DynProvider {
+        ProviderBuilder::new().connect_http(self.devnet.profile.rpc_url.parse().expect("url")).erased()
+    }
+
+    /// The `index`-th dev account with `role`.
+    pub fn signer(&self, role: Role, index: usize) -> PrivateKeySigner {
+        let account = self.profile().accounts_with(role).nth(index).expect("dev account with that role");
+        PrivateKeySigner::from_bytes(&account.private_key).expect("dev key")
+    }
+
+    /// A provider that signs as `signer`.
+    pub fn wallet(&self, signer: PrivateKeySigner) -> DynProvider {
+        ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(self.devnet.profile.rpc_url.parse().expect("url"))
+            .erased()
+    }
+
+    /// Moves chain time forward by `secs` and mines a block.
+    pub async fn advance(&self, secs: u64) {
+        let p = self.provider();
+        p.anvil_increase_time(secs).await.expect("evm_increaseTime");
+        p.anvil_mine(Some(1), None).await.expect("anvil_mine");
+    }
+
+    /// Makes the next block's timestamp exactly `ts`.
+    pub async fn set_next_timestamp(&self, ts: u64) {
+        self.provider().anvil_set_next_block_timestamp(ts).await.expect("evm_setNextBlockTimestamp");
+    }
+
+    /// Timestamp of the latest block.
+    pub async fn now(&self) -> u64 {
+        let p = self.provider();
+        p.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .expect("block")
+            .expect("latest")
+            .header
+            .timestamp
+    }
+
+    /// Native balance of `address`.
+    pub async fn balance(&self, address: Address) -> U256 {
+        self.provider().get_balance(address).await.expect("balance")
+    }
+}
+
+/// The decoded revert of a failed contract call (`ErrorName { .. }`), or a panic with the error.
+pub fn revert_of(err: alloy::contract::Error) -> String {
+    match err.as_revert_data() {
+        Some(data) => decode_revert(&data),
+        None => panic!("expected a revert, got {err}"),
+    }
+}
+
+/// Waits until `f` returns true, polling every 100 ms, up to `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Test logs go to the test's captured output; `RUST_LOG` filters.
+pub fn init_tracing() {
+    lcw_schema::ensure_tls();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A 32-byte value for tests.
+pub fn b256(n: u8) -> B256 {
+    B256::repeat_byte(n)
+}
+
+/// The first event of type `E` in a receipt.
+pub fn event<E: alloy::sol_types::SolEvent>(receipt: &alloy::rpc::types::TransactionReceipt) -> Option<E> {
+    receipt.inner.logs().iter().find_map(|l| l.log_decode::<E>().ok().map(|d| d.inner.data))
+}
+
+/// All events of type `E` in a receipt.
+pub fn events<E: alloy::sol_types::SolEvent>(receipt: &alloy::rpc::types::TransactionReceipt) -> Vec<E> {
+    receipt.inner.logs().iter().filter_map(|l| l.log_decode::<E>().ok().map(|d| d.inner.data)).collect()
+}
+
+/// Lifecycle helpers: the parties of the protocol acting through the real contracts.
+pub mod parties {
+    use alloy::primitives::{Address, Bytes, U256};
+    use alloy::providers::DynProvider;
+    use alloy::rpc::types::TransactionReceipt;
+    use lcw_contracts::deploy::DEFAULT_MODEL;
+    use lcw_contracts::simulate::dispatcher::{create_session_digest, disputer_secret, sign_digest};
+    use lcw_schema::bindings::{AIConfig, JobRegistry, WorkerRegistry};
+    use lcw_schema::profile::Role;
+    use lcw_schema::suite::{EncryptionSecret, SessionKey, Suite, wrap_session_key};
+    use lcw_schema::types::ModelId;
+
+    use super::{TestNet, event};
+
+    /// The devnet model's id.
+    pub fn model() -> alloy::primitives::B256 {
+        ModelId::from_name(DEFAULT_MODEL).0
+    }
+
+    /// Sends a contract call and returns its receipt, panicking with the decoded revert when
+    /// gas estimation fails or the mined transaction reverted.
+    #[macro_export]
+    macro_rules! send {
+        ($call:expr) => {{
+            let call = $call;
+            match call.send().await {
+                Ok(pending) => {
+                    let receipt = pending.get_receipt().await.expect("receipt");
+                    if !receipt.status() {
+                        let replay = call.call().block((receipt.block_number.unwrap_or(1) - 1).into()).await;
+                        panic!(
+                            "{} was mined in block {:?} but reverted (gas used {}): {}",
+                            stringify!($call),
+                            receipt.block_number,
+                            receipt.gas_used,
+                            replay.err().map($crate::revert_of).unwrap_or_else(|| "succeeds when replayed".into())
+                        );
+                    }
+                    receipt
+                }
+                Err(e) => panic!("{} reverted: {}", stringify!($call), $crate::revert_of(e)),
+            }
+        }};
+    }
+
+    /// A registered worker with its signing provider and encryption secret.
+    #[derive(Debug)]
+    pub struct Worker {
+        /// Address.
+        pub address: Address,
+        /// Signing provider.
+        pub provider: DynProvider,
+        /// Encryption secret matching the registered key.
+        pub secret: EncryptionSecret,
+    }
+
+    /// Registers the `index`-th worker account with `suite`, the minimum stake and the model.
+    pub async fn register_worker(net: &TestNet, index: usize, suite: Suite) -> Worker {
+        register_worker_with_stake(net, index, suite, U256::ZERO).await
+    }
+
+    /// Registers with the minimum stake plus `extra` wei.
+    pub async fn register_worker_with_stake(net: &TestNet, index: usize, suite: Suite, extra: U256) -> Worker {
+        let signer = net.signer(Role::Worker, index);
+        let address = signer.address();
+        let provider = net.wallet(signer);
+        let secret = EncryptionSecret::generate(suite);
+        let wr = WorkerRegistry::new(net.profile().contracts.worker_registry, &provider);
+        let ai = AIConfig::new(net.profile().contracts.ai_config, &provider);
+        let stake = ai.getMinWorkerStake().call().await.expect("min stake") + extra;
+        crate::send!(wr.registerWorker(secret.public_key().into()).value(stake));
+        crate::send!(wr.addSupportedModel(model()));
+        Worker { address, provider, secret }
+    }
+
+    /// An open session: id, consumer provider, and the session key.
+    #[derive(Debug)]
+    pub struct Session {
+        /// Session id.
+        pub id: U256,
+        /// The consumer's signing provider.
+        pub consumer: DynProvider,
+        /// The consumer's address.
+        pub consumer_address: Address,
+        /// The session key.
+        pub key: SessionKey,
+        /// The receipt of createSession.
+        pub receipt: TransactionReceipt,
+    }
+
+    /// Opens a dispatcher-signed session between the `consumer`-th consumer and `worker`,
+    /// prepaying `deposit`.
+    pub async fn open_session(net: &TestNet, consumer: usize, worker: &Worker, deposit: U256) -> Session {
+        let signer = net.signer(Role::Consumer, consumer);
+        let consumer_address = signer.address();
+        let provider = net.wallet(signer);
+        let key = SessionKey::generate();
+        let enc_worker: Bytes = wrap_session_key(&worker.secret.public_key(), &key).expect("wrap").into();
+        let disputer_key = net.profile().account(Role::Disputer).expect("disputer").private_key;
+        let enc_disputer: Bytes =
+            wrap_session_key(&disputer_secret(&disputer_key).public_key(), &key).expect("wrap").into();
+        let c = net.profile().contracts;
+        let jr = JobRegistry::new(c.job_registry, &provider);
+        let nonce = jr.nonce(consumer_address).call().await.expect("nonce");
+        let expiry = U256::from(net.now().await + 3600);
+        let digest = create_session_digest(
+            net.profile().chain_id,
+            c.job_registry,
+            consumer_address,
+            model(),
+            worker.address,
+            &enc_worker,
+            &enc_disputer,
+            nonce,
+            expiry,
+        );
+        let sig = sign_digest(&net.signer(Role::Dispatcher, 0), digest).expect("sign");
+        let receipt = crate::send!(
+            jr.createSession(model(), worker.address, enc_worker, enc_disputer, sig, expiry).value(deposit)
+        );
+        let created = event::<JobRegistry::SessionCreated>(&receipt).expect("SessionCreated");
+        Session { id: created.sessionId, consumer: provider, consumer_address, key, receipt }
+    }
+
+    /// Submits a job on `session` (fee from the prepaid balance); returns the job id.
+    pub async fn submit(net: &TestNet, session: &Session, blob: alloy::primitives::B256) -> U256 {
+        let jr = JobRegistry::new(net.profile().contracts.job_registry, &session.consumer);
+        let receipt = crate::send!(jr.submitJob(session.id, blob));
+        event::<JobRegistry::JobSubmitted>(&receipt).expect("JobSubmitted").jobId
+    }
+
+    /// Acknowledges and completes `job` as `worker`; returns the JobCompleted receipt.
+    pub async fn ack_and_complete(net: &TestNet, worker: &Worker, job: U256) -> TransactionReceipt {
+        let jr = JobRegistry::new(net.profile().contracts.job_registry, &worker.provider);
+        crate::send!(jr.acknowledgeJob(job));
+        crate::send!(jr.completeJob(job, super::b256(0x01), super::b256(0xcc)))
+    }
+}

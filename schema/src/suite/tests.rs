@@ -12,7 +12,8 @@ const X25519_WORKER_SECRET: &str = "cede928457496b6773dd494ebfdfa94ee1a3ab932069
 const X25519_EPHEMERAL_SECRET: &str = "e227033839b171645e6580ea88fcadc2233c44dd25e5d346eedcd4b37f242dec";
 const X25519_WORKER_PUBLIC: &str = "79499917646076a5d7200379cdd83d24576ccb7ef803dba1274c4c315c96d73a";
 const X25519_WRAP: &str = "aad6c5544f5d8445f82e16e65413272f98a8f13eac95519568f776b6750a5d03000102030405060708090a0be4bee2d61ec597846953daedf4848b1432a2a64fd63c5a2d75e1816b46a268e60d9c63a4dc7ae890e078680fa27a1ead";
-const SEALED_PROMPT: &str = "0c0d0e0f1011121314151617ac5b2350144968cdbb30c4979db98cb2dce505291363fde1417574c5f5b4ec23f3a767";
+const SEALED_PROMPT: &str =
+    "0c0d0e0f1011121314151617ac5b2350144968cdbb30c4979db98cb2dce505291363fde1417574c5f5b4ec23f3a767";
 
 fn key32(h: &str) -> [u8; 32] {
     hex::decode(h).unwrap().try_into().unwrap()
@@ -117,10 +118,7 @@ fn suite_mismatch_and_bad_keys_are_reported() {
         wrap_session_key(&not_on_curve, &SessionKey::generate()).unwrap_err(),
         SuiteError::InvalidPublicKey { suite: Suite::P256AesGcm }
     );
-    assert_eq!(
-        wrap_session_key(&[0u8; 32], &SessionKey::generate()).unwrap_err(),
-        SuiteError::NonContributory
-    );
+    assert_eq!(wrap_session_key(&[0u8; 32], &SessionKey::generate()).unwrap_err(), SuiteError::NonContributory);
 }
 
 #[test]

@@ -1,0 +1,135 @@
+//! Argument groups shared by several commands, parsed once into validated values.
+
+use std::path::PathBuf;
+
+use alloy::primitives::Address;
+use anyhow::{Context, bail};
+use clap::Args;
+use lcw_schema::profile::{Contracts, Profile};
+
+/// Where lcw keeps its files.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DataArgs {
+    /// Data directory: the store (lcw.db), keys, the devnet profile.
+    #[arg(long, env = "LCW_DATA_DIR", default_value = "./lcw-data", global = true)]
+    pub data_dir: PathBuf,
+}
+
+/// Which network to talk to. `--network` takes `devnet` (the profile `lcw devnet` wrote in the
+/// data dir), `testnet`, `mainnet` or a profile file; the official worker's variables override it.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct NetworkArgs {
+    /// Network: devnet | testnet | mainnet | path to a profile JSON file.
+    #[arg(long, env = "LCW_NETWORK", default_value = "devnet")]
+    pub network: String,
+    /// JSON-RPC URL overriding the profile's (official worker: RPC_URL).
+    #[arg(long, env = "RPC_URL")]
+    pub rpc_url: Option<String>,
+    /// Chain id the RPC must answer (official worker: CHAIN_ID).
+    #[arg(long, env = "CHAIN_ID")]
+    pub chain_id: Option<u64>,
+    /// JobRegistry address override (official worker: JOB_REGISTRY_ADDRESS).
+    #[arg(long, env = "JOB_REGISTRY_ADDRESS")]
+    pub job_registry: Option<String>,
+    /// WorkerRegistry address override (official worker: WORKER_REGISTRY_ADDRESS).
+    #[arg(long, env = "WORKER_REGISTRY_ADDRESS")]
+    pub worker_registry: Option<String>,
+    /// AIConfig address override (official worker: AI_CONFIG_ADDRESS).
+    #[arg(long, env = "AI_CONFIG_ADDRESS")]
+    pub ai_config: Option<String>,
+    /// Beacon API URL override (official worker: BEACON_API_URL).
+    #[arg(long, env = "BEACON_API_URL")]
+    pub beacon_url: Option<String>,
+}
+
+impl NetworkArgs {
+    /// Resolves the profile and applies overrides.
+    pub(crate) fn profile(&self, data: &DataArgs) -> anyhow::Result<Profile> {
+        let mut profile = if self.network == "devnet"
+            && self.rpc_url.is_some()
+            && self.job_registry.is_some()
+            && self.worker_registry.is_some()
+            && self.ai_config.is_some()
+            && !data.data_dir.join("devnet.json").exists()
+        {
+            // Everything given by variables, as the official worker is configured.
+            Profile {
+                name: "env".into(),
+                chain_id: self.chain_id.unwrap_or(0),
+                rpc_url: String::new(),
+                rpc_fallback_urls: Vec::new(),
+                ws_url: None,
+                beacon_url: None,
+                gateway_url: None,
+                start_block: 0,
+                contracts: Contracts {
+                    worker_registry: Address::ZERO,
+                    job_registry: Address::ZERO,
+                    ai_config: Address::ZERO,
+                },
+                accounts: Vec::new(),
+            }
+        } else {
+            Profile::resolve(&self.network, &data.data_dir)?
+        };
+        if let Some(url) = &self.rpc_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("--rpc-url / RPC_URL `{url}` must start with http:// or https://");
+            }
+            profile.rpc_url = url.clone();
+        }
+        if let Some(url) = &self.beacon_url {
+            profile.beacon_url = Some(url.clone());
+        }
+        let addr = |name: &str, v: &str| -> anyhow::Result<Address> {
+            parse_address(v).with_context(|| format!("{name} override"))
+        };
+        if let Some(v) = &self.job_registry {
+            profile.contracts.job_registry = addr("JOB_REGISTRY_ADDRESS", v)?;
+        }
+        if let Some(v) = &self.worker_registry {
+            profile.contracts.worker_registry = addr("WORKER_REGISTRY_ADDRESS", v)?;
+        }
+        if let Some(v) = &self.ai_config {
+            profile.contracts.ai_config = addr("AI_CONFIG_ADDRESS", v)?;
+        }
+        if let Some(id) = self.chain_id {
+            if profile.name != "env" && id != profile.chain_id {
+                bail!(
+                    "CHAIN_ID / --chain-id says {id} but the `{}` profile is for chain {}; unset one of them",
+                    profile.name,
+                    profile.chain_id
+                );
+            }
+            profile.chain_id = id;
+        }
+        if profile.chain_id == 0 {
+            bail!("CHAIN_ID is required when the network comes from RPC_URL and the *_ADDRESS variables");
+        }
+        Ok(profile)
+    }
+}
+
+/// Parses a 0x-prefixed 20-byte address with a clear error (any case accepted).
+pub(crate) fn parse_address(input: &str) -> anyhow::Result<Address> {
+    let s = input.trim();
+    if !s.starts_with("0x") || s.len() != 42 || !s[2..].chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("`{s}` is not an address: expected 0x followed by 40 hex digits");
+    }
+    s.parse::<Address>().map_err(|e| anyhow::anyhow!("`{s}` is not an address: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_validated_with_reasons() {
+        assert!(parse_address("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266").is_ok());
+        assert!(parse_address("0xF39FD6E51AAD88F6F4CE6AB8827279CFFFB92266").is_ok());
+        let e = parse_address("f39fd6e51aad88f6f4ce6ab8827279cfffb92266").unwrap_err().to_string();
+        assert!(e.contains("40 hex digits"), "{e}");
+        assert!(parse_address("0x1234").is_err());
+        assert!(parse_address("0xzz9fd6e51aad88f6f4ce6ab8827279cfffb92266").is_err());
+    }
+}
