@@ -135,6 +135,21 @@ fn simulate_explains_malformed_and_foreign_profiles() {
 }
 
 #[test]
+fn anvil_does_not_outlive_a_killed_devnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, lines) = start_devnet(dir.path(), &[]);
+    let pid = anvil_pid(&lines);
+    assert!(alive(pid));
+    child.kill().unwrap(); // SIGKILL: lcw gets no chance to clean up
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(pid), "anvil {pid} outlived its SIGKILLed owner");
+}
+
+#[test]
 fn deploy_to_a_bare_node_writes_a_usable_profile() {
     let dir = tempfile::tempdir().unwrap();
     let mut anvil = lcw_contracts::anvil::AnvilProcess::spawn(&lcw_contracts::anvil::AnvilConfig {

@@ -99,10 +99,15 @@ pub struct FundedAccount {
     pub private_key: B256,
 }
 
-/// A running anvil; killed on drop.
+/// A running anvil; killed on drop, and also when this process dies without dropping it.
+///
+/// Anvil runs under a small `sh` supervisor whose watcher blocks reading our stdin pipe: when this
+/// process exits for any reason (even SIGKILL) the pipe closes and the watcher kills anvil, so no
+/// devnet outlives its owner.
 #[derive(Debug)]
 pub struct AnvilProcess {
     child: Child,
+    anvil_pid: u32,
     port: u16,
     /// The funded dev accounts, in anvil's order.
     pub accounts: Vec<FundedAccount>,
@@ -115,7 +120,8 @@ impl AnvilProcess {
         if config.port != 0 && TcpListener::bind(("127.0.0.1", config.port)).is_err() {
             return Err(AnvilError::PortInUse { port: config.port });
         }
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(SUPERVISOR).arg(&bin);
         cmd.arg("--port")
             .arg(config.port.to_string())
             .args(["--host", "127.0.0.1", "--hardfork", "prague"])
@@ -128,23 +134,25 @@ impl AnvilProcess {
             .arg("--config-out")
             .arg(&config.config_out)
             .args(["--no-request-size-limit", "--color", "never"])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(secs) = config.block_time {
             cmd.arg("--block-time").arg(secs.to_string());
         }
         let mut child = cmd.spawn().map_err(|source| AnvilError::Spawn { path: bin.clone(), source })?;
-        let port = match wait_listening(&mut child, config) {
-            Ok(port) => port,
+        let (anvil_pid, port) = match wait_listening(&mut child, config) {
+            Ok(ready) => ready,
             Err(e) => {
+                drop(child.stdin.take());
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(e);
             }
         };
-        let accounts = read_accounts(&config.config_out)?;
-        Ok(AnvilProcess { child, port, accounts })
+        let mut process = AnvilProcess { child, anvil_pid, port, accounts: Vec::new() };
+        process.accounts = read_accounts(&config.config_out)?;
+        Ok(process)
     }
 
     /// The port anvil listens on.
@@ -162,9 +170,9 @@ impl AnvilProcess {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
-    /// The OS process id.
+    /// The OS process id of anvil itself.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.anvil_pid
     }
 
     /// Whether the process is still running.
@@ -172,8 +180,14 @@ impl AnvilProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Stops anvil and waits for it to exit.
+    /// Stops anvil and waits for it to exit: closing the supervisor's stdin makes its watcher
+    /// kill anvil; the supervisor exits once anvil has.
     pub fn stop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         if self.is_running() {
             let _ = self.child.kill();
         }
@@ -229,12 +243,24 @@ fn is_executable(path: &Path) -> bool {
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `sh -c SUPERVISOR anvil args…`: runs anvil, reports its pid, and kills it when stdin closes.
+/// Background jobs of a non-interactive shell get /dev/null as stdin, so the watcher reads a
+/// duplicate (fd 3) of the real one; its stdout is /dev/null so that anvil's exit closes ours.
+const SUPERVISOR: &str = r#"exec 3<&0
+"$0" "$@" </dev/null &
+child=$!
+echo "lcw-anvil-pid $child"
+(read -r _ <&3; kill "$child" 2>/dev/null) >/dev/null 2>&1 &
+exec 3<&-
+wait "$child"
+"#;
+
 /// Reads anvil's stdout until "Listening on 127.0.0.1:PORT", then forwards the rest of its
 /// output to the log file (or discards it) on background threads.
-fn wait_listening(child: &mut Child, config: &AnvilConfig) -> Result<u16, AnvilError> {
+fn wait_listening(child: &mut Child, config: &AnvilConfig) -> Result<(u32, u16), AnvilError> {
     let stdout = child.stdout.take().ok_or(AnvilError::Timeout(START_TIMEOUT))?;
     let stderr = child.stderr.take();
-    let (tx, rx) = std::sync::mpsc::channel::<Result<u16, String>>();
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(u32, u16), String>>();
     let log_path = config.log_file.clone();
     std::thread::Builder::new()
         .name("anvil-stdout".into())
@@ -242,15 +268,20 @@ fn wait_listening(child: &mut Child, config: &AnvilConfig) -> Result<u16, AnvilE
             let mut log = log_path.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
             let mut tail: Vec<String> = Vec::new();
             let mut reported = false;
+            let mut pid = 0u32;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(p) = line.strip_prefix("lcw-anvil-pid ") {
+                    pid = p.trim().parse().unwrap_or_default();
+                    continue;
+                }
                 if let Some(f) = log.as_mut() {
                     use std::io::Write;
                     let _ = writeln!(f, "{line}");
                 }
                 if !reported {
                     if let Some(port) = line.strip_prefix("Listening on ").and_then(|a| a.rsplit(':').next()) {
-                        let _ = tx.send(port.trim().parse::<u16>().map_err(|e| e.to_string()));
+                        let _ = tx.send(port.trim().parse::<u16>().map(|port| (pid, port)).map_err(|e| e.to_string()));
                         reported = true;
                     } else {
                         tail.push(line);
@@ -281,7 +312,7 @@ fn wait_listening(child: &mut Child, config: &AnvilConfig) -> Result<u16, AnvilE
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(Ok(port)) => return Ok(port),
+            Ok(Ok(ready)) => return Ok(ready),
             Ok(Err(stdout_tail)) => {
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 let stderr = err_rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();

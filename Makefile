@@ -1,0 +1,63 @@
+# lcw: make setup | demo | test | contracts | bench
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+LCW := target/debug/lcw
+DEMO_DIR := lcw-data/demo
+TOOLS_STAMP := contracts/node_modules/.lcw-installed
+
+.PHONY: setup demo test build contracts contracts-check fmt lint clean
+
+## setup: install the pinned tools (anvil 1.7.1 and solc 0.8.37 from npm into contracts/node_modules)
+setup: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	chmod +x contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+	touch $@
+
+## build: compile the workspace (debug)
+build:
+	$(CARGO) build --workspace
+
+## contracts: rebuild contracts/out from contracts/src with the pinned solc (commit the result)
+contracts: setup
+	node contracts/build.js
+
+## contracts-check: fail if contracts/out is stale
+contracts-check: setup
+	node contracts/build.js --check
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## test: formatting, stale artifacts, clippy -D warnings, every test against the real parts
+test: setup
+	$(CARGO) fmt --all --check
+	node contracts/build.js --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+## demo: a devnet and a burst of simulated traffic with every outcome, then stop
+demo: setup
+	$(CARGO) build -p lcw-cli
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(LCW) --data-dir $(DEMO_DIR) devnet --port 0 --dispute-window 10 --ack-timeout 10 \
+		--completion-timeout 10 --resolution-timeout 10 > $(DEMO_DIR)/devnet.out 2> $(DEMO_DIR)/devnet.err & \
+	pid=$$!; trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true' EXIT; \
+	for _ in $$(seq 1 600); do \
+		grep -q '^Ctrl-C' $(DEMO_DIR)/devnet.out 2>/dev/null && break; \
+		kill -0 $$pid 2>/dev/null || { cat $(DEMO_DIR)/devnet.err; exit 1; }; sleep 0.1; \
+	done; \
+	cat $(DEMO_DIR)/devnet.out; echo; \
+	echo "== simulating 200 jobs: 10% time out, 15% disputed, 5% on closed sessions, the rest released"; \
+	$(LCW) --data-dir $(DEMO_DIR) simulate --network $(DEMO_DIR)/devnet.json --jobs 200 --workers 3 \
+		--auto-complete --auto-release --timeout-share 10 --dispute-share 15 --settle-share 5; \
+	echo; echo "the devnet stops now; run '$(LCW) --data-dir $(DEMO_DIR) devnet' to keep one up"
+
+clean:
+	rm -rf lcw-data
