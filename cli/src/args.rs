@@ -15,6 +15,21 @@ pub(crate) struct DataArgs {
     pub data_dir: PathBuf,
 }
 
+/// Which store file to use.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StoreArgs {
+    /// The store (default: <data-dir>/lcw.db).
+    #[arg(long, env = "LCW_DB")]
+    pub db: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store path.
+    pub(crate) fn path(&self, data: &DataArgs) -> PathBuf {
+        self.db.clone().unwrap_or_else(|| data.data_dir.join("lcw.db"))
+    }
+}
+
 /// Which network to talk to. `--network` takes `devnet` (the profile `lcw devnet` wrote in the
 /// data dir), `testnet`, `mainnet` or a profile file; the official worker's variables override it.
 #[derive(Debug, Clone, Args)]

@@ -26,6 +26,12 @@ enum Command {
     Deploy(cmd::deploy::DeployArgs),
     /// Send simulated consumer traffic to a devnet.
     Simulate(cmd::simulate::SimulateArgs),
+    /// Index WorkerRegistry, JobRegistry and AIConfig events into the store.
+    Index(cmd::index::IndexArgs),
+    /// Rebuild the projections from the raw logs (no RPC) and compare.
+    Replay(cmd::replay::ReplayArgs),
+    /// Check the store against the chain.
+    Verify(cmd::verify::VerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +51,9 @@ fn main() -> std::process::ExitCode {
             Command::Devnet(args) => cmd::devnet::run(args, cli.data).await,
             Command::Deploy(args) => cmd::deploy::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args, cli.data).await,
+            Command::Index(args) => cmd::index::run(args, cli.data).await,
+            Command::Replay(args) => cmd::replay::run(args, cli.data).await,
+            Command::Verify(args) => cmd::verify::run(args, cli.data).await,
         }
     });
     match result {
@@ -64,7 +73,7 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("LCW_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn,alloy_pubsub=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("LCW_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

@@ -1,11 +1,305 @@
 //! # lcw-indexer: chain events into the store
 //!
-//! Will own the one writer of the store: it streams the WorkerRegistry, JobRegistry and AIConfig
-//! logs of a network into SQLite (raw logs first, verbatim with block number, hash and timestamp),
-//! derives the projections (workers, sessions, jobs, dispute-window history, balances, rollups)
-//! from them in the same transaction as the cursor, and keeps both reorg-safe.
+//! Streams the WorkerRegistry, JobRegistry and AIConfig logs of a network into the SQLite store:
+//! raw logs first (verbatim, the source of truth), projections derived from them in the same
+//! transaction as the cursor, reorg-safe and resumable.
 //!
-//! Planned modules, one noun each: `fetch` (concurrent adaptive `eth_getLogs` backfill, head
-//! following), `decode` (log → typed event, undecodable logs kept raw), `apply` / `unwind` (the
-//! reorg-symmetric pair), `replay` (projections rebuilt from raw logs, no RPC) and `verify` (store
-//! vs chain). Entry point: `run(config, shutdown)`.
+//! - [`rpc`]: JSON-RPC with retries, backoff and failover; range refusals recognised.
+//! - [`backfill`]: concurrent adaptive `eth_getLogs` over the final part of the chain, in order.
+//! - [`live`]: head following with parent-hash checks and unwinding to the common ancestor.
+//! - [`writer`]: the single writer thread; one transaction per commit, cursor included.
+//! - [`decode`] and [`apply`] (with [`cache`]): the pure core, log → event → projection rows.
+//! - [`replay`]: projections rebuilt from raw logs alone and compared with the store.
+//! - [`verify`]: the store checked against the chain.
+//! - [`metrics`], [`progress`]: Prometheus endpoint, progress bar or periodic logs.
+//!
+//! Entry point: [`run`]. Data flow: RPC → backfill/live → writer → store → (notification) →
+//! settler, worker, API.
+
+pub mod apply;
+pub mod backfill;
+pub mod cache;
+pub mod decode;
+pub mod live;
+pub mod metrics;
+pub mod progress;
+pub mod replay;
+pub mod rpc;
+pub mod segment;
+pub mod verify;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use alloy::eips::BlockNumberOrTag;
+use lcw_schema::profile::Profile;
+use lcw_schema::store::raw::Cursor;
+use lcw_schema::store::{Identity, Store, StoreError};
+use serde::Serialize;
+
+pub use backfill::BackfillOptions;
+pub use live::LiveOptions;
+pub use writer::{Committed, Commits};
+
+/// Why indexing stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The RPC failed for good.
+    #[error(transparent)]
+    Rpc(#[from] rpc::RpcError),
+    /// The network profile does not fit the node.
+    #[error(transparent)]
+    Profile(#[from] lcw_schema::profile::ProfileError),
+    /// A reorg deeper than the store can unwind.
+    #[error(
+        "the chain reorganised below block {floor}, the deepest this store can unwind (blocks at or below it were \
+         final when indexed; the store's tip is {tip}). The node may be out of sync or serving another chain; check \
+         it, then re-index into a fresh store (--db)"
+    )]
+    DeepReorg {
+        /// The store's tip when the reorg was found.
+        tip: u64,
+        /// The undo floor.
+        floor: u64,
+    },
+    /// A commit failed; nothing after the last committed block was written.
+    #[error("writing the store failed: {0}")]
+    Commit(String),
+    /// The writer thread stopped.
+    #[error("the store writer stopped unexpectedly (see the error logged before this one)")]
+    WriterGone,
+    /// Stopped by a shutdown request.
+    #[error("interrupted")]
+    Interrupted,
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Result alias.
+pub type IndexerResult<T> = Result<T, IndexerError>;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on a terminal, periodic logs otherwise.
+    Auto,
+    /// Periodic structured logs.
+    Logs,
+    /// Nothing.
+    Off,
+}
+
+/// Everything `lcw index` needs.
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    /// The network.
+    pub profile: Profile,
+    /// The store file.
+    pub db: PathBuf,
+    /// First block for a new store (default: the profile's start block).
+    pub from_block: Option<u64>,
+    /// Backfill tuning.
+    pub backfill: BackfillOptions,
+    /// Live tuning.
+    pub live: LiveOptions,
+    /// Per-request RPC timeout.
+    pub rpc_timeout: Duration,
+    /// Stop once the head is indexed.
+    pub until_head: bool,
+    /// Progress display.
+    pub progress: ProgressMode,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl IndexerConfig {
+    /// Defaults for `profile` and `db`.
+    pub fn new(profile: Profile, db: PathBuf) -> Self {
+        let ws_url = profile.ws_url.clone();
+        IndexerConfig {
+            profile,
+            db,
+            from_block: None,
+            backfill: BackfillOptions::default(),
+            live: LiveOptions {
+                confirmations: 0,
+                finality_depth: 64,
+                poll_interval: Duration::from_millis(500),
+                ws_url,
+            },
+            rpc_timeout: Duration::from_secs(30),
+            until_head: false,
+            progress: ProgressMode::Auto,
+            metrics: None,
+        }
+    }
+}
+
+/// What `lcw index` reports (JSON with `--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Chain id.
+    pub chain_id: u64,
+    /// Head block when indexing stopped.
+    pub head: u64,
+    /// Last indexed block (the cursor).
+    pub indexed_block: u64,
+    /// Finalized block.
+    pub finalized_block: u64,
+    /// Logs per event name in the store.
+    pub events: BTreeMap<String, u64>,
+    /// All logs in the store.
+    pub total_events: u64,
+    /// Logs kept raw because they could not be decoded.
+    pub undecodable: u64,
+    /// Logs indexed by this run.
+    pub indexed_this_run: u64,
+    /// Reorgs handled by this run.
+    pub reorgs: u64,
+    /// Wall time of this run.
+    pub elapsed_secs: f64,
+    /// Logs per second of this run.
+    pub events_per_sec: f64,
+    /// RPC requests (with retries), retries, and refused ranges.
+    pub rpc_requests: u64,
+    /// Retried RPC requests.
+    pub rpc_retries: u64,
+    /// Ranges split after a refusal.
+    pub range_splits: u64,
+}
+
+/// Indexes the network: backfill to the finalized block, then follow the head (until the head
+/// with `until_head`, otherwise until `shutdown`). `commits` receives every commit.
+pub async fn run(
+    config: IndexerConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    commits: Option<Commits>,
+) -> IndexerResult<Summary> {
+    let started = Instant::now();
+    let profile = &config.profile;
+    let mut urls = vec![profile.rpc_url.clone()];
+    urls.extend(profile.rpc_fallback_urls.iter().cloned());
+    let rpc = Arc::new(rpc::Rpc::new(&urls, config.rpc_timeout)?);
+    let chain_id = rpc.chain_id().await?;
+    profile.check_chain_id(chain_id)?;
+
+    let start = config.from_block.unwrap_or(profile.start_block);
+    let identity = Identity { chain_id, contracts: profile.contracts, start_block: start };
+    let commits = commits.unwrap_or_else(|| tokio::sync::watch::channel(Committed::default()).0);
+    let (writer, cursor) = writer::Writer::start(config.db.clone(), identity, commits.clone())?;
+    let reader = Store::open_readonly(&config.db)?;
+    let live_stats = Arc::new(live::LiveStats::default());
+    let progress_state = Arc::new(backfill::Progress::default());
+    let metrics = config.metrics.map(|addr| metrics::serve(addr, rpc.clone(), live_stats.clone(), progress_state.clone(), config.db.clone()));
+
+    let head = rpc.header(BlockNumberOrTag::Latest).await?.ok_or_else(|| IndexerError::Internal("the node has no latest block".into()))?;
+    let finalized = live::finalized(&rpc, head.number, config.live.finality_depth).await;
+    live_stats.head.store(head.number, Ordering::Relaxed);
+    live_stats.finalized.store(finalized, Ordering::Relaxed);
+
+    // Resume from the cursor (after checking it is still canonical) or start fresh.
+    let mut position = match cursor {
+        Some(c) => {
+            let p = live::Position { number: c.block_number, hash: c.block_hash };
+            live::reconcile_cursor(&rpc, &writer, &reader, p, &live_stats).await?
+        }
+        None => live::Position { number: start.saturating_sub(1), hash: Default::default() },
+    };
+    let backfill_to = finalized.min(head.number.saturating_sub(config.live.confirmations));
+    let first = if cursor.is_some() { position.number + 1 } else { start };
+    if first <= backfill_to {
+        tracing::info!(from = first, to = backfill_to, head = head.number, "backfilling");
+        let reporter = progress::spawn(config.progress, progress_state.clone(), started);
+        let res = backfill::backfill(
+            rpc.clone(),
+            profile.contracts,
+            &writer,
+            first,
+            backfill_to,
+            config.backfill,
+            progress_state.clone(),
+            &shutdown,
+        )
+        .await;
+        let flushed = writer.flush().await;
+        reporter.finish();
+        match res {
+            Err(IndexerError::Interrupted) => {}
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        flushed?;
+        if let Some(c) = Cursor::get(reader.conn())? {
+            position = live::Position { number: c.block_number, hash: c.block_hash };
+        }
+    } else if cursor.is_none() && start > 0 {
+        // Nothing final to backfill yet: live indexing starts right after the start block's parent.
+        let parent = rpc.header(BlockNumberOrTag::Number(start - 1)).await?;
+        position.hash = parent.map(|h| h.hash).unwrap_or_default();
+    }
+
+    if !*shutdown.borrow() {
+        position = live::follow(
+            rpc.clone(),
+            profile.contracts,
+            &writer,
+            &reader,
+            position,
+            &config.live,
+            config.until_head,
+            live_stats.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+    }
+    let _ = shutdown.borrow_and_update();
+    let last = writer.flush().await?;
+    let _ = last;
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    summary(&reader, &rpc, &live_stats, &progress_state, chain_id, position.number, started)
+}
+
+fn summary(
+    reader: &Store,
+    rpc: &rpc::Rpc,
+    live: &live::LiveStats,
+    progress: &backfill::Progress,
+    chain_id: u64,
+    indexed_block: u64,
+    started: Instant,
+) -> IndexerResult<Summary> {
+    use lcw_schema::store::rows::{EventCountRow, ProjectionRow};
+    let events: BTreeMap<String, u64> =
+        EventCountRow::all(reader.conn())?.into_iter().map(|r| (r.event, r.count)).collect();
+    let total_events = events.values().sum();
+    let undecodable = events.get("(undecodable)").copied().unwrap_or(0);
+    let elapsed = started.elapsed().as_secs_f64();
+    let indexed_this_run = progress.delivered_logs.load(Ordering::Relaxed) + live.blocks_logs();
+    Ok(Summary {
+        chain_id,
+        head: live.head.load(Ordering::Relaxed),
+        indexed_block,
+        finalized_block: live.finalized.load(Ordering::Relaxed),
+        events,
+        total_events,
+        undecodable,
+        indexed_this_run,
+        reorgs: live.reorgs.load(Ordering::Relaxed),
+        elapsed_secs: elapsed,
+        events_per_sec: indexed_this_run as f64 / elapsed.max(1e-9),
+        rpc_requests: rpc.stats.requests.load(Ordering::Relaxed),
+        rpc_retries: rpc.stats.retries.load(Ordering::Relaxed),
+        range_splits: rpc.stats.range_splits.load(Ordering::Relaxed),
+    })
+}

@@ -10,8 +10,11 @@
 //!   element) shared by whoever posts or reads a blob.
 //! - [`profile`]: network profiles (chain id, RPC and beacon URLs, contract addresses, devnet keys).
 //!
-//! Later parts add the SQLite store (migrations, typed reads and writes; all SQL lives here) and
-//! the pure domain rules more than one service needs (release schedule, exit plan).
+//! - [`store`]: the SQLite store: refinery migrations, the raw layer, projection rows, the undo
+//!   journal; all SQL of lcw lives here.
+//!
+//! Later parts add the pure domain rules more than one service needs (release schedule, exit
+//! plan).
 //!
 //! Data flow: the indexer writes the store; the settler, worker and GraphQL API read it. Services
 //! meet here, never in each other's code.
@@ -19,6 +22,7 @@
 pub mod bindings;
 pub mod blob;
 pub mod profile;
+pub mod store;
 pub mod suite;
 pub mod types;
 

@@ -2,4 +2,7 @@
 
 pub(crate) mod deploy;
 pub(crate) mod devnet;
+pub(crate) mod index;
+pub(crate) mod replay;
 pub(crate) mod simulate;
+pub(crate) mod verify;

@@ -1,0 +1,215 @@
+//! Backfill: the final part of the chain, fetched with concurrent `eth_getLogs` over block ranges
+//! for all three contracts at once and handed to the writer strictly in block order.
+//!
+//! The range adapts to the provider: a range the node refuses (too many blocks or results) is
+//! split, using the node's suggested range when it gives one; after successes the range grows
+//! again, aiming at `target_logs` per request. Memory stays bounded: no new request starts while
+//! `max_buffered_logs` logs are fetched but not yet committed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::B256;
+use alloy::sol_types::SolEvent;
+use futures::stream::{FuturesUnordered, StreamExt};
+use lcw_schema::bindings::WorkerRegistry;
+use lcw_schema::profile::Contracts;
+
+use crate::rpc::{Rpc, RpcError};
+use crate::segment::Segment;
+use crate::writer::Writer;
+use crate::{IndexerError, IndexerResult};
+
+/// How backfill fetches.
+#[derive(Debug, Clone, Copy)]
+pub struct BackfillOptions {
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Blocks in the first request.
+    pub initial_range: u64,
+    /// Largest range ever requested.
+    pub max_range: u64,
+    /// Logs per request the range adapts to.
+    pub target_logs: u64,
+    /// No new request while this many logs are fetched but not committed.
+    pub max_buffered_logs: u64,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        BackfillOptions { concurrency: 4, initial_range: 2_000, max_range: 100_000, target_logs: 10_000, max_buffered_logs: 60_000 }
+    }
+}
+
+/// Shared progress counters (read by the progress reporter and metrics).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// First block of the backfill.
+    pub from: AtomicU64,
+    /// Last block of the backfill.
+    pub to: AtomicU64,
+    /// Highest block handed to the writer.
+    pub delivered_block: AtomicU64,
+    /// Logs handed to the writer.
+    pub delivered_logs: AtomicU64,
+    /// Ranges split after a refusal.
+    pub splits: AtomicU64,
+}
+
+/// Fetches one range and everything its commit needs.
+async fn fetch(rpc: &Rpc, contracts: &Contracts, from: u64, to: u64) -> Result<Segment, RpcError> {
+    let addresses = contracts.all();
+    let mut logs = rpc.logs(&addresses, from, to).await?;
+    logs.retain(|l| !l.removed);
+    logs.sort_by_key(|l| (l.block_number, l.log_index));
+    for l in &logs {
+        if l.block_number.is_none() || l.block_hash.is_none() || l.log_index.is_none() {
+            return Err(RpcError::Rejected {
+                method: "eth_getLogs",
+                endpoint: "node".into(),
+                message: "a log without block number, hash or index (a pending log?)".into(),
+            });
+        }
+    }
+    // The last block's hash moves the cursor; take it from a log when one is in that block.
+    let (to_hash, to_timestamp) = match logs.last().filter(|l| l.block_number == Some(to)) {
+        Some(l) if l.block_timestamp.is_some() => (l.block_hash.unwrap_or_default(), l.block_timestamp.unwrap_or_default()),
+        _ => {
+            let h = rpc.header(BlockNumberOrTag::Number(to)).await?.ok_or_else(|| RpcError::Rejected {
+                method: "eth_getBlockByNumber",
+                endpoint: "node".into(),
+                message: format!("block {to} not found"),
+            })?;
+            (h.hash, h.timestamp)
+        }
+    };
+    // Timestamps for logs that lack blockTimestamp (older nodes).
+    let mut block_times = HashMap::new();
+    for n in logs.iter().filter(|l| l.block_timestamp.is_none()).filter_map(|l| l.block_number) {
+        if let std::collections::hash_map::Entry::Vacant(e) = block_times.entry(n)
+            && let Some(h) = rpc.header(BlockNumberOrTag::Number(n)).await?
+        {
+            e.insert(h.timestamp);
+        }
+    }
+    let tx_values = registration_values(rpc, contracts, &logs).await?;
+    Ok(Segment { from, to, to_hash, to_parent: None, to_timestamp, logs, block_times, tx_values })
+}
+
+/// WorkerRegistered does not carry the stake (it is the transaction's msg.value): fetch it.
+pub(crate) async fn registration_values(
+    rpc: &Rpc,
+    contracts: &Contracts,
+    logs: &[alloy::rpc::types::Log],
+) -> Result<Vec<(B256, u64, alloy::primitives::U256)>, RpcError> {
+    let mut out = Vec::new();
+    for l in logs {
+        if l.address() == contracts.worker_registry
+            && l.topic0() == Some(&WorkerRegistry::WorkerRegistered::SIGNATURE_HASH)
+            && let Some(hash) = l.transaction_hash
+        {
+            let value = rpc.tx_value(hash).await?.unwrap_or_default();
+            out.push((hash, l.block_number.unwrap_or_default(), value));
+        }
+    }
+    Ok(out)
+}
+
+/// Backfills `from..=to` (all final) into the writer. Returns the number of logs delivered.
+pub async fn backfill(
+    rpc: Arc<Rpc>,
+    contracts: Contracts,
+    writer: &Writer,
+    from: u64,
+    to: u64,
+    options: BackfillOptions,
+    progress: Arc<Progress>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> IndexerResult<u64> {
+    if from > to {
+        return Ok(0);
+    }
+    progress.from.store(from, Ordering::Relaxed);
+    progress.to.store(to, Ordering::Relaxed);
+    let mut size = options.initial_range.clamp(1, options.max_range.max(1));
+    let mut next = from;
+    // Ranges to fetch before new ones (splits), in block order.
+    let mut retry: VecDeque<(u64, u64)> = VecDeque::new();
+    let mut ready: BTreeMap<u64, Segment> = BTreeMap::new();
+    let mut deliver_from = from;
+    let mut buffered_logs: u64 = 0;
+    let mut delivered: u64 = 0;
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        if *shutdown.borrow() {
+            return Err(IndexerError::Interrupted);
+        }
+        while in_flight.len() < options.concurrency.max(1)
+            && buffered_logs < options.max_buffered_logs
+            && (!retry.is_empty() || next <= to)
+        {
+            let (a, b) = match retry.pop_front() {
+                Some(r) => r,
+                None => {
+                    let b = (next + size - 1).min(to);
+                    let r = (next, b);
+                    next = b + 1;
+                    r
+                }
+            };
+            let rpc = rpc.clone();
+            in_flight.push(async move { (a, b, fetch(&rpc, &contracts, a, b).await) });
+        }
+        let Some((a, b, result)) = in_flight.next().await else { break };
+        match result {
+            Ok(segment) => {
+                let n = segment.logs.len() as u64;
+                let blocks = b - a + 1;
+                if n > options.target_logs {
+                    size = (blocks * options.target_logs / n.max(1)).max(1);
+                } else if n < options.target_logs / 2 && blocks >= size {
+                    size = (size * 2).min(options.max_range);
+                }
+                buffered_logs += n;
+                ready.insert(a, segment);
+            }
+            Err(RpcError::RangeTooLarge { message, suggested_to, .. }) => {
+                progress.splits.fetch_add(1, Ordering::Relaxed);
+                if a == b {
+                    return Err(IndexerError::Rpc(RpcError::RangeTooLarge {
+                        method: "eth_getLogs",
+                        message: format!(
+                            "block {a} alone has more logs than the RPC returns ({message}); use a provider without this limit"
+                        ),
+                        suggested_to: None,
+                    }));
+                }
+                let mid = suggested_to.filter(|s| *s >= a && *s < b).unwrap_or(a + (b - a) / 2);
+                tracing::debug!(from = a, to = b, split_at = mid, %message, "range refused; splitting");
+                retry.push_front((mid + 1, b));
+                retry.push_front((a, mid));
+                // Keep the retry queue in block order (splits of earlier ranges come first).
+                let mut v: Vec<_> = retry.drain(..).collect();
+                v.sort();
+                retry.extend(v);
+                size = ((mid - a + 1) / 2).max(1);
+            }
+            Err(e) => return Err(IndexerError::Rpc(e)),
+        }
+        while let Some(segment) = ready.remove(&deliver_from) {
+            deliver_from = segment.to + 1;
+            let n = segment.logs.len() as u64;
+            buffered_logs -= n;
+            delivered += n;
+            progress.delivered_block.store(segment.to, Ordering::Relaxed);
+            progress.delivered_logs.fetch_add(n, Ordering::Relaxed);
+            writer.backfill(segment).await?;
+        }
+    }
+    if deliver_from <= to {
+        return Err(IndexerError::Internal(format!("backfill stopped at block {deliver_from}, before {to}")));
+    }
+    Ok(delivered)
+}

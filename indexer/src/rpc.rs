@@ -1,0 +1,373 @@
+//! JSON-RPC with failover: several endpoints in order of preference, retries with exponential
+//! backoff and jitter on transport errors, HTTP 429 and 5xx, and a clear signal when a node
+//! refuses an `eth_getLogs` range as too large (the caller splits it).
+//!
+//! An endpoint that fails three times in a row is rested for 30 s; the primary is preferred again
+//! as soon as it is healthy. URLs in logs and errors are redacted (they often embed API keys).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, B256, U64, U256};
+use alloy::rpc::client::RpcClient;
+use alloy::rpc::json_rpc::{RpcRecv, RpcSend};
+use alloy::rpc::types::{Filter, Log};
+use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
+use lcw_schema::profile::redact_url;
+use serde::Deserialize;
+
+/// Attempts per call across all endpoints before giving up.
+const MAX_ATTEMPTS: u32 = 12;
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const REST_AFTER_FAILURES: u32 = 3;
+const REST_FOR: Duration = Duration::from_secs(30);
+
+/// Why an RPC call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RpcError {
+    /// The node refused the block range (too many blocks or results); split it.
+    #[error("{method}: the RPC refused the block range: {message}")]
+    RangeTooLarge {
+        /// Method.
+        method: &'static str,
+        /// The node's message.
+        message: String,
+        /// The last block of a range the node suggested, if it did.
+        suggested_to: Option<u64>,
+    },
+    /// Every endpoint kept failing with retryable errors.
+    #[error(
+        "{method} failed on every RPC endpoint after {attempts} attempts; last error from {endpoint}: {message}. \
+         Check that the node is reachable, or add fallback URLs (rpc_fallback_urls in the profile)"
+    )]
+    Unavailable {
+        /// Method.
+        method: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// The endpoint of the last error (redacted).
+        endpoint: String,
+        /// The last error.
+        message: String,
+    },
+    /// The node answered with an error that retrying will not fix.
+    #[error("{method} rejected by {endpoint}: {message}")]
+    Rejected {
+        /// Method.
+        method: &'static str,
+        /// Endpoint (redacted).
+        endpoint: String,
+        /// The node's message.
+        message: String,
+    },
+    /// A bad URL in the configuration.
+    #[error("invalid RPC URL `{0}`: expected http:// or https://")]
+    BadUrl(String),
+}
+
+/// Result alias.
+pub type RpcResult<T> = Result<T, RpcError>;
+
+enum Class {
+    Range(String, Option<u64>),
+    Retry(String),
+    Fatal(String),
+}
+
+fn truncate(s: &str) -> String {
+    let s = s.trim();
+    if s.len() > 300 { format!("{}…", &s[..s.floor_char_boundary(300)]) } else { s.to_owned() }
+}
+
+/// Range-refusal phrasings of common nodes and providers (geth, erigon, Alchemy, Infura,
+/// QuickNode, Ankr, ...), lowercase.
+const RANGE_PHRASES: &[&str] = &[
+    "block range",
+    "range too large",
+    "range is too large",
+    "range too wide",
+    "too many results",
+    "too many logs",
+    "more than",
+    "response size",
+    "response is too big",
+    "log response size exceeded",
+    "query returned more than",
+    "exceed maximum block range",
+    "exceeds the range",
+    "try with this block range",
+    "this block range should work",
+    "limited to a",
+    "query timeout exceeded",
+];
+
+fn suggested_end(message: &str) -> Option<u64> {
+    // "... [0x1a, 0x2b]" : the second number is the last block that would work.
+    let open = message.rfind('[')?;
+    let close = message[open..].find(']')? + open;
+    let inner = &message[open + 1..close];
+    let last = inner.split(',').nth(1)?.trim();
+    if let Some(hex) = last.strip_prefix("0x") { u64::from_str_radix(hex, 16).ok() } else { last.parse().ok() }
+}
+
+fn classify(e: &AlloyRpcError<TransportErrorKind>) -> Class {
+    match e {
+        AlloyRpcError::ErrorResp(p) => {
+            let msg = p.message.to_lowercase();
+            if RANGE_PHRASES.iter().any(|k| msg.contains(k)) {
+                Class::Range(truncate(&p.message), suggested_end(&p.message))
+            } else if p.code == 429
+                || msg.contains("rate limit")
+                || msg.contains("too many requests")
+                || msg.contains("capacity")
+                || msg.contains("throttl")
+                || msg.contains("header not found")
+                || msg.contains("unknown block")
+                || msg.contains("timeout")
+                || msg.contains("temporarily")
+            {
+                Class::Retry(format!("{} (code {})", truncate(&p.message), p.code))
+            } else {
+                Class::Fatal(format!("{} (code {})", truncate(&p.message), p.code))
+            }
+        }
+        AlloyRpcError::Transport(TransportErrorKind::HttpError(h))
+        | AlloyRpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter { error: h, .. }) => match h.status {
+            413 => Class::Range(format!("HTTP 413 {}", truncate(&h.body)), None),
+            429 | 408 | 500..=599 => Class::Retry(format!("HTTP {} {}", h.status, truncate(&h.body))),
+            s => Class::Fatal(format!("HTTP {s} {}", truncate(&h.body))),
+        },
+        AlloyRpcError::Transport(TransportErrorKind::NonRetryable(e)) => Class::Fatal(truncate(&e.to_string())),
+        AlloyRpcError::Transport(other) => Class::Retry(truncate(&other.to_string())),
+        AlloyRpcError::NullResp => Class::Retry("null response".into()),
+        AlloyRpcError::DeserError { err, .. } => Class::Retry(format!("malformed answer: {err}")),
+        other => Class::Fatal(truncate(&other.to_string())),
+    }
+}
+
+struct Endpoint {
+    label: String,
+    client: RpcClient,
+    failures: AtomicU32,
+    rest_until: Mutex<Option<Instant>>,
+}
+
+impl Endpoint {
+    fn resting(&self) -> Option<Instant> {
+        self.rest_until.lock().ok().and_then(|g| *g).filter(|t| *t > Instant::now())
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    fn failed(&self) {
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= REST_AFTER_FAILURES
+            && let Ok(mut g) = self.rest_until.lock()
+        {
+            *g = Some(Instant::now() + REST_FOR);
+            self.failures.store(0, Ordering::Relaxed);
+            tracing::warn!(endpoint = %self.label, secs = REST_FOR.as_secs(), "RPC endpoint keeps failing; resting it");
+        }
+    }
+}
+
+/// Counters for metrics and reports.
+#[derive(Debug, Default)]
+pub struct RpcStats {
+    /// Requests sent (including retries).
+    pub requests: AtomicU64,
+    /// Retryable failures.
+    pub retries: AtomicU64,
+    /// Ranges refused as too large.
+    pub range_splits: AtomicU64,
+}
+
+/// A block header, reduced to what the indexer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Header {
+    /// Number.
+    #[serde(with = "alloy::serde::quantity")]
+    pub number: u64,
+    /// Hash.
+    pub hash: B256,
+    /// Parent hash.
+    pub parent_hash: B256,
+    /// Timestamp.
+    #[serde(with = "alloy::serde::quantity")]
+    pub timestamp: u64,
+}
+
+/// A JSON-RPC client over one or more endpoints.
+pub struct Rpc {
+    endpoints: Vec<Endpoint>,
+    /// Request counters.
+    pub stats: RpcStats,
+}
+
+impl std::fmt::Debug for Rpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rpc").field("endpoints", &self.endpoints.iter().map(|e| &e.label).collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Rpc {
+    /// A client for `urls` (the first is preferred) with a per-request `timeout`.
+    pub fn new(urls: &[String], timeout: Duration) -> RpcResult<Rpc> {
+        lcw_schema::ensure_tls();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| RpcError::BadUrl(e.to_string()))?;
+        let mut endpoints = Vec::new();
+        for url in urls {
+            let parsed: reqwest::Url = url.parse().map_err(|_| RpcError::BadUrl(redact_url(url)))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(RpcError::BadUrl(redact_url(url)));
+            }
+            endpoints.push(Endpoint {
+                label: redact_url(url),
+                client: RpcClient::new_http_with_client(http.clone(), parsed),
+                failures: AtomicU32::new(0),
+                rest_until: Mutex::new(None),
+            });
+        }
+        if endpoints.is_empty() {
+            return Err(RpcError::BadUrl("(none)".into()));
+        }
+        Ok(Rpc { endpoints, stats: RpcStats::default() })
+    }
+
+    fn pick(&self, skip: usize) -> &Endpoint {
+        // Healthy endpoints in preference order, then resting ones by earliest recovery.
+        let mut healthy: Vec<&Endpoint> = self.endpoints.iter().filter(|e| e.resting().is_none()).collect();
+        if healthy.is_empty() {
+            let mut all: Vec<&Endpoint> = self.endpoints.iter().collect();
+            all.sort_by_key(|e| e.resting());
+            healthy = all;
+        }
+        healthy[skip % healthy.len()]
+    }
+
+    /// One call with retries and failover.
+    pub async fn call<P: RpcSend, R: RpcRecv>(&self, method: &'static str, params: P) -> RpcResult<R> {
+        let mut delay = BACKOFF_START;
+        let mut last = (String::new(), String::new());
+        for attempt in 0..MAX_ATTEMPTS {
+            let ep = self.pick(attempt as usize / 2);
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            match ep.client.request::<P, R>(method, params.clone()).await {
+                Ok(r) => {
+                    ep.succeeded();
+                    return Ok(r);
+                }
+                Err(e) => match classify(&e) {
+                    Class::Range(message, suggested_to) => {
+                        ep.succeeded();
+                        self.stats.range_splits.fetch_add(1, Ordering::Relaxed);
+                        return Err(RpcError::RangeTooLarge { method, message, suggested_to });
+                    }
+                    Class::Fatal(message) => {
+                        return Err(RpcError::Rejected { method, endpoint: ep.label.clone(), message });
+                    }
+                    Class::Retry(message) => {
+                        ep.failed();
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(method, endpoint = %ep.label, attempt, error = %message, "retrying RPC call");
+                        last = (ep.label.clone(), message);
+                        let jitter = Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
+                        tokio::time::sleep(delay + jitter).await;
+                        delay = (delay * 2).min(BACKOFF_MAX);
+                    }
+                },
+            }
+        }
+        Err(RpcError::Unavailable { method, attempts: MAX_ATTEMPTS, endpoint: last.0, message: last.1 })
+    }
+
+    /// `eth_chainId`.
+    pub async fn chain_id(&self) -> RpcResult<u64> {
+        Ok(self.call::<_, U64>("eth_chainId", ()).await?.to())
+    }
+
+    /// The header at `tag` (None when the node has no such block, e.g. no finalized block yet).
+    pub async fn header(&self, tag: BlockNumberOrTag) -> RpcResult<Option<Header>> {
+        self.call("eth_getBlockByNumber", (tag, false)).await
+    }
+
+    /// Logs of `addresses` in `from..=to`.
+    pub async fn logs(&self, addresses: &[Address], from: u64, to: u64) -> RpcResult<Vec<Log>> {
+        let filter = Filter::new().address(addresses.to_vec()).from_block(from).to_block(to);
+        self.call("eth_getLogs", (filter,)).await
+    }
+
+    /// Logs of `addresses` in the block with `hash` (consistent with that exact block).
+    pub async fn logs_at(&self, addresses: &[Address], hash: B256) -> RpcResult<Vec<Log>> {
+        let filter = Filter::new().address(addresses.to_vec()).at_block_hash(hash);
+        self.call("eth_getLogs", (filter,)).await
+    }
+
+    /// The value (msg.value) of a transaction.
+    pub async fn tx_value(&self, hash: B256) -> RpcResult<Option<U256>> {
+        #[derive(Debug, Deserialize)]
+        struct TxValue {
+            value: U256,
+        }
+        let tx: Option<TxValue> = self.call("eth_getTransactionByHash", (hash,)).await?;
+        Ok(tx.map(|t| t.value))
+    }
+
+    /// A contract call at `block`, returning the raw return data.
+    pub async fn call_at(&self, to: Address, data: alloy::primitives::Bytes, block: u64) -> RpcResult<alloy::primitives::Bytes> {
+        let request = alloy::rpc::types::TransactionRequest::default().to(to).input(data.into());
+        self.call("eth_call", (request, BlockNumberOrTag::Number(block))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::rpc::json_rpc::ErrorPayload;
+
+    fn resp(code: i64, message: &str) -> AlloyRpcError<TransportErrorKind> {
+        AlloyRpcError::ErrorResp(ErrorPayload { code, message: message.to_owned().into(), data: None })
+    }
+
+    #[test]
+    fn recognises_range_refusals_of_common_providers() {
+        for m in [
+            "query returned more than 10000 results",
+            "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range",
+            "block range is too wide",
+            "exceed maximum block range: 5000",
+            "eth_getLogs is limited to a 10000 range",
+            "query returned more than 10000 results. Try with this block range [0x1a, 0x2b].",
+        ] {
+            assert!(matches!(classify(&resp(-32005, m)), Class::Range(..)), "{m}");
+        }
+        let Class::Range(_, s) = classify(&resp(-32602, "this block range should work: [0x10, 0x20]")) else { panic!() };
+        assert_eq!(s, Some(0x20));
+    }
+
+    #[test]
+    fn retries_rate_limits_and_server_errors_but_not_bad_requests() {
+        assert!(matches!(classify(&resp(429, "Too Many Requests")), Class::Retry(_)));
+        assert!(matches!(classify(&resp(-32000, "header not found")), Class::Retry(_)));
+        assert!(matches!(classify(&resp(-32602, "invalid argument 0: hex string without 0x prefix")), Class::Fatal(_)));
+        let http = |status| {
+            AlloyRpcError::Transport(TransportErrorKind::HttpError(alloy::transports::HttpError {
+                status,
+                body: "x".into(),
+            }))
+        };
+        assert!(matches!(classify(&http(429)), Class::Retry(_)));
+        assert!(matches!(classify(&http(503)), Class::Retry(_)));
+        assert!(matches!(classify(&http(413)), Class::Range(..)));
+        assert!(matches!(classify(&http(401)), Class::Fatal(_)));
+    }
+}

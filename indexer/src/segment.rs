@@ -1,0 +1,38 @@
+//! A segment: a contiguous run of whole blocks with the logs of the watched contracts in them,
+//! fetched and checked, ready to commit. Backfill produces many (coalesced into transactions);
+//! live indexing produces one per block.
+
+use std::collections::HashMap;
+
+use alloy::primitives::{B256, U256};
+use alloy::rpc::types::Log;
+
+/// Blocks `from..=to` and their logs.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// First block.
+    pub from: u64,
+    /// Last block (inclusive).
+    pub to: u64,
+    /// Hash of the last block.
+    pub to_hash: B256,
+    /// Parent hash of the last block (known when followed live).
+    pub to_parent: Option<B256>,
+    /// Timestamp of the last block.
+    pub to_timestamp: u64,
+    /// The logs, in chain order, each with block number, hash and index.
+    pub logs: Vec<Log>,
+    /// Timestamps of blocks whose logs did not carry `blockTimestamp`.
+    pub block_times: HashMap<u64, u64>,
+    /// Values of WorkerRegistered transactions (the stake is their msg.value): (tx, block, value).
+    pub tx_values: Vec<(B256, u64, U256)>,
+}
+
+impl Segment {
+    /// The timestamp of `block` (from its logs, or fetched).
+    pub fn time_of(&self, log: &Log) -> u64 {
+        log.block_timestamp
+            .or_else(|| log.block_number.and_then(|n| self.block_times.get(&n).copied()))
+            .unwrap_or(self.to_timestamp)
+    }
+}

@@ -1,0 +1,198 @@
+//! Append-only projections keyed by the log that produced them: configuration history,
+//! withdrawals, keeper bounties and slashes. Unwinding deletes the rows above a block.
+
+use alloy::primitives::{Address, B256, U256};
+use rusqlite::{Connection, OptionalExtension};
+
+use super::StoreResult;
+use super::col::{self, Col};
+
+/// Where a ledger row came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LogRef {
+    /// Block number.
+    pub block_number: u64,
+    /// Log index.
+    pub log_index: u64,
+    /// Block timestamp.
+    pub block_timestamp: u64,
+    /// Transaction hash.
+    pub tx_hash: B256,
+}
+
+/// One parameter change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChange {
+    /// The log.
+    pub at: LogRef,
+    /// Parameter name (`disputeWindow`, `ackTimeout`, ...).
+    pub param: String,
+    /// New value (decimal, `0x` address, or `true`/`false`).
+    pub value: String,
+}
+
+impl ConfigChange {
+    /// Records the change.
+    pub fn insert(&self, conn: &Connection) -> StoreResult<()> {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO config_history (block_number, log_index, param, value, block_timestamp) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(rusqlite::params![
+            self.at.block_number as i64,
+            self.at.log_index as i64,
+            self.param,
+            self.value,
+            self.at.block_timestamp as i64
+        ])?;
+        Ok(())
+    }
+}
+
+/// A parameter's value in force at the end of `block`.
+pub fn config_as_of(conn: &Connection, param: &str, block: u64) -> StoreResult<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT value FROM config_history WHERE param = ?1 AND block_number <= ?2 \
+             ORDER BY block_number DESC, log_index DESC LIMIT 1",
+        )?
+        .query_row(rusqlite::params![param, block as i64], |r| r.get::<_, String>(0))
+        .optional()?)
+}
+
+/// The value of every parameter now (its latest change).
+pub fn current_params(conn: &Connection) -> StoreResult<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT param, value FROM v_config_current")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Every change of `param`: (block, timestamp, value), oldest first.
+pub fn config_history(conn: &Connection, param: &str) -> StoreResult<Vec<(u64, u64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT block_number, block_timestamp, value FROM config_history WHERE param = ?1 ORDER BY block_number, log_index",
+    )?;
+    let rows = stmt
+        .query_map([param], |r| Ok((col::get(r, 0)?, col::get(r, 1)?, col::get(r, 2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// A worker's withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// The log.
+    pub at: LogRef,
+    /// Worker.
+    pub worker: Address,
+    /// Amount.
+    pub amount: U256,
+}
+
+impl Withdrawal {
+    /// Records it.
+    pub fn insert(&self, conn: &Connection) -> StoreResult<()> {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO withdrawals (block_number, log_index, worker, amount_wei, tx_hash, block_timestamp) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(rusqlite::params![
+            self.at.block_number as i64,
+            self.at.log_index as i64,
+            self.worker.as_slice(),
+            self.amount.out(),
+            self.at.tx_hash.as_slice(),
+            self.at.block_timestamp as i64
+        ])?;
+        Ok(())
+    }
+}
+
+/// A keeper bounty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounty {
+    /// The log.
+    pub at: LogRef,
+    /// Job.
+    pub job_id: u64,
+    /// Keeper.
+    pub keeper: Address,
+    /// The job's worker, when known.
+    pub worker: Option<Address>,
+    /// Amount.
+    pub amount: U256,
+    /// 0 release, 1 timeout.
+    pub kind: u8,
+}
+
+impl Bounty {
+    /// Records it.
+    pub fn insert(&self, conn: &Connection) -> StoreResult<()> {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO bounties (block_number, log_index, job_id, keeper, worker, amount_wei, kind, tx_hash, \
+             block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(rusqlite::params![
+            self.at.block_number as i64,
+            self.at.log_index as i64,
+            self.job_id as i64,
+            self.keeper.as_slice(),
+            self.worker.as_ref().map(|w| w.as_slice()),
+            self.amount.out(),
+            self.kind,
+            self.at.tx_hash.as_slice(),
+            self.at.block_timestamp as i64
+        ])?;
+        Ok(())
+    }
+}
+
+/// A slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slash {
+    /// The log.
+    pub at: LogRef,
+    /// Worker.
+    pub worker: Address,
+    /// Amount slashed.
+    pub amount: U256,
+    /// Stake after it.
+    pub new_stake: U256,
+    /// The job whose timeout or dispute caused it.
+    pub job_id: Option<u64>,
+    /// `ack_timeout`, `completion_timeout`, `dispute` or `other`.
+    pub reason: String,
+}
+
+impl Slash {
+    /// Records it.
+    pub fn insert(&self, conn: &Connection) -> StoreResult<()> {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO slashes (block_number, log_index, worker, amount_wei, new_stake_wei, job_id, reason, \
+             tx_hash, block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(rusqlite::params![
+            self.at.block_number as i64,
+            self.at.log_index as i64,
+            self.worker.as_slice(),
+            self.amount.out(),
+            self.new_stake.out(),
+            self.job_id.map(|j| j as i64),
+            self.reason,
+            self.at.tx_hash.as_slice(),
+            self.at.block_timestamp as i64
+        ])?;
+        Ok(())
+    }
+}
+
+/// Tables cleared above a block on unwind, and emptied by replay.
+pub const LEDGER_TABLES: [&str; 4] = ["config_history", "withdrawals", "bounties", "slashes"];
+
+/// Deletes ledger rows above `block`.
+pub fn delete_above(conn: &Connection, block: u64) -> StoreResult<()> {
+    for t in LEDGER_TABLES {
+        conn.prepare_cached(&format!("DELETE FROM {t} WHERE block_number > ?1"))?.execute([block as i64])?;
+    }
+    Ok(())
+}

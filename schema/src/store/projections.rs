@@ -1,0 +1,76 @@
+//! Whole-projection operations: comparing the projections of two stores and replacing one's by
+//! the other's (`lcw replay`), and clearing them.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreResult;
+
+/// Every projection table (derived from the raw layer).
+pub const PROJECTION_TABLES: [&str; 11] = [
+    "workers",
+    "worker_models",
+    "models",
+    "sessions",
+    "jobs",
+    "rollups_hourly",
+    "event_counts",
+    "config_history",
+    "withdrawals",
+    "bounties",
+    "slashes",
+];
+
+/// A table whose rows differ between two stores.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TableDiff {
+    /// Table.
+    pub table: String,
+    /// Rows only in the first store.
+    pub only_in_first: u64,
+    /// Rows only in the second store.
+    pub only_in_second: u64,
+}
+
+/// Compares every projection table of `conn`'s store with the store file `other`.
+pub fn compare(conn: &Connection, other: &Path) -> StoreResult<Vec<TableDiff>> {
+    conn.execute("ATTACH DATABASE ?1 AS other", [other.to_string_lossy()])?;
+    let result = (|| {
+        let mut diffs = Vec::new();
+        for t in PROJECTION_TABLES {
+            let count = |a: &str, b: &str| -> StoreResult<u64> {
+                let sql = format!("SELECT count(*) FROM (SELECT * FROM {a}.{t} EXCEPT SELECT * FROM {b}.{t})");
+                Ok(conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
+            };
+            let (first, second) = (count("main", "other")?, count("other", "main")?);
+            if first + second > 0 {
+                diffs.push(TableDiff { table: t.into(), only_in_first: first, only_in_second: second });
+            }
+        }
+        Ok(diffs)
+    })();
+    conn.execute("DETACH DATABASE other", [])?;
+    result
+}
+
+/// Replaces every projection table (and the undo journal) of `conn`'s store by those of the
+/// store file `other`, in the caller's transaction.
+pub fn replace_from(conn: &Connection, other: &Path) -> StoreResult<()> {
+    conn.execute("ATTACH DATABASE ?1 AS other", [other.to_string_lossy()])?;
+    let result = (|| {
+        for t in PROJECTION_TABLES.iter().chain(["undo"].iter()) {
+            conn.execute(&format!("DELETE FROM main.{t}"), [])?;
+            conn.execute(&format!("INSERT INTO main.{t} SELECT * FROM other.{t}"), [])?;
+        }
+        Ok(())
+    })();
+    // DETACH is not allowed inside a transaction; the caller's commit releases it.
+    result
+}
+
+/// Detaches `other` after [`replace_from`]'s transaction committed.
+pub fn detach(conn: &Connection) -> StoreResult<()> {
+    conn.execute("DETACH DATABASE other", [])?;
+    Ok(())
+}
