@@ -87,6 +87,31 @@ pub enum IndexerError {
 /// Result alias.
 pub type IndexerResult<T> = Result<T, IndexerError>;
 
+/// A read-only store connection shared by async code; every use goes through [`Reader::read`].
+#[derive(Debug, Clone)]
+pub struct Reader(Arc<std::sync::Mutex<Store>>);
+
+impl Reader {
+    /// Opens `db` read-only.
+    pub fn open(db: &std::path::Path) -> IndexerResult<Reader> {
+        Ok(Reader(Arc::new(std::sync::Mutex::new(Store::open_readonly(db)?))))
+    }
+
+    /// Runs `f` on the connection on a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> lcw_schema::store::StoreResult<T> + Send + 'static,
+    ) -> IndexerResult<T> {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = inner.lock().map_err(|_| IndexerError::Internal("store reader poisoned".into()))?;
+            Ok(f(store.conn())?)
+        })
+        .await
+        .map_err(|e| IndexerError::Internal(format!("store read task: {e}")))?
+    }
+}
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -196,7 +221,7 @@ pub async fn run(
     let identity = Identity { chain_id, contracts: profile.contracts, start_block: start };
     let commits = commits.unwrap_or_else(|| tokio::sync::watch::channel(Committed::default()).0);
     let (writer, cursor) = writer::Writer::start(config.db.clone(), identity, commits.clone())?;
-    let reader = Store::open_readonly(&config.db)?;
+    let reader = Reader::open(&config.db)?;
     let live_stats = Arc::new(live::LiveStats::default());
     let progress_state = Arc::new(backfill::Progress::default());
     let metrics = config.metrics.map(|addr| metrics::serve(addr, rpc.clone(), live_stats.clone(), progress_state.clone(), config.db.clone()));
@@ -238,7 +263,7 @@ pub async fn run(
             Ok(_) => {}
         }
         flushed?;
-        if let Some(c) = Cursor::get(reader.conn())? {
+        if let Some(c) = reader.read(|conn| Cursor::get(conn)).await? {
             position = live::Position { number: c.block_number, hash: c.block_hash };
         }
     } else if cursor.is_none() && start > 0 {
@@ -267,11 +292,17 @@ pub async fn run(
     if let Some(m) = metrics {
         m.abort();
     }
-    summary(&reader, &rpc, &live_stats, &progress_state, chain_id, position.number, started)
+    let events = reader
+        .read(|conn| {
+            use lcw_schema::store::rows::{EventCountRow, ProjectionRow};
+            Ok(EventCountRow::all(conn)?.into_iter().map(|r| (r.event, r.count)).collect::<BTreeMap<String, u64>>())
+        })
+        .await?;
+    summary(events, &rpc, &live_stats, &progress_state, chain_id, position.number, started)
 }
 
 fn summary(
-    reader: &Store,
+    events: BTreeMap<String, u64>,
     rpc: &rpc::Rpc,
     live: &live::LiveStats,
     progress: &backfill::Progress,
@@ -279,9 +310,6 @@ fn summary(
     indexed_block: u64,
     started: Instant,
 ) -> IndexerResult<Summary> {
-    use lcw_schema::store::rows::{EventCountRow, ProjectionRow};
-    let events: BTreeMap<String, u64> =
-        EventCountRow::all(reader.conn())?.into_iter().map(|r| (r.event, r.count)).collect();
     let total_events = events.values().sum();
     let undecodable = events.get("(undecodable)").copied().unwrap_or(0);
     let elapsed = started.elapsed().as_secs_f64();

@@ -15,14 +15,13 @@ use std::time::Duration;
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::B256;
 use lcw_schema::profile::Contracts;
-use lcw_schema::store::Store;
 use lcw_schema::store::raw::BlockRow;
 use tokio::sync::Notify;
 
 use crate::rpc::{Header, Rpc};
 use crate::segment::Segment;
 use crate::writer::{Writer, undo_floor};
-use crate::{IndexerError, IndexerResult};
+use crate::{IndexerError, IndexerResult, Reader};
 
 /// How live indexing follows the head.
 #[derive(Debug, Clone)]
@@ -112,7 +111,7 @@ pub async fn follow(
     rpc: Arc<Rpc>,
     contracts: Contracts,
     writer: &Writer,
-    reader: &Store,
+    reader: &Reader,
     mut position: Position,
     options: &LiveOptions,
     until_head: bool,
@@ -131,6 +130,11 @@ pub async fn follow(
             })?;
             stats.head.store(head.number, Ordering::Relaxed);
             let target = head.number.saturating_sub(options.confirmations);
+            if head.number == position.number && head.hash != position.hash && position.hash != B256::ZERO {
+                // Reorganised at the same height: the head we applied is no longer the head.
+                position = reorg(&rpc, writer, reader, position, &stats).await?;
+                continue;
+            }
             if position.number >= target {
                 if until_head {
                     return Ok(position);
@@ -194,11 +198,11 @@ async fn apply_block(
 }
 
 /// Finds the common ancestor of the stored chain and the node's, and unwinds to it.
-async fn reorg(rpc: &Rpc, writer: &Writer, reader: &Store, position: Position, stats: &LiveStats) -> IndexerResult<Position> {
-    let floor = undo_floor(reader.conn())?;
+async fn reorg(rpc: &Rpc, writer: &Writer, reader: &Reader, position: Position, stats: &LiveStats) -> IndexerResult<Position> {
+    let floor = reader.read(|conn| undo_floor(conn)).await?;
     let mut k = position.number;
     let ancestor = loop {
-        let Some(stored) = BlockRow::at_or_below(reader.conn(), k)? else {
+        let Some(stored) = reader.read(move |conn| BlockRow::at_or_below(conn, k)).await? else {
             return Err(IndexerError::DeepReorg { tip: position.number, floor });
         };
         if stored.number < floor {
@@ -226,7 +230,7 @@ async fn reorg(rpc: &Rpc, writer: &Writer, reader: &Store, position: Position, s
 pub async fn reconcile_cursor(
     rpc: &Rpc,
     writer: &Writer,
-    reader: &Store,
+    reader: &Reader,
     position: Position,
     stats: &LiveStats,
 ) -> IndexerResult<Position> {

@@ -18,8 +18,8 @@ use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
 use lcw_schema::profile::redact_url;
 use serde::Deserialize;
 
-/// Attempts per call across all endpoints before giving up.
-const MAX_ATTEMPTS: u32 = 12;
+/// A call keeps retrying for this long before it gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const REST_AFTER_FAILURES: u32 = 3;
@@ -40,8 +40,8 @@ pub enum RpcError {
     },
     /// Every endpoint kept failing with retryable errors.
     #[error(
-        "{method} failed on every RPC endpoint after {attempts} attempts; last error from {endpoint}: {message}. \
-         Check that the node is reachable, or add fallback URLs (rpc_fallback_urls in the profile)"
+        "{method} kept failing on every RPC endpoint ({attempts} attempts over a minute); last error from \
+         {endpoint}: {message}. Check that the node is reachable, or add fallback URLs (rpc_fallback_urls in the profile)"
     )]
     Unavailable {
         /// Method.
@@ -153,6 +153,7 @@ struct Endpoint {
     client: RpcClient,
     failures: AtomicU32,
     rest_until: Mutex<Option<Instant>>,
+    last_success: Mutex<Option<Instant>>,
 }
 
 impl Endpoint {
@@ -160,8 +161,15 @@ impl Endpoint {
         self.rest_until.lock().ok().and_then(|g| *g).filter(|t| *t > Instant::now())
     }
 
+    fn last_success(&self) -> Option<Instant> {
+        self.last_success.lock().ok().and_then(|g| *g)
+    }
+
     fn succeeded(&self) {
         self.failures.store(0, Ordering::Relaxed);
+        if let Ok(mut g) = self.last_success.lock() {
+            *g = Some(Instant::now());
+        }
     }
 
     fn failed(&self) {
@@ -235,6 +243,7 @@ impl Rpc {
                 client: RpcClient::new_http_with_client(http.clone(), parsed),
                 failures: AtomicU32::new(0),
                 rest_until: Mutex::new(None),
+                last_success: Mutex::new(None),
             });
         }
         if endpoints.is_empty() {
@@ -243,23 +252,29 @@ impl Rpc {
         Ok(Rpc { endpoints, stats: RpcStats::default() })
     }
 
-    fn pick(&self, skip: usize) -> &Endpoint {
-        // Healthy endpoints in preference order, then resting ones by earliest recovery.
-        let mut healthy: Vec<&Endpoint> = self.endpoints.iter().filter(|e| e.resting().is_none()).collect();
-        if healthy.is_empty() {
-            let mut all: Vec<&Endpoint> = self.endpoints.iter().collect();
-            all.sort_by_key(|e| e.resting());
-            healthy = all;
-        }
-        healthy[skip % healthy.len()]
+    /// The best endpoint not yet tried in this round: healthy ones in preference order, then
+    /// (all resting) the one that succeeded most recently.
+    fn best(&self, tried: &[usize]) -> usize {
+        let candidates = (0..self.endpoints.len()).filter(|i| !tried.contains(i));
+        let healthy = candidates.clone().find(|i| self.endpoints[*i].resting().is_none());
+        healthy.unwrap_or_else(|| {
+            candidates.max_by_key(|i| self.endpoints[*i].last_success()).unwrap_or(0)
+        })
     }
 
-    /// One call with retries and failover.
+    /// One call with retries and failover: a failed attempt moves on to the next endpoint at
+    /// once; only when every endpoint failed in a round does the call back off (exponentially,
+    /// with jitter). It gives up after a minute of failures.
     pub async fn call<P: RpcSend, R: RpcRecv>(&self, method: &'static str, params: P) -> RpcResult<R> {
+        let started = Instant::now();
         let mut delay = BACKOFF_START;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempts = 0u32;
         let mut last = (String::new(), String::new());
-        for attempt in 0..MAX_ATTEMPTS {
-            let ep = self.pick(attempt as usize / 2);
+        loop {
+            let i = self.best(&tried);
+            let ep = &self.endpoints[i];
+            attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             match ep.client.request::<P, R>(method, params.clone()).await {
                 Ok(r) => {
@@ -278,16 +293,23 @@ impl Rpc {
                     Class::Retry(message) => {
                         ep.failed();
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(method, endpoint = %ep.label, attempt, error = %message, "retrying RPC call");
+                        tracing::debug!(method, endpoint = %ep.label, attempts, error = %message, "retrying RPC call");
                         last = (ep.label.clone(), message);
-                        let jitter = Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
-                        tokio::time::sleep(delay + jitter).await;
-                        delay = (delay * 2).min(BACKOFF_MAX);
+                        if started.elapsed() > GIVE_UP_AFTER {
+                            return Err(RpcError::Unavailable { method, attempts, endpoint: last.0, message: last.1 });
+                        }
+                        tried.push(i);
+                        if tried.len() >= self.endpoints.len() {
+                            tried.clear();
+                            let jitter =
+                                Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
+                            tokio::time::sleep(delay + jitter).await;
+                            delay = (delay * 2).min(BACKOFF_MAX);
+                        }
                     }
                 },
             }
         }
-        Err(RpcError::Unavailable { method, attempts: MAX_ATTEMPTS, endpoint: last.0, message: last.1 })
     }
 
     /// `eth_chainId`.

@@ -19,6 +19,8 @@ use lcw_schema::profile::{Profile, Role};
 
 pub use lcw_schema::bindings::decode_revert;
 
+pub mod proxy;
+
 /// A devnet for one test; anvil stops and the data dir is removed when it is dropped.
 #[derive(Debug)]
 pub struct TestNet {
@@ -62,9 +64,13 @@ impl TestNet {
         PrivateKeySigner::from_bytes(&account.private_key).expect("dev key")
     }
 
-    /// A provider that signs as `signer`.
+    /// A provider that signs as `signer`. Nonces are read from the chain for every transaction:
+    /// a cached nonce would run ahead of the chain after a reorg removed transactions.
     pub fn wallet(&self, signer: PrivateKeySigner) -> DynProvider {
-        ProviderBuilder::new()
+        ProviderBuilder::default()
+            .filler(alloy::providers::fillers::GasFiller::default())
+            .with_simple_nonce_management()
+            .fetch_chain_id()
             .wallet(EthereumWallet::from(signer))
             .connect_http(self.devnet.profile.rpc_url.parse().expect("url"))
             .erased()
@@ -171,17 +177,25 @@ pub mod parties {
     #[macro_export]
     macro_rules! send {
         ($call:expr) => {{
+            // Estimate, then add a third: an exact estimate can fall short when storage the
+            // call touches changed between estimation and inclusion.
             let call = $call;
+            let estimate = match call.estimate_gas().await {
+                Ok(g) => g,
+                Err(e) => panic!("{} reverted: {}", stringify!($call), $crate::revert_of(e)),
+            };
+            let call = call.gas(estimate + estimate / 3);
             match call.send().await {
                 Ok(pending) => {
                     let receipt = pending.get_receipt().await.expect("receipt");
                     if !receipt.status() {
                         let replay = call.call().block((receipt.block_number.unwrap_or(1) - 1).into()).await;
                         panic!(
-                            "{} was mined in block {:?} but reverted (gas used {}): {}",
+                            "{} was mined in block {:?} but reverted (gas used {} of {}): {}",
                             stringify!($call),
                             receipt.block_number,
                             receipt.gas_used,
+                            estimate + estimate / 3,
                             replay.err().map($crate::revert_of).unwrap_or_else(|| "succeeds when replayed".into())
                         );
                     }
@@ -283,5 +297,79 @@ pub mod parties {
         let jr = JobRegistry::new(net.profile().contracts.job_registry, &worker.provider);
         crate::send!(jr.acknowledgeJob(job));
         crate::send!(jr.completeJob(job, super::b256(0x01), super::b256(0xcc)))
+    }
+}
+
+/// Indexer helpers: run it in-process, wait for it, compare stores.
+pub mod indexing {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use lcw_indexer::{IndexerConfig, ProgressMode, Summary};
+    use lcw_schema::profile::Profile;
+    use lcw_schema::store::Store;
+    use lcw_schema::store::projections::{self, PROJECTION_TABLES, RAW_TABLES, TableDiff};
+    use lcw_schema::store::raw::Cursor;
+
+    /// A test configuration: quiet, fast polling.
+    pub fn config(profile: &Profile, db: &Path) -> IndexerConfig {
+        let mut c = IndexerConfig::new(profile.clone(), db.to_owned());
+        c.progress = ProgressMode::Off;
+        c.live.poll_interval = Duration::from_millis(50);
+        c
+    }
+
+    /// Indexes to the head and returns the summary.
+    pub async fn until_head(profile: &Profile, db: &Path) -> Summary {
+        let mut c = config(profile, db);
+        c.until_head = true;
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        lcw_indexer::run(c, rx, None).await.expect("indexing to the head")
+    }
+
+    /// A live indexer running in the background.
+    #[derive(Debug)]
+    pub struct Follower {
+        /// Stops it.
+        pub stop: tokio::sync::watch::Sender<bool>,
+        /// Its task.
+        pub task: tokio::task::JoinHandle<Result<Summary, lcw_indexer::IndexerError>>,
+        /// The store.
+        pub db: PathBuf,
+    }
+
+    impl Follower {
+        /// Starts following `profile` into `db`.
+        pub fn start(profile: &Profile, db: &Path) -> Follower {
+            let c = config(profile, db);
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(lcw_indexer::run(c, rx, None));
+            Follower { stop, task, db: db.to_owned() }
+        }
+
+        /// Stops it and returns its summary.
+        pub async fn finish(self) -> Summary {
+            let _ = self.stop.send(true);
+            self.task.await.expect("indexer task").expect("indexer ran cleanly")
+        }
+    }
+
+    /// The store's cursor (number, hash), if any.
+    pub fn cursor(db: &Path) -> Option<(u64, alloy::primitives::B256)> {
+        let store = Store::open_readonly(db).ok()?;
+        Cursor::get(store.conn()).ok().flatten().map(|c| (c.block_number, c.block_hash))
+    }
+
+    /// Waits until the store's cursor is `block` with `hash`.
+    pub async fn wait_for(db: &Path, block: u64, hash: alloy::primitives::B256, timeout: Duration) -> bool {
+        super::wait_until(timeout, || async { cursor(db) == Some((block, hash)) }).await
+    }
+
+    /// Differences between two stores of the same chain: raw logs and every projection.
+    pub fn differences(a: &Path, b: &Path) -> Vec<TableDiff> {
+        let store = Store::open_readonly(a).expect("store a");
+        let mut tables: Vec<&str> = RAW_TABLES.to_vec();
+        tables.extend(PROJECTION_TABLES);
+        projections::compare_tables(store.conn(), b, &tables).expect("compare")
     }
 }

@@ -33,19 +33,27 @@ pub struct TableDiff {
     pub only_in_second: u64,
 }
 
+/// Raw tables that two stores of the same chain hold identically.
+pub const RAW_TABLES: [&str; 2] = ["logs", "tx_values"];
+
 /// Compares every projection table of `conn`'s store with the store file `other`.
 pub fn compare(conn: &Connection, other: &Path) -> StoreResult<Vec<TableDiff>> {
+    compare_tables(conn, other, &PROJECTION_TABLES)
+}
+
+/// Compares `tables` of `conn`'s store with the store file `other`, row by row.
+pub fn compare_tables(conn: &Connection, other: &Path, tables: &[&str]) -> StoreResult<Vec<TableDiff>> {
     conn.execute("ATTACH DATABASE ?1 AS other", [other.to_string_lossy()])?;
     let result = (|| {
         let mut diffs = Vec::new();
-        for t in PROJECTION_TABLES {
+        for t in tables {
             let count = |a: &str, b: &str| -> StoreResult<u64> {
                 let sql = format!("SELECT count(*) FROM (SELECT * FROM {a}.{t} EXCEPT SELECT * FROM {b}.{t})");
                 Ok(conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
             };
             let (first, second) = (count("main", "other")?, count("other", "main")?);
             if first + second > 0 {
-                diffs.push(TableDiff { table: t.into(), only_in_first: first, only_in_second: second });
+                diffs.push(TableDiff { table: (*t).to_owned(), only_in_first: first, only_in_second: second });
             }
         }
         Ok(diffs)
