@@ -30,7 +30,12 @@ pub struct Meta {
 
 impl Meta {
     fn at(&self) -> LogRef {
-        LogRef { block_number: self.block, log_index: self.log_index, block_timestamp: self.timestamp, tx_hash: self.tx_hash }
+        LogRef {
+            block_number: self.block,
+            log_index: self.log_index,
+            block_timestamp: self.timestamp,
+            tx_hash: self.tx_hash,
+        }
     }
 }
 
@@ -89,15 +94,17 @@ impl Projector<'_> {
                 }
                 None => self.unattributed += 1,
             },
-            Event::SessionKeyUpdated { session, enc_worker_key, enc_disputer_key } => match self.session_mut(*session)? {
-                Some(s) => {
-                    s.enc_worker_key = Some(enc_worker_key.clone());
-                    s.enc_disputer_key = Some(enc_disputer_key.clone());
-                    s.key_updated_block = Some(block);
-                    s.updated_block = block;
+            Event::SessionKeyUpdated { session, enc_worker_key, enc_disputer_key } => {
+                match self.session_mut(*session)? {
+                    Some(s) => {
+                        s.enc_worker_key = Some(enc_worker_key.clone());
+                        s.enc_disputer_key = Some(enc_disputer_key.clone());
+                        s.key_updated_block = Some(block);
+                        s.updated_block = block;
+                    }
+                    None => self.unattributed += 1,
                 }
-                None => self.unattributed += 1,
-            },
+            }
             Event::SessionReassigned { session, worker } => match self.session_mut(*session)? {
                 Some(s) => {
                     s.worker = Some(*worker);
@@ -197,8 +204,7 @@ impl Projector<'_> {
             }
             Event::JobTimedOut { job, slash } => {
                 let Some(j) = self.job_mut(*job)? else { return self.unknown_job() };
-                let reason =
-                    if j.state == JobState::Submitted.as_str() { "ack_timeout" } else { "completion_timeout" };
+                let reason = if j.state == JobState::Submitted.as_str() { "ack_timeout" } else { "completion_timeout" };
                 j.state = JobState::TimedOut.as_str().into();
                 j.timed_out_block = Some(block);
                 j.timed_out_at = Some(ts);
@@ -378,7 +384,13 @@ impl Projector<'_> {
         }
     }
 
-    fn job_submitted(&mut self, job: u64, session: u64, worker: alloy::primitives::Address, m: &Meta) -> StoreResult<()> {
+    fn job_submitted(
+        &mut self,
+        job: u64,
+        session: u64,
+        worker: alloy::primitives::Address,
+        m: &Meta,
+    ) -> StoreResult<()> {
         let (block, ts) = (m.block, m.timestamp);
         let (consumer, model) = match self.session_mut(session)? {
             Some(s) => {

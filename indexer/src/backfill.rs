@@ -39,7 +39,13 @@ pub struct BackfillOptions {
 
 impl Default for BackfillOptions {
     fn default() -> Self {
-        BackfillOptions { concurrency: 4, initial_range: 2_000, max_range: 100_000, target_logs: 10_000, max_buffered_logs: 60_000 }
+        BackfillOptions {
+            concurrency: 4,
+            initial_range: 2_000,
+            max_range: 100_000,
+            target_logs: 10_000,
+            max_buffered_logs: 60_000,
+        }
     }
 }
 
@@ -75,7 +81,9 @@ async fn fetch(rpc: &Rpc, contracts: &Contracts, from: u64, to: u64) -> Result<S
     }
     // The last block's hash moves the cursor; take it from a log when one is in that block.
     let (to_hash, to_timestamp) = match logs.last().filter(|l| l.block_number == Some(to)) {
-        Some(l) if l.block_timestamp.is_some() => (l.block_hash.unwrap_or_default(), l.block_timestamp.unwrap_or_default()),
+        Some(l) if l.block_timestamp.is_some() => {
+            (l.block_hash.unwrap_or_default(), l.block_timestamp.unwrap_or_default())
+        }
         _ => {
             let h = rpc.header(BlockNumberOrTag::Number(to)).await?.ok_or_else(|| RpcError::Rejected {
                 method: "eth_getBlockByNumber",
@@ -118,6 +126,7 @@ pub(crate) async fn registration_values(
 }
 
 /// Backfills `from..=to` (all final) into the writer. Returns the number of logs delivered.
+#[allow(clippy::too_many_arguments)]
 pub async fn backfill(
     rpc: Arc<Rpc>,
     contracts: Contracts,
@@ -194,7 +203,7 @@ pub async fn backfill(
                 let mut v: Vec<_> = retry.drain(..).collect();
                 v.sort();
                 retry.extend(v);
-                size = ((mid - a + 1) / 2).max(1);
+                size = (mid - a + 1).div_ceil(2).max(1);
             }
             Err(e) => return Err(IndexerError::Rpc(e)),
         }

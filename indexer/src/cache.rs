@@ -27,12 +27,12 @@ struct Slot<R> {
 
 type Map<K, R> = HashMap<K, Slot<R>>;
 
-fn slot<'a, K: Eq + Hash, R: Clone>(
-    map: &'a mut Map<K, R>,
+fn slot<K: Eq + Hash, R: Clone>(
+    map: &mut Map<K, R>,
     key: K,
     track: bool,
     load: impl FnOnce() -> StoreResult<Option<R>>,
-) -> StoreResult<&'a mut Slot<R>> {
+) -> StoreResult<&mut Slot<R>> {
     use std::collections::hash_map::Entry;
     Ok(match map.entry(key) {
         Entry::Occupied(e) => e.into_mut(),
@@ -276,7 +276,8 @@ impl<'c> Projector<'c> {
                     if s.before == s.current {
                         continue;
                     }
-                    UndoEntry::of(block, stats.undo, s.before.as_ref(), s.current.as_ref().or(s.loaded.as_ref()))?.insert(conn)?;
+                    UndoEntry::of(block, stats.undo, s.before.as_ref(), s.current.as_ref().or(s.loaded.as_ref()))?
+                        .insert(conn)?;
                     stats.undo += 1;
                 }
             }

@@ -20,42 +20,147 @@ alloy::sol! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Event {
-    SessionCreated { session: u64, user: Address, model: B256, worker: Address, enc_worker_key: Bytes, enc_disputer_key: Bytes },
-    SessionAdopted { session: u64, user: Address, worker: Address },
-    SessionClosed { session: u64 },
-    SessionKeyUpdated { session: u64, enc_worker_key: Bytes, enc_disputer_key: Bytes },
-    SessionReassigned { session: u64, worker: Address },
-    JobSubmitted { job: u64, session: u64, worker: Address },
-    JobAcknowledged { job: u64 },
-    JobCompleted { job: u64, response_blob: B256, ciphertext_hash: B256 },
-    JobReleased { job: u64, worker_share: U256, protocol_share: U256, fee_pool_share: U256 },
-    JobTimedOut { job: u64, slash: U256 },
-    JobSettledNoFault { job: u64, refund: U256 },
-    KeeperBountyPaid { job: u64, keeper: Address, amount: U256, kind: u8 },
-    DisputeCreated { job: u64, disputer: Address },
-    DisputeResolved { job: u64, guilty: bool, score: U256 },
-    DisputeDefaulted { job: u64 },
-    RefundCredited { job: u64, amount: U256 },
-    WorkerWithdrawal { worker: Address, amount: U256 },
+    SessionCreated {
+        session: u64,
+        user: Address,
+        model: B256,
+        worker: Address,
+        enc_worker_key: Bytes,
+        enc_disputer_key: Bytes,
+    },
+    SessionAdopted {
+        session: u64,
+        user: Address,
+        worker: Address,
+    },
+    SessionClosed {
+        session: u64,
+    },
+    SessionKeyUpdated {
+        session: u64,
+        enc_worker_key: Bytes,
+        enc_disputer_key: Bytes,
+    },
+    SessionReassigned {
+        session: u64,
+        worker: Address,
+    },
+    JobSubmitted {
+        job: u64,
+        session: u64,
+        worker: Address,
+    },
+    JobAcknowledged {
+        job: u64,
+    },
+    JobCompleted {
+        job: u64,
+        response_blob: B256,
+        ciphertext_hash: B256,
+    },
+    JobReleased {
+        job: u64,
+        worker_share: U256,
+        protocol_share: U256,
+        fee_pool_share: U256,
+    },
+    JobTimedOut {
+        job: u64,
+        slash: U256,
+    },
+    JobSettledNoFault {
+        job: u64,
+        refund: U256,
+    },
+    KeeperBountyPaid {
+        job: u64,
+        keeper: Address,
+        amount: U256,
+        kind: u8,
+    },
+    DisputeCreated {
+        job: u64,
+        disputer: Address,
+    },
+    DisputeResolved {
+        job: u64,
+        guilty: bool,
+        score: U256,
+    },
+    DisputeDefaulted {
+        job: u64,
+    },
+    RefundCredited {
+        job: u64,
+        amount: U256,
+    },
+    WorkerWithdrawal {
+        worker: Address,
+        amount: U256,
+    },
     Paused(bool),
-    WorkerRegistered { worker: Address, key: Bytes },
-    WorkerDeregistered { worker: Address },
-    WorkerDeactivated { worker: Address },
-    WorkerSlashed { worker: Address, amount: U256, new_stake: U256 },
-    WorkerSuspended { worker: Address, until: u64 },
-    WorkerReinstated { worker: Address },
-    OffensesReset { worker: Address },
-    StakeChanged { worker: Address, new_stake: U256 },
-    ModelAdded { worker: Address, model: B256 },
-    ModelRemoved { worker: Address, model: B256 },
-    ModelWhitelisted { model: B256, whitelisted: bool },
-    ModelRegistered { model: B256, fee: U256, max_output_tokens: U256 },
-    ModelConfigUpdated { model: B256, fee: U256, max_output_tokens: U256 },
-    ModelEnabled { model: B256, enabled: bool },
+    WorkerRegistered {
+        worker: Address,
+        key: Bytes,
+    },
+    WorkerDeregistered {
+        worker: Address,
+    },
+    WorkerDeactivated {
+        worker: Address,
+    },
+    WorkerSlashed {
+        worker: Address,
+        amount: U256,
+        new_stake: U256,
+    },
+    WorkerSuspended {
+        worker: Address,
+        until: u64,
+    },
+    WorkerReinstated {
+        worker: Address,
+    },
+    OffensesReset {
+        worker: Address,
+    },
+    StakeChanged {
+        worker: Address,
+        new_stake: U256,
+    },
+    ModelAdded {
+        worker: Address,
+        model: B256,
+    },
+    ModelRemoved {
+        worker: Address,
+        model: B256,
+    },
+    ModelWhitelisted {
+        model: B256,
+        whitelisted: bool,
+    },
+    ModelRegistered {
+        model: B256,
+        fee: U256,
+        max_output_tokens: U256,
+    },
+    ModelConfigUpdated {
+        model: B256,
+        fee: U256,
+        max_output_tokens: U256,
+    },
+    ModelEnabled {
+        model: B256,
+        enabled: bool,
+    },
     /// AIConfig parameter changes: (parameter, value).
     Config(Vec<(&'static str, String)>),
     /// `InfraParamsUpdated(name, value)`: a parameter named on chain.
-    InfraParam { name: String, value: U256 },
+    InfraParam {
+        name: String,
+        value: U256,
+    },
     /// Decoded, but no projection depends on it (consumer balances, administration).
     Other,
 }
@@ -287,7 +392,9 @@ impl Decoder {
             E::WorkerSuspended(e) => {
                 Decoded::ok("WorkerSuspended", None, Event::WorkerSuspended { worker: e.worker, until: secs(e.until) })
             }
-            E::WorkerReinstated(e) => Decoded::ok("WorkerReinstated", None, Event::WorkerReinstated { worker: e.worker }),
+            E::WorkerReinstated(e) => {
+                Decoded::ok("WorkerReinstated", None, Event::WorkerReinstated { worker: e.worker })
+            }
             E::OffensesReset(e) => Decoded::ok("OffensesReset", None, Event::OffensesReset { worker: e.worker }),
             E::StakeTopUp(e) => {
                 Decoded::ok("StakeTopUp", None, Event::StakeChanged { worker: e.worker, new_stake: e.newStake })
@@ -295,15 +402,15 @@ impl Decoder {
             E::StakeWithdrawn(e) => {
                 Decoded::ok("StakeWithdrawn", None, Event::StakeChanged { worker: e.worker, new_stake: e.newStake })
             }
-            E::ModelAdded(e) => Decoded::ok("ModelAdded", None, Event::ModelAdded { worker: e.worker, model: e.modelId }),
+            E::ModelAdded(e) => {
+                Decoded::ok("ModelAdded", None, Event::ModelAdded { worker: e.worker, model: e.modelId })
+            }
             E::ModelRemoved(e) => {
                 Decoded::ok("ModelRemoved", None, Event::ModelRemoved { worker: e.worker, model: e.modelId })
             }
-            E::ModelWhitelisted(e) => Decoded::ok(
-                "ModelWhitelisted",
-                None,
-                Event::ModelWhitelisted { model: e.modelId, whitelisted: true },
-            ),
+            E::ModelWhitelisted(e) => {
+                Decoded::ok("ModelWhitelisted", None, Event::ModelWhitelisted { model: e.modelId, whitelisted: true })
+            }
             E::ModelDelisted(e) => {
                 Decoded::ok("ModelDelisted", None, Event::ModelWhitelisted { model: e.modelId, whitelisted: false })
             }
@@ -323,7 +430,8 @@ impl Decoder {
         use AIConfig::AIConfigEvents as E;
         let ev = E::decode_log(log).map_err(|e| format!("AIConfig: {e}"))?.data;
         let n = |v: U256| v.to_string();
-        let config = |name: &'static str, pairs: Vec<(&'static str, String)>| Decoded::ok(name, None, Event::Config(pairs));
+        let config =
+            |name: &'static str, pairs: Vec<(&'static str, String)>| Decoded::ok(name, None, Event::Config(pairs));
         Ok(match ev {
             E::DisputeParamsUpdated(e) => config(
                 "DisputeParamsUpdated",
@@ -333,11 +441,15 @@ impl Decoder {
                     ("resolutionTimeout", n(e.resolutionTimeout)),
                 ],
             ),
-            E::ClaimWindowBlocksUpdated(e) => config("ClaimWindowBlocksUpdated", vec![("claimWindowBlocks", n(e.value))]),
+            E::ClaimWindowBlocksUpdated(e) => {
+                config("ClaimWindowBlocksUpdated", vec![("claimWindowBlocks", n(e.value))])
+            }
             E::DispatcherAddressUpdated(e) => {
                 config("DispatcherAddressUpdated", vec![("dispatcher", e.newDispatcher.to_string())])
             }
-            E::DisputerAddressUpdated(e) => config("DisputerAddressUpdated", vec![("disputer", e.newDisputer.to_string())]),
+            E::DisputerAddressUpdated(e) => {
+                config("DisputerAddressUpdated", vec![("disputer", e.newDisputer.to_string())])
+            }
             E::FeeDistributionUpdated(e) => config(
                 "FeeDistributionUpdated",
                 vec![
@@ -350,7 +462,9 @@ impl Decoder {
                 "KeeperParamsUpdated",
                 vec![("timeoutBountyBps", n(e.timeoutBountyBps)), ("releaseBountyBps", n(e.releaseBountyBps))],
             ),
-            E::MaxConcurrentJobsUpdated(e) => config("MaxConcurrentJobsUpdated", vec![("maxConcurrentJobs", n(e.value))]),
+            E::MaxConcurrentJobsUpdated(e) => {
+                config("MaxConcurrentJobsUpdated", vec![("maxConcurrentJobs", n(e.value))])
+            }
             E::MinWorkerStakeUpdated(e) => config("MinWorkerStakeUpdated", vec![("minWorkerStake", n(e.newStake))]),
             E::SessionManagerAddressUpdated(e) => {
                 config("SessionManagerAddressUpdated", vec![("sessionManager", e.value.to_string())])
@@ -383,7 +497,9 @@ impl Decoder {
                 None,
                 Event::ModelConfigUpdated { model: e.modelId, fee: e.fee, max_output_tokens: e.maxOutputTokens },
             ),
-            E::ModelEnabled(e) => Decoded::ok("ModelEnabled", None, Event::ModelEnabled { model: e.modelId, enabled: true }),
+            E::ModelEnabled(e) => {
+                Decoded::ok("ModelEnabled", None, Event::ModelEnabled { model: e.modelId, enabled: true })
+            }
             E::ModelDisabled(e) => {
                 Decoded::ok("ModelDisabled", None, Event::ModelEnabled { model: e.modelId, enabled: false })
             }
@@ -415,7 +531,11 @@ mod tests {
     #[test]
     fn decodes_job_events_with_their_job_id() {
         let d = Decoder::new(contracts());
-        let e = JobRegistry::JobSubmitted { jobId: U256::from(7), sessionId: U256::from(3), worker: Address::repeat_byte(9) };
+        let e = JobRegistry::JobSubmitted {
+            jobId: U256::from(7),
+            sessionId: U256::from(3),
+            worker: Address::repeat_byte(9),
+        };
         let out = d.decode(&log_of(contracts().job_registry, &e));
         assert_eq!(out.name, Some("JobSubmitted"));
         assert_eq!(out.job_id, Some(7));
@@ -446,7 +566,10 @@ mod tests {
     #[test]
     fn unknown_and_malformed_logs_are_reported_not_fatal() {
         let d = Decoder::new(contracts());
-        let unknown = Log { address: contracts().job_registry, data: LogData::new_unchecked(vec![B256::repeat_byte(1)], Bytes::new()) };
+        let unknown = Log {
+            address: contracts().job_registry,
+            data: LogData::new_unchecked(vec![B256::repeat_byte(1)], Bytes::new()),
+        };
         let out = d.decode(&unknown);
         assert_eq!(out.name, None);
         assert!(out.event.unwrap_err().contains("JobRegistry"));

@@ -44,7 +44,7 @@ use serde::Serialize;
 
 pub use backfill::BackfillOptions;
 pub use live::LiveOptions;
-pub use writer::{Committed, Commits};
+pub use writer::{Commits, Committed};
 
 /// Why indexing stopped.
 #[derive(Debug, thiserror::Error)]
@@ -224,9 +224,14 @@ pub async fn run(
     let reader = Reader::open(&config.db)?;
     let live_stats = Arc::new(live::LiveStats::default());
     let progress_state = Arc::new(backfill::Progress::default());
-    let metrics = config.metrics.map(|addr| metrics::serve(addr, rpc.clone(), live_stats.clone(), progress_state.clone(), config.db.clone()));
+    let metrics = config
+        .metrics
+        .map(|addr| metrics::serve(addr, rpc.clone(), live_stats.clone(), progress_state.clone(), config.db.clone()));
 
-    let head = rpc.header(BlockNumberOrTag::Latest).await?.ok_or_else(|| IndexerError::Internal("the node has no latest block".into()))?;
+    let head = rpc
+        .header(BlockNumberOrTag::Latest)
+        .await?
+        .ok_or_else(|| IndexerError::Internal("the node has no latest block".into()))?;
     let finalized = live::finalized(&rpc, head.number, config.live.finality_depth).await;
     live_stats.head.store(head.number, Ordering::Relaxed);
     live_stats.finalized.store(finalized, Ordering::Relaxed);
@@ -263,7 +268,7 @@ pub async fn run(
             Ok(_) => {}
         }
         flushed?;
-        if let Some(c) = reader.read(|conn| Cursor::get(conn)).await? {
+        if let Some(c) = reader.read(Cursor::get).await? {
             position = live::Position { number: c.block_number, hash: c.block_hash };
         }
     } else if cursor.is_none() && start > 0 {

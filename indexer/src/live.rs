@@ -125,9 +125,10 @@ pub async fn follow(
             if *shutdown.borrow() {
                 return Ok(position);
             }
-            let head = rpc.header(BlockNumberOrTag::Latest).await?.ok_or_else(|| {
-                IndexerError::Internal("the node has no latest block".into())
-            })?;
+            let head = rpc
+                .header(BlockNumberOrTag::Latest)
+                .await?
+                .ok_or_else(|| IndexerError::Internal("the node has no latest block".into()))?;
             stats.head.store(head.number, Ordering::Relaxed);
             let target = head.number.saturating_sub(options.confirmations);
             if head.number == position.number && head.hash != position.hash && position.hash != B256::ZERO {
@@ -198,8 +199,14 @@ async fn apply_block(
 }
 
 /// Finds the common ancestor of the stored chain and the node's, and unwinds to it.
-async fn reorg(rpc: &Rpc, writer: &Writer, reader: &Reader, position: Position, stats: &LiveStats) -> IndexerResult<Position> {
-    let floor = reader.read(|conn| undo_floor(conn)).await?;
+async fn reorg(
+    rpc: &Rpc,
+    writer: &Writer,
+    reader: &Reader,
+    position: Position,
+    stats: &LiveStats,
+) -> IndexerResult<Position> {
+    let floor = reader.read(undo_floor).await?;
     let mut k = position.number;
     let ancestor = loop {
         let Some(stored) = reader.read(move |conn| BlockRow::at_or_below(conn, k)).await? else {
@@ -218,7 +225,12 @@ async fn reorg(rpc: &Rpc, writer: &Writer, reader: &Reader, position: Position, 
         k = stored.number - 1;
     };
     let depth = position.number - ancestor.number;
-    tracing::warn!(from = position.number, to = ancestor.number, depth, "chain reorganised; unwinding to the common ancestor");
+    tracing::warn!(
+        from = position.number,
+        to = ancestor.number,
+        depth,
+        "chain reorganised; unwinding to the common ancestor"
+    );
     writer.unwind(ancestor.number).await?;
     stats.reorgs.fetch_add(1, Ordering::Relaxed);
     stats.max_reorg_depth.fetch_max(depth, Ordering::Relaxed);

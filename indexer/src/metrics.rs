@@ -15,7 +15,7 @@ use crate::backfill::Progress;
 use crate::live::LiveStats;
 use crate::rpc::Rpc;
 
-fn render(rpc: &Rpc, live: &LiveStats, progress: &Progress, db: &PathBuf) -> String {
+fn render(rpc: &Rpc, live: &LiveStats, progress: &Progress, db: &std::path::Path) -> String {
     let (indexed, events, undecodable) = match Store::open_readonly(db) {
         Ok(store) => {
             use lcw_schema::store::rows::{EventCountRow, ProjectionRow};
@@ -31,17 +31,52 @@ fn render(rpc: &Rpc, live: &LiveStats, progress: &Progress, db: &PathBuf) -> Str
     let lines = [
         ("lcw_indexer_head_block", "gauge", "Head block of the node", head as f64),
         ("lcw_indexer_indexed_block", "gauge", "Last block committed to the store", indexed as f64),
-        ("lcw_indexer_finalized_block", "gauge", "Finalized block of the node", live.finalized.load(Ordering::Relaxed) as f64),
+        (
+            "lcw_indexer_finalized_block",
+            "gauge",
+            "Finalized block of the node",
+            live.finalized.load(Ordering::Relaxed) as f64,
+        ),
         ("lcw_indexer_blocks_behind", "gauge", "Head minus indexed block", head.saturating_sub(indexed) as f64),
         ("lcw_indexer_events", "gauge", "Logs in the store", events as f64),
-        ("lcw_indexer_undecodable_events", "gauge", "Logs kept raw because they could not be decoded", undecodable as f64),
-        ("lcw_indexer_backfill_events_total", "counter", "Logs delivered by backfill", progress.delivered_logs.load(Ordering::Relaxed) as f64),
+        (
+            "lcw_indexer_undecodable_events",
+            "gauge",
+            "Logs kept raw because they could not be decoded",
+            undecodable as f64,
+        ),
+        (
+            "lcw_indexer_backfill_events_total",
+            "counter",
+            "Logs delivered by backfill",
+            progress.delivered_logs.load(Ordering::Relaxed) as f64,
+        ),
         ("lcw_indexer_live_blocks_total", "counter", "Blocks applied live", live.blocks.load(Ordering::Relaxed) as f64),
         ("lcw_indexer_reorgs_total", "counter", "Reorgs handled", live.reorgs.load(Ordering::Relaxed) as f64),
-        ("lcw_indexer_reorg_depth_max", "gauge", "Deepest reorg handled, in blocks", live.max_reorg_depth.load(Ordering::Relaxed) as f64),
-        ("lcw_indexer_rpc_requests_total", "counter", "RPC requests sent, retries included", rpc.stats.requests.load(Ordering::Relaxed) as f64),
-        ("lcw_indexer_rpc_retries_total", "counter", "RPC requests retried", rpc.stats.retries.load(Ordering::Relaxed) as f64),
-        ("lcw_indexer_range_splits_total", "counter", "eth_getLogs ranges split after a refusal", rpc.stats.range_splits.load(Ordering::Relaxed) as f64),
+        (
+            "lcw_indexer_reorg_depth_max",
+            "gauge",
+            "Deepest reorg handled, in blocks",
+            live.max_reorg_depth.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "lcw_indexer_rpc_requests_total",
+            "counter",
+            "RPC requests sent, retries included",
+            rpc.stats.requests.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "lcw_indexer_rpc_retries_total",
+            "counter",
+            "RPC requests retried",
+            rpc.stats.retries.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "lcw_indexer_range_splits_total",
+            "counter",
+            "eth_getLogs ranges split after a refusal",
+            rpc.stats.range_splits.load(Ordering::Relaxed) as f64,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in lines {
@@ -51,14 +86,22 @@ fn render(rpc: &Rpc, live: &LiveStats, progress: &Progress, db: &PathBuf) -> Str
 }
 
 /// Serves `/metrics` on `addr` until the task is aborted.
-pub fn serve(addr: SocketAddr, rpc: Arc<Rpc>, live: Arc<LiveStats>, progress: Arc<Progress>, db: PathBuf) -> tokio::task::JoinHandle<()> {
+pub fn serve(
+    addr: SocketAddr,
+    rpc: Arc<Rpc>,
+    live: Arc<LiveStats>,
+    progress: Arc<Progress>,
+    db: PathBuf,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let (rpc, live, progress, db) = (rpc.clone(), live.clone(), progress.clone(), db.clone());
                 async move {
-                    let body = tokio::task::spawn_blocking(move || render(&rpc, &live, &progress, &db)).await.unwrap_or_default();
+                    let body = tokio::task::spawn_blocking(move || render(&rpc, &live, &progress, &db))
+                        .await
+                        .unwrap_or_default();
                     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
                 }
             }),

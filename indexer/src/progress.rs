@@ -37,11 +37,9 @@ pub fn spawn(mode: ProgressMode, progress: Arc<Progress>, started: Instant) -> R
     if terminal {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} backfill [{bar:30}] block {pos}/{len} {msg} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{spinner} backfill [{bar:30}] block {pos}/{len} {msg} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
         let b = bar.clone();
         let task = tokio::spawn(async move {

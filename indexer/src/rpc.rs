@@ -257,9 +257,7 @@ impl Rpc {
     fn best(&self, tried: &[usize]) -> usize {
         let candidates = (0..self.endpoints.len()).filter(|i| !tried.contains(i));
         let healthy = candidates.clone().find(|i| self.endpoints[*i].resting().is_none());
-        healthy.unwrap_or_else(|| {
-            candidates.max_by_key(|i| self.endpoints[*i].last_success()).unwrap_or(0)
-        })
+        healthy.unwrap_or_else(|| candidates.max_by_key(|i| self.endpoints[*i].last_success()).unwrap_or(0))
     }
 
     /// One call with retries and failover: a failed attempt moves on to the next endpoint at
@@ -270,7 +268,6 @@ impl Rpc {
         let mut delay = BACKOFF_START;
         let mut tried: Vec<usize> = Vec::new();
         let mut attempts = 0u32;
-        let mut last = (String::new(), String::new());
         loop {
             let i = self.best(&tried);
             let ep = &self.endpoints[i];
@@ -294,9 +291,13 @@ impl Rpc {
                         ep.failed();
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(method, endpoint = %ep.label, attempts, error = %message, "retrying RPC call");
-                        last = (ep.label.clone(), message);
                         if started.elapsed() > GIVE_UP_AFTER {
-                            return Err(RpcError::Unavailable { method, attempts, endpoint: last.0, message: last.1 });
+                            return Err(RpcError::Unavailable {
+                                method,
+                                attempts,
+                                endpoint: ep.label.clone(),
+                                message,
+                            });
                         }
                         tried.push(i);
                         if tried.len() >= self.endpoints.len() {
@@ -345,7 +346,12 @@ impl Rpc {
     }
 
     /// A contract call at `block`, returning the raw return data.
-    pub async fn call_at(&self, to: Address, data: alloy::primitives::Bytes, block: u64) -> RpcResult<alloy::primitives::Bytes> {
+    pub async fn call_at(
+        &self,
+        to: Address,
+        data: alloy::primitives::Bytes,
+        block: u64,
+    ) -> RpcResult<alloy::primitives::Bytes> {
         let request = alloy::rpc::types::TransactionRequest::default().to(to).input(data.into());
         self.call("eth_call", (request, BlockNumberOrTag::Number(block))).await
     }
@@ -372,7 +378,9 @@ mod tests {
         ] {
             assert!(matches!(classify(&resp(-32005, m)), Class::Range(..)), "{m}");
         }
-        let Class::Range(_, s) = classify(&resp(-32602, "this block range should work: [0x10, 0x20]")) else { panic!() };
+        let Class::Range(_, s) = classify(&resp(-32602, "this block range should work: [0x10, 0x20]")) else {
+            panic!()
+        };
         assert_eq!(s, Some(0x20));
     }
 

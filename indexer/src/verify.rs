@@ -103,7 +103,13 @@ pub async fn verify(profile: &Profile, db: &Path, rpc_timeout: Duration) -> Inde
     let mut expected = identity.start_block;
     for r in &ranges {
         if r.from_block != expected {
-            diff("ranges", format!("gap or overlap: expected a range from block {expected}, found {}..{}", r.from_block, r.to_block));
+            diff(
+                "ranges",
+                format!(
+                    "gap or overlap: expected a range from block {expected}, found {}..{}",
+                    r.from_block, r.to_block
+                ),
+            );
         }
         expected = r.to_block + 1;
     }
@@ -153,9 +159,21 @@ pub async fn verify(profile: &Profile, db: &Path, rpc_timeout: Duration) -> Inde
         .map(|(w, active, balance, stake)| {
             let rpc = &rpc;
             async move {
-                let count = rpc.call_at(c.worker_registry, WorkerRegistry::getActiveJobCountCall { worker: w }.abi_encode().into(), block);
-                let bal = rpc.call_at(c.job_registry, JobRegistry::workerBalanceCall { worker: w }.abi_encode().into(), block);
-                let stk = rpc.call_at(c.worker_registry, WorkerRegistry::getWorkerStakeCall { worker: w }.abi_encode().into(), block);
+                let count = rpc.call_at(
+                    c.worker_registry,
+                    WorkerRegistry::getActiveJobCountCall { worker: w }.abi_encode().into(),
+                    block,
+                );
+                let bal = rpc.call_at(
+                    c.job_registry,
+                    JobRegistry::workerBalanceCall { worker: w }.abi_encode().into(),
+                    block,
+                );
+                let stk = rpc.call_at(
+                    c.worker_registry,
+                    WorkerRegistry::getWorkerStakeCall { worker: w }.abi_encode().into(),
+                    block,
+                );
                 let (count, bal, stk) = futures::join!(count, bal, stk);
                 (w, active, balance, stake, count, bal, stk)
             }
@@ -170,7 +188,10 @@ pub async fn verify(profile: &Profile, db: &Path, rpc_timeout: Duration) -> Inde
         };
         let (count, bal, stk) = (word(count)?, word(bal)?, word(stk)?);
         if U256::from(active.max(0) as u64) != count || active < 0 {
-            diff("activeJobs", format!("worker {w}: store derives {active} active jobs, getActiveJobCount says {count}"));
+            diff(
+                "activeJobs",
+                format!("worker {w}: store derives {active} active jobs, getActiveJobCount says {count}"),
+            );
         }
         if balance != bal {
             diff("balance", format!("worker {w}: store derives a balance of {balance} wei, workerBalance says {bal}"));
@@ -187,7 +208,10 @@ pub async fn verify(profile: &Profile, db: &Path, rpc_timeout: Duration) -> Inde
     match stored {
         Some(v) if v == onchain.to_string() => {}
         Some(v) => diff("disputeWindow", format!("store has {v} s, getDisputeWindow says {onchain} s")),
-        None => diff("disputeWindow", format!("store has no dispute window (no DisputeParamsUpdated indexed); chain says {onchain} s")),
+        None => diff(
+            "disputeWindow",
+            format!("store has no dispute window (no DisputeParamsUpdated indexed); chain says {onchain} s"),
+        ),
     }
     Ok(VerifyReport { block, ranges: ranges.len() as u64, logs, workers: workers.len() as u64, differences })
 }

@@ -109,7 +109,10 @@ fn writer_loop(
     let mut pending_logs = 0usize;
     let mut failed: Option<lcw_schema::store::StoreError> = None;
     let mut last = Committed::default();
-    let commit_pending = |store: &mut Store, pending: &mut Vec<Segment>, failed: &mut Option<_>, last: &mut Committed| {
+    let commit_pending = |store: &mut Store,
+                          pending: &mut Vec<Segment>,
+                          failed: &mut Option<_>,
+                          last: &mut Committed| {
         if pending.is_empty() || failed.is_some() {
             return;
         }
@@ -218,7 +221,8 @@ fn commit(
     let mut stats = Committed { block: last.to, ..Default::default() };
     for s in segments {
         for log in &s.logs {
-            let (Some(block_number), Some(block_hash), Some(log_index)) = (log.block_number, log.block_hash, log.log_index)
+            let (Some(block_number), Some(block_hash), Some(log_index)) =
+                (log.block_number, log.block_hash, log.log_index)
             else {
                 continue;
             };
@@ -260,11 +264,18 @@ fn commit(
     projector.flush(undo_block)?;
     for (number, (hash, timestamp, count)) in &blocks {
         let parent = if *number == last.to { last.to_parent } else { None };
-        BlockRow { number: *number, hash: *hash, parent_hash: parent, timestamp: *timestamp, log_count: *count }.put(&tx)?;
+        BlockRow { number: *number, hash: *hash, parent_hash: parent, timestamp: *timestamp, log_count: *count }
+            .put(&tx)?;
     }
     if !blocks.contains_key(&last.to) {
-        BlockRow { number: last.to, hash: last.to_hash, parent_hash: last.to_parent, timestamp: last.to_timestamp, log_count: 0 }
-            .put(&tx)?;
+        BlockRow {
+            number: last.to,
+            hash: last.to_hash,
+            parent_hash: last.to_parent,
+            timestamp: last.to_timestamp,
+            log_count: 0,
+        }
+        .put(&tx)?;
     }
     let log_count = stats.logs;
     if source == "live" {

@@ -132,7 +132,8 @@ async fn handle(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         let cut = bytes.slice(0..bytes.len() / 2);
         return ([("content-type", "application/json")], cut).into_response();
     }
-    (StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK), [("content-type", "application/json")], bytes).into_response()
+    (StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK), [("content-type", "application/json")], bytes)
+        .into_response()
 }
 
 impl FlakyProxy {

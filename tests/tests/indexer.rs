@@ -7,8 +7,8 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
-use alloy::rpc::types::anvil::{ReorgOptions, TransactionData};
 use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::anvil::{ReorgOptions, TransactionData};
 use alloy::sol_types::SolCall;
 use lcw_contracts::simulate::{self, SimulateOptions, plan::Shares};
 use lcw_schema::bindings::{AIConfig, JobRegistry};
@@ -63,7 +63,12 @@ async fn simulated_workload_indexed_live_equals_chain_replay_and_fresh_backfill(
     // Every outcome is in the store.
     let db = &live_db;
     assert_eq!(count(db, "SELECT count(*) FROM jobs"), 2_000);
-    assert!(count(db, "SELECT count(*) FROM jobs WHERE state = 'RELEASED' AND defaulted_block IS NULL AND disputed_block IS NULL") > 0);
+    assert!(
+        count(
+            db,
+            "SELECT count(*) FROM jobs WHERE state = 'RELEASED' AND defaulted_block IS NULL AND disputed_block IS NULL"
+        ) > 0
+    );
     assert!(count(db, "SELECT count(*) FROM jobs WHERE state = 'TIMED_OUT' AND settled_no_fault = 0") > 0);
     assert!(count(db, "SELECT count(*) FROM jobs WHERE state = 'TIMED_OUT' AND settled_no_fault = 1") > 0);
     assert!(count(db, "SELECT count(*) FROM jobs WHERE state = 'RESOLVED' AND guilty = 1") > 0);
@@ -155,7 +160,9 @@ async fn reorgs_of_depth_1_to_10_leave_the_store_equal_to_a_fresh_index() {
         if depth >= 3 {
             let timeout = JobRegistry::claimTimeoutCall { jobId: U256::from(2) };
             txs.push((
-                TransactionData::JSON(TransactionRequest::default().from(keeper).to(jr_addr).input(timeout.abi_encode().into())),
+                TransactionData::JSON(
+                    TransactionRequest::default().from(keeper).to(jr_addr).input(timeout.abi_encode().into()),
+                ),
                 depth - 1,
             ));
         }
@@ -191,7 +198,11 @@ async fn reorg_below_finality_is_refused_not_applied() {
     // Anvil finalizes head - 64: this reorg reaches below what the store may unwind.
     net.provider().anvil_reorg(ReorgOptions { depth: 75, tx_block_pairs: vec![] }).await.unwrap();
     net.provider().anvil_mine(Some(1), None).await.unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), follower.task).await.expect("indexer stops").unwrap().unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(30), follower.task)
+        .await
+        .expect("indexer stops")
+        .unwrap()
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("reorganised below block") && msg.contains("re-index"), "{msg}");
     assert_eq!(indexing::cursor(&db), before, "nothing was unwound or applied");
@@ -252,4 +263,44 @@ async fn flaky_rpc_and_dead_primary_still_yield_a_complete_store() {
     assert_eq!(indexing::differences(&flaky_db, &direct_db), vec![]);
     let verified = lcw_indexer::verify::verify(net.profile(), &flaky_db, Duration::from_secs(10)).await.unwrap();
     assert!(verified.ok(), "{:#?}", verified.differences);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_logs_are_kept_raw_counted_and_indexing_goes_on() {
+    use alloy::sol_types::SolEvent;
+    let net = TestNet::start().await;
+    let (workers, sessions) = two_workers(&net).await;
+    let db = net.dir.path().join("live.db");
+    let follower = Follower::start(net.profile(), &db);
+    let ai = net.profile().contracts.ai_config;
+    let p = net.provider();
+    let original = p.get_code_at(ai).await.unwrap();
+    // A stub that emits an unknown event, then a JobSubmitted topic with no indexed topics and no
+    // data (malformed), from the AIConfig address.
+    let unknown = b256(0xee);
+    let known = JobRegistry::JobSubmitted::SIGNATURE_HASH;
+    let mut code = vec![0x7f];
+    code.extend_from_slice(unknown.as_slice());
+    code.extend_from_slice(&[0x60, 0x00, 0x60, 0x00, 0xa1, 0x7f]);
+    code.extend_from_slice(known.as_slice());
+    code.extend_from_slice(&[0x60, 0x00, 0x60, 0x00, 0xa1, 0x00]);
+    p.anvil_set_code(ai, code.into()).await.unwrap();
+    let caller = net.wallet(net.signer(Role::Keeper, 0));
+    let tx = TransactionRequest::default().to(ai).gas_limit(100_000);
+    let receipt = caller.send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(receipt.inner.logs().len(), 2);
+    p.anvil_set_code(ai, original).await.unwrap();
+    // Indexing goes on: later events are indexed.
+    let job = submit(&net, &sessions[0], b256(1)).await;
+    ack_and_complete(&net, &workers[0], job).await;
+    let (n, h) = head(&net).await;
+    assert!(indexing::wait_for(&db, n, h, Duration::from_secs(30)).await);
+    let summary = follower.finish().await;
+    assert_eq!(summary.undecodable, 2, "{summary:?}");
+    assert_eq!(count(&db, "SELECT count FROM event_counts WHERE event = '(undecodable)'"), 2);
+    assert_eq!(count(&db, "SELECT count(*) FROM logs WHERE event IS NULL AND decode_error LIKE 'AIConfig%'"), 2);
+    assert_eq!(count(&db, "SELECT count(*) FROM v_undecodable_logs"), 2);
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM jobs WHERE job_id = {job} AND state = 'COMPLETED'")), 1);
+    let replayed = lcw_indexer::replay::replay(&db, false).unwrap();
+    assert!(replayed.equal(), "{:?}", replayed.differences);
 }

@@ -84,7 +84,8 @@ pub(crate) async fn run(args: IndexArgs, data: DataArgs) -> anyhow::Result<()> {
         tracing::info!("stopping after the current commit");
         let _ = tx.send(true);
     });
-    let summary = lcw_indexer::run(config, rx, None).await.with_context(|| format!("indexing into {}", db.display()))?;
+    let summary =
+        lcw_indexer::run(config, rx, None).await.with_context(|| format!("indexing into {}", db.display()))?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

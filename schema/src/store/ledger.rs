@@ -63,7 +63,8 @@ pub fn config_as_of(conn: &Connection, param: &str, block: u64) -> StoreResult<O
 /// The value of every parameter now (its latest change).
 pub fn current_params(conn: &Connection) -> StoreResult<Vec<(String, String)>> {
     let mut stmt = conn.prepare_cached("SELECT param, value FROM v_config_current")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+    let rows =
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 

@@ -55,9 +55,7 @@ pub enum StoreError {
         message: String,
     },
     /// The store was created for another network.
-    #[error(
-        "store {path} belongs to {stored}, not {requested}; use another --db (or data dir) for this network"
-    )]
+    #[error("store {path} belongs to {stored}, not {requested}; use another --db (or data dir) for this network")]
     IdentityMismatch {
         /// The store file.
         path: PathBuf,
@@ -242,8 +240,10 @@ pub fn meta_get(conn: &Connection, key: &str) -> StoreResult<Option<String>> {
 
 /// Writes a `meta` value.
 pub fn meta_set(conn: &Connection, key: &str, value: &str) -> StoreResult<()> {
-    conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
-        .execute([key, value])?;
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([key, value])?;
     Ok(())
 }
 

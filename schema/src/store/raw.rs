@@ -277,7 +277,8 @@ impl RangeRow {
 
     /// All ranges in order.
     pub fn all(conn: &Connection) -> StoreResult<Vec<RangeRow>> {
-        let mut stmt = conn.prepare("SELECT from_block, to_block, log_count, source FROM ranges ORDER BY from_block")?;
+        let mut stmt =
+            conn.prepare("SELECT from_block, to_block, log_count, source FROM ranges ORDER BY from_block")?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(RangeRow {
@@ -337,7 +338,8 @@ pub fn copy_tx_values(from: &Connection, to: &Connection) -> StoreResult<()> {
     to.execute("DELETE FROM tx_values", [])?;
     let mut stmt = from.prepare("SELECT tx_hash, block_number, value_wei FROM tx_values")?;
     let mut rows = stmt.query([])?;
-    let mut insert = to.prepare_cached("INSERT INTO tx_values (tx_hash, block_number, value_wei) VALUES (?1, ?2, ?3)")?;
+    let mut insert =
+        to.prepare_cached("INSERT INTO tx_values (tx_hash, block_number, value_wei) VALUES (?1, ?2, ?3)")?;
     while let Some(r) = rows.next()? {
         insert.execute(rusqlite::params![r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?])?;
     }

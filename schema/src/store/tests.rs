@@ -145,7 +145,9 @@ fn raw_logs_blocks_and_cursor_are_stored_verbatim() {
         .insert(&tx)
         .unwrap();
     }
-    BlockRow { number: 7, hash: B256::repeat_byte(7), parent_hash: None, timestamp: 1002, log_count: 1 }.put(&tx).unwrap();
+    BlockRow { number: 7, hash: B256::repeat_byte(7), parent_hash: None, timestamp: 1002, log_count: 1 }
+        .put(&tx)
+        .unwrap();
     Cursor { block_number: 7, block_hash: B256::repeat_byte(7), finalized_number: 5 }.set(&tx).unwrap();
     tx.commit().unwrap();
     let mut seen = Vec::new();

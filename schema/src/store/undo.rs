@@ -30,7 +30,8 @@ impl UndoEntry {
     /// image after (None when the block deleted it).
     pub fn of<R: ProjectionRow>(block: u64, seq: u64, before: Option<&R>, after: Option<&R>) -> StoreResult<Self> {
         let json = |r: &R| {
-            serde_json::to_string(r).map_err(|e| StoreError::Corrupt { what: format!("undo image of {}", R::TABLE), value: e.to_string() })
+            serde_json::to_string(r)
+                .map_err(|e| StoreError::Corrupt { what: format!("undo image of {}", R::TABLE), value: e.to_string() })
         };
         let key_row = after.or(before).ok_or_else(|| StoreError::Corrupt {
             what: "undo entry".into(),
@@ -60,7 +61,8 @@ impl UndoEntry {
 
     fn restore_as<R: ProjectionRow>(&self, conn: &Connection) -> StoreResult<()> {
         let parse = |s: &str| {
-            serde_json::from_str::<R>(s).map_err(|e| StoreError::Corrupt { what: format!("undo image of {}", self.tbl), value: e.to_string() })
+            serde_json::from_str::<R>(s)
+                .map_err(|e| StoreError::Corrupt { what: format!("undo image of {}", self.tbl), value: e.to_string() })
         };
         match &self.before {
             Some(before) => parse(before)?.put(conn),
