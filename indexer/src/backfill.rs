@@ -44,7 +44,7 @@ impl Default for BackfillOptions {
             initial_range: 2_000,
             max_range: 100_000,
             target_logs: 10_000,
-            max_buffered_logs: 60_000,
+            max_buffered_logs: 20_000,
         }
     }
 }
@@ -70,20 +70,9 @@ async fn fetch(rpc: &Rpc, contracts: &Contracts, from: u64, to: u64) -> Result<S
     let mut logs = rpc.logs(&addresses, from, to).await?;
     logs.retain(|l| !l.removed);
     logs.sort_by_key(|l| (l.block_number, l.log_index));
-    for l in &logs {
-        if l.block_number.is_none() || l.block_hash.is_none() || l.log_index.is_none() {
-            return Err(RpcError::Rejected {
-                method: "eth_getLogs",
-                endpoint: "node".into(),
-                message: "a log without block number, hash or index (a pending log?)".into(),
-            });
-        }
-    }
     // The last block's hash moves the cursor; take it from a log when one is in that block.
-    let (to_hash, to_timestamp) = match logs.last().filter(|l| l.block_number == Some(to)) {
-        Some(l) if l.block_timestamp.is_some() => {
-            (l.block_hash.unwrap_or_default(), l.block_timestamp.unwrap_or_default())
-        }
+    let (to_hash, to_timestamp) = match logs.last().filter(|l| l.block_number == to) {
+        Some(l) if l.block_timestamp.is_some() => (l.block_hash, l.block_timestamp.unwrap_or_default()),
         _ => {
             let h = rpc.header(BlockNumberOrTag::Number(to)).await?.ok_or_else(|| RpcError::Rejected {
                 method: "eth_getBlockByNumber",
@@ -95,7 +84,7 @@ async fn fetch(rpc: &Rpc, contracts: &Contracts, from: u64, to: u64) -> Result<S
     };
     // Timestamps for logs that lack blockTimestamp (older nodes).
     let mut block_times = HashMap::new();
-    for n in logs.iter().filter(|l| l.block_timestamp.is_none()).filter_map(|l| l.block_number) {
+    for n in logs.iter().filter(|l| l.block_timestamp.is_none()).map(|l| l.block_number) {
         if let std::collections::hash_map::Entry::Vacant(e) = block_times.entry(n)
             && let Some(h) = rpc.header(BlockNumberOrTag::Number(n)).await?
         {
@@ -110,16 +99,15 @@ async fn fetch(rpc: &Rpc, contracts: &Contracts, from: u64, to: u64) -> Result<S
 pub(crate) async fn registration_values(
     rpc: &Rpc,
     contracts: &Contracts,
-    logs: &[alloy::rpc::types::Log],
+    logs: &[crate::rpc::FetchedLog],
 ) -> Result<Vec<(B256, u64, alloy::primitives::U256)>, RpcError> {
     let mut out = Vec::new();
     for l in logs {
-        if l.address() == contracts.worker_registry
-            && l.topic0() == Some(&WorkerRegistry::WorkerRegistered::SIGNATURE_HASH)
-            && let Some(hash) = l.transaction_hash
+        if l.log.address == contracts.worker_registry
+            && l.log.topics().first() == Some(&WorkerRegistry::WorkerRegistered::SIGNATURE_HASH)
         {
-            let value = rpc.tx_value(hash).await?.unwrap_or_default();
-            out.push((hash, l.block_number.unwrap_or_default(), value));
+            let value = rpc.tx_value(l.tx_hash).await?.unwrap_or_default();
+            out.push((l.tx_hash, l.block_number, value));
         }
     }
     Ok(out)

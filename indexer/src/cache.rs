@@ -16,12 +16,13 @@ use lcw_schema::store::rows::{
 use lcw_schema::store::undo::UndoEntry;
 use rusqlite::Connection;
 
+/// Rows are boxed: a job row is ~900 bytes, and an inline table of tens of thousands of
+/// double-image slots costs tens of MB, doubled while the table grows (measured with heaptrack).
 struct Slot<R> {
-    /// The row before this transaction (only kept when undo images are needed).
-    before: Option<R>,
-    current: Option<R>,
-    /// The row as loaded, kept for deletes (its key).
-    loaded: Option<R>,
+    /// The row as stored before this transaction (None: absent). Flush diffs against it, and
+    /// it is the undo before-image.
+    stored: Option<Box<R>>,
+    current: Option<Box<R>>,
     dirty: bool,
 }
 
@@ -30,18 +31,47 @@ type Map<K, R> = HashMap<K, Slot<R>>;
 fn slot<K: Eq + Hash, R: Clone>(
     map: &mut Map<K, R>,
     key: K,
-    track: bool,
     load: impl FnOnce() -> StoreResult<Option<R>>,
 ) -> StoreResult<&mut Slot<R>> {
     use std::collections::hash_map::Entry;
     Ok(match map.entry(key) {
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(v) => {
-            let row = load()?;
-            let before = if track { row.clone() } else { None };
-            v.insert(Slot { before, current: row, loaded: None, dirty: false })
+            let row = load()?.map(Box::new);
+            v.insert(Slot { stored: row.clone(), current: row, dirty: false })
         }
     })
+}
+
+/// Clean job rows kept across commits: a job's events usually span a few commits, and reading
+/// back and decoding a 41-column row costs more than keeping it. Two generations bound the
+/// size; it must be cleared whenever the store changes behind it (failed commit, unwind).
+#[derive(Debug, Default)]
+pub struct JobCache {
+    young: HashMap<u64, Box<JobRow>>,
+    old: HashMap<u64, Box<JobRow>>,
+}
+
+/// Jobs per cache generation (two generations are kept).
+const JOB_CACHE_GENERATION: usize = 10_000;
+
+impl JobCache {
+    fn take(&mut self, id: u64) -> Option<Box<JobRow>> {
+        self.young.remove(&id).or_else(|| self.old.remove(&id))
+    }
+
+    fn keep(&mut self, row: Box<JobRow>) {
+        if self.young.len() >= JOB_CACHE_GENERATION {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(row.job_id, row);
+    }
+
+    /// Forgets everything (the store changed behind the cache).
+    pub fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+    }
 }
 
 /// What a flush wrote.
@@ -57,6 +87,7 @@ pub struct FlushStats {
 pub struct Projector<'c> {
     pub(crate) conn: &'c Connection,
     track_before: bool,
+    job_cache: Option<&'c mut JobCache>,
     workers: Map<Address, WorkerRow>,
     worker_models: Map<(Address, B256), WorkerModelRow>,
     models: Map<B256, ModelRow>,
@@ -88,12 +119,11 @@ macro_rules! getter {
         /// The row, if it exists (without marking it changed).
         pub(crate) fn $get(&mut self, key: $key) -> StoreResult<Option<&$row>> {
             let $conn = self.conn;
-            let track = self.track_before;
-            let s = slot(&mut self.$map, key.clone(), track, || {
+            let s = slot(&mut self.$map, key.clone(), || {
                 let $k = &key;
                 $load
             })?;
-            Ok(s.current.as_ref())
+            Ok(s.current.as_deref())
         }
     };
 }
@@ -103,26 +133,34 @@ macro_rules! getter_mut {
         /// The row for changing, if it exists.
         pub(crate) fn $get_mut(&mut self, key: $key) -> StoreResult<Option<&mut $row>> {
             let $conn = self.conn;
-            let track = self.track_before;
-            let s = slot(&mut self.$map, key.clone(), track, || {
+            let s = slot(&mut self.$map, key.clone(), || {
                 let $k = &key;
                 $load
             })?;
             if s.current.is_some() {
                 s.dirty = true;
             }
-            Ok(s.current.as_mut())
+            Ok(s.current.as_deref_mut())
         }
     };
 }
 
 impl<'c> Projector<'c> {
+    /// A projector over `conn` that reads jobs through `cache` and hands the rows back to it on
+    /// flush.
+    pub fn with_cache(conn: &'c Connection, track_before: bool, cache: &'c mut JobCache) -> StoreResult<Self> {
+        let mut p = Self::new(conn, track_before)?;
+        p.job_cache = Some(cache);
+        Ok(p)
+    }
+
     /// A projector over `conn`; `track_before` keeps before-images for the undo journal.
     pub fn new(conn: &'c Connection, track_before: bool) -> StoreResult<Self> {
         let params: HashMap<String, String> = lcw_schema::store::ledger::current_params(conn)?.into_iter().collect();
         Ok(Projector {
             conn,
             track_before,
+            job_cache: None,
             workers: HashMap::new(),
             worker_models: HashMap::new(),
             models: HashMap::new(),
@@ -140,18 +178,30 @@ impl<'c> Projector<'c> {
         })
     }
 
-    getter_mut!(job_mut, jobs, u64, JobRow, |conn, k| JobRow::get(conn, *k));
+    /// The job for changing, if it exists (from the cross-commit cache when it holds it).
+    pub(crate) fn job_mut(&mut self, id: u64) -> StoreResult<Option<&mut JobRow>> {
+        let conn = self.conn;
+        let cached = if self.jobs.contains_key(&id) { None } else { self.job_cache.as_mut().and_then(|c| c.take(id)) };
+        let s = slot(&mut self.jobs, id, || match cached {
+            Some(row) => Ok(Some(*row)),
+            None => JobRow::get(conn, id),
+        })?;
+        if s.current.is_some() {
+            s.dirty = true;
+        }
+        Ok(s.current.as_deref_mut())
+    }
     getter!(session, sessions, u64, SessionRow, |conn, k| SessionRow::get(conn, *k));
     getter_mut!(session_mut, sessions, u64, SessionRow, |conn, k| SessionRow::get(conn, *k));
     getter!(model, models, B256, ModelRow, |conn, k| ModelRow::get(conn, k));
 
-    /// Inserts (or replaces) a row.
+    /// Inserts a job (a new id; its previous image is only read when undo images are kept).
     pub(crate) fn put_job(&mut self, row: JobRow) -> StoreResult<()> {
         let conn = self.conn;
         let track = self.track_before;
         let id = row.job_id;
-        let s = slot(&mut self.jobs, id, track, || JobRow::get(conn, id))?;
-        s.current = Some(row);
+        let s = slot(&mut self.jobs, id, || if track { JobRow::get(conn, id) } else { Ok(None) })?;
+        s.current = Some(Box::new(row));
         s.dirty = true;
         Ok(())
     }
@@ -159,10 +209,9 @@ impl<'c> Projector<'c> {
     /// Inserts (or replaces) a session.
     pub(crate) fn put_session(&mut self, row: SessionRow) -> StoreResult<()> {
         let conn = self.conn;
-        let track = self.track_before;
         let id = row.session_id;
-        let s = slot(&mut self.sessions, id, track, || SessionRow::get(conn, id))?;
-        s.current = Some(row);
+        let s = slot(&mut self.sessions, id, || SessionRow::get(conn, id))?;
+        s.current = Some(Box::new(row));
         s.dirty = true;
         Ok(())
     }
@@ -170,10 +219,9 @@ impl<'c> Projector<'c> {
     /// The worker, created if never seen.
     pub(crate) fn worker_mut(&mut self, address: Address, block: u64) -> StoreResult<&mut WorkerRow> {
         let conn = self.conn;
-        let track = self.track_before;
-        let s = slot(&mut self.workers, address, track, || WorkerRow::get(conn, &address))?;
+        let s = slot(&mut self.workers, address, || WorkerRow::get(conn, &address))?;
         s.dirty = true;
-        let row = s.current.get_or_insert_with(|| WorkerRow::new(address, block));
+        let row = s.current.get_or_insert_with(|| Box::new(WorkerRow::new(address, block)));
         row.updated_block = block;
         Ok(row)
     }
@@ -181,10 +229,9 @@ impl<'c> Projector<'c> {
     /// The model, created if never seen.
     pub(crate) fn model_mut(&mut self, id: B256, block: u64) -> StoreResult<&mut ModelRow> {
         let conn = self.conn;
-        let track = self.track_before;
-        let s = slot(&mut self.models, id, track, || ModelRow::get(conn, &id))?;
+        let s = slot(&mut self.models, id, || ModelRow::get(conn, &id))?;
         s.dirty = true;
-        let row = s.current.get_or_insert_with(|| ModelRow::new(id, block));
+        let row = s.current.get_or_insert_with(|| Box::new(ModelRow::new(id, block)));
         row.updated_block = block;
         Ok(row)
     }
@@ -192,20 +239,17 @@ impl<'c> Projector<'c> {
     /// Records that `worker` supports `model`.
     pub(crate) fn add_worker_model(&mut self, worker: Address, model: B256, block: u64) -> StoreResult<()> {
         let conn = self.conn;
-        let track = self.track_before;
-        let s = slot(&mut self.worker_models, (worker, model), track, || WorkerModelRow::get(conn, &worker, &model))?;
+        let s = slot(&mut self.worker_models, (worker, model), || WorkerModelRow::get(conn, &worker, &model))?;
         s.dirty = true;
-        s.current = Some(WorkerModelRow { worker, model_id: model, added_block: block });
+        s.current = Some(Box::new(WorkerModelRow { worker, model_id: model, added_block: block }));
         Ok(())
     }
 
     /// Records that `worker` no longer supports `model`.
     pub(crate) fn remove_worker_model(&mut self, worker: Address, model: B256) -> StoreResult<()> {
         let conn = self.conn;
-        let track = self.track_before;
-        let s = slot(&mut self.worker_models, (worker, model), track, || WorkerModelRow::get(conn, &worker, &model))?;
-        if let Some(row) = s.current.take() {
-            s.loaded.get_or_insert(row);
+        let s = slot(&mut self.worker_models, (worker, model), || WorkerModelRow::get(conn, &worker, &model))?;
+        if s.current.take().is_some() {
             s.dirty = true;
         }
         Ok(())
@@ -216,23 +260,21 @@ impl<'c> Projector<'c> {
         let hour = ts - ts % 3600;
         let model = model.unwrap_or_default();
         let conn = self.conn;
-        let track = self.track_before;
-        let s = slot(&mut self.rollups, (hour, worker, model), track, || RollupRow::get(conn, hour, &worker, &model))?;
+        let s = slot(&mut self.rollups, (hour, worker, model), || RollupRow::get(conn, hour, &worker, &model))?;
         s.dirty = true;
-        Ok(s.current.get_or_insert_with(|| RollupRow::new(hour, worker, model)))
+        Ok(s.current.get_or_insert_with(|| Box::new(RollupRow::new(hour, worker, model))))
     }
 
     /// Counts one more log of `event`.
     pub(crate) fn count_event(&mut self, event: &str) -> StoreResult<()> {
         let conn = self.conn;
-        let track = self.track_before;
         let s = if let Some(s) = self.event_counts.get_mut(event) {
             s
         } else {
-            slot(&mut self.event_counts, event.to_owned(), track, || EventCountRow::get(conn, event))?
+            slot(&mut self.event_counts, event.to_owned(), || EventCountRow::get(conn, event))?
         };
         s.dirty = true;
-        s.current.get_or_insert_with(|| EventCountRow { event: event.to_owned(), count: 0 }).count += 1;
+        s.current.get_or_insert_with(|| Box::new(EventCountRow { event: event.to_owned(), count: 0 })).count += 1;
         Ok(())
     }
 
@@ -253,43 +295,60 @@ impl<'c> Projector<'c> {
 
     /// Writes every changed row and the appended ledger rows; with `undo_block`, also records
     /// the before-image of every changed row under that block.
-    pub fn flush(self, undo_block: Option<u64>) -> StoreResult<FlushStats> {
+    pub fn flush(mut self, undo_block: Option<u64>) -> StoreResult<FlushStats> {
         let conn = self.conn;
+        // Rows are handed to the job cache only after they are written; the writer clears the
+        // cache if the transaction does not commit.
+        let jobs = std::mem::take(&mut self.jobs);
+        let mut kept: Vec<Box<JobRow>> = Vec::new();
+        let keep = self.job_cache.is_some();
         let mut stats = FlushStats::default();
-        fn write<K, R: ProjectionRow + PartialEq>(
+        fn write<K, R: ProjectionRow>(
             conn: &Connection,
             map: Map<K, R>,
             undo_block: Option<u64>,
             stats: &mut FlushStats,
+            mut keep: impl FnMut(Box<R>),
         ) -> StoreResult<()> {
             for (_, s) in map {
-                if !s.dirty {
+                if !s.dirty || s.stored == s.current {
+                    if let Some(row) = s.current {
+                        keep(row);
+                    }
                     continue;
                 }
-                match (&s.current, &s.loaded, &s.before) {
-                    (Some(row), _, _) => row.put(conn)?,
-                    (None, Some(gone), _) | (None, None, Some(gone)) => gone.delete(conn)?,
-                    (None, None, None) => continue,
+                match (&s.current, &s.stored) {
+                    (Some(row), stored) => row.write(conn, stored.as_deref())?,
+                    (None, Some(gone)) => gone.delete(conn)?,
+                    (None, None) => continue,
                 }
                 stats.rows += 1;
                 if let Some(block) = undo_block {
-                    if s.before == s.current {
-                        continue;
-                    }
-                    UndoEntry::of(block, stats.undo, s.before.as_ref(), s.current.as_ref().or(s.loaded.as_ref()))?
-                        .insert(conn)?;
+                    UndoEntry::of(block, stats.undo, s.stored.as_deref(), s.current.as_deref())?.insert(conn)?;
                     stats.undo += 1;
+                }
+                if let Some(row) = s.current {
+                    keep(row);
                 }
             }
             Ok(())
         }
-        write(conn, self.workers, undo_block, &mut stats)?;
-        write(conn, self.worker_models, undo_block, &mut stats)?;
-        write(conn, self.models, undo_block, &mut stats)?;
-        write(conn, self.sessions, undo_block, &mut stats)?;
-        write(conn, self.jobs, undo_block, &mut stats)?;
-        write(conn, self.rollups, undo_block, &mut stats)?;
-        write(conn, self.event_counts, undo_block, &mut stats)?;
+        write(conn, std::mem::take(&mut self.workers), undo_block, &mut stats, drop)?;
+        write(conn, std::mem::take(&mut self.worker_models), undo_block, &mut stats, drop)?;
+        write(conn, std::mem::take(&mut self.models), undo_block, &mut stats, drop)?;
+        write(conn, std::mem::take(&mut self.sessions), undo_block, &mut stats, drop)?;
+        write(conn, jobs, undo_block, &mut stats, |row| {
+            if keep {
+                kept.push(row);
+            }
+        })?;
+        write(conn, std::mem::take(&mut self.rollups), undo_block, &mut stats, drop)?;
+        write(conn, std::mem::take(&mut self.event_counts), undo_block, &mut stats, drop)?;
+        if let Some(cache) = self.job_cache.as_mut() {
+            for row in kept {
+                cache.keep(row);
+            }
+        }
         for c in &self.config {
             c.insert(conn)?;
         }

@@ -13,7 +13,7 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, U64, U256};
 use alloy::rpc::client::RpcClient;
 use alloy::rpc::json_rpc::{RpcRecv, RpcSend};
-use alloy::rpc::types::{Filter, Log};
+use alloy::rpc::types::Filter;
 use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
 use lcw_schema::profile::redact_url;
 use serde::Deserialize;
@@ -194,6 +194,69 @@ pub struct RpcStats {
     pub range_splits: AtomicU64,
 }
 
+/// A log as `eth_getLogs` returns it. Parsed through a flat wire struct: alloy's `Log` uses
+/// `serde(flatten)`, whose buffered path costs more than the rest of the parse. Logs without
+/// block number, hash or index (pending logs) are refused at parse time.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "LogWire")]
+pub struct FetchedLog {
+    /// Address, topics and data.
+    pub log: alloy::primitives::Log,
+    /// Block number.
+    pub block_number: u64,
+    /// Block hash.
+    pub block_hash: B256,
+    /// Block timestamp, when the node includes it.
+    pub block_timestamp: Option<u64>,
+    /// Transaction hash.
+    pub tx_hash: B256,
+    /// Transaction index.
+    pub tx_index: u64,
+    /// Log index in the block.
+    pub log_index: u64,
+    /// Removed by a reorg (subscriptions only).
+    pub removed: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogWire {
+    address: Address,
+    topics: Vec<B256>,
+    data: alloy::primitives::Bytes,
+    block_number: Option<U64>,
+    block_hash: Option<B256>,
+    block_timestamp: Option<U64>,
+    transaction_hash: Option<B256>,
+    transaction_index: Option<U64>,
+    log_index: Option<U64>,
+    #[serde(default)]
+    removed: bool,
+}
+
+impl TryFrom<LogWire> for FetchedLog {
+    type Error = String;
+    fn try_from(w: LogWire) -> Result<Self, String> {
+        let (Some(block_number), Some(block_hash), Some(log_index)) = (w.block_number, w.block_hash, w.log_index)
+        else {
+            return Err("a log without block number, hash or index (a pending log)".into());
+        };
+        Ok(FetchedLog {
+            log: alloy::primitives::Log {
+                address: w.address,
+                data: alloy::primitives::LogData::new_unchecked(w.topics, w.data),
+            },
+            block_number: block_number.to(),
+            block_hash,
+            block_timestamp: w.block_timestamp.map(|t| t.to()),
+            tx_hash: w.transaction_hash.unwrap_or_default(),
+            tx_index: w.transaction_index.map(|i| i.to()).unwrap_or_default(),
+            log_index: log_index.to(),
+            removed: w.removed,
+        })
+    }
+}
+
 /// A block header, reduced to what the indexer uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -324,13 +387,13 @@ impl Rpc {
     }
 
     /// Logs of `addresses` in `from..=to`.
-    pub async fn logs(&self, addresses: &[Address], from: u64, to: u64) -> RpcResult<Vec<Log>> {
+    pub async fn logs(&self, addresses: &[Address], from: u64, to: u64) -> RpcResult<Vec<FetchedLog>> {
         let filter = Filter::new().address(addresses.to_vec()).from_block(from).to_block(to);
         self.call("eth_getLogs", (filter,)).await
     }
 
     /// Logs of `addresses` in the block with `hash` (consistent with that exact block).
-    pub async fn logs_at(&self, addresses: &[Address], hash: B256) -> RpcResult<Vec<Log>> {
+    pub async fn logs_at(&self, addresses: &[Address], hash: B256) -> RpcResult<Vec<FetchedLog>> {
         let filter = Filter::new().address(addresses.to_vec()).at_block_hash(hash);
         self.call("eth_getLogs", (filter,)).await
     }

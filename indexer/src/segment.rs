@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use alloy::primitives::{B256, U256};
-use alloy::rpc::types::Log;
+
+use crate::rpc::FetchedLog;
 
 /// Blocks `from..=to` and their logs.
 #[derive(Debug, Clone)]
@@ -21,7 +22,7 @@ pub struct Segment {
     /// Timestamp of the last block.
     pub to_timestamp: u64,
     /// The logs, in chain order, each with block number, hash and index.
-    pub logs: Vec<Log>,
+    pub logs: Vec<FetchedLog>,
     /// Timestamps of blocks whose logs did not carry `blockTimestamp`.
     pub block_times: HashMap<u64, u64>,
     /// Values of WorkerRegistered transactions (the stake is their msg.value): (tx, block, value).
@@ -29,10 +30,8 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// The timestamp of `block` (from its logs, or fetched).
-    pub fn time_of(&self, log: &Log) -> u64 {
-        log.block_timestamp
-            .or_else(|| log.block_number.and_then(|n| self.block_times.get(&n).copied()))
-            .unwrap_or(self.to_timestamp)
+    /// The timestamp of a log's block (from the log, or fetched).
+    pub fn time_of(&self, log: &FetchedLog) -> u64 {
+        log.block_timestamp.or_else(|| self.block_times.get(&log.block_number).copied()).unwrap_or(self.to_timestamp)
     }
 }

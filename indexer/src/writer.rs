@@ -19,7 +19,7 @@ use crate::segment::Segment;
 use crate::{IndexerError, IndexerResult};
 
 /// Logs per backfill transaction: large enough to amortise commits, small enough to bound memory.
-const COMMIT_LOGS: usize = 25_000;
+const COMMIT_LOGS: usize = 15_000;
 
 /// What a commit did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -58,7 +58,7 @@ impl Writer {
         let store = Store::open(&path, &identity)?;
         let cursor = Cursor::get(store.conn())?;
         let decoder = Decoder::new(identity.contracts);
-        let (tx, rx) = mpsc::channel::<Cmd>(8);
+        let (tx, rx) = mpsc::channel::<Cmd>(2);
         let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
         let slot = failure.clone();
         std::thread::Builder::new()
@@ -107,9 +107,11 @@ fn writer_loop(
 ) {
     let mut pending: Vec<Segment> = Vec::new();
     let mut pending_logs = 0usize;
+    let mut cache = crate::cache::JobCache::default();
     let mut failed: Option<lcw_schema::store::StoreError> = None;
     let mut last = Committed::default();
     let commit_pending = |store: &mut Store,
+                          cache: &mut crate::cache::JobCache,
                           pending: &mut Vec<Segment>,
                           failed: &mut Option<_>,
                           last: &mut Committed| {
@@ -117,13 +119,14 @@ fn writer_loop(
             return;
         }
         let started = Instant::now();
-        match commit(store, &decoder, pending, None, "backfill") {
+        match commit(store, cache, &decoder, pending, None, "backfill") {
             Ok(c) => {
                 tracing::debug!(block = c.block, logs = c.logs, ms = started.elapsed().as_millis() as u64, "committed");
                 *last = c;
                 let _ = commits.send(c);
             }
             Err(e) => {
+                cache.clear();
                 tracing::error!(error = %e, "commit failed; nothing after the last committed block was written");
                 if let Ok(mut g) = failure.lock() {
                     *g = Some(e.to_string());
@@ -138,7 +141,7 @@ fn writer_loop(
             Ok(cmd) => cmd,
             Err(mpsc::error::TryRecvError::Empty) => {
                 // Nothing queued right now: commit what we have instead of waiting.
-                commit_pending(&mut store, &mut pending, &mut failed, &mut last);
+                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
                 pending_logs = 0;
                 match rx.blocking_recv() {
                     Some(cmd) => cmd,
@@ -146,7 +149,7 @@ fn writer_loop(
                 }
             }
             Err(mpsc::error::TryRecvError::Disconnected) => {
-                commit_pending(&mut store, &mut pending, &mut failed, &mut last);
+                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
                 return;
             }
         };
@@ -155,12 +158,12 @@ fn writer_loop(
                 pending_logs += segment.logs.len();
                 pending.push(segment);
                 if pending_logs >= COMMIT_LOGS {
-                    commit_pending(&mut store, &mut pending, &mut failed, &mut last);
+                    commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
                     pending_logs = 0;
                 }
             }
             Cmd::Flush(reply) => {
-                commit_pending(&mut store, &mut pending, &mut failed, &mut last);
+                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
                 pending_logs = 0;
                 let _ = reply.send(match &failed {
                     Some(e) => Err(earlier(e)),
@@ -168,12 +171,22 @@ fn writer_loop(
                 });
             }
             Cmd::Block { segment, finalized, reply } => {
-                commit_pending(&mut store, &mut pending, &mut failed, &mut last);
+                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
                 pending_logs = 0;
                 let result = match &failed {
                     Some(e) => Err(earlier(e)),
-                    None => commit(&mut store, &decoder, std::slice::from_ref(&segment), Some(finalized), "live"),
+                    None => commit(
+                        &mut store,
+                        &mut cache,
+                        &decoder,
+                        std::slice::from_ref(&segment),
+                        Some(finalized),
+                        "live",
+                    ),
                 };
+                if result.is_err() {
+                    cache.clear();
+                }
                 if let Ok(c) = &result {
                     last = *c;
                     let _ = commits.send(*c);
@@ -181,8 +194,9 @@ fn writer_loop(
                 let _ = reply.send(result);
             }
             Cmd::Unwind { to, reply } => {
-                commit_pending(&mut store, &mut pending, &mut failed, &mut last);
+                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
                 pending_logs = 0;
+                cache.clear();
                 let result = unwind(&mut store, to);
                 if result.is_ok() {
                     last.block = to;
@@ -203,6 +217,7 @@ fn earlier(e: &lcw_schema::store::StoreError) -> lcw_schema::store::StoreError {
 /// undo entries at or below the finalized block.
 fn commit(
     store: &mut Store,
+    cache: &mut crate::cache::JobCache,
     decoder: &Decoder,
     segments: &[Segment],
     live_finalized: Option<u64>,
@@ -216,40 +231,35 @@ fn commit(
         }
     }
     let undo_block = live_finalized.filter(|f| last.to > *f).map(|_| last.to);
-    let mut projector = Projector::new(&tx, undo_block.is_some())?;
+    let mut projector = Projector::with_cache(&tx, undo_block.is_some(), cache)?;
+    let mut inserter = lcw_schema::store::raw::LogInserter::new(&tx)?;
     let mut blocks: BTreeMap<u64, (B256, u64, u64)> = BTreeMap::new();
     let mut stats = Committed { block: last.to, ..Default::default() };
     for s in segments {
         for log in &s.logs {
-            let (Some(block_number), Some(block_hash), Some(log_index)) =
-                (log.block_number, log.block_hash, log.log_index)
-            else {
-                continue;
-            };
+            let (block_number, block_hash, log_index) = (log.block_number, log.block_hash, log.log_index);
             let timestamp = s.time_of(log);
-            let decoded = decoder.decode(&log.inner);
-            let raw = RawLog {
+            let decoded = decoder.decode(&log.log);
+            inserter.insert(RawLog {
                 block_number,
                 log_index,
                 block_hash,
                 block_timestamp: timestamp,
-                tx_hash: log.transaction_hash.unwrap_or_default(),
-                tx_index: log.transaction_index.unwrap_or_default(),
-                address: log.address(),
-                topics: log.topics().to_vec(),
-                data: log.data().data.clone(),
+                tx_hash: log.tx_hash,
+                tx_index: log.tx_index,
+                address: log.log.address,
+                topics: log.log.topics().to_vec(),
+                data: log.log.data.data.clone(),
                 event: decoded.name.map(str::to_owned),
                 decode_error: decoded.event.as_ref().err().cloned(),
                 job_id: decoded.job_id,
-            };
-            raw.insert(&tx)?;
-            let entry = blocks.entry(block_number).or_insert((block_hash, timestamp, 0));
-            entry.2 += 1;
+            })?;
+            blocks.entry(block_number).or_insert((block_hash, timestamp, 0)).2 += 1;
             stats.logs += 1;
             match &decoded.event {
                 Ok(event) => {
                     projector.count_event(decoded.name.unwrap_or("(unknown)"))?;
-                    let meta = Meta { block: block_number, log_index, timestamp, tx_hash: raw.tx_hash };
+                    let meta = Meta { block: block_number, log_index, timestamp, tx_hash: log.tx_hash };
                     projector.apply(event, &meta)?;
                 }
                 Err(reason) => {
@@ -260,6 +270,7 @@ fn commit(
             }
         }
     }
+    inserter.finish()?;
     stats.unattributed = projector.unattributed;
     projector.flush(undo_block)?;
     for (number, (hash, timestamp, count)) in &blocks {

@@ -38,8 +38,96 @@ pub struct RawLog {
 const LOG_COLUMNS: &str = "block_number, log_index, block_hash, block_timestamp, tx_hash, tx_index, address, \
                            topic0, topic1, topic2, topic3, data, event, decode_error, job_id";
 
+/// Logs per multi-row INSERT: SQLite's per-statement cost dominates a narrow insert, so rows go
+/// in groups (15 columns × 32 rows stays under SQLite's 32,766-parameter limit).
+const ROWS_PER_INSERT: usize = 32;
+
+fn insert_logs_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO logs (block_number, log_index, block_hash, block_timestamp, tx_hash, tx_index, address, \
+         topic0, topic1, topic2, topic3, data, event, decode_error, job_id) VALUES ",
+    );
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..15 {
+            sql.push_str(if c == 0 { "?" } else { ", ?" });
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Inserts many logs: buffered and written `ROWS_PER_INSERT` per statement. Call
+/// [`LogInserter::finish`] to write the remainder.
+pub struct LogInserter<'c> {
+    conn: &'c Connection,
+    many: rusqlite::CachedStatement<'c>,
+    pending: Vec<RawLog>,
+}
+
+impl std::fmt::Debug for LogInserter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogInserter").field("pending", &self.pending.len()).finish()
+    }
+}
+
+fn bind_log<'a>(values: &mut Vec<rusqlite::types::ToSqlOutput<'a>>, log: &'a RawLog) {
+    use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+    let int = |v: u64| ToSqlOutput::Owned(Value::Integer(v as i64));
+    let blob = |b: &'a [u8]| ToSqlOutput::Borrowed(ValueRef::Blob(b));
+    let opt_blob = |b: Option<&'a B256>| b.map(|b| blob(b.as_slice())).unwrap_or(ToSqlOutput::Owned(Value::Null));
+    let opt_text = |t: Option<&'a str>| {
+        t.map(|t| ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes()))).unwrap_or(ToSqlOutput::Owned(Value::Null))
+    };
+    values.push(int(log.block_number));
+    values.push(int(log.log_index));
+    values.push(blob(log.block_hash.as_slice()));
+    values.push(int(log.block_timestamp));
+    values.push(blob(log.tx_hash.as_slice()));
+    values.push(int(log.tx_index));
+    values.push(blob(log.address.as_slice()));
+    for i in 0..4 {
+        values.push(opt_blob(log.topics.get(i)));
+    }
+    values.push(blob(&log.data));
+    values.push(opt_text(log.event.as_deref()));
+    values.push(opt_text(log.decode_error.as_deref()));
+    values.push(log.job_id.map(int).unwrap_or(ToSqlOutput::Owned(Value::Null)));
+}
+
+impl<'c> LogInserter<'c> {
+    /// Prepares the inserts on `conn`.
+    pub fn new(conn: &'c Connection) -> StoreResult<Self> {
+        static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let many = conn.prepare_cached(MANY.get_or_init(|| insert_logs_sql(ROWS_PER_INSERT)))?;
+        Ok(LogInserter { conn, many, pending: Vec::with_capacity(ROWS_PER_INSERT) })
+    }
+
+    /// Queues one log (written when a group is full, or by `finish`).
+    pub fn insert(&mut self, log: RawLog) -> StoreResult<()> {
+        self.pending.push(log);
+        if self.pending.len() == ROWS_PER_INSERT {
+            let mut values = Vec::with_capacity(ROWS_PER_INSERT * 15);
+            for l in &self.pending {
+                bind_log(&mut values, l);
+            }
+            self.many.execute(rusqlite::params_from_iter(values.iter()))?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the logs still queued.
+    pub fn finish(mut self) -> StoreResult<()> {
+        for log in std::mem::take(&mut self.pending) {
+            log.insert(self.conn)?;
+        }
+        Ok(())
+    }
+}
+
 impl RawLog {
-    /// Inserts the log.
+    /// Inserts the log (for many, use [`LogInserter`]).
     pub fn insert(&self, conn: &Connection) -> StoreResult<()> {
         let t = |i: usize| self.topics.get(i).map(|t| t.as_slice());
         let mut stmt = conn.prepare_cached(
