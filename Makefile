@@ -6,7 +6,7 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup demo test build contracts contracts-check fmt lint clean
+.PHONY: setup demo test build contracts contracts-check fmt lint clean bench-indexer
 
 ## setup: install the pinned tools (anvil 1.7.1 and solc 0.8.37 from npm into contracts/node_modules)
 setup: $(TOOLS_STAMP)
@@ -61,3 +61,9 @@ demo: setup
 
 clean:
 	rm -rf lcw-data
+
+## bench-indexer: a devnet with 1,000,000 events, then raw eth_getLogs, backfill and replay rates and peak RSS
+## (about 15 minutes; BENCH_ARGS="--profile lcw-data/devnet.json" reuses a running devnet)
+bench-indexer: setup
+	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-indexer
+	target/release/bench-indexer $(BENCH_ARGS)

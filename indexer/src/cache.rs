@@ -303,14 +303,18 @@ impl<'c> Projector<'c> {
         let mut kept: Vec<Box<JobRow>> = Vec::new();
         let keep = self.job_cache.is_some();
         let mut stats = FlushStats::default();
-        fn write<K, R: ProjectionRow>(
+        // Rows go out in key order: SQLite appends to (or walks) its B-trees in order instead of
+        // splitting pages at random places, and the undo journal comes out deterministic.
+        fn write<K: Ord, R: ProjectionRow>(
             conn: &Connection,
             map: Map<K, R>,
             undo_block: Option<u64>,
             stats: &mut FlushStats,
             mut keep: impl FnMut(Box<R>),
         ) -> StoreResult<()> {
-            for (_, s) in map {
+            let mut slots: Vec<(K, Slot<R>)> = map.into_iter().collect();
+            slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (_, s) in slots {
                 if !s.dirty || s.stored == s.current {
                     if let Some(row) = s.current {
                         keep(row);

@@ -14,14 +14,18 @@ use lcw_schema::store::{Store, StoreError, StoreResult};
 use serde::Serialize;
 
 use crate::apply::Meta;
-use crate::cache::Projector;
-use crate::decode::Decoder;
+use crate::cache::{JobCache, Projector};
+use crate::decode::{Decoder, Event};
 use crate::writer::{UNDO_FLOOR, undo_floor};
 
 use crate::{IndexerError, IndexerResult};
 
 /// Logs per replay transaction below the undo floor.
 const REPLAY_BATCH: usize = 100_000;
+/// Logs per chunk handed from the reader thread to the applier.
+const CHUNK: usize = 4096;
+/// Chunks the reader may run ahead (bounds memory).
+const READ_AHEAD: usize = 8;
 
 pub use lcw_schema::store::projections::TableDiff;
 
@@ -63,8 +67,64 @@ fn remove_db(path: &Path) {
     }
 }
 
+/// One decoded log, ready to apply.
+struct Item {
+    block: u64,
+    meta: Meta,
+    name: &'static str,
+    event: Option<Event>,
+}
+
+/// Reads and decodes the raw logs of `db` up to `to` on its own thread (with its own read-only
+/// connection), handing them over in chunks so decoding overlaps with applying.
+fn spawn_reader(
+    db: PathBuf,
+    decoder: Decoder,
+    to: u64,
+) -> (std::thread::JoinHandle<StoreResult<()>>, std::sync::mpsc::Receiver<Vec<Item>>) {
+    let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Item>>(READ_AHEAD);
+    let handle = std::thread::Builder::new()
+        .name("lcw-replay-read".into())
+        .spawn(move || {
+            let source = Store::open_readonly(&db)?;
+            let mut chunk = Vec::with_capacity(CHUNK);
+            RawLog::for_each(source.conn(), 0, to, |raw| {
+                let log = Log { address: raw.address, data: LogData::new_unchecked(raw.topics, raw.data) };
+                let decoded = decoder.decode(&log);
+                let meta = Meta {
+                    block: raw.block_number,
+                    log_index: raw.log_index,
+                    timestamp: raw.block_timestamp,
+                    tx_hash: raw.tx_hash,
+                };
+                let (name, event) = match decoded.event {
+                    Ok(event) => (decoded.name.unwrap_or("(unknown)"), Some(event)),
+                    Err(_) => ("(undecodable)", None),
+                };
+                chunk.push(Item { block: raw.block_number, meta, name, event });
+                if chunk.len() >= CHUNK {
+                    // A closed channel means the applier stopped on an error it reports itself.
+                    if send.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })?;
+            if !chunk.is_empty() {
+                let _ = send.send(chunk);
+            }
+            Ok(())
+        })
+        .expect("spawning a thread");
+    (handle, receive)
+}
+
 /// Rebuilds the projections of `source` into `target` (a store with the same identity and no
 /// projections). Returns (logs, last block).
+///
+/// Reading and decoding run on a second thread; this one applies. Blocks at or below the undo
+/// floor go in transactions of [`REPLAY_BATCH`] logs, blocks above it one per transaction with
+/// undo images, as live indexing wrote them.
 pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
     let identity = source.identity()?.ok_or_else(|| StoreError::Missing(source.path().to_owned()))?;
     let decoder = Decoder::new(identity.contracts);
@@ -76,53 +136,38 @@ pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
         lcw_schema::store::meta_set(&tx, UNDO_FLOOR, &floor.to_string())?;
         tx.commit()?;
     }
-    let mut batch: Vec<RawLog> = Vec::with_capacity(REPLAY_BATCH);
+    // The scratch store is thrown away on any failure, so it need not survive a power cut.
+    target.conn().execute_batch("PRAGMA synchronous = OFF")?;
+    let (reader, chunks) = spawn_reader(source.path().to_owned(), decoder, cursor.block_number);
     let mut count = 0u64;
-    let apply_batch = |target: &mut Store, batch: &mut Vec<RawLog>, undo_block: Option<u64>| -> StoreResult<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let tx = target.begin()?;
-        let mut projector = Projector::new(&tx, undo_block.is_some())?;
-        for raw in batch.iter() {
-            let log = Log { address: raw.address, data: LogData::new_unchecked(raw.topics.clone(), raw.data.clone()) };
-            let decoded = decoder.decode(&log);
-            match &decoded.event {
-                Ok(event) => {
-                    projector.count_event(decoded.name.unwrap_or("(unknown)"))?;
-                    let meta = Meta {
-                        block: raw.block_number,
-                        log_index: raw.log_index,
-                        timestamp: raw.block_timestamp,
-                        tx_hash: raw.tx_hash,
-                    };
-                    projector.apply(event, &meta)?;
+    let applied = (|| -> StoreResult<()> {
+        let mut cache = JobCache::default();
+        let mut items = chunks.iter().flatten().peekable();
+        while let Some(first) = items.peek() {
+            let block = first.block;
+            let above = block > floor;
+            let tx = target.begin()?;
+            let mut projector = Projector::with_cache(&tx, above, &mut cache)?;
+            let mut in_tx = 0usize;
+            while let Some(item) =
+                items.next_if(|i| if above { i.block == block } else { i.block <= floor && in_tx < REPLAY_BATCH })
+            {
+                projector.count_event(item.name)?;
+                if let Some(event) = &item.event {
+                    projector.apply(event, &item.meta)?;
                 }
-                Err(_) => projector.count_event("(undecodable)")?,
+                in_tx += 1;
             }
+            projector.flush(above.then_some(block))?;
+            tx.commit()?;
+            count += in_tx as u64;
         }
-        projector.flush(undo_block)?;
-        tx.commit()?;
-        batch.clear();
         Ok(())
-    };
-    let mut current_block: Option<u64> = None;
-    RawLog::for_each(source.conn(), 0, cursor.block_number, |raw| {
-        count += 1;
-        let block = raw.block_number;
-        if block > floor {
-            // Above the floor: one transaction per block, with undo images, as live indexing did.
-            if current_block != Some(block) {
-                apply_batch(target, &mut batch, current_block.filter(|b| *b > floor))?;
-            }
-        } else if batch.len() >= REPLAY_BATCH {
-            apply_batch(target, &mut batch, None)?;
-        }
-        current_block = Some(block);
-        batch.push(raw);
-        Ok(())
-    })?;
-    apply_batch(target, &mut batch, current_block.filter(|b| *b > floor))?;
+    })();
+    drop(chunks);
+    let read = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    applied?;
+    read?;
     Ok((count, cursor.block_number))
 }
 
