@@ -160,6 +160,7 @@ fn deploy_to_a_bare_node_writes_a_usable_profile() {
         chain_id: 4242,
         config_out: dir.path().join("accounts.json"),
         log_file: None,
+        prune_history: None,
     })
     .expect("anvil");
     let key = anvil.accounts[0].private_key.to_string();

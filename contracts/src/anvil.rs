@@ -88,6 +88,9 @@ pub struct AnvilConfig {
     pub config_out: PathBuf,
     /// Where anvil's stdout/stderr go (None: discarded after start-up).
     pub log_file: Option<PathBuf>,
+    /// Keep at most this many historical states in memory (`--prune-history N`); None keeps them
+    /// all, which costs tens of MB per busy block.
+    pub prune_history: Option<u64>,
 }
 
 /// A dev account anvil funded.
@@ -133,10 +136,11 @@ impl AnvilProcess {
             .arg(config.chain_id.to_string())
             .arg("--config-out")
             .arg(&config.config_out)
-            .args(["--no-request-size-limit", "--color", "never"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(["--no-request-size-limit", "--color", "never"]);
+        if let Some(states) = config.prune_history {
+            cmd.arg("--prune-history").arg(states.to_string());
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         if let Some(secs) = config.block_time {
             cmd.arg("--block-time").arg(secs.to_string());
         }

@@ -33,6 +33,10 @@ pub struct DevnetOptions {
     pub chain_id: u64,
     /// Block gas limit.
     pub gas_limit: u64,
+    /// Historical states anvil keeps in memory (None: all). Reorgs and reads at old blocks need
+    /// the state of that block; the default keeps 256, enough for both while keeping anvil's
+    /// memory flat during long simulations.
+    pub prune_history: Option<u64>,
     /// Governance parameters; dispatcher and disputer are replaced by the dev accounts.
     pub deploy: DeployConfig,
 }
@@ -46,6 +50,7 @@ impl DevnetOptions {
             block_time: 1,
             chain_id: 31337,
             gas_limit: 1_000_000_000,
+            prune_history: Some(256),
             deploy: DeployConfig::devnet(Default::default(), Default::default()),
         }
     }
@@ -99,6 +104,7 @@ impl Devnet {
             chain_id: options.chain_id,
             config_out: dir.join("anvil-accounts.json"),
             log_file: Some(dir.join("anvil.log")),
+            prune_history: options.prune_history,
         })?;
         let accounts: Vec<DevAccount> = anvil
             .accounts

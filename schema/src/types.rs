@@ -45,6 +45,11 @@ impl JobState {
         Self::ALL.get(usize::from(value)).copied()
     }
 
+    /// Parses the store's spelling (`as_str`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
     /// The name used in the store, the API and JSON output (`SUBMITTED`, `TIMED_OUT`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

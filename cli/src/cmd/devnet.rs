@@ -44,6 +44,9 @@ pub(crate) struct DevnetArgs {
     /// Block gas limit.
     #[arg(long, env = "LCW_GAS_LIMIT", default_value_t = 1_000_000_000)]
     gas_limit: u64,
+    /// Historical block states anvil keeps in memory (0: all; each busy block costs tens of MB).
+    #[arg(long, env = "LCW_DEVNET_STATES", default_value_t = 256)]
+    keep_states: u64,
     /// Print the profile as JSON on stdout once the devnet is up.
     #[arg(long)]
     json: bool,
@@ -55,6 +58,7 @@ pub(crate) async fn run(args: DevnetArgs, data: DataArgs) -> anyhow::Result<()> 
     options.block_time = args.block_time;
     options.chain_id = args.chain_id;
     options.gas_limit = args.gas_limit;
+    options.prune_history = (args.keep_states > 0).then_some(args.keep_states);
     if args.dispute_window == 0 {
         anyhow::bail!("--dispute-window must be at least 1 second");
     }

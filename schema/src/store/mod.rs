@@ -183,6 +183,29 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing store for writing from a component other than the indexer (the
+    /// settler's outbox, the worker's progress): migrates it and requires a recorded identity.
+    pub fn open_existing(path: &Path) -> StoreResult<Store> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        let mut conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        configure(&conn, false).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        embedded::migrations::runner()
+            .run(&mut conn)
+            .map_err(|e| StoreError::Migration { path: path.to_owned(), message: e.to_string() })?;
+        let store = Store { conn, path: path.to_owned() };
+        if store.identity()?.is_none() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        Ok(store)
+    }
+
+    /// [`Store::open_existing`], keeping only the connection.
+    pub fn connect(path: &Path) -> StoreResult<Connection> {
+        Ok(Self::open_existing(path)?.conn)
+    }
+
     /// The file path (`:memory:` for in-memory stores).
     pub fn path(&self) -> &Path {
         &self.path

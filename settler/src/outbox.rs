@@ -1,0 +1,457 @@
+//! The outbox: every transaction lcw sends for a key, kept in the store so that nothing is signed
+//! twice, nothing signed is lost, and a restart picks up exactly where the last run stopped.
+//!
+//! - **intent** first (what, for which jobs), in the same transaction as the job links; the store's
+//!   trigger refuses a second live transaction for a job;
+//! - **sign** with an explicitly owned nonce, and store the raw transaction *before* broadcasting;
+//! - **track** receipts on every head; a mined transaction whose block is reorged out goes back to
+//!   `sent` and its raw bytes are broadcast again; one that stays unmined while the base fee has
+//!   passed its cap, or for too many blocks, is replaced at the same nonce with bumped fees;
+//! - **reconcile** at start: nonces against the chain, every unmined raw transaction re-broadcast,
+//!   intents that were never signed cancelled (the schedule re-plans them from the store).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::TxSignerSync;
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy::signers::local::PrivateKeySigner;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::chain::{Chain, Fees, Head};
+use crate::{SettlerError, SettlerResult};
+
+/// Blocks a sent transaction may stay unmined before its fees are bumped.
+pub const STUCK_BLOCKS: u64 = 3;
+/// Fee bump per replacement, in percent (nodes require at least 10; 25 clears every pool's rule).
+pub const BUMP_PERCENT: u128 = 25;
+
+/// A planned transaction.
+#[derive(Debug, Clone)]
+pub struct Intent {
+    /// Outbox kind (`release`, `claim_timeout`, ...).
+    pub kind: &'static str,
+    /// Target contract.
+    pub to: Address,
+    /// Calldata.
+    pub data: Bytes,
+    /// Value.
+    pub value: U256,
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Jobs it acts on.
+    pub jobs: Vec<u64>,
+    /// The block it is meant for.
+    pub target_block: u64,
+}
+
+/// What happened to an outbox transaction during `track`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tracked {
+    /// Mined with status 1.
+    Mined { id: i64, kind: String, block: u64, gas_used: u64, jobs: Vec<u64> },
+    /// Mined with status 0.
+    Reverted { id: i64, kind: String, block: u64, jobs: Vec<u64> },
+    /// Its block was reorged out; re-broadcast.
+    Reorged { id: i64, block: u64 },
+    /// Replaced with higher fees at the same nonce.
+    Bumped { id: i64, attempt: u32 },
+    /// Never mined and its nonce was used by another transaction; its jobs return to the schedule.
+    Dropped { id: i64, note: String },
+}
+
+/// One live (sent, unmined) transaction.
+#[derive(Debug, Clone)]
+struct Live {
+    id: i64,
+    nonce: u64,
+    sent_head: u64,
+    gas_limit: u64,
+    to: Address,
+    data: Bytes,
+    value: U256,
+    attempts: Vec<(B256, Bytes, u128, u128)>,
+}
+
+/// The outbox of one signing key.
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Connection,
+    signer: PrivateKeySigner,
+    sender: Address,
+    chain_id: u64,
+    next_nonce: u64,
+}
+
+fn now() -> i64 {
+    lcw_schema::store::unix_now() as i64
+}
+
+impl Outbox {
+    /// Opens the outbox in the store at `db` for `signer`.
+    pub fn open(db: &Path, signer: PrivateKeySigner, chain_id: u64) -> SettlerResult<Self> {
+        let conn = lcw_schema::store::Store::connect(db)?;
+        let sender = signer.address();
+        Ok(Outbox { conn, signer, sender, chain_id, next_nonce: 0 })
+    }
+
+    /// The sending address.
+    pub fn sender(&self) -> Address {
+        self.sender
+    }
+
+    /// Reconciles with the chain at start: settles what was mined while lcw was away, drops what
+    /// lost its nonce, cancels unsigned intents, re-broadcasts the rest and sets the next nonce.
+    pub async fn reconcile(&mut self, chain: &Chain) -> SettlerResult<Vec<Tracked>> {
+        let cancelled = self.conn.execute(
+            "UPDATE outbox SET status = 'dropped', note = 'cancelled at restart before signing'
+             WHERE sender = ?1 AND status = 'intent'",
+            [self.sender.as_slice()],
+        )?;
+        if cancelled > 0 {
+            tracing::info!(cancelled, "cancelled unsigned intents of the previous run");
+        }
+        let (latest, pending) = chain.nonces(self.sender).await?;
+        let head = chain.head().await?;
+        let mut events = self.track(chain, &head, None).await?;
+        // What is still live after tracking: re-broadcast (the node may have restarted too).
+        for live in self.live()? {
+            if let Some((_, raw, _, _)) = live.attempts.last() {
+                match chain.send_raw(raw).await {
+                    Ok(_) => tracing::info!(id = live.id, nonce = live.nonce, "re-broadcast after restart"),
+                    Err(e) if is_nonce_used(&e) => {
+                        // Mined by a version we cannot see yet, or the nonce went elsewhere: track decides.
+                        tracing::debug!(id = live.id, error = %e, "re-broadcast refused");
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = live.id, error = %e, "re-broadcast failed; retrying on the next head")
+                    }
+                }
+            }
+        }
+        events.extend(self.track(chain, &head, None).await?);
+        let max_live: Option<i64> = self.conn.query_row(
+            "SELECT max(nonce) FROM outbox WHERE sender = ?1 AND status = 'sent'",
+            [self.sender.as_slice()],
+            |r| r.get(0),
+        )?;
+        self.next_nonce = latest.max(pending).max(max_live.map(|n| n as u64 + 1).unwrap_or(0));
+        tracing::info!(sender = %self.sender, latest, pending, next = self.next_nonce, "nonces reconciled");
+        Ok(events)
+    }
+
+    /// Jobs that have a live (intent or sent) transaction.
+    pub fn live_jobs(&self) -> SettlerResult<HashSet<u64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT oj.job_id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
+             WHERE o.status IN ('intent', 'sent') AND o.sender = ?1",
+        )?;
+        let rows = stmt.query_map([self.sender.as_slice()], |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(|j| j as u64).collect())
+    }
+
+    /// Jobs acted on by transactions mined at or after `block` (the store may not show them yet).
+    pub fn recently_mined_jobs(&self, block: u64) -> SettlerResult<HashSet<u64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT oj.job_id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
+             WHERE o.status = 'mined' AND o.mined_block >= ?1",
+        )?;
+        let rows = stmt.query_map([block as i64], |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(|j| j as u64).collect())
+    }
+
+    /// Records an intent, signs it with the next nonce, stores the raw transaction and broadcasts
+    /// it. Returns the outbox id and transaction hash.
+    pub async fn submit(
+        &mut self,
+        chain: &Chain,
+        intent: &Intent,
+        fees: Fees,
+        head: u64,
+    ) -> SettlerResult<(i64, B256)> {
+        // 1. The intent and its jobs (the trigger refuses a job that already has a live transaction).
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO outbox (sender, kind, to_address, calldata, value_wei, gas_limit, status, created_at,
+                                 created_head, target_block)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'intent', ?7, ?8, ?9)",
+            params![
+                self.sender.as_slice(),
+                intent.kind,
+                intent.to.as_slice(),
+                intent.data.as_ref(),
+                intent.value.to_string(),
+                intent.gas_limit as i64,
+                now(),
+                head as i64,
+                intent.target_block as i64
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        for job in &intent.jobs {
+            tx.execute("INSERT INTO outbox_jobs (job_id, outbox_id) VALUES (?1, ?2)", params![*job as i64, id])?;
+        }
+        tx.commit()?;
+        // 2. Sign and store the raw bytes before they leave the process.
+        let nonce = self.next_nonce;
+        let (hash, raw) = self.sign(nonce, intent.gas_limit, intent.to, &intent.data, intent.value, fees)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE outbox SET nonce = ?2, status = 'sent', sent_at = ?3, created_head = ?4 WHERE id = ?1",
+            params![id, nonce as i64, now(), head as i64],
+        )?;
+        insert_attempt(&tx, id, 0, hash, &raw, fees)?;
+        tx.commit()?;
+        self.next_nonce += 1;
+        // 3. Broadcast. A transport error leaves it `sent`: the next head re-broadcasts it.
+        match chain.send_raw(&raw).await {
+            Ok(_) => {}
+            Err(e) if is_nonce_used(&e) => {
+                tracing::warn!(id, nonce, error = %e, "nonce already used; re-reading nonces from the chain");
+                let (latest, pending) = chain.nonces(self.sender).await?;
+                self.next_nonce = self.next_nonce.max(latest).max(pending);
+            }
+            Err(e) if is_rejected(&e) => {
+                // The node refused it outright: nothing is in any pool; release the nonce.
+                self.conn.execute(
+                    "UPDATE outbox SET status = 'dropped', note = ?2 WHERE id = ?1",
+                    params![id, format!("refused by the node: {e}")],
+                )?;
+                if self.next_nonce == nonce + 1 {
+                    self.next_nonce = nonce;
+                }
+                return Err(SettlerError::Rejected(e));
+            }
+            Err(e) => tracing::warn!(id, error = %e, "broadcast failed; re-broadcasting on the next head"),
+        }
+        Ok((id, hash))
+    }
+
+    fn sign(
+        &self,
+        nonce: u64,
+        gas_limit: u64,
+        to: Address,
+        data: &Bytes,
+        value: U256,
+        fees: Fees,
+    ) -> SettlerResult<(B256, Bytes)> {
+        let mut tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce,
+            gas_limit,
+            max_fee_per_gas: fees.max_fee,
+            max_priority_fee_per_gas: fees.tip,
+            to: TxKind::Call(to),
+            value,
+            access_list: Default::default(),
+            input: data.clone(),
+        };
+        let sig = self.signer.sign_transaction_sync(&mut tx).map_err(|e| SettlerError::Sign(e.to_string()))?;
+        let envelope = TxEnvelope::from(tx.into_signed(sig));
+        Ok((*envelope.tx_hash(), envelope.encoded_2718().into()))
+    }
+
+    fn live(&self) -> SettlerResult<Vec<Live>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, nonce, created_head, gas_limit, to_address, calldata, value_wei FROM outbox
+             WHERE sender = ?1 AND status = 'sent' ORDER BY nonce",
+        )?;
+        let mut out: Vec<Live> = stmt
+            .query_map([self.sender.as_slice()], |r| {
+                let value: String = r.get(6)?;
+                Ok(Live {
+                    id: r.get(0)?,
+                    nonce: r.get::<_, i64>(1)? as u64,
+                    sent_head: r.get::<_, i64>(2)? as u64,
+                    gas_limit: r.get::<_, i64>(3)? as u64,
+                    to: Address::from_slice(&r.get::<_, Vec<u8>>(4)?),
+                    data: Bytes::from(r.get::<_, Vec<u8>>(5)?),
+                    value: value.parse().unwrap_or_default(),
+                    attempts: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT tx_hash, raw_tx, max_fee_per_gas, max_priority_fee_per_gas FROM outbox_attempts
+             WHERE outbox_id = ?1 ORDER BY attempt",
+        )?;
+        for live in &mut out {
+            live.attempts = stmt
+                .query_map([live.id], |r| {
+                    let max_fee: String = r.get(2)?;
+                    let tip: String = r.get(3)?;
+                    Ok((
+                        B256::from_slice(&r.get::<_, Vec<u8>>(0)?),
+                        Bytes::from(r.get::<_, Vec<u8>>(1)?),
+                        max_fee.parse().unwrap_or(0),
+                        tip.parse().unwrap_or(0),
+                    ))
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(out)
+    }
+
+    fn jobs_of(&self, id: i64) -> SettlerResult<Vec<u64>> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT job_id FROM outbox_jobs WHERE outbox_id = ?1 ORDER BY job_id")?;
+        let rows = stmt.query_map([id], |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(|j| j as u64).collect())
+    }
+
+    fn kind_of(&self, id: i64) -> SettlerResult<String> {
+        Ok(self.conn.query_row("SELECT kind FROM outbox WHERE id = ?1", [id], |r| r.get(0))?)
+    }
+
+    /// On a new head: receipts of live transactions, reorg checks of recently mined ones, fee
+    /// bumps of stuck ones. `fees` (the market now) enables bumping; None only observes.
+    pub async fn track(&mut self, chain: &Chain, head: &Head, fees: Option<Fees>) -> SettlerResult<Vec<Tracked>> {
+        let mut events = Vec::new();
+        // Reorgs: a mined transaction whose block is no longer canonical goes back to `sent`.
+        let recent: Vec<(i64, u64, B256)> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, mined_block, mined_hash FROM outbox
+                 WHERE sender = ?1 AND status IN ('mined', 'reverted') AND mined_block > ?2",
+            )?;
+            stmt.query_map(params![self.sender.as_slice(), head.number.saturating_sub(128) as i64], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, B256::from_slice(&r.get::<_, Vec<u8>>(2)?)))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        let mut canonical: std::collections::HashMap<u64, Option<B256>> = Default::default();
+        for (id, block, hash) in recent {
+            if let std::collections::hash_map::Entry::Vacant(e) = canonical.entry(block) {
+                e.insert(chain.block(block.into()).await?.map(|b| b.hash));
+            }
+            if canonical[&block] != Some(hash) {
+                self.conn.execute(
+                    "UPDATE outbox SET status = 'sent', mined_block = NULL, mined_hash = NULL, mined_tx = NULL,
+                            gas_used = NULL, note = 'reorged out; re-broadcast' WHERE id = ?1",
+                    [id],
+                )?;
+                tracing::warn!(id, block, "a mined outbox transaction was reorged out; re-broadcasting it");
+                events.push(Tracked::Reorged { id, block });
+            }
+        }
+        // Receipts of everything live.
+        let live = self.live()?;
+        let hashes: Vec<B256> = live.iter().flat_map(|l| l.attempts.iter().map(|a| a.0)).collect();
+        let receipts = chain.receipts(&hashes).await?;
+        let by_hash: std::collections::HashMap<B256, alloy::rpc::types::TransactionReceipt> =
+            hashes.iter().copied().zip(receipts).filter_map(|(h, r)| r.map(|r| (h, r))).collect();
+        let (latest_nonce, _) = if live.is_empty() { (0, 0) } else { chain.nonces(self.sender).await? };
+        for l in live {
+            if let Some(r) = l.attempts.iter().find_map(|a| by_hash.get(&a.0)) {
+                let block = r.block_number.unwrap_or_default();
+                let ok = r.status();
+                self.conn.execute(
+                    "UPDATE outbox SET status = ?2, mined_block = ?3, mined_hash = ?4, mined_tx = ?5, gas_used = ?6,
+                            note = NULL WHERE id = ?1",
+                    params![
+                        l.id,
+                        if ok { "mined" } else { "reverted" },
+                        block as i64,
+                        r.block_hash.unwrap_or_default().as_slice(),
+                        r.transaction_hash.as_slice(),
+                        r.gas_used as i64
+                    ],
+                )?;
+                let jobs = self.jobs_of(l.id)?;
+                let kind = self.kind_of(l.id)?;
+                events.push(if ok {
+                    Tracked::Mined { id: l.id, kind, block, gas_used: r.gas_used, jobs }
+                } else {
+                    Tracked::Reverted { id: l.id, kind, block, jobs }
+                });
+                continue;
+            }
+            if l.nonce < latest_nonce {
+                // The nonce is used and none of our versions has a receipt: another transaction took it.
+                let note = format!("nonce {} was used by another transaction", l.nonce);
+                self.conn
+                    .execute("UPDATE outbox SET status = 'dropped', note = ?2 WHERE id = ?1", params![l.id, note])?;
+                events.push(Tracked::Dropped { id: l.id, note });
+                continue;
+            }
+            let Some(market) = fees else {
+                continue;
+            };
+            let (_, last_raw, max_fee, tip) = l.attempts.last().cloned().unwrap_or_default();
+            let priced_out = max_fee < head.base_fee;
+            let waited = head.number.saturating_sub(l.sent_head) >= STUCK_BLOCKS;
+            if !(priced_out || waited) {
+                // Make sure the node still has it (it may have restarted or dropped it).
+                let _ = chain.send_raw(&last_raw).await;
+                continue;
+            }
+            let bump = |v: u128| v.saturating_mul(100 + BUMP_PERCENT).div_ceil(100).max(v + 1);
+            let new = Fees { max_fee: bump(max_fee).max(market.max_fee), tip: bump(tip).max(market.tip) };
+            let new = Fees { max_fee: new.max_fee.max(new.tip), ..new };
+            let attempt = l.attempts.len() as u32;
+            let (hash, raw) = self.sign(l.nonce, l.gas_limit, l.to, &l.data, l.value, new)?;
+            let tx = self.conn.transaction()?;
+            insert_attempt(&tx, l.id, attempt, hash, &raw, new)?;
+            tx.execute("UPDATE outbox SET created_head = ?2 WHERE id = ?1", params![l.id, head.number as i64])?;
+            tx.commit()?;
+            match chain.send_raw(&raw).await {
+                Ok(_) => {
+                    tracing::info!(
+                        id = l.id,
+                        nonce = l.nonce,
+                        attempt,
+                        max_fee = new.max_fee,
+                        tip = new.tip,
+                        priced_out,
+                        "replaced a stuck transaction with higher fees"
+                    );
+                    events.push(Tracked::Bumped { id: l.id, attempt });
+                }
+                Err(e) => tracing::warn!(id = l.id, error = %e, "fee bump refused; retrying on the next head"),
+            }
+        }
+        Ok(events)
+    }
+
+    /// Transactions of this sender by status (for summaries).
+    pub fn counts(&self) -> SettlerResult<std::collections::BTreeMap<String, u64>> {
+        let mut stmt = self.conn.prepare("SELECT status, count(*) FROM outbox WHERE sender = ?1 GROUP BY status")?;
+        let rows =
+            stmt.query_map([self.sender.as_slice()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The id of the live transaction of `kind` without jobs (withdraw, deregister), if any.
+    pub fn live_of_kind(&self, kind: &str) -> SettlerResult<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM outbox WHERE sender = ?1 AND kind = ?2 AND status IN ('intent', 'sent') LIMIT 1",
+                params![self.sender.as_slice(), kind],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+fn insert_attempt(conn: &Connection, id: i64, attempt: u32, hash: B256, raw: &Bytes, fees: Fees) -> SettlerResult<()> {
+    conn.execute(
+        "INSERT INTO outbox_attempts (outbox_id, attempt, tx_hash, raw_tx, max_fee_per_gas, max_priority_fee_per_gas,
+                                      signed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![id, attempt, hash.as_slice(), raw.as_ref(), fees.max_fee.to_string(), fees.tip.to_string(), now()],
+    )?;
+    Ok(())
+}
+
+fn is_nonce_used(m: &str) -> bool {
+    let m = m.to_lowercase();
+    m.contains("nonce too low") || m.contains("nonce has already been used") || m.contains("replacement transaction")
+}
+
+fn is_rejected(m: &str) -> bool {
+    let m = m.to_lowercase();
+    m.contains("insufficient funds") || m.contains("intrinsic gas") || m.contains("exceeds block gas limit")
+}

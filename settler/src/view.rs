@@ -1,0 +1,121 @@
+//! What the settler reads from the store: open jobs, governance parameters in force, a worker's
+//! row. Read-only queries on the indexer's projections.
+
+use alloy::primitives::{Address, U256};
+use lcw_schema::store::ledger::current_params;
+use lcw_schema::types::JobState;
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::schedule::{OpenJob, Params};
+use crate::{SettlerError, SettlerResult};
+
+const OPEN_JOBS: &str = "SELECT j.job_id, j.worker, j.state, j.fee_wei, j.deadline, j.completed_at, j.disputed_at,
+        j.guilty, coalesce(s.status, 'ACTIVE')
+    FROM jobs j LEFT JOIN sessions s ON s.session_id = j.session_id
+    WHERE j.state NOT IN ('RELEASED', 'TIMED_OUT')";
+
+fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpenJob> {
+    let state: String = r.get(2)?;
+    let fee: Option<String> = r.get(3)?;
+    let status: String = r.get(8)?;
+    Ok(OpenJob {
+        job_id: r.get::<_, i64>(0)? as u64,
+        worker: Address::from_slice(&r.get::<_, Vec<u8>>(1)?),
+        state: JobState::parse(&state).unwrap_or(JobState::Submitted),
+        fee: fee.and_then(|f| f.parse().ok()).unwrap_or(U256::ZERO),
+        deadline: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        completed_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        disputed_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+        guilty: r.get::<_, Option<i64>>(7)?.map(|v| v != 0),
+        session_active: status == "ACTIVE",
+    })
+}
+
+/// Open jobs (not released, not timed out), of one worker or of all.
+pub fn open_jobs(conn: &Connection, worker: Option<Address>) -> SettlerResult<Vec<OpenJob>> {
+    let rows = match worker {
+        Some(w) => {
+            let mut stmt = conn.prepare_cached(&format!("{OPEN_JOBS} AND j.worker = ?1"))?;
+            stmt.query_map([w.as_slice()], row_to_job)?.collect::<Result<Vec<_>, _>>()?
+        }
+        None => {
+            let mut stmt = conn.prepare_cached(OPEN_JOBS)?;
+            stmt.query_map([], row_to_job)?.collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    Ok(rows)
+}
+
+/// Governance parameters in force as the store has them. Fails when the store has not seen the
+/// dispute window (indexing started after AIConfig was configured): pass `fallback` read from
+/// the chain for what is missing.
+pub fn params(conn: &Connection, fallback: Option<&Params>) -> SettlerResult<Params> {
+    let map: std::collections::HashMap<String, String> = current_params(conn)?.into_iter().collect();
+    let num = |name: &str, fb: Option<u64>| -> SettlerResult<u64> {
+        match map.get(name) {
+            Some(v) => {
+                v.parse().map_err(|_| SettlerError::Store(format!("config_history {name} = {v} is not a number")))
+            }
+            None => fb.ok_or_else(|| SettlerError::MissingParam(name.to_owned())),
+        }
+    };
+    Ok(Params {
+        dispute_window: num("disputeWindow", fallback.map(|p| p.dispute_window))?,
+        resolution_timeout: num("resolutionTimeout", fallback.map(|p| p.resolution_timeout))?,
+        worker_fee_bps: num("workerFeeBps", fallback.map(|p| p.worker_fee_bps))?,
+        release_bounty_bps: num("releaseBountyBps", fallback.map(|p| p.release_bounty_bps))?,
+        timeout_bounty_bps: num("timeoutBountyBps", fallback.map(|p| p.timeout_bounty_bps))?,
+        timeout_slash_bps: num("timeoutSlashBps", fallback.map(|p| p.timeout_slash_bps))?,
+        completion_timeout_slash_bps: num(
+            "completionTimeoutSlashBps",
+            fallback.map(|p| p.completion_timeout_slash_bps),
+        )?,
+        min_worker_stake: match map.get("minWorkerStake") {
+            Some(v) => v.parse().map_err(|_| SettlerError::Store(format!("config_history minWorkerStake = {v}")))?,
+            None => fallback
+                .map(|p| p.min_worker_stake)
+                .ok_or_else(|| SettlerError::MissingParam("minWorkerStake".into()))?,
+        },
+    })
+}
+
+/// A worker as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerView {
+    /// Registered and not deregistered.
+    pub registered: bool,
+    /// Stake.
+    pub stake: U256,
+    /// Derived active jobs.
+    pub active_jobs: u64,
+    /// Derived withdrawable balance.
+    pub balance: U256,
+    /// Suspended until (0: not).
+    pub suspended_until: u64,
+}
+
+/// The worker's row, if the store has one.
+pub fn worker(conn: &Connection, address: Address) -> SettlerResult<Option<WorkerView>> {
+    Ok(conn
+        .query_row(
+            "SELECT registered, stake_wei, active_jobs, balance_wei, suspended_until FROM workers WHERE address = ?1",
+            [address.as_slice()],
+            |r| {
+                let stake: String = r.get(1)?;
+                let balance: String = r.get(3)?;
+                Ok(WorkerView {
+                    registered: r.get::<_, i64>(0)? != 0,
+                    stake: stake.parse().unwrap_or_default(),
+                    active_jobs: r.get::<_, i64>(2)? as u64,
+                    balance: balance.parse().unwrap_or_default(),
+                    suspended_until: r.get::<_, i64>(4)? as u64,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// The store's cursor block (0 when empty).
+pub fn cursor(conn: &Connection) -> SettlerResult<u64> {
+    Ok(lcw_schema::store::raw::Cursor::get(conn)?.map(|c| c.block_number).unwrap_or(0))
+}
