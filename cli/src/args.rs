@@ -125,6 +125,59 @@ impl NetworkArgs {
     }
 }
 
+/// The signing key: a keystore, or on a devnet the profile's dev key for the account.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct KeyArgs {
+    /// Encrypted keystore (geth v3 JSON) of the signing key (official worker: WORKER_KEYSTORE_PATH).
+    #[arg(long, env = "WORKER_KEYSTORE_PATH")]
+    pub key: Option<PathBuf>,
+    /// File whose first line is the keystore password (else LCW_PASSWORD).
+    #[arg(long, env = "LCW_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The signer: the keystore when given, else the devnet profile's key for `account` (or for
+    /// `role` when no account is named).
+    pub(crate) fn signer(
+        &self,
+        profile: &Profile,
+        account: Option<Address>,
+        role: Option<lcw_schema::profile::Role>,
+    ) -> anyhow::Result<alloy::signers::local::PrivateKeySigner> {
+        if let Some(path) = &self.key {
+            let password = lcw_settler::keys::password(self.password_file.as_deref())?;
+            let signer = lcw_settler::keys::load_keystore(path, &password)?;
+            return Ok(signer);
+        }
+        let dev = profile
+            .accounts
+            .iter()
+            .find(|a| match (account, role) {
+                (Some(addr), _) => a.address == addr,
+                (None, Some(r)) => a.role == r,
+                (None, None) => false,
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a signing key is needed: pass --key KEYSTORE (password in --password-file or LCW_PASSWORD){}",
+                    if profile.accounts.is_empty() { "" } else { "; the devnet profile has no key for this account" }
+                )
+            })?;
+        Ok(alloy::signers::local::PrivateKeySigner::from_bytes(&dev.private_key)?)
+    }
+}
+
+/// Parses a comma-separated list of job ids.
+pub(crate) fn parse_job_ids(input: &str) -> anyhow::Result<Vec<u64>> {
+    input
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u64>().map_err(|_| anyhow::anyhow!("`{s}` is not a job id (expected a positive integer)")))
+        .collect()
+}
+
 /// Parses a 0x-prefixed 20-byte address with a clear error (any case accepted).
 pub(crate) fn parse_address(input: &str) -> anyhow::Result<Address> {
     let s = input.trim();

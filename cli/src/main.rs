@@ -32,6 +32,26 @@ enum Command {
     Replay(cmd::replay::ReplayArgs),
     /// Check the store against the chain.
     Verify(cmd::verify::VerifyArgs),
+    /// Release every job in the first block after its dispute window (worker or keeper).
+    Settle(cmd::settle::SettleArgs),
+    /// Release what is releasable now and wait for it to be mined.
+    Release(cmd::settle::ReleaseArgs),
+    /// A worker's obligations, the exact moment it may deregister, and the next step.
+    ExitPlan(cmd::operator::WorkerArgs),
+    /// Earnings balance, stake, active jobs and gas money, from the contracts.
+    Balance(cmd::operator::WorkerArgs),
+    /// Stop taking new sessions (lcw's worker and, when configured, the gateway).
+    Drain(cmd::operator::WorkerArgs),
+    /// Take new sessions again.
+    Undrain(cmd::operator::WorkerArgs),
+    /// Withdraw the earnings balance.
+    Withdraw(cmd::operator::WorkerArgs),
+    /// claimTimeout for the worker's jobs past their deadline (shows the slash, asks first).
+    ClearStuck(cmd::operator::ClearStuckArgs),
+    /// deregisterWorker, refused with the exit plan while obligations remain.
+    Deregister(cmd::operator::WorkerArgs),
+    /// Drain, wait, release, withdraw and deregister; resumable.
+    Exit(cmd::operator::ExitArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +74,16 @@ fn main() -> std::process::ExitCode {
             Command::Index(args) => cmd::index::run(args, cli.data).await,
             Command::Replay(args) => cmd::replay::run(args, cli.data).await,
             Command::Verify(args) => cmd::verify::run(args, cli.data).await,
+            Command::Settle(args) => cmd::settle::run(args, cli.data).await,
+            Command::Release(args) => cmd::settle::release(args, cli.data).await,
+            Command::ExitPlan(args) => cmd::operator::plan(args, cli.data).await,
+            Command::Balance(args) => cmd::operator::balance(args, cli.data).await,
+            Command::Drain(args) => cmd::operator::drain(args, cli.data, true).await,
+            Command::Undrain(args) => cmd::operator::drain(args, cli.data, false).await,
+            Command::Withdraw(args) => cmd::operator::withdraw(args, cli.data).await,
+            Command::ClearStuck(args) => cmd::operator::clear_stuck(args, cli.data).await,
+            Command::Deregister(args) => cmd::operator::deregister(args, cli.data).await,
+            Command::Exit(args) => cmd::operator::exit(args, cli.data).await,
         }
     });
     match result {

@@ -76,6 +76,9 @@ pub enum IndexerError {
     /// The writer thread stopped.
     #[error("the store writer stopped unexpectedly (see the error logged before this one)")]
     WriterGone,
+    /// Another process is already indexing into this store.
+    #[error("another lcw process is already indexing into {0}; stop it, or use a different --db")]
+    Locked(std::path::PathBuf),
     /// Stopped by a shutdown request.
     #[error("interrupted")]
     Interrupted,
@@ -202,6 +205,30 @@ pub struct Summary {
     pub range_splits: u64,
 }
 
+/// Takes the store's indexer lock (`<db>.indexer.lock`, released when the process exits, even on
+/// kill -9), so two indexers never write one store.
+pub fn lock_store(db: &std::path::Path) -> IndexerResult<std::fs::File> {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(".indexer.lock");
+    let path = std::path::PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| IndexerError::Internal(format!("cannot open the lock file {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(IndexerError::Locked(db.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(IndexerError::Internal(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
+}
+
 /// Indexes the network: backfill to the finalized block, then follow the head (until the head
 /// with `until_head`, otherwise until `shutdown`). `commits` receives every commit.
 pub async fn run(
@@ -217,6 +244,7 @@ pub async fn run(
     let chain_id = rpc.chain_id().await?;
     profile.check_chain_id(chain_id)?;
 
+    let _lock = lock_store(&config.db)?;
     let start = config.from_block.unwrap_or(profile.start_block);
     let identity = Identity { chain_id, contracts: profile.contracts, start_block: start };
     let commits = commits.unwrap_or_else(|| tokio::sync::watch::channel(Committed::default()).0);

@@ -260,3 +260,13 @@ impl SimCall {
         }
     }
 }
+
+/// POSTs an empty body to `url` (the gateway's drain endpoint); true on a 2xx answer.
+pub async fn http_post(url: &str) -> SettlerResult<bool> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| SettlerError::Config(format!("HTTP client: {e}")))?;
+    let r = client.post(url).send().await.map_err(|e| SettlerError::Rpc(format!("POST {url}: {e}")))?;
+    Ok(r.status().is_success())
+}

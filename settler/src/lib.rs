@@ -12,6 +12,7 @@
 pub mod chain;
 pub mod exit;
 pub mod keys;
+pub mod ops;
 pub mod outbox;
 pub mod schedule;
 pub mod settle;

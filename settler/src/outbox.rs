@@ -172,38 +172,19 @@ impl Outbox {
         head: u64,
     ) -> SettlerResult<(i64, B256)> {
         // 1. The intent and its jobs (the trigger refuses a job that already has a live transaction).
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO outbox (sender, kind, to_address, calldata, value_wei, gas_limit, status, created_at,
-                                 created_head, target_block)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'intent', ?7, ?8, ?9)",
-            params![
-                self.sender.as_slice(),
-                intent.kind,
-                intent.to.as_slice(),
-                intent.data.as_ref(),
-                intent.value.to_string(),
-                intent.gas_limit as i64,
-                now(),
-                head as i64,
-                intent.target_block as i64
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        for job in &intent.jobs {
-            tx.execute("INSERT INTO outbox_jobs (job_id, outbox_id) VALUES (?1, ?2)", params![*job as i64, id])?;
-        }
-        tx.commit()?;
+        let id = self.record_intent(intent, head)?;
         // 2. Sign and store the raw bytes before they leave the process.
-        let nonce = self.next_nonce;
-        let (hash, raw) = self.sign(nonce, intent.gas_limit, intent.to, &intent.data, intent.value, fees)?;
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE outbox SET nonce = ?2, status = 'sent', sent_at = ?3, created_head = ?4 WHERE id = ?1",
-            params![id, nonce as i64, now(), head as i64],
-        )?;
-        insert_attempt(&tx, id, 0, hash, &raw, fees)?;
-        tx.commit()?;
+        let (nonce, hash, raw) = match self.sign_and_record(id, intent, fees, head) {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing was signed: free the jobs for the next plan.
+                let _ = self.conn.execute(
+                    "UPDATE outbox SET status = 'dropped', note = ?2 WHERE id = ?1",
+                    params![id, format!("not signed: {e}")],
+                );
+                return Err(e);
+            }
+        };
         self.next_nonce += 1;
         // 3. Broadcast. A transport error leaves it `sent`: the next head re-broadcasts it.
         match chain.send_raw(&raw).await {
@@ -229,6 +210,84 @@ impl Outbox {
         Ok((id, hash))
     }
 
+    fn record_intent(&mut self, intent: &Intent, head: u64) -> SettlerResult<i64> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO outbox (sender, kind, to_address, calldata, value_wei, gas_limit, status, created_at,
+                                 created_head, target_block)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'intent', ?7, ?8, ?9)",
+            params![
+                self.sender.as_slice(),
+                intent.kind,
+                intent.to.as_slice(),
+                intent.data.as_ref(),
+                intent.value.to_string(),
+                intent.gas_limit as i64,
+                now(),
+                head as i64,
+                intent.target_block as i64
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        for job in &intent.jobs {
+            tx.execute("INSERT INTO outbox_jobs (job_id, outbox_id) VALUES (?1, ?2)", params![*job as i64, id])?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Takes the next nonce (above every nonce this key's outbox has used, so several lcw
+    /// processes sharing a key never collide), signs, and stores the raw transaction, atomically.
+    fn sign_and_record(
+        &mut self,
+        id: i64,
+        intent: &Intent,
+        fees: Fees,
+        head: u64,
+    ) -> SettlerResult<(u64, B256, Bytes)> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let used: Option<i64> = tx.query_row(
+            "SELECT max(nonce) FROM outbox WHERE sender = ?1 AND status IN ('sent', 'mined', 'reverted')",
+            [self.sender.as_slice()],
+            |r| r.get(0),
+        )?;
+        let nonce = self.next_nonce.max(used.map(|n| n as u64 + 1).unwrap_or(0));
+        let (hash, raw) = sign_with(
+            &self.signer,
+            self.chain_id,
+            nonce,
+            intent.gas_limit,
+            intent.to,
+            &intent.data,
+            intent.value,
+            fees,
+        )?;
+        tx.execute(
+            "UPDATE outbox SET nonce = ?2, status = 'sent', sent_at = ?3, created_head = ?4 WHERE id = ?1",
+            params![id, nonce as i64, now(), head as i64],
+        )?;
+        insert_attempt(&tx, id, 0, hash, &raw, fees)?;
+        tx.commit()?;
+        self.next_nonce = nonce;
+        Ok((nonce, hash, raw))
+    }
+
+    fn record_bump(
+        &mut self,
+        id: i64,
+        attempt: u32,
+        hash: B256,
+        raw: &Bytes,
+        fees: Fees,
+        head: u64,
+    ) -> SettlerResult<()> {
+        let tx = self.conn.transaction()?;
+        insert_attempt(&tx, id, attempt, hash, raw, fees)?;
+        tx.execute("UPDATE outbox SET created_head = ?2 WHERE id = ?1", params![id, head as i64])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn sign(
         &self,
         nonce: u64,
@@ -238,22 +297,38 @@ impl Outbox {
         value: U256,
         fees: Fees,
     ) -> SettlerResult<(B256, Bytes)> {
-        let mut tx = TxEip1559 {
-            chain_id: self.chain_id,
-            nonce,
-            gas_limit,
-            max_fee_per_gas: fees.max_fee,
-            max_priority_fee_per_gas: fees.tip,
-            to: TxKind::Call(to),
-            value,
-            access_list: Default::default(),
-            input: data.clone(),
-        };
-        let sig = self.signer.sign_transaction_sync(&mut tx).map_err(|e| SettlerError::Sign(e.to_string()))?;
-        let envelope = TxEnvelope::from(tx.into_signed(sig));
-        Ok((*envelope.tx_hash(), envelope.encoded_2718().into()))
+        sign_with(&self.signer, self.chain_id, nonce, gas_limit, to, data, value, fees)
     }
+}
 
+#[allow(clippy::too_many_arguments)]
+fn sign_with(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    gas_limit: u64,
+    to: Address,
+    data: &Bytes,
+    value: U256,
+    fees: Fees,
+) -> SettlerResult<(B256, Bytes)> {
+    let mut tx = TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit,
+        max_fee_per_gas: fees.max_fee,
+        max_priority_fee_per_gas: fees.tip,
+        to: TxKind::Call(to),
+        value,
+        access_list: Default::default(),
+        input: data.clone(),
+    };
+    let sig = signer.sign_transaction_sync(&mut tx).map_err(|e| SettlerError::Sign(e.to_string()))?;
+    let envelope = TxEnvelope::from(tx.into_signed(sig));
+    Ok((*envelope.tx_hash(), envelope.encoded_2718().into()))
+}
+
+impl Outbox {
     fn live(&self) -> SettlerResult<Vec<Live>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, nonce, created_head, gas_limit, to_address, calldata, value_wei FROM outbox
@@ -392,10 +467,7 @@ impl Outbox {
             let new = Fees { max_fee: new.max_fee.max(new.tip), ..new };
             let attempt = l.attempts.len() as u32;
             let (hash, raw) = self.sign(l.nonce, l.gas_limit, l.to, &l.data, l.value, new)?;
-            let tx = self.conn.transaction()?;
-            insert_attempt(&tx, l.id, attempt, hash, &raw, new)?;
-            tx.execute("UPDATE outbox SET created_head = ?2 WHERE id = ?1", params![l.id, head.number as i64])?;
-            tx.commit()?;
+            self.record_bump(l.id, attempt, hash, &raw, new, head.number)?;
             match chain.send_raw(&raw).await {
                 Ok(_) => {
                     tracing::info!(

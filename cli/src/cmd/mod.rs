@@ -3,6 +3,8 @@
 pub(crate) mod deploy;
 pub(crate) mod devnet;
 pub(crate) mod index;
+pub(crate) mod operator;
 pub(crate) mod replay;
+pub(crate) mod settle;
 pub(crate) mod simulate;
 pub(crate) mod verify;

@@ -28,6 +28,9 @@ pub(crate) struct SimulateArgs {
     /// Release jobs once their dispute window has passed.
     #[arg(long)]
     auto_release: bool,
+    /// With --auto-release, the keeper releases every job (earning the bounty) instead of the workers.
+    #[arg(long, requires = "auto_release")]
+    keeper_releases: bool,
     /// Percentage of jobs that time out (simulated workers skip them; the keeper claims).
     #[arg(long, default_value_t = 0.0)]
     timeout_share: f64,
@@ -67,6 +70,7 @@ pub(crate) async fn run(args: SimulateArgs, data: DataArgs) -> anyhow::Result<()
         workers: args.workers,
         auto_complete: args.auto_complete,
         auto_release: args.auto_release,
+        keeper_releases: args.keeper_releases,
         shares: Shares { timeout: args.timeout_share, dispute: args.dispute_share, settle: args.settle_share },
         suite,
         model: args.model,

@@ -34,6 +34,8 @@ pub struct SimulateOptions {
     /// Release completed jobs once their dispute window has passed (workers release their own,
     /// the keeper the others).
     pub auto_release: bool,
+    /// With `auto_release`, the keeper releases every job (JobReleased and KeeperBountyPaid).
+    pub keeper_releases: bool,
     /// Percentages of special outcomes.
     pub shares: plan::Shares,
     /// Encryption suite of the simulated workers' keys.
@@ -58,6 +60,7 @@ impl Default for SimulateOptions {
             workers: 1,
             auto_complete: false,
             auto_release: false,
+            keeper_releases: false,
             shares: plan::Shares::default(),
             suite: Suite::P256AesGcm,
             model: crate::deploy::DEFAULT_MODEL.into(),

@@ -153,6 +153,7 @@ impl Sim {
             resolution_timeout: ai.getResolutionTimeout().call().await.map_err(read("getResolutionTimeout"))?.to(),
             auto_complete: options.auto_complete,
             auto_release: options.auto_release,
+            keeper_releases: options.keeper_releases,
         };
         let fee = ai.calculateJobFee(model).call().await.map_err(read("calculateJobFee"))?;
         let bond = fee * ai.getDisputeBondMultiplier().call().await.map_err(read("getDisputeBondMultiplier"))?;

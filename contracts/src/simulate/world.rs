@@ -18,6 +18,8 @@ pub(crate) struct Params {
     pub resolution_timeout: u64,
     pub auto_complete: bool,
     pub auto_release: bool,
+    /// The keeper releases every job (JobReleased plus KeeperBountyPaid), not the workers.
+    pub keeper_releases: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -160,15 +162,15 @@ impl World {
                     (now + 1 < j.completed_at + p.dispute_window).then_some(Action::Dispute(*id))
                 }
                 JobState::Completed if p.auto_release && now >= j.completed_at + p.dispute_window => {
-                    Some(self.release(*id, j))
+                    Some(self.release(*id, j, p))
                 }
                 JobState::Disputed => match j.outcome {
                     Outcome::Dispute(Verdict::Guilty) => Some(Action::Resolve(*id, true)),
                     Outcome::Dispute(Verdict::NotGuilty) => Some(Action::Resolve(*id, false)),
-                    _ if p.auto_release && now >= j.disputed_at + p.resolution_timeout => Some(self.release(*id, j)),
+                    _ if p.auto_release && now >= j.disputed_at + p.resolution_timeout => Some(self.release(*id, j, p)),
                     _ => None,
                 },
-                JobState::Resolved if p.auto_release && j.guilty == Some(false) => Some(self.release(*id, j)),
+                JobState::Resolved if p.auto_release && j.guilty == Some(false) => Some(self.release(*id, j, p)),
                 _ => None,
             };
             if let Some(a) = action {
@@ -178,8 +180,9 @@ impl World {
         actions
     }
 
-    fn release(&self, id: u64, j: &SimJob) -> Action {
-        Action::Release(id, self.simulated.contains(&j.worker).then_some(j.worker))
+    fn release(&self, id: u64, j: &SimJob, p: &Params) -> Action {
+        let own = self.simulated.contains(&j.worker) && !p.keeper_releases;
+        Action::Release(id, own.then_some(j.worker))
     }
 
     /// Marks jobs with a transaction in flight until `until_block`.
@@ -230,6 +233,7 @@ mod tests {
             resolution_timeout: 40,
             auto_complete: true,
             auto_release: true,
+            keeper_releases: false,
         }
     }
 

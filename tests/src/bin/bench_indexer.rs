@@ -31,6 +31,8 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
     /// Use this running chain's profile instead of starting a devnet (it is topped up if short).
+    /// Start it with `lcw devnet --keep-states 16`: anvil copies its whole state for every block
+    /// it keeps, which at 1M events is tens of MB per block.
     #[arg(long)]
     profile: Option<PathBuf>,
     /// Where the devnet, the store and the reports go.
@@ -123,6 +125,8 @@ async fn main() -> anyhow::Result<()> {
         None => {
             let mut options = DevnetOptions::new(dir.join("devnet"));
             options.port = 0;
+            // Anvil copies the whole state for every block it keeps; 16 keeps it near 2 GB at 1M events.
+            options.prune_history = Some(16);
             eprintln!("starting a devnet in {}", options.data_dir.display());
             devnet = Devnet::start(&options).await?;
             let pid = devnet.anvil.pid();
@@ -138,14 +142,17 @@ async fn main() -> anyhow::Result<()> {
             report.chain_events = have;
             break;
         }
-        // About four logs per released job plus a session every few jobs.
-        let jobs = (args.events - have).div_ceil(4) + 100;
+        // Five logs per job released by the keeper, plus a session every few jobs.
+        let jobs = (args.events - have).div_ceil(5) + 100;
         eprintln!("the chain holds {have} logs; simulating {jobs} more jobs (about 300-400 jobs/s)");
         let options = SimulateOptions {
             jobs,
             workers: args.workers,
             auto_complete: true,
             auto_release: true,
+            // JobReleased and KeeperBountyPaid per job: five events for three transactions per
+            // job, which keeps anvil's memory (about 25 KB per transaction) within the machine.
+            keeper_releases: true,
             ..SimulateOptions::default()
         };
         let mut last = Instant::now();

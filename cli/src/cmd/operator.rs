@@ -1,0 +1,431 @@
+//! The operator's exit verbs: `exit-plan`, `balance`, `drain`, `undrain`, `withdraw`,
+//! `clear-stuck`, `deregister`, `exit`. Each reads the store (kept current by an indexer in this
+//! process unless another one runs) and sends through the key's outbox.
+
+use std::io::Write;
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::sol_types::SolCall;
+use anyhow::{Context, bail};
+use clap::Args;
+use lcw_schema::bindings::{JobRegistry, WorkerRegistry};
+use lcw_schema::profile::{Profile, Role};
+use lcw_schema::types::Lcai;
+use lcw_settler::exit::{ExitPlan, Step};
+use lcw_settler::ops::Operator;
+use lcw_settler::schedule::{Action, ChainClock};
+
+use crate::args::{DataArgs, KeyArgs, NetworkArgs, StoreArgs, parse_address};
+
+/// Flags shared by the exit verbs.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// The worker (default: the key's address).
+    #[arg(long)]
+    worker: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `lcw clear-stuck`.
+#[derive(Debug, Args)]
+pub(crate) struct ClearStuckArgs {
+    #[command(flatten)]
+    common: WorkerArgs,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+}
+
+/// `lcw exit`.
+#[derive(Debug, Args)]
+pub(crate) struct ExitArgs {
+    #[command(flatten)]
+    common: WorkerArgs,
+    /// Also claim timeouts of stuck jobs (realizes the slash) without asking.
+    #[arg(long)]
+    clear_stuck: bool,
+}
+
+/// What every verb starts from.
+struct Ctx {
+    profile: Profile,
+    db: std::path::PathBuf,
+    worker: Address,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    _indexer: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+async fn ctx(args: &WorkerArgs, data: &DataArgs, need_key: bool) -> anyhow::Result<(Ctx, Option<Operator>)> {
+    let profile = args.network.profile(data)?;
+    let db = args.store.path(data);
+    let named = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
+    let signer = match (need_key, named) {
+        (true, w) => Some(args.key.signer(&profile, w, Some(Role::Worker))?),
+        (false, None) => Some(
+            args.key
+                .signer(&profile, None, Some(Role::Worker))
+                .context("name the worker with --worker ADDR, or give its key with --key")?,
+        ),
+        (false, Some(_)) => None,
+    };
+    let worker = named.or(signer.as_ref().map(|s| s.address())).expect("one of them");
+    if need_key
+        && let Some(s) = &signer
+        && s.address() != worker
+    {
+        bail!("the key is for {} but --worker is {worker}; exit verbs must be signed by the worker", s.address());
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let indexer = crate::cmd::settle::spawn_indexer(profile.clone(), db.clone(), rx.clone());
+    catch_up(&profile, &db, &indexer).await?;
+    let operator = match signer.filter(|_| need_key) {
+        Some(s) => Some(Operator::open(profile.clone(), &db, s).await?),
+        None => None,
+    };
+    Ok((Ctx { profile, db, worker, shutdown: tx, _indexer: indexer }, operator))
+}
+
+/// Waits until the store has the chain's current head (the embedded or another indexer).
+async fn catch_up(
+    profile: &Profile,
+    db: &std::path::Path,
+    indexer: &tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let chain = lcw_settler::chain::Chain::connect(&profile.rpc_url, Duration::from_secs(20)).await?;
+    let head = chain.head().await?.number;
+    for _ in 0..1200 {
+        if indexer.is_finished() {
+            bail!("the indexer stopped; run `lcw index` to see why");
+        }
+        if let Ok(store) = lcw_schema::store::Store::open_readonly(db)
+            && lcw_settler::view::cursor(store.conn())? >= head
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the store did not reach block {head} within 120 s")
+}
+
+/// The plan as of the chain's head.
+async fn exit_plan(c: &Ctx) -> anyhow::Result<ExitPlan> {
+    let chain = lcw_settler::chain::Chain::connect(&c.profile.rpc_url, Duration::from_secs(20)).await?;
+    let head = chain.head().await?;
+    let mut clock = ChainClock::default();
+    // Two heads give the block interval.
+    if let Some(prev) = chain.block(head.number.saturating_sub(1).into()).await? {
+        clock.observe(prev.number, prev.timestamp);
+    }
+    clock.observe(head.number, head.timestamp);
+    let store = lcw_schema::store::Store::open_readonly(&c.db)?;
+    let fallback = lcw_settler::settle::chain_params(&chain, &c.profile).await?;
+    let params = lcw_settler::view::params(store.conn(), Some(&fallback))?;
+    let jobs = lcw_settler::view::open_jobs(store.conn(), Some(c.worker))?;
+    let view = lcw_settler::view::worker(store.conn(), c.worker)?;
+    let drained = drained(store.conn(), c.worker)?;
+    Ok(lcw_settler::exit::plan(c.worker, view.as_ref(), &jobs, &params, &clock, drained))
+}
+
+fn drained(conn: &rusqlite::Connection, worker: Address) -> anyhow::Result<bool> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM operator_state WHERE worker = ?1 AND key = 'drained'", [worker.as_slice()], |r| {
+            r.get(0)
+        })
+        .ok();
+    Ok(v.as_deref() == Some("1"))
+}
+
+fn set_drained(db: &std::path::Path, worker: Address, on: bool) -> anyhow::Result<()> {
+    let conn = lcw_schema::store::Store::connect(db)?;
+    conn.execute(
+        "INSERT INTO operator_state (worker, key, value, updated_at) VALUES (?1, 'drained', ?2, ?3)
+         ON CONFLICT (worker, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        rusqlite::params![worker.as_slice(), if on { "1" } else { "0" }, lcw_schema::store::unix_now() as i64],
+    )?;
+    Ok(())
+}
+
+fn lcai(v: U256) -> String {
+    Lcai(v).to_string()
+}
+
+fn print_plan(p: &ExitPlan) {
+    println!("worker {}: {}", p.worker, if p.registered { "registered" } else { "not registered" });
+    println!(
+        "  stake {} LCAI, earnings balance {} LCAI, active jobs {}, {}",
+        lcai(p.stake),
+        lcai(p.balance),
+        p.active_jobs,
+        if p.drained { "drained" } else { "not drained (still taking sessions)" }
+    );
+    println!("  head block {} at chain time {}", p.head, p.head_ts);
+    if p.obligations.is_empty() {
+        println!("  no open jobs");
+    }
+    for o in &p.obligations {
+        let what = match o.action {
+            Action::Release => "release",
+            Action::ClaimTimeout => "claimTimeout",
+            Action::SettleStuck => "settleStuckJob",
+        };
+        let slash = o.slash.map(|s| format!(", slashes {} LCAI", lcai(s))).unwrap_or_default();
+        println!(
+            "  job {:>8} {:<12} {what} at {} (in {} s, {:?}){slash}",
+            o.job_id, o.state, o.at, o.in_secs, o.reason
+        );
+    }
+    if !p.stuck.is_empty() {
+        println!("  stuck (past deadline): {:?}; clearing them slashes {} LCAI", p.stuck, lcai(p.stuck_slash));
+    }
+    match (p.earliest_deregister_at, p.earliest_deregister_in) {
+        (Some(at), Some(secs)) if !p.deregister_ready => {
+            println!("  earliest deregister: chain time {at} (in {secs} s)")
+        }
+        _ if p.deregister_ready => println!("  deregisterWorker can succeed now"),
+        _ => {}
+    }
+    let next = match &p.next {
+        Step::NotRegistered => "nothing to do".to_owned(),
+        Step::Drain => "lcw drain".to_owned(),
+        Step::Release { jobs } => format!("lcw release ({} jobs releasable now)", jobs.len()),
+        Step::ClearStuck { jobs } => format!("lcw clear-stuck ({} jobs)", jobs.len()),
+        Step::Wait { in_secs, .. } => format!("wait {in_secs} s (lcw settle releases each job on time)"),
+        Step::Withdraw { amount } => format!("lcw withdraw ({} LCAI)", lcai(*amount)),
+        Step::Deregister => "lcw deregister".to_owned(),
+    };
+    println!("  next: {next}");
+}
+
+pub(crate) async fn plan(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
+    let (c, _) = ctx(&args, &data, false).await?;
+    let p = exit_plan(&c).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&p)?);
+    } else {
+        print_plan(&p);
+    }
+    Ok(())
+}
+
+pub(crate) async fn balance(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
+    let (c, _) = ctx(&args, &data, false).await?;
+    let chain = lcw_settler::chain::Chain::connect(&c.profile.rpc_url, Duration::from_secs(20)).await?;
+    let w = lcw_settler::ops::on_chain_worker(&chain, &c.profile, c.worker).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "worker": c.worker, "registered": w.registered, "stake_wei": w.stake.to_string(),
+                "balance_wei": w.balance.to_string(), "active_jobs": w.active_jobs, "native_wei": w.native.to_string()
+            })
+        );
+    } else {
+        println!("worker {}", c.worker);
+        println!("  earnings balance {} LCAI (lcw withdraw)", lcai(w.balance));
+        println!(
+            "  stake            {} LCAI ({})",
+            lcai(w.stake),
+            if w.registered { "registered" } else { "not registered" }
+        );
+        println!("  active jobs      {}", w.active_jobs);
+        println!("  gas money        {} LCAI", lcai(w.native));
+    }
+    Ok(())
+}
+
+pub(crate) async fn drain(args: WorkerArgs, data: DataArgs, on: bool) -> anyhow::Result<()> {
+    let (c, _) = ctx(&args, &data, false).await?;
+    set_drained(&c.db, c.worker, on)?;
+    if let Some(gateway) = &c.profile.gateway_url {
+        let url = format!(
+            "{}/api/workers/{}/{}",
+            gateway.trim_end_matches('/'),
+            c.worker,
+            if on { "drain" } else { "undrain" }
+        );
+        let r = reqwest_post(&url).await;
+        match r {
+            Ok(()) => println!("gateway notified ({url})"),
+            Err(e) => eprintln!("warning: the gateway drain call failed: {e}; the local flag is set anyway"),
+        }
+    }
+    println!(
+        "worker {} {}",
+        c.worker,
+        if on {
+            "drained: lcw's worker takes no new sessions; open jobs are still served and released"
+        } else {
+            "undrained"
+        }
+    );
+    Ok(())
+}
+
+async fn reqwest_post(url: &str) -> anyhow::Result<()> {
+    let r = lcw_settler::chain::http_post(url).await?;
+    if !r {
+        bail!("{url} answered with an error status");
+    }
+    Ok(())
+}
+
+pub(crate) async fn withdraw(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
+    let (c, op) = ctx(&args, &data, true).await?;
+    let mut op = op.expect("key");
+    let w = lcw_settler::ops::on_chain_worker(&op.chain, &c.profile, c.worker).await?;
+    if w.balance.is_zero() {
+        bail!("worker {} has no earnings to withdraw (balance 0); released jobs credit it", c.worker);
+    }
+    let data_ = JobRegistry::withdrawCall {}.abi_encode().into();
+    let sent = op.send("withdraw", c.profile.contracts.job_registry, data_, vec![], Duration::from_secs(120)).await?;
+    println!("withdrew {} LCAI in block {} (tx {})", lcai(w.balance), sent.block, sent.tx);
+    Ok(())
+}
+
+pub(crate) async fn deregister(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
+    let (c, op) = ctx(&args, &data, true).await?;
+    let mut op = op.expect("key");
+    let w = lcw_settler::ops::on_chain_worker(&op.chain, &c.profile, c.worker).await?;
+    if !w.registered {
+        bail!("worker {} is not registered", c.worker);
+    }
+    if w.active_jobs > 0 {
+        let p = exit_plan(&c).await?;
+        print_plan(&p);
+        bail!(
+            "deregisterWorker would revert ActiveJobsExist({}, {}); nothing was sent. Follow the plan above, or run `lcw exit`",
+            c.worker,
+            w.active_jobs
+        );
+    }
+    let data_ = WorkerRegistry::deregisterWorkerCall {}.abi_encode().into();
+    let sent =
+        op.send("deregister", c.profile.contracts.worker_registry, data_, vec![], Duration::from_secs(120)).await?;
+    println!("deregistered in block {} (tx {}); {} LCAI stake returned", sent.block, sent.tx, lcai(w.stake));
+    Ok(())
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+async fn clear(c: &Ctx, op: &mut Operator, p: &ExitPlan) -> anyhow::Result<u64> {
+    let mut n = 0;
+    for job in &p.stuck {
+        let data_ = JobRegistry::claimTimeoutCall { jobId: U256::from(*job) }.abi_encode().into();
+        let sent = op
+            .send("claim_timeout", c.profile.contracts.job_registry, data_, vec![*job], Duration::from_secs(120))
+            .await?;
+        println!("job {job} timed out in block {} (tx {})", sent.block, sent.tx);
+        n += 1;
+    }
+    Ok(n)
+}
+
+pub(crate) async fn clear_stuck(args: ClearStuckArgs, data: DataArgs) -> anyhow::Result<()> {
+    let (c, op) = ctx(&args.common, &data, true).await?;
+    let mut op = op.expect("key");
+    let p = exit_plan(&c).await?;
+    if p.stuck.is_empty() {
+        println!("no stuck jobs: every open job can still complete or be released");
+        return Ok(());
+    }
+    println!("{} jobs are past their deadline: {:?}", p.stuck.len(), p.stuck);
+    println!("claimTimeout on them slashes {} LCAI of the stake and refunds the consumers", lcai(p.stuck_slash));
+    if !args.yes && !confirm("clear them?")? {
+        bail!("not confirmed; nothing was sent");
+    }
+    clear(&c, &mut op, &p).await?;
+    Ok(())
+}
+
+pub(crate) async fn exit(args: ExitArgs, data: DataArgs) -> anyhow::Result<()> {
+    let (c, op) = ctx(&args.common, &data, true).await?;
+    let mut op = op.expect("key");
+    let signer_key = args.common.key.signer(&c.profile, Some(c.worker), Some(Role::Worker))?;
+    loop {
+        let p = exit_plan(&c).await?;
+        match &p.next {
+            Step::NotRegistered => {
+                println!("worker {} is not registered; nothing left to do", c.worker);
+                return Ok(());
+            }
+            Step::Drain => {
+                set_drained(&c.db, c.worker, true)?;
+                println!("1/5 drained: no new sessions");
+            }
+            Step::Release { jobs } => {
+                println!("2/5 releasing {} jobs", jobs.len());
+                let mut config = lcw_settler::settle::SettleConfig::new(
+                    c.profile.clone(),
+                    c.db.clone(),
+                    lcw_settler::settle::Mode::Worker(c.worker),
+                    signer_key.clone(),
+                );
+                config.once = true;
+                let (_tx, rx) = tokio::sync::watch::channel(false);
+                let s = lcw_settler::settle::run(config, rx).await?;
+                println!("    {} jobs released", s.jobs_released);
+                catch_up(&c.profile, &c.db, &c._indexer).await?;
+            }
+            Step::ClearStuck { jobs } => {
+                println!("    {} stuck jobs past their deadline slash {} LCAI", jobs.len(), lcai(p.stuck_slash));
+                if !args.clear_stuck && !confirm("claim their timeouts?")? {
+                    bail!("stopped: stuck jobs block the exit (run `lcw exit --clear-stuck` or `lcw clear-stuck`)");
+                }
+                clear(&c, &mut op, &p).await?;
+                catch_up(&c.profile, &c.db, &c._indexer).await?;
+            }
+            Step::Wait { in_secs, .. } => {
+                let earliest = p.earliest_deregister_in.unwrap_or(*in_secs);
+                eprint!(
+                    "\r3/5 waiting: {} open jobs, next releasable in {in_secs} s, deregister possible in {earliest} s   ",
+                    p.obligations.len()
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Step::Withdraw { amount } => {
+                eprintln!();
+                let data_ = JobRegistry::withdrawCall {}.abi_encode().into();
+                let sent = op
+                    .send("withdraw", c.profile.contracts.job_registry, data_, vec![], Duration::from_secs(120))
+                    .await?;
+                println!("4/5 withdrew {} LCAI (block {})", lcai(*amount), sent.block);
+                catch_up(&c.profile, &c.db, &c._indexer).await?;
+            }
+            Step::Deregister => {
+                let w = lcw_settler::ops::on_chain_worker(&op.chain, &c.profile, c.worker).await?;
+                if w.active_jobs > 0 {
+                    // The store is a block behind; the next plan sees the rest.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                let data_ = WorkerRegistry::deregisterWorkerCall {}.abi_encode().into();
+                let sent = op
+                    .send("deregister", c.profile.contracts.worker_registry, data_, vec![], Duration::from_secs(120))
+                    .await?;
+                println!("5/5 deregistered in block {}: {} LCAI stake returned", sent.block, lcai(w.stake));
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `lcw settle` (the release loop) and `lcw release` (what is releasable, now).
+
+use std::collections::HashSet;
+
+use anyhow::Context;
+use clap::Args;
+use lcw_schema::profile::Role;
+use lcw_settler::settle::{Mode, SettleConfig, SettleSummary};
+
+use crate::args::{DataArgs, KeyArgs, NetworkArgs, StoreArgs, parse_address, parse_job_ids};
+
+/// Release every job in the first block after its dispute window (and, as a keeper, claim
+/// timeouts), from the store's schedule.
+#[derive(Debug, Args)]
+pub(crate) struct SettleArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Settle this worker's jobs (default: the key's own address).
+    #[arg(long, conflicts_with = "keeper")]
+    worker: Option<String>,
+    /// Keeper: every worker's due releases and timeouts, for the bounties.
+    #[arg(long)]
+    keeper: bool,
+    /// Largest gas per transaction; bigger batches are split.
+    #[arg(long, env = "LCW_MAX_BATCH_GAS", default_value_t = 15_000_000)]
+    max_batch_gas: u64,
+    /// Head polling interval in milliseconds.
+    #[arg(long, env = "LCW_SETTLE_POLL_MS", default_value_t = 100)]
+    poll_ms: u64,
+    /// Do not run an indexer in this process (another `lcw index` keeps the store current).
+    #[arg(long)]
+    no_index: bool,
+    /// Print the summary as JSON when stopped.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Release what is releasable now, wait for it to be mined, and report.
+#[derive(Debug, Args)]
+pub(crate) struct ReleaseArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// The worker whose jobs to release (default: the key's own address).
+    #[arg(long)]
+    worker: Option<String>,
+    /// Only these jobs (comma-separated ids).
+    #[arg(long)]
+    jobs: Option<String>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Starts an indexer following the head into `db` unless another process holds the store.
+pub(crate) fn spawn_indexer(
+    profile: lcw_schema::profile::Profile,
+    db: std::path::PathBuf,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        let mut config = lcw_indexer::IndexerConfig::new(profile, db.clone());
+        config.progress = lcw_indexer::ProgressMode::Logs;
+        config.live.poll_interval = std::time::Duration::from_millis(100);
+        match lcw_indexer::run(config, shutdown, None).await {
+            Ok(_) | Err(lcw_indexer::IndexerError::Interrupted) => Ok(()),
+            Err(lcw_indexer::IndexerError::Locked(_)) => {
+                tracing::info!("another lcw process indexes this store; using it");
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("the embedded indexer stopped")),
+        }
+    })
+}
+
+pub(crate) async fn run(args: SettleArgs, data: DataArgs) -> anyhow::Result<()> {
+    let profile = args.network.profile(&data)?;
+    let db = args.store.path(&data);
+    let worker = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
+    let signer = if args.keeper {
+        args.key.signer(&profile, None, Some(Role::Keeper))?
+    } else {
+        args.key.signer(&profile, worker, Some(Role::Worker)).or_else(|e| match worker {
+            // Releases are permissionless: any funded key may settle a worker's jobs.
+            Some(_) => args.key.signer(&profile, None, Some(Role::Keeper)).map_err(|_| e),
+            None => Err(e),
+        })?
+    };
+    let mode = if args.keeper { Mode::Keeper } else { Mode::Worker(worker.unwrap_or(signer.address())) };
+    let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
+    config.max_batch_gas = args.max_batch_gas.max(100_000);
+    config.poll_interval = std::time::Duration::from_millis(args.poll_ms.max(10));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        tracing::info!("stopping");
+        let _ = tx.send(true);
+    });
+    let indexer = (!args.no_index).then(|| spawn_indexer(profile, db.clone(), rx.clone()));
+    wait_for_store(&db, rx.clone()).await?;
+    let settle = lcw_settler::settle::run(config, rx);
+    let summary = match indexer {
+        Some(mut indexer) => tokio::select! {
+            s = settle => s?,
+            r = &mut indexer => { r??; anyhow::bail!("the embedded indexer stopped") }
+        },
+        None => settle.await?,
+    };
+    print_summary(&summary, args.json)
+}
+
+/// Waits until the store exists (the embedded indexer creates it on first run).
+async fn wait_for_store(db: &std::path::Path, mut shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        if lcw_schema::store::Store::open_readonly(db).is_ok() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            _ = shutdown.changed() => anyhow::bail!("interrupted"),
+        }
+    }
+    anyhow::bail!("no store at {} after 60 s; run `lcw index` first", db.display())
+}
+
+fn print_summary(s: &SettleSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+    } else {
+        println!(
+            "sent {} transactions: {} mined, {} reverted, {} replaced, {} dropped; {} jobs released, {} timeouts \
+             claimed, {} settled; gas {}",
+            s.sent,
+            s.mined,
+            s.reverted,
+            s.bumped,
+            s.dropped,
+            s.jobs_released,
+            s.timeouts_claimed,
+            s.settled_stuck,
+            s.gas_used
+        );
+        if let Some((job, at)) = s.next_due {
+            println!("next: job {job} becomes releasable at chain time {at}");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn release(args: ReleaseArgs, data: DataArgs) -> anyhow::Result<()> {
+    let profile = args.network.profile(&data)?;
+    let db = args.store.path(&data);
+    let worker = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
+    let signer = args.key.signer(&profile, worker, Some(Role::Worker))?;
+    let mode = Mode::Worker(worker.unwrap_or(signer.address()));
+    let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
+    config.once = true;
+    if let Some(jobs) = &args.jobs {
+        let ids = parse_job_ids(jobs).context("--jobs")?;
+        if ids.is_empty() {
+            anyhow::bail!("--jobs lists no job ids");
+        }
+        config.only_jobs = Some(ids.into_iter().collect::<HashSet<u64>>());
+    }
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let indexer = spawn_indexer(profile, db.clone(), rx.clone());
+    wait_for_store(&db, rx.clone()).await?;
+    let summary = tokio::select! {
+        s = lcw_settler::settle::run(config, rx) => s?,
+        r = indexer => { r??; anyhow::bail!("the embedded indexer stopped") }
+    };
+    if summary.sent == 0 && !args.json {
+        println!("nothing is releasable now");
+    }
+    print_summary(&summary, args.json)
+}

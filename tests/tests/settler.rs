@@ -1,0 +1,308 @@
+//! The settler against a real anvil with 1 s blocks: every job released in the first block whose
+//! timestamp reaches its releasableAt, through a dispute-window change, a competing keeper, a
+//! restart with transactions in the mempool, a reorg that removes a mined release, and a stuck
+//! transaction replaced. (`lcw exit` is tested with the binary in cli/tests/exit_cli.rs.)
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use alloy::providers::Provider;
+use alloy::providers::ext::AnvilApi;
+use alloy::rpc::types::anvil::ReorgOptions;
+use lcw_contracts::simulate::{self, SimulateOptions};
+use lcw_schema::bindings::{AIConfig, JobRegistry};
+use lcw_schema::profile::Role;
+use lcw_schema::store::Store;
+use lcw_settler::settle::{Mode, SettleConfig, SettleSummary};
+use lcw_tests::indexing::Follower;
+use lcw_tests::{TestNet, wait_until};
+
+const WINDOW: u64 = 4;
+
+async fn devnet() -> TestNet {
+    TestNet::start_with(|o| {
+        o.block_time = 1;
+        o.deploy.dispute_window = WINDOW;
+        o.deploy.ack_timeout = 300;
+        o.deploy.completion_timeout = 300;
+    })
+    .await
+}
+
+struct Settler {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<lcw_settler::SettlerResult<SettleSummary>>,
+}
+
+fn settler(net: &TestNet, db: &Path, mode: Mode) -> Settler {
+    let signer = match mode {
+        Mode::Keeper => net.signer(Role::Keeper, 0),
+        Mode::Worker(w) => {
+            let a = net.profile().accounts.iter().find(|a| a.address == w).expect("worker dev key");
+            alloy::signers::local::PrivateKeySigner::from_bytes(&a.private_key).unwrap()
+        }
+    };
+    let mut config = SettleConfig::new(net.profile().clone(), db.to_owned(), mode, signer);
+    config.poll_interval = Duration::from_millis(50);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(lcw_settler::settle::run(config, rx));
+    Settler { stop, task }
+}
+
+impl Settler {
+    async fn finish(self) -> SettleSummary {
+        let _ = self.stop.send(true);
+        self.task.await.expect("settler task").expect("settler ran cleanly")
+    }
+}
+
+async fn wait_store(db: &Path) {
+    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(db).is_ok() }).await, "store created");
+}
+
+/// Simulated traffic: `jobs` jobs over 3 workers, a few submissions per block so completions
+/// spread over many blocks; no releases (that is the settler's job).
+fn traffic(jobs: u64, per_block: usize, seed: u64) -> SimulateOptions {
+    SimulateOptions {
+        jobs,
+        workers: 3,
+        auto_complete: true,
+        auto_release: false,
+        max_per_block: per_block,
+        seed,
+        ..SimulateOptions::default()
+    }
+}
+
+/// Per job: (completed_at, released_block, release tx).
+fn releases(db: &Path) -> HashMap<u64, (u64, Option<u64>)> {
+    let store = Store::open_readonly(db).unwrap();
+    let mut stmt = store.conn().prepare("SELECT job_id, completed_at, released_block FROM jobs").unwrap();
+    stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, i64>(1)? as u64, r.get::<_, Option<i64>>(2)?.map(|b| b as u64))))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// For every released job, the blocks between the first block that could carry its release and
+/// the block that did: the first block B with timestamp(B) >= completedAt + window in force
+/// before B (a DisputeParamsUpdated in block C applies from block C + 1 on for the settler).
+fn lags(db: &Path) -> Vec<(u64, i64)> {
+    let store = Store::open_readonly(db).unwrap();
+    let blocks: Vec<(u64, u64)> = {
+        let mut s = store.conn().prepare("SELECT number, timestamp FROM blocks ORDER BY number").unwrap();
+        s.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let windows = lcw_schema::store::ledger::config_history(store.conn(), "disputeWindow").unwrap();
+    let window_before = |b: u64| -> u64 {
+        windows.iter().rfind(|(block, _, _)| *block < b).map(|(_, _, v)| v.parse().unwrap()).unwrap_or(WINDOW)
+    };
+    let mut out = Vec::new();
+    for (job, (completed_at, released)) in releases(db) {
+        let Some(released) = released else { continue };
+        let first = blocks
+            .iter()
+            .find(|(n, ts)| *ts >= completed_at + window_before(*n))
+            .map(|(n, _)| *n)
+            .expect("a block after the window");
+        out.push((job, released as i64 - first as i64));
+    }
+    out
+}
+
+fn outbox_counts(db: &Path) -> HashMap<String, u64> {
+    let store = Store::open_readonly(db).unwrap();
+    let mut s = store.conn().prepare("SELECT status, count(*) FROM outbox GROUP BY status").unwrap();
+    s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+async fn all_released(db: &Path, n: u64, timeout: Duration) -> bool {
+    wait_until(timeout, || async {
+        let r = releases(db);
+        r.len() as u64 == n && r.values().all(|(_, b)| b.is_some())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_job_lands_in_the_first_block_after_its_window_through_a_window_change() {
+    let net = devnet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    wait_store(&db).await;
+    let keeper = settler(&net, &db, Mode::Keeper);
+    let profile = net.profile().clone();
+    let options = traffic(240, 8, 7);
+    let sim = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(simulate::run(&profile, &options, |_| {}))
+    });
+    // Mid-run, governance lengthens the window: every pending job is re-timed at once.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let owner = net.wallet(net.signer(Role::Deployer, 0));
+    let ai = AIConfig::new(net.profile().contracts.ai_config, &owner);
+    ai.setDisputeWindow(U256::from(WINDOW + 3)).send().await.unwrap().get_receipt().await.unwrap();
+    let report = sim.await.unwrap().expect("simulation");
+    assert_eq!(report.completed, 240);
+    assert!(all_released(&db, 240, Duration::from_secs(90)).await, "every job released");
+    let summary = keeper.finish().await;
+    indexer.finish().await;
+    let lags = lags(&db);
+    let late: Vec<_> = lags.iter().filter(|(_, lag)| *lag != 0).collect();
+    assert!(late.is_empty(), "jobs not released in the first possible block (job, lag): {late:?}");
+    assert_eq!(summary.reverted, 0, "no settler transaction reverted: {summary:?}");
+    assert_eq!(outbox_counts(&db).get("reverted"), None);
+    assert_eq!(summary.jobs_released, 240);
+    let store = Store::open_readonly(&db).unwrap();
+    let windows = lcw_schema::store::ledger::config_history(store.conn(), "disputeWindow").unwrap();
+    assert!(windows.iter().any(|(_, _, v)| v == &(WINDOW + 3).to_string()), "the window change was indexed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_with_transactions_in_flight_and_a_competing_keeper_release_each_job_once() {
+    let net = devnet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    wait_store(&db).await;
+    let profile = net.profile().clone();
+    let report = simulate::run(&profile, &traffic(60, 6, 11), |_| {}).await.expect("simulation");
+    assert_eq!(report.completed, 60);
+    // The settler starts, and is killed as soon as it has a transaction in the mempool.
+    let first = settler(&net, &db, Mode::Keeper);
+    assert!(
+        wait_until(Duration::from_secs(30), || async { outbox_counts(&db).get("sent").copied().unwrap_or(0) > 0 })
+            .await,
+        "the settler sent a release"
+    );
+    first.task.abort();
+    let _ = first.task.await;
+    // While it is down, another keeper releases every due job it can find that the settler has
+    // not already sent.
+    let in_flight: Vec<u64> = {
+        let store = Store::open_readonly(&db).unwrap();
+        let mut s = store.conn().prepare("SELECT job_id FROM outbox_jobs").unwrap();
+        s.query_map([], |r| r.get::<_, i64>(0)).unwrap().map(|r| r.unwrap() as u64).collect()
+    };
+    let competitor = net.wallet(net.signer(Role::Consumer, 0));
+    let jr = JobRegistry::new(net.profile().contracts.job_registry, &competitor);
+    tokio::time::sleep(Duration::from_secs(WINDOW + 2)).await;
+    let mut theirs = Vec::new();
+    for job in 1..=60u64 {
+        if theirs.len() == 10 {
+            break;
+        }
+        if in_flight.contains(&job) {
+            continue;
+        }
+        if let Ok(pending) = jr.releaseJob(U256::from(job)).send().await
+            && pending.get_receipt().await.map(|r| r.status()).unwrap_or(false)
+        {
+            theirs.push(job);
+        }
+    }
+    // Restarted, it re-broadcasts what it had signed, skips what the competitor released, and
+    // releases the rest.
+    let second = settler(&net, &db, Mode::Keeper);
+    assert!(all_released(&db, 60, Duration::from_secs(60)).await, "every job released");
+    let summary = second.finish().await;
+    indexer.finish().await;
+    assert_eq!(summary.reverted, 0, "{summary:?}");
+    let store = Store::open_readonly(&db).unwrap();
+    let released_events: i64 =
+        store.conn().query_row("SELECT count(*) FROM logs WHERE event = 'JobReleased'", [], |r| r.get(0)).unwrap();
+    assert_eq!(released_events, 60, "each job released exactly once");
+    let twice: i64 = store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM (SELECT oj.job_id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
+             WHERE o.status = 'mined' GROUP BY oj.job_id HAVING count(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(twice, 0, "no job in two mined settler transactions");
+    let by_competitor: i64 = store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
+             WHERE o.status = 'mined' AND oj.job_id IN (SELECT value FROM json_each(?1))",
+            [serde_json::to_string(&theirs).unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(by_competitor, 0, "the settler never released the competitor's jobs");
+    assert!(!theirs.is_empty(), "the competitor released some jobs first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
+    let net = devnet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    wait_store(&db).await;
+    let profile = net.profile().clone();
+    simulate::run(&profile, &traffic(20, 20, 3), |_| {}).await.expect("simulation");
+    let keeper = settler(&net, &db, Mode::Keeper);
+    // Reorg: wait for the release to be mined, then drop its block.
+    let mined_block = || async {
+        let store = Store::open_readonly(&db).ok()?;
+        store
+            .conn()
+            .query_row("SELECT mined_block FROM outbox WHERE status = 'mined' ORDER BY id LIMIT 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .ok()
+            .map(|b| b as u64)
+    };
+    assert!(wait_until(Duration::from_secs(30), || async { mined_block().await.is_some() }).await, "release mined");
+    let block = mined_block().await.unwrap();
+    let p = net.provider();
+    let head = p.get_block_number().await.unwrap();
+    p.anvil_reorg(ReorgOptions { depth: head - block + 1, tx_block_pairs: vec![] }).await.expect("anvil_reorg");
+    assert!(all_released(&db, 20, Duration::from_secs(60)).await, "released again after the reorg");
+    let store = Store::open_readonly(&db).unwrap();
+    let note_or_new_block: (i64, Option<String>) = store
+        .conn()
+        .query_row("SELECT mined_block, note FROM outbox WHERE status = 'mined' ORDER BY id LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(note_or_new_block.0 as u64 >= block, "mined again on the new branch");
+    drop(store);
+
+    // Stuck: more jobs, and as soon as the settler's release is in the mempool the base fee
+    // jumps far above its fee cap.
+    simulate::run(&profile, &traffic(10, 10, 5), |_| {}).await.expect("simulation");
+    let live = || async {
+        let store = Store::open_readonly(&db).ok()?;
+        store.conn().query_row("SELECT id FROM outbox WHERE status = 'sent' LIMIT 1", [], |r| r.get::<_, i64>(0)).ok()
+    };
+    assert!(wait_until(Duration::from_secs(30), || async { live().await.is_some() }).await, "a release was sent");
+    let id = live().await.unwrap();
+    p.anvil_set_next_block_base_fee_per_gas(500_000_000_000u128).await.expect("base fee");
+    assert!(all_released(&db, 30, Duration::from_secs(60)).await, "released after the replacement");
+    let summary = keeper.finish().await;
+    indexer.finish().await;
+    let store = Store::open_readonly(&db).unwrap();
+    let attempts: i64 = store
+        .conn()
+        .query_row("SELECT count(*) FROM outbox_attempts WHERE outbox_id = ?1", [id], |r| r.get(0))
+        .unwrap();
+    let status: String = store.conn().query_row("SELECT status FROM outbox WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+    assert!(attempts >= 2, "the stuck transaction was replaced with higher fees ({attempts} attempts)");
+    assert_eq!(status, "mined");
+    assert_eq!(summary.reverted, 0, "{summary:?}");
+    assert!(summary.reorged >= 1 && summary.bumped >= 1, "{summary:?}");
+}
