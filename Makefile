@@ -6,7 +6,7 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup demo test build contracts contracts-check fmt lint clean bench-indexer
+.PHONY: setup demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler
 
 ## setup: install the pinned tools (anvil 1.7.1 and solc 0.8.37 from npm into contracts/node_modules)
 setup: $(TOOLS_STAMP)
@@ -67,3 +67,9 @@ clean:
 bench-indexer: setup
 	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-indexer
 	target/release/bench-indexer $(BENCH_ARGS)
+
+## bench-settler: 1,000 jobs on a 1 s devnet released by lcw settle --keeper; lag distribution,
+## gas per job, transactions, and the official scheduler's lag on the same completions
+bench-settler: setup
+	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-settler
+	target/release/bench-settler $(BENCH_ARGS)

@@ -59,3 +59,70 @@ async fn lcw_exit_takes_a_busy_worker_to_a_returned_stake() {
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("not registered"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystores_unlock_with_a_password_file_and_bad_input_is_explained() {
+    let net = TestNet::start_with(|o| o.block_time = 1).await;
+    let data = net.dir.path();
+    let worker = net.signer(lcw_schema::profile::Role::Worker, 0);
+    let keys = data.join("keys");
+    let secret = "correct horse battery staple";
+    let ks = lcw_settler::keys::write_keystore(&keys, &worker, secret, "worker.json").unwrap();
+    std::fs::write(data.join("pw"), format!("{secret}\n")).unwrap();
+    std::fs::write(data.join("bad-pw"), "hunter2-nope\n").unwrap();
+    let balance = |pw: &str| {
+        lcw()
+            .arg("--data-dir")
+            .arg(data)
+            .args(["balance", "--json", "--key"])
+            .arg(&ks)
+            .arg("--password-file")
+            .arg(data.join(pw))
+            .env_remove("LCW_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let ok = balance("pw");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["worker"].as_str().unwrap().to_lowercase(), worker.address().to_string().to_lowercase());
+    let bad = balance("bad-pw");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("wrong password"), "{err}");
+    assert!(!err.contains("hunter2-nope") && !err.contains(secret), "the password never appears: {err}");
+    // A keystore without any password source says how to give one.
+    let none = lcw()
+        .arg("--data-dir")
+        .arg(data)
+        .args(["balance", "--key"])
+        .arg(&ks)
+        .env_remove("LCW_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("--password-file"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+    // A malformed address is named with what was expected.
+    let bad_addr = lcw().arg("--data-dir").arg(data).args(["exit-plan", "--worker", "0x123"]).output().unwrap();
+    assert!(!bad_addr.status.success());
+    assert!(String::from_utf8_lossy(&bad_addr.stderr).contains("40 hex digits"));
+    // Job ids are validated before anything is sent.
+    let bad_jobs = lcw()
+        .arg("--data-dir")
+        .arg(data)
+        .args(["release", "--key"])
+        .arg(&ks)
+        .arg("--password-file")
+        .arg(data.join("pw"))
+        .args(["--jobs", "3,x"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&bad_jobs.stderr).contains("`x` is not a job id"),
+        "{}",
+        String::from_utf8_lossy(&bad_jobs.stderr)
+    );
+}
