@@ -41,7 +41,7 @@ impl Default for BackfillOptions {
     fn default() -> Self {
         BackfillOptions {
             concurrency: 4,
-            initial_range: 2_000,
+            initial_range: 1,
             max_range: 100_000,
             target_logs: 10_000,
             max_buffered_logs: 20_000,
@@ -139,11 +139,15 @@ pub async fn backfill(
     let mut buffered_logs: u64 = 0;
     let mut delivered: u64 = 0;
     let mut in_flight = FuturesUnordered::new();
+    // Until the first answer shows how dense the chain is, one request at a time: four blind
+    // requests over a dense chain would each return hundreds of thousands of logs.
+    let mut calibrated = false;
     loop {
         if *shutdown.borrow() {
             return Err(IndexerError::Interrupted);
         }
-        while in_flight.len() < options.concurrency.max(1)
+        let concurrency = if calibrated { options.concurrency.max(1) } else { 1 };
+        while in_flight.len() < concurrency
             && buffered_logs < options.max_buffered_logs
             && (!retry.is_empty() || next <= to)
         {
@@ -164,10 +168,13 @@ pub async fn backfill(
             Ok(segment) => {
                 let n = segment.logs.len() as u64;
                 let blocks = b - a + 1;
+                calibrated = true;
                 if n > options.target_logs {
                     size = (blocks * options.target_logs / n.max(1)).max(1);
                 } else if n < options.target_logs / 2 && blocks >= size {
-                    size = (size * 2).min(options.max_range);
+                    // Grow towards the target, at most eightfold per answer.
+                    let aim = if n == 0 { size * 8 } else { blocks * options.target_logs / n };
+                    size = aim.clamp(size + 1, size * 8).min(options.max_range);
                 }
                 buffered_logs += n;
                 ready.insert(a, segment);

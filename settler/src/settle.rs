@@ -127,6 +127,21 @@ pub async fn run(
     let mut warned: HashSet<(u64, &'static str)> = HashSet::new();
     let mut waited_for_store = false;
     let mut sent_in_once = 0u64;
+    // The last head fully handled; a head whose handling hit an RPC fault is handled again.
+    let mut done: Option<(u64, alloy::primitives::B256)> = None;
+    macro_rules! rpc {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(SettlerError::Rpc(m)) => {
+                    tracing::warn!(error = %m, "RPC failed; retrying");
+                    wait(&mut shutdown, Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+    }
     loop {
         if *shutdown.borrow() {
             break;
@@ -139,12 +154,13 @@ pub async fn run(
                 continue;
             }
         };
-        if !clock.observe(head.number, head.timestamp) {
+        clock.observe(head.number, head.timestamp);
+        if done == Some((head.number, head.hash)) {
             wait(&mut shutdown, config.poll_interval).await;
             continue;
         }
-        let fees = chain.fees(config.min_tip).await?;
-        for e in outbox.track(&chain, &head, Some(fees)).await? {
+        let fees = rpc!(chain.fees(config.min_tip).await);
+        for e in rpc!(outbox.track(&chain, &head, Some(fees)).await) {
             count(&mut summary, &e);
         }
         let cursor = view::cursor(&conn)?;
@@ -180,19 +196,21 @@ pub async fn run(
             .collect();
         let target = Target { number: head.number + 1, timestamp: next_ts };
         if !releases.is_empty() {
-            let sent = release(
-                &chain,
-                &mut outbox,
-                &config,
-                &params,
-                &releases,
-                target,
-                &head,
-                fees,
-                &mut gas_per_job,
-                &mut summary,
-            )
-            .await?;
+            let sent = rpc!(
+                release(
+                    &chain,
+                    &mut outbox,
+                    &config,
+                    &params,
+                    &releases,
+                    target,
+                    &head,
+                    fees,
+                    &mut gas_per_job,
+                    &mut summary,
+                )
+                .await
+            );
             sent_in_once += sent;
         }
         for d in others {
@@ -202,6 +220,7 @@ pub async fn run(
                     .await?;
             sent_in_once += sent;
         }
+        done = Some((head.number, head.hash));
         if config.once {
             let live = outbox.live_jobs()?;
             if live.is_empty() {

@@ -21,6 +21,12 @@ use super::world::{Action, Params, World, count};
 use super::{DEFAULT_PROMPTS, Progress, SimulateError, SimulateOptions, SimulateReport};
 use crate::txs::{Call, Signed, TxBatcher};
 
+/// Blocks a job stays "in flight" after its transaction is sent, and the simulator waits for a
+/// receipt before giving up on a transaction: the same horizon, so a job is never acted on twice
+/// while its first transaction may still be mined (on a busy chain blocks take longer than 1 s
+/// and the pool holds thousands of transactions).
+const IN_FLIGHT_BLOCKS: u64 = 30;
+
 type Result<T> = std::result::Result<T, SimulateError>;
 
 /// Blobs per block the simulator uses (Prague targets 6 per block).
@@ -95,6 +101,8 @@ struct Sim {
     /// Transactions sent and not yet seen: hash → (block sent at, kind). Job transactions are
     /// confirmed by their JobRegistry log; receipts are read only for the rest.
     sent: HashMap<B256, (u64, &'static str)>,
+    /// Jobs each sent job transaction acts on: they stay in flight until its receipt.
+    tx_jobs: HashMap<B256, Vec<u64>>,
     reverts_logged: usize,
     chain_time: u64,
 }
@@ -210,6 +218,7 @@ impl Sim {
             next_session: 0,
             prompt_counter: 0,
             sent: HashMap::new(),
+            tx_jobs: HashMap::new(),
             reverts_logged: 0,
             chain_time: 0,
         };
@@ -799,14 +808,15 @@ impl Sim {
                 ),
                 Action::Release(_, by) => {
                     releases.entry(by.unwrap_or(self.keeper)).or_default().push(id);
-                    self.world.in_flight(job, head + 4);
+                    self.world.in_flight(job, head + IN_FLIGHT_BLOCKS);
                     continue;
                 }
             };
             let signed = self.tx.sign(&call)?;
             self.sent.insert(signed.hash, (head, kind));
+            self.tx_jobs.insert(signed.hash, vec![job]);
             out.push(signed);
-            self.world.in_flight(job, head + 4);
+            self.world.in_flight(job, head + IN_FLIGHT_BLOCKS);
         }
         let mut releasers: Vec<_> = releases.into_iter().collect();
         releasers.sort();
@@ -822,6 +832,7 @@ impl Sim {
                 );
                 let signed = self.tx.sign(&call)?;
                 self.sent.insert(signed.hash, (head, "releaseJobs"));
+                self.tx_jobs.insert(signed.hash, chunk.iter().map(|id| id.to::<u64>()).collect());
                 out.push(signed);
             }
         }
@@ -925,6 +936,13 @@ impl Sim {
         let hashes: Vec<B256> = due.iter().map(|(h, _, _)| *h).collect();
         let receipts = self.tx.receipts(&hashes).await?;
         for ((hash, block, kind), receipt) in due.into_iter().zip(receipts) {
+            // A receipt (or giving up) ends the jobs' in-flight wait: a success has already moved
+            // them on through its events; after a revert they may be acted on again.
+            if receipt.is_some() || block + IN_FLIGHT_BLOCKS <= head {
+                for job in self.tx_jobs.remove(&hash).unwrap_or_default() {
+                    self.world.in_flight(job, 0);
+                }
+            }
             match receipt {
                 Some(r) if !r.status() => {
                     self.sent.remove(&hash);
@@ -948,7 +966,7 @@ impl Sim {
                 Some(_) => {
                     self.sent.remove(&hash);
                 }
-                None if block + 30 <= head => {
+                None if block + IN_FLIGHT_BLOCKS <= head => {
                     self.sent.remove(&hash);
                     tracing::warn!(tx = %hash, kind, "simulator transaction not mined after 30 blocks; giving up on it");
                 }

@@ -31,8 +31,9 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
     /// Use this running chain's profile instead of starting a devnet (it is topped up if short).
-    /// Start it with `lcw devnet --keep-states 16`: anvil copies its whole state for every block
-    /// it keeps, which at 1M events is tens of MB per block.
+    /// Start it with `lcw devnet --block-time 12 --gas-limit 3000000000 --keep-states 1 --ack-timeout 600
+    /// --completion-timeout 600`: anvil's memory grows by tens of MB with every block once the
+    /// state is large, so a 1M-event chain must come in few, full blocks.
     #[arg(long)]
     profile: Option<PathBuf>,
     /// Where the devnet, the store and the reports go.
@@ -47,6 +48,13 @@ struct Args {
     /// Logs per eth_getLogs request the ranges are sized for, for the raw rate and lcw alike.
     #[arg(long, default_value_t = 10_000)]
     target_logs: u64,
+    /// Jobs per second the simulator submits (anvil falls behind above roughly 300/s once the
+    /// chain is large, and a slow chain makes the simulator's jobs time out).
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Submissions per block at most (with 12 s blocks, 4,000 allows 333 jobs/s).
+    #[arg(long, default_value_t = 4_000)]
+    per_block: usize,
     /// Workers the simulated jobs spread over.
     #[arg(long, default_value_t = 8)]
     workers: usize,
@@ -125,8 +133,13 @@ async fn main() -> anyhow::Result<()> {
         None => {
             let mut options = DevnetOptions::new(dir.join("devnet"));
             options.port = 0;
-            // Anvil copies the whole state for every block it keeps; 16 keeps it near 2 GB at 1M events.
-            options.prune_history = Some(16);
+            // Anvil's memory grows with every block it mines (tens of MB per block once the state
+            // is large), so the workload goes into few, full blocks.
+            options.block_time = 12;
+            options.gas_limit = 3_000_000_000;
+            options.prune_history = Some(1);
+            options.deploy.ack_timeout = 600;
+            options.deploy.completion_timeout = 600;
             eprintln!("starting a devnet in {}", options.data_dir.display());
             devnet = Devnet::start(&options).await?;
             let pid = devnet.anvil.pid();
@@ -134,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let rpc = profile.rpc_url.clone();
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
     let started = Instant::now();
     loop {
         let have = count_logs(&client, &rpc, &profile).await?;
@@ -144,9 +157,11 @@ async fn main() -> anyhow::Result<()> {
         }
         // Five logs per job released by the keeper, plus a session every few jobs.
         let jobs = (args.events - have).div_ceil(5) + 100;
-        eprintln!("the chain holds {have} logs; simulating {jobs} more jobs (about 300-400 jobs/s)");
+        eprintln!("the chain holds {have} logs; simulating {jobs} more jobs at {} jobs/s", args.rate);
         let options = SimulateOptions {
             jobs,
+            rate: Some(args.rate),
+            max_per_block: args.per_block,
             workers: args.workers,
             auto_complete: true,
             auto_release: true,
@@ -347,7 +362,8 @@ fn filter(profile: &Profile, from: u64, to: u64) -> serde_json::Value {
 /// Logs of the three contracts on the chain so far (one scan in large ranges).
 async fn count_logs(client: &reqwest::Client, url: &str, profile: &Profile) -> anyhow::Result<u64> {
     let head = parse_quantity(&rpc_call(client, url, "eth_blockNumber", serde_json::json!([])).await?)?;
-    Ok(raw_scan(client, url, profile, head, 2_000, 4).await?.0)
+    // One block per request: a busy block already holds thousands of logs.
+    Ok(raw_scan(client, url, profile, head, 1, 4).await?.0)
 }
 
 /// One eth_getLogs response, counted without building the logs.
