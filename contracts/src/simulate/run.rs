@@ -21,11 +21,10 @@ use super::world::{Action, Params, World, count};
 use super::{DEFAULT_PROMPTS, Progress, SimulateError, SimulateOptions, SimulateReport};
 use crate::txs::{Call, Signed, TxBatcher};
 
-/// Blocks a job stays "in flight" after its transaction is sent, and the simulator waits for a
-/// receipt before giving up on a transaction: the same horizon, so a job is never acted on twice
-/// while its first transaction may still be mined (on a busy chain blocks take longer than 1 s
-/// and the pool holds thousands of transactions).
-const IN_FLIGHT_BLOCKS: u64 = 30;
+/// Blocks a job stays "in flight" after its transaction is sent (a receipt ends the wait earlier).
+const IN_FLIGHT_BLOCKS: u64 = 4;
+/// Blocks the simulator waits for a receipt before giving up on a transaction.
+const GIVE_UP_BLOCKS: u64 = 30;
 
 type Result<T> = std::result::Result<T, SimulateError>;
 
@@ -938,7 +937,7 @@ impl Sim {
         for ((hash, block, kind), receipt) in due.into_iter().zip(receipts) {
             // A receipt (or giving up) ends the jobs' in-flight wait: a success has already moved
             // them on through its events; after a revert they may be acted on again.
-            if receipt.is_some() || block + IN_FLIGHT_BLOCKS <= head {
+            if receipt.is_some() || block + GIVE_UP_BLOCKS <= head {
                 for job in self.tx_jobs.remove(&hash).unwrap_or_default() {
                     self.world.in_flight(job, 0);
                 }
@@ -966,7 +965,7 @@ impl Sim {
                 Some(_) => {
                     self.sent.remove(&hash);
                 }
-                None if block + IN_FLIGHT_BLOCKS <= head => {
+                None if block + GIVE_UP_BLOCKS <= head => {
                     self.sent.remove(&hash);
                     tracing::warn!(tx = %hash, kind, "simulator transaction not mined after 30 blocks; giving up on it");
                 }
