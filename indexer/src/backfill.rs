@@ -173,7 +173,7 @@ pub async fn backfill(
                     size = (blocks * options.target_logs / n.max(1)).max(1);
                 } else if n < options.target_logs / 2 && blocks >= size {
                     // Grow towards the target, at most eightfold per answer.
-                    let aim = if n == 0 { size * 8 } else { blocks * options.target_logs / n };
+                    let aim = (blocks * options.target_logs).checked_div(n).unwrap_or(size * 8);
                     size = aim.clamp(size + 1, size * 8).min(options.max_range);
                 }
                 buffered_logs += n;
