@@ -71,9 +71,9 @@ impl Drop for Ctx {
 }
 
 async fn ctx(args: &WorkerArgs, data: &DataArgs, need_key: bool) -> anyhow::Result<(Ctx, Option<Operator>)> {
+    let named = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
     let profile = args.network.profile(data)?;
     let db = args.store.path(data);
-    let named = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
     let signer = match (need_key, named) {
         (true, w) => Some(args.key.signer(&profile, w, Some(Role::Worker))?),
         (false, None) => Some(

@@ -82,9 +82,9 @@ pub(crate) fn spawn_indexer(
 }
 
 pub(crate) async fn run(args: SettleArgs, data: DataArgs) -> anyhow::Result<()> {
+    let worker = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
     let profile = args.network.profile(&data)?;
     let db = args.store.path(&data);
-    let worker = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
     let signer = if args.keeper {
         args.key.signer(&profile, None, Some(Role::Keeper))?
     } else {
@@ -156,20 +156,18 @@ fn print_summary(s: &SettleSummary, json: bool) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn release(args: ReleaseArgs, data: DataArgs) -> anyhow::Result<()> {
+    let worker = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
+    let only_jobs = args.jobs.as_deref().map(parse_job_ids).transpose().context("--jobs")?;
+    if only_jobs.as_ref().is_some_and(|ids| ids.is_empty()) {
+        anyhow::bail!("--jobs lists no job ids");
+    }
     let profile = args.network.profile(&data)?;
     let db = args.store.path(&data);
-    let worker = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
     let signer = args.key.signer(&profile, worker, Some(Role::Worker))?;
     let mode = Mode::Worker(worker.unwrap_or(signer.address()));
     let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
     config.once = true;
-    if let Some(jobs) = &args.jobs {
-        let ids = parse_job_ids(jobs).context("--jobs")?;
-        if ids.is_empty() {
-            anyhow::bail!("--jobs lists no job ids");
-        }
-        config.only_jobs = Some(ids.into_iter().collect::<HashSet<u64>>());
-    }
+    config.only_jobs = only_jobs.map(|ids| ids.into_iter().collect::<HashSet<u64>>());
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let indexer = spawn_indexer(profile, db.clone(), rx.clone());
     wait_for_store(&db, rx.clone()).await?;
