@@ -75,13 +75,12 @@ struct Item {
     event: Option<Event>,
 }
 
+/// The reader thread and the chunks it sends.
+type Reader = (std::thread::JoinHandle<StoreResult<()>>, std::sync::mpsc::Receiver<Vec<Item>>);
+
 /// Reads and decodes the raw logs of `db` up to `to` on its own thread (with its own read-only
 /// connection), handing them over in chunks so decoding overlaps with applying.
-fn spawn_reader(
-    db: PathBuf,
-    decoder: Decoder,
-    to: u64,
-) -> (std::thread::JoinHandle<StoreResult<()>>, std::sync::mpsc::Receiver<Vec<Item>>) {
+fn spawn_reader(db: PathBuf, decoder: Decoder, to: u64) -> StoreResult<Reader> {
     let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Item>>(READ_AHEAD);
     let handle = std::thread::Builder::new()
         .name("lcw-replay-read".into())
@@ -115,8 +114,8 @@ fn spawn_reader(
             }
             Ok(())
         })
-        .expect("spawning a thread");
-    (handle, receive)
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
+    Ok((handle, receive))
 }
 
 /// Rebuilds the projections of `source` into `target` (a store with the same identity and no
@@ -138,7 +137,7 @@ pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
     }
     // The scratch store is thrown away on any failure, so it need not survive a power cut.
     target.conn().execute_batch("PRAGMA synchronous = OFF")?;
-    let (reader, chunks) = spawn_reader(source.path().to_owned(), decoder, cursor.block_number);
+    let (reader, chunks) = spawn_reader(source.path().to_owned(), decoder, cursor.block_number)?;
     let mut count = 0u64;
     let applied = (|| -> StoreResult<()> {
         let mut cache = JobCache::default();

@@ -70,34 +70,41 @@ impl Drop for Ctx {
     }
 }
 
-async fn ctx(args: &WorkerArgs, data: &DataArgs, need_key: bool) -> anyhow::Result<(Ctx, Option<Operator>)> {
+/// The context of a read-only verb: the worker named by --worker, else by the key.
+async fn ctx(args: &WorkerArgs, data: &DataArgs) -> anyhow::Result<Ctx> {
     let named = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
     let profile = args.network.profile(data)?;
-    let db = args.store.path(data);
-    let signer = match (need_key, named) {
-        (true, w) => Some(args.key.signer(&profile, w, Some(Role::Worker))?),
-        (false, None) => Some(
-            args.key
-                .signer(&profile, None, Some(Role::Worker))
-                .context("name the worker with --worker ADDR, or give its key with --key")?,
-        ),
-        (false, Some(_)) => None,
+    let worker = match named {
+        Some(w) => w,
+        None => args
+            .key
+            .signer(&profile, None, Some(Role::Worker))
+            .context("name the worker with --worker ADDR, or give its key with --key")?
+            .address(),
     };
-    let worker = named.or(signer.as_ref().map(|s| s.address())).expect("one of them");
-    if need_key
-        && let Some(s) = &signer
-        && s.address() != worker
-    {
-        bail!("the key is for {} but --worker is {worker}; exit verbs must be signed by the worker", s.address());
+    start(profile, args.store.path(data), worker).await
+}
+
+/// The context of a verb that sends: the worker's own key and its outbox.
+async fn ctx_signed(args: &WorkerArgs, data: &DataArgs) -> anyhow::Result<(Ctx, Operator)> {
+    let named = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
+    let profile = args.network.profile(data)?;
+    let signer = args.key.signer(&profile, named, Some(Role::Worker))?;
+    let worker = named.unwrap_or(signer.address());
+    if signer.address() != worker {
+        bail!("the key is for {} but --worker is {worker}; exit verbs must be signed by the worker", signer.address());
     }
+    let c = start(profile, args.store.path(data), worker).await?;
+    let operator = Operator::open(c.profile.clone(), &c.db, signer).await?;
+    Ok((c, operator))
+}
+
+/// Starts an indexer for the store (unless another process runs one) and waits for the head.
+async fn start(profile: Profile, db: std::path::PathBuf, worker: Address) -> anyhow::Result<Ctx> {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let indexer = crate::cmd::settle::spawn_indexer(profile.clone(), db.clone(), rx.clone());
+    let indexer = crate::cmd::settle::spawn_indexer(profile.clone(), db.clone(), rx);
     catch_up(&profile, &db, &indexer).await?;
-    let operator = match signer.filter(|_| need_key) {
-        Some(s) => Some(Operator::open(profile.clone(), &db, s).await?),
-        None => None,
-    };
-    Ok((Ctx { profile, db, worker, shutdown: tx, _indexer: indexer }, operator))
+    Ok(Ctx { profile, db, worker, shutdown: tx, _indexer: indexer })
 }
 
 /// Waits until the store has the chain's current head (the embedded or another indexer).
@@ -212,7 +219,7 @@ fn print_plan(p: &ExitPlan) {
 }
 
 pub(crate) async fn plan(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
-    let (c, _) = ctx(&args, &data, false).await?;
+    let c = ctx(&args, &data).await?;
     let p = exit_plan(&c).await?;
     if args.json {
         println!("{}", serde_json::to_string(&p)?);
@@ -223,7 +230,7 @@ pub(crate) async fn plan(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()>
 }
 
 pub(crate) async fn balance(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
-    let (c, _) = ctx(&args, &data, false).await?;
+    let c = ctx(&args, &data).await?;
     let chain = lcw_settler::chain::Chain::connect(&c.profile.rpc_url, Duration::from_secs(20)).await?;
     let w = lcw_settler::ops::on_chain_worker(&chain, &c.profile, c.worker).await?;
     if args.json {
@@ -249,7 +256,7 @@ pub(crate) async fn balance(args: WorkerArgs, data: DataArgs) -> anyhow::Result<
 }
 
 pub(crate) async fn drain(args: WorkerArgs, data: DataArgs, on: bool) -> anyhow::Result<()> {
-    let (c, _) = ctx(&args, &data, false).await?;
+    let c = ctx(&args, &data).await?;
     set_drained(&c.db, c.worker, on)?;
     if let Some(gateway) = &c.profile.gateway_url {
         let url = format!(
@@ -285,8 +292,7 @@ async fn reqwest_post(url: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn withdraw(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
-    let (c, op) = ctx(&args, &data, true).await?;
-    let mut op = op.expect("key");
+    let (c, mut op) = ctx_signed(&args, &data).await?;
     let w = lcw_settler::ops::on_chain_worker(&op.chain, &c.profile, c.worker).await?;
     if w.balance.is_zero() {
         bail!("worker {} has no earnings to withdraw (balance 0); released jobs credit it", c.worker);
@@ -298,8 +304,7 @@ pub(crate) async fn withdraw(args: WorkerArgs, data: DataArgs) -> anyhow::Result
 }
 
 pub(crate) async fn deregister(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
-    let (c, op) = ctx(&args, &data, true).await?;
-    let mut op = op.expect("key");
+    let (c, mut op) = ctx_signed(&args, &data).await?;
     let w = lcw_settler::ops::on_chain_worker(&op.chain, &c.profile, c.worker).await?;
     if !w.registered {
         bail!("worker {} is not registered", c.worker);
@@ -342,8 +347,7 @@ async fn clear(c: &Ctx, op: &mut Operator, p: &ExitPlan) -> anyhow::Result<u64> 
 }
 
 pub(crate) async fn clear_stuck(args: ClearStuckArgs, data: DataArgs) -> anyhow::Result<()> {
-    let (c, op) = ctx(&args.common, &data, true).await?;
-    let mut op = op.expect("key");
+    let (c, mut op) = ctx_signed(&args.common, &data).await?;
     let p = exit_plan(&c).await?;
     if p.stuck.is_empty() {
         println!("no stuck jobs: every open job can still complete or be released");
@@ -359,8 +363,7 @@ pub(crate) async fn clear_stuck(args: ClearStuckArgs, data: DataArgs) -> anyhow:
 }
 
 pub(crate) async fn exit(args: ExitArgs, data: DataArgs) -> anyhow::Result<()> {
-    let (c, op) = ctx(&args.common, &data, true).await?;
-    let mut op = op.expect("key");
+    let (c, mut op) = ctx_signed(&args.common, &data).await?;
     let signer_key = args.common.key.signer(&c.profile, Some(c.worker), Some(Role::Worker))?;
     loop {
         let p = exit_plan(&c).await?;

@@ -64,6 +64,9 @@ pub enum StoreError {
         /// What the caller asked for.
         requested: String,
     },
+    /// The OS refused a thread (resource exhaustion).
+    #[error("cannot start a thread: {0}")]
+    Thread(String),
     /// The store has not been created yet (read-only open of a missing or empty file).
     #[error("no lcw store at {0}; run `lcw index` first")]
     Missing(PathBuf),
