@@ -122,7 +122,7 @@ pub async fn follow(
     let watcher = options.ws_url.clone().map(|url| spawn_head_watcher(url, notify.clone()));
     let result = async {
         loop {
-            if *shutdown.borrow() {
+            if stopping(&shutdown) {
                 return Ok(position);
             }
             let head = rpc
@@ -150,7 +150,7 @@ pub async fn follow(
             let finalized = finalized(&rpc, head.number, options.finality_depth).await;
             stats.finalized.store(finalized, Ordering::Relaxed);
             while position.number < target {
-                if *shutdown.borrow() {
+                if stopping(&shutdown) {
                     return Ok(position);
                 }
                 let n = position.number + 1;
@@ -254,4 +254,10 @@ pub async fn reconcile_cursor(
             position.number
         ))),
     }
+}
+
+/// Whether the loop should stop: shutdown was asked for, or whoever could ask has gone away
+/// (a dropped sender would otherwise wake every `changed()` at once and spin the loop).
+pub fn stopping(shutdown: &tokio::sync::watch::Receiver<bool>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
 }

@@ -143,7 +143,9 @@ pub async fn run(
         };
     }
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || shutdown.has_changed().is_err() {
+            // A dropped sender counts as shutdown: `changed()` would otherwise return at once
+            // and spin this loop.
             break;
         }
         let head = match chain.head().await {

@@ -267,27 +267,32 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
         let store = Store::open_readonly(&db).ok()?;
         store
             .conn()
-            .query_row("SELECT mined_block FROM outbox WHERE status = 'mined' ORDER BY id LIMIT 1", [], |r| {
-                r.get::<_, i64>(0)
+            .query_row("SELECT id, mined_block FROM outbox WHERE status = 'mined' ORDER BY id LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
             })
             .ok()
-            .map(|b| b as u64)
     };
     assert!(wait_until(Duration::from_secs(30), || async { mined_block().await.is_some() }).await, "release mined");
-    let block = mined_block().await.unwrap();
+    let (first, block) = mined_block().await.unwrap();
     let p = net.provider();
     let head = p.get_block_number().await.unwrap();
     p.anvil_reorg(ReorgOptions { depth: head - block + 1, tx_block_pairs: vec![] }).await.expect("anvil_reorg");
     assert!(all_released(&db, 20, Duration::from_secs(60)).await, "released again after the reorg");
-    let store = Store::open_readonly(&db).unwrap();
-    let note_or_new_block: (i64, Option<String>) = store
-        .conn()
-        .query_row("SELECT mined_block, note FROM outbox WHERE status = 'mined' ORDER BY id LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert!(note_or_new_block.0 as u64 >= block, "mined again on the new branch");
-    drop(store);
+    // The indexer can see the re-mined release a head before the settler reads its receipt.
+    let remined = || async {
+        let store = Store::open_readonly(&db).ok()?;
+        store
+            .conn()
+            .query_row("SELECT mined_block FROM outbox WHERE id = ?1 AND status = 'mined'", [first], |r| {
+                r.get::<_, i64>(0)
+            })
+            .ok()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || async { remined().await.is_some() }).await,
+        "the reorged-out release is mined again"
+    );
+    assert!(remined().await.unwrap() as u64 >= block, "mined again on the new branch");
 
     // Stuck: more jobs, and as soon as the settler's release is in the mempool the base fee
     // jumps far above its fee cap.
