@@ -13,8 +13,8 @@
 //! - [`store`]: the SQLite store: refinery migrations, the raw layer, projection rows, the undo
 //!   journal; all SQL of lcw lives here.
 //!
-//! Later parts add the pure domain rules more than one service needs (release schedule, exit
-//! plan).
+//! - [`rules`]: the pure domain rules more than one service needs: the release schedule (when each
+//!   job can be released or timed out, bounties, slashes) and the exit plan.
 //!
 //! Data flow: the indexer writes the store; the settler, worker and GraphQL API read it. Services
 //! meet here, never in each other's code.
@@ -22,6 +22,7 @@
 pub mod bindings;
 pub mod blob;
 pub mod profile;
+pub mod rules;
 pub mod store;
 pub mod suite;
 pub mod types;

@@ -2,21 +2,18 @@
 //!
 //! From the store it derives each job's exact `releasableAt` (`completedAt` + the dispute window
 //! in force, following `DisputeParamsUpdated`) and lands `releaseJobs` in the first block whose
-//! timestamp reaches it, reasoning in chain time ([`schedule`]). Its own transactions go through
+//! timestamp reaches it, reasoning in chain time (`lcw_schema::rules::schedule`). Its own transactions go through
 //! an outbox table ([`outbox`]: intent before signing, raw transaction before broadcast, explicit
 //! nonces, fee bumping, re-broadcast after restart, re-queue after a reorg), shared with the
 //! worker. Keeper mode also claims timeouts for bounties. The operator's exit commands (drain,
-//! release, withdraw, deregister, exit) sit on the pure exit plan ([`exit`]).
+//! release, withdraw, deregister, exit) sit on the pure exit plan (`lcw_schema::rules::exit`).
 //! Entry point: [`settle::run`].
 
 pub mod chain;
-pub mod exit;
 pub mod keys;
 pub mod ops;
 pub mod outbox;
-pub mod schedule;
 pub mod settle;
-pub mod view;
 
 /// Why settling failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +49,10 @@ impl From<rusqlite::Error> for SettlerError {
 
 impl From<lcw_schema::store::StoreError> for SettlerError {
     fn from(e: lcw_schema::store::StoreError) -> Self {
-        SettlerError::Store(e.to_string())
+        match e {
+            lcw_schema::store::StoreError::MissingParam(p) => SettlerError::MissingParam(p),
+            e => SettlerError::Store(e.to_string()),
+        }
     }
 }
 

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::chain::{CallSpec, Chain};
 use crate::outbox::{Intent, Outbox, Tracked};
-use crate::schedule::ChainClock;
 use crate::{SettlerError, SettlerResult};
+use lcw_schema::rules::schedule::ChainClock;
 
 /// A worker as the contracts report it.
 #[derive(Debug, Clone, Serialize)]

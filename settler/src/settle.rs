@@ -12,12 +12,13 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
 use lcw_schema::bindings::{JobRegistry, decode_revert};
 use lcw_schema::profile::Profile;
+use lcw_schema::rules::schedule::{self, Action, ChainClock, Due, Params};
+use lcw_schema::store::obligations as view;
 use serde::Serialize;
 
 use crate::chain::{CallSpec, Chain, Fees, Head};
 use crate::outbox::{Intent, Outbox, Tracked};
-use crate::schedule::{self, Action, ChainClock, Due, Params};
-use crate::{SettlerError, SettlerResult, view};
+use crate::{SettlerError, SettlerResult};
 
 /// Whose jobs the settler ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use lcw_schema::bindings::{JobRegistry, WorkerRegistry};
 use lcw_schema::profile::{Profile, Role};
+use lcw_schema::rules::exit::{ExitPlan, Step};
+use lcw_schema::rules::schedule::{Action, ChainClock};
 use lcw_schema::types::Lcai;
-use lcw_settler::exit::{ExitPlan, Step};
 use lcw_settler::ops::Operator;
-use lcw_settler::schedule::{Action, ChainClock};
 
 use crate::args::{DataArgs, KeyArgs, NetworkArgs, StoreArgs, parse_address};
 
@@ -120,7 +120,7 @@ async fn catch_up(
             bail!("the indexer stopped; run `lcw index` to see why");
         }
         if let Ok(store) = lcw_schema::store::Store::open_readonly(db)
-            && lcw_settler::view::cursor(store.conn())? >= head
+            && lcw_schema::store::obligations::cursor(store.conn())? >= head
         {
             return Ok(());
         }
@@ -141,11 +141,11 @@ async fn exit_plan(c: &Ctx) -> anyhow::Result<ExitPlan> {
     clock.observe(head.number, head.timestamp);
     let store = lcw_schema::store::Store::open_readonly(&c.db)?;
     let fallback = lcw_settler::settle::chain_params(&chain, &c.profile).await?;
-    let params = lcw_settler::view::params(store.conn(), Some(&fallback))?;
-    let jobs = lcw_settler::view::open_jobs(store.conn(), Some(c.worker))?;
-    let view = lcw_settler::view::worker(store.conn(), c.worker)?;
+    let params = lcw_schema::store::obligations::params(store.conn(), Some(&fallback))?;
+    let jobs = lcw_schema::store::obligations::open_jobs(store.conn(), Some(c.worker))?;
+    let view = lcw_schema::store::obligations::worker(store.conn(), c.worker)?;
     let drained = drained(store.conn(), c.worker)?;
-    Ok(lcw_settler::exit::plan(c.worker, view.as_ref(), &jobs, &params, &clock, drained))
+    Ok(lcw_schema::rules::exit::plan(c.worker, view.as_ref(), &jobs, &params, &clock, drained))
 }
 
 fn drained(conn: &rusqlite::Connection, worker: Address) -> anyhow::Result<bool> {

@@ -15,6 +15,7 @@
 
 pub mod col;
 pub mod ledger;
+pub mod obligations;
 pub mod projections;
 pub mod raw;
 pub mod rows;
@@ -70,6 +71,11 @@ pub enum StoreError {
     /// The store has not been created yet (read-only open of a missing or empty file).
     #[error("no lcw store at {0}; run `lcw index` first")]
     Missing(PathBuf),
+    /// A governance parameter the store has not seen (indexing started after it was set).
+    #[error(
+        "the store has no value for the parameter {0}; index from an earlier start block or read it from the chain"
+    )]
+    MissingParam(String),
     /// A stored value could not be read back (the file was edited or is from a newer lcw).
     #[error("store value {what} is invalid: {value}")]
     Corrupt {

@@ -6,8 +6,8 @@
 //! live at release time, so `releasableAt = completedAt + window in force`: a
 //! `DisputeParamsUpdated` re-times every pending job the moment the indexer stores it.
 
+use crate::types::JobState;
 use alloy::primitives::{Address, U256};
-use lcw_schema::types::JobState;
 use serde::Serialize;
 
 /// Basis points denominator.

@@ -1,12 +1,12 @@
 //! The exit plan: everything between a worker and its returned stake, computed purely from the
 //! store's view of the worker, its open jobs, the parameters in force and the chain clock.
 
+use crate::types::JobState;
 use alloy::primitives::{Address, U256};
-use lcw_schema::types::JobState;
 use serde::Serialize;
 
-use crate::schedule::{self, Action, ChainClock, OpenJob, Params, Reason};
-use crate::view::WorkerView;
+use super::schedule::{self, Action, ChainClock, OpenJob, Params, Reason};
+use crate::store::obligations::WorkerView;
 
 /// One open job and how it ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

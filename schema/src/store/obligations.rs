@@ -1,13 +1,14 @@
-//! What the settler reads from the store: open jobs, governance parameters in force, a worker's
-//! row. Read-only queries on the indexer's projections.
+//! A worker's obligations as the store has them: open jobs, governance parameters in force, the
+//! worker's row. Read by the settler, the exit commands and the GraphQL API, which feed them to
+//! the pure rules in [`crate::rules`].
 
 use alloy::primitives::{Address, U256};
-use lcw_schema::store::ledger::current_params;
-use lcw_schema::types::JobState;
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::schedule::{OpenJob, Params};
-use crate::{SettlerError, SettlerResult};
+use super::ledger::current_params;
+use super::{StoreError, StoreResult};
+use crate::rules::schedule::{OpenJob, Params};
+use crate::types::JobState;
 
 const OPEN_JOBS: &str = "SELECT j.job_id, j.worker, j.state, j.fee_wei, j.deadline, j.completed_at, j.disputed_at,
         j.guilty, coalesce(s.status, 'ACTIVE')
@@ -32,7 +33,7 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpenJob> {
 }
 
 /// Open jobs (not released, not timed out), of one worker or of all.
-pub fn open_jobs(conn: &Connection, worker: Option<Address>) -> SettlerResult<Vec<OpenJob>> {
+pub fn open_jobs(conn: &Connection, worker: Option<Address>) -> StoreResult<Vec<OpenJob>> {
     let rows = match worker {
         Some(w) => {
             let mut stmt = conn.prepare_cached(&format!("{OPEN_JOBS} AND j.worker = ?1"))?;
@@ -49,14 +50,14 @@ pub fn open_jobs(conn: &Connection, worker: Option<Address>) -> SettlerResult<Ve
 /// Governance parameters in force as the store has them. Fails when the store has not seen the
 /// dispute window (indexing started after AIConfig was configured): pass `fallback` read from
 /// the chain for what is missing.
-pub fn params(conn: &Connection, fallback: Option<&Params>) -> SettlerResult<Params> {
+pub fn params(conn: &Connection, fallback: Option<&Params>) -> StoreResult<Params> {
     let map: std::collections::HashMap<String, String> = current_params(conn)?.into_iter().collect();
-    let num = |name: &str, fb: Option<u64>| -> SettlerResult<u64> {
+    let num = |name: &str, fb: Option<u64>| -> StoreResult<u64> {
         match map.get(name) {
             Some(v) => {
-                v.parse().map_err(|_| SettlerError::Store(format!("config_history {name} = {v} is not a number")))
+                v.parse().map_err(|_| StoreError::Corrupt { what: format!("config_history {name}"), value: v.clone() })
             }
-            None => fb.ok_or_else(|| SettlerError::MissingParam(name.to_owned())),
+            None => fb.ok_or_else(|| StoreError::MissingParam(name.to_owned())),
         }
     };
     Ok(Params {
@@ -71,10 +72,12 @@ pub fn params(conn: &Connection, fallback: Option<&Params>) -> SettlerResult<Par
             fallback.map(|p| p.completion_timeout_slash_bps),
         )?,
         min_worker_stake: match map.get("minWorkerStake") {
-            Some(v) => v.parse().map_err(|_| SettlerError::Store(format!("config_history minWorkerStake = {v}")))?,
-            None => fallback
-                .map(|p| p.min_worker_stake)
-                .ok_or_else(|| SettlerError::MissingParam("minWorkerStake".into()))?,
+            Some(v) => v
+                .parse()
+                .map_err(|_| StoreError::Corrupt { what: "config_history minWorkerStake".into(), value: v.clone() })?,
+            None => {
+                fallback.map(|p| p.min_worker_stake).ok_or_else(|| StoreError::MissingParam("minWorkerStake".into()))?
+            }
         },
     })
 }
@@ -95,7 +98,7 @@ pub struct WorkerView {
 }
 
 /// The worker's row, if the store has one.
-pub fn worker(conn: &Connection, address: Address) -> SettlerResult<Option<WorkerView>> {
+pub fn worker(conn: &Connection, address: Address) -> StoreResult<Option<WorkerView>> {
     Ok(conn
         .query_row(
             "SELECT registered, stake_wei, active_jobs, balance_wei, suspended_until FROM workers WHERE address = ?1",
@@ -116,6 +119,6 @@ pub fn worker(conn: &Connection, address: Address) -> SettlerResult<Option<Worke
 }
 
 /// The store's cursor block (0 when empty).
-pub fn cursor(conn: &Connection) -> SettlerResult<u64> {
-    Ok(lcw_schema::store::raw::Cursor::get(conn)?.map(|c| c.block_number).unwrap_or(0))
+pub fn cursor(conn: &Connection) -> StoreResult<u64> {
+    Ok(super::raw::Cursor::get(conn)?.map(|c| c.block_number).unwrap_or(0))
 }
