@@ -6,9 +6,10 @@
 //! started after them) cannot be attributed and are counted in `unattributed`.
 
 use alloy::primitives::{B256, U256};
-use lcw_schema::store::StoreResult;
+use lcw_schema::rules::latency::Histogram;
 use lcw_schema::store::ledger::{Bounty, ConfigChange, LogRef, Slash, Withdrawal};
 use lcw_schema::store::rows::{JobRow, SessionRow};
+use lcw_schema::store::{StoreError, StoreResult};
 use lcw_schema::suite::Suite;
 use lcw_schema::types::JobState;
 
@@ -127,6 +128,7 @@ impl Projector<'_> {
                 r.ack_latency_sum += latency;
                 r.ack_latency_count += 1;
                 r.ack_latency_max = r.ack_latency_max.max(latency);
+                r.ack_latency_hist = recorded(&r.ack_latency_hist, latency)?;
             }
             Event::JobCompleted { job, response_blob, ciphertext_hash } => {
                 let Some(j) = self.job_mut(*job)? else { return self.unknown_job() };
@@ -143,6 +145,7 @@ impl Projector<'_> {
                 r.completion_latency_sum += latency;
                 r.completion_latency_count += 1;
                 r.completion_latency_max = r.completion_latency_max.max(latency);
+                r.completion_latency_hist = recorded(&r.completion_latency_hist, latency)?;
             }
             Event::JobReleased { job, worker_share, protocol_share, fee_pool_share } => {
                 let Some(j) = self.job_mut(*job)? else { return self.unknown_job() };
@@ -455,4 +458,10 @@ impl Projector<'_> {
         self.rollup(ts, worker, model)?.submitted += 1;
         Ok(())
     }
+}
+
+/// `hist` with one more latency of `secs` (see [`lcw_schema::rules::latency`]).
+fn recorded(hist: &str, secs: u64) -> StoreResult<String> {
+    Histogram::recorded(hist, secs)
+        .map_err(|e| StoreError::Corrupt { what: "rollups_hourly latency histogram".into(), value: e.0 })
 }

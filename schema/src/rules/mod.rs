@@ -2,4 +2,5 @@
 //! clock, every input explicit, so the same store gives the same answer everywhere.
 
 pub mod exit;
+pub mod latency;
 pub mod schedule;

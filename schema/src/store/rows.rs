@@ -281,6 +281,8 @@ projection_rows! {
         completion_latency_sum: u64,
         completion_latency_count: u64,
         completion_latency_max: u64,
+        ack_latency_hist: String,
+        completion_latency_hist: String,
     }
 
     /// How many logs of one event name the store holds.
@@ -405,6 +407,8 @@ impl RollupRow {
             completion_latency_sum: 0,
             completion_latency_count: 0,
             completion_latency_max: 0,
+            ack_latency_hist: String::new(),
+            completion_latency_hist: String::new(),
         }
     }
 }
