@@ -52,6 +52,10 @@ enum Command {
     Deregister(cmd::operator::WorkerArgs),
     /// Drain, wait, release, withdraw and deregister; resumable.
     Exit(cmd::operator::ExitArgs),
+    /// Serve the GraphQL API and the dashboard over a store (read-only).
+    Serve(cmd::serve::ServeArgs),
+    /// Index, serve the API and (with --keeper or --worker) settle, in one process.
+    Run(cmd::serve::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -72,6 +76,8 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(args) => cmd::deploy::run(args).await,
             Command::Simulate(args) => cmd::simulate::run(args, cli.data).await,
             Command::Index(args) => cmd::index::run(args, cli.data).await,
+            Command::Serve(args) => cmd::serve::serve(args, cli.data).await,
+            Command::Run(args) => cmd::serve::run(args, cli.data).await,
             Command::Replay(args) => cmd::replay::run(args, cli.data).await,
             Command::Verify(args) => cmd::verify::run(args, cli.data).await,
             Command::Settle(args) => cmd::settle::run(args, cli.data).await,

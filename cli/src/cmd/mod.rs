@@ -5,6 +5,7 @@ pub(crate) mod devnet;
 pub(crate) mod index;
 pub(crate) mod operator;
 pub(crate) mod replay;
+pub(crate) mod serve;
 pub(crate) mod settle;
 pub(crate) mod simulate;
 pub(crate) mod verify;

@@ -141,20 +141,7 @@ async fn exit_plan(c: &Ctx) -> anyhow::Result<ExitPlan> {
     clock.observe(head.number, head.timestamp);
     let store = lcw_schema::store::Store::open_readonly(&c.db)?;
     let fallback = lcw_settler::settle::chain_params(&chain, &c.profile).await?;
-    let params = lcw_schema::store::obligations::params(store.conn(), Some(&fallback))?;
-    let jobs = lcw_schema::store::obligations::open_jobs(store.conn(), Some(c.worker))?;
-    let view = lcw_schema::store::obligations::worker(store.conn(), c.worker)?;
-    let drained = drained(store.conn(), c.worker)?;
-    Ok(lcw_schema::rules::exit::plan(c.worker, view.as_ref(), &jobs, &params, &clock, drained))
-}
-
-fn drained(conn: &rusqlite::Connection, worker: Address) -> anyhow::Result<bool> {
-    let v: Option<String> = conn
-        .query_row("SELECT value FROM operator_state WHERE worker = ?1 AND key = 'drained'", [worker.as_slice()], |r| {
-            r.get(0)
-        })
-        .ok();
-    Ok(v.as_deref() == Some("1"))
+    Ok(lcw_schema::store::obligations::exit_plan(store.conn(), c.worker, &clock, Some(&fallback))?)
 }
 
 fn set_drained(db: &std::path::Path, worker: Address, on: bool) -> anyhow::Result<()> {

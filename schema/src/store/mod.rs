@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod obligations;
 pub mod projections;
 pub mod raw;
+pub mod reads;
 pub mod rows;
 pub mod undo;
 

@@ -7,7 +7,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::ledger::current_params;
 use super::{StoreError, StoreResult};
-use crate::rules::schedule::{OpenJob, Params};
+use crate::rules::exit::ExitPlan;
+use crate::rules::schedule::{ChainClock, OpenJob, Params};
 use crate::types::JobState;
 
 const OPEN_JOBS: &str = "SELECT j.job_id, j.worker, j.state, j.fee_wei, j.deadline, j.completed_at, j.disputed_at,
@@ -121,4 +122,44 @@ pub fn worker(conn: &Connection, address: Address) -> StoreResult<Option<WorkerV
 /// The store's cursor block (0 when empty).
 pub fn cursor(conn: &Connection) -> StoreResult<u64> {
     Ok(super::raw::Cursor::get(conn)?.map(|c| c.block_number).unwrap_or(0))
+}
+
+/// Whether the operator drained `worker` (`lcw drain`; the flag lives in `operator_state`).
+pub fn drained(conn: &Connection, worker: Address) -> StoreResult<bool> {
+    let v: Option<String> = conn
+        .prepare_cached("SELECT value FROM operator_state WHERE worker = ?1 AND key = 'drained'")?
+        .query_row([worker.as_slice()], |r| r.get(0))
+        .optional()?;
+    Ok(v.as_deref() == Some("1"))
+}
+
+/// The chain clock as the store knows it: the cursor block and the gaps between the most
+/// recent consecutive blocks before it.
+pub fn store_clock(conn: &Connection) -> StoreResult<ChainClock> {
+    let mut clock = ChainClock::default();
+    let Some(cursor) = super::raw::Cursor::get(conn)? else { return Ok(clock) };
+    for b in super::reads::recent_blocks(conn, cursor.block_number, 33)? {
+        clock.observe(b.number, b.timestamp);
+    }
+    if clock.head != cursor.block_number
+        && let Some(b) = super::raw::BlockRow::at_or_below(conn, cursor.block_number)?
+    {
+        clock.observe(cursor.block_number, b.timestamp);
+    }
+    Ok(clock)
+}
+
+/// `worker`'s exit plan from the store (the same rules as `lcw exit-plan`); `clock` is the
+/// store's ([`store_clock`]) or the chain's.
+pub fn exit_plan(
+    conn: &Connection,
+    worker: Address,
+    clock: &ChainClock,
+    fallback: Option<&Params>,
+) -> StoreResult<ExitPlan> {
+    let params = params(conn, fallback)?;
+    let jobs = open_jobs(conn, Some(worker))?;
+    let view = self::worker(conn, worker)?;
+    let drained = drained(conn, worker)?;
+    Ok(crate::rules::exit::plan(worker, view.as_ref(), &jobs, &params, clock, drained))
 }

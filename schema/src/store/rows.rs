@@ -43,7 +43,7 @@ macro_rules! projection_rows {
         }
 
         impl $name {
-            const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
+            pub(crate) const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
             const KEYS: &'static [&'static str] = &[$(stringify!($key)),+];
 
             fn select_sql() -> &'static str {
@@ -81,7 +81,7 @@ macro_rules! projection_rows {
                 SQL.get_or_init(|| format!("DELETE FROM {} WHERE {}", $table, where_clause(Self::KEYS)))
             }
 
-            fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+            pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
                 let mut i = 0usize;
                 let mut next = || { i += 1; i - 1 };
                 Ok(Self { $($field: col::get(row, next())?,)+ })

@@ -1,0 +1,231 @@
+//! `lcw serve`: the GraphQL API and dashboard over a store, read-only; and `lcw run`: indexer,
+//! API and (optionally) settler in one process, the API pushed by the indexer's commits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use lcw_queries::{Readiness, ServeConfig};
+use lcw_settler::settle::{Mode, SettleConfig};
+
+use crate::args::{DataArgs, KeyArgs, NetworkArgs, StoreArgs, parse_address};
+
+/// API flags shared by `serve` and `run`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ApiArgs {
+    /// Address to listen on. Anything but a loopback address also needs --public.
+    #[arg(long, env = "LCW_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Allow listening on a non-loopback address (the API is read-only, but it tells anyone who
+    /// can reach it about your worker).
+    #[arg(long, env = "LCW_PUBLIC")]
+    public: bool,
+    /// Read connections to the store.
+    #[arg(long, env = "LCW_API_POOL", default_value_t = 4)]
+    pool: usize,
+    /// Longest a request may run, in milliseconds.
+    #[arg(long, env = "LCW_API_TIMEOUT_MS", default_value_t = 2_000)]
+    timeout_ms: u64,
+}
+
+impl ApiArgs {
+    fn config(&self, db: std::path::PathBuf, readiness: Readiness) -> anyhow::Result<ServeConfig> {
+        if !self.listen.ip().is_loopback() && !self.public {
+            anyhow::bail!(
+                "--listen {} is not a loopback address; add --public to serve the API beyond this machine",
+                self.listen
+            );
+        }
+        let mut config = ServeConfig::new(db);
+        config.listen = self.listen;
+        config.pool = self.pool.clamp(1, 64);
+        config.request_timeout = Duration::from_millis(self.timeout_ms.max(10));
+        config.readiness = readiness;
+        Ok(config)
+    }
+}
+
+/// Serve the GraphQL API and the dashboard over a store (read-only).
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// JSON-RPC URL of the node the store indexes: /readyz then compares the store with the
+    /// node's head. Without it, the store is ready when its last block is at most --max-lag old.
+    #[arg(long, env = "LCW_HEAD_RPC")]
+    head_rpc: Option<String>,
+    /// Without --head-rpc: seconds the last indexed block may be behind the wall clock for /readyz.
+    #[arg(long, env = "LCW_MAX_LAG", default_value_t = 60)]
+    max_lag: u64,
+}
+
+pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()> {
+    let db = args.store.path(&data);
+    let readiness = match &args.head_rpc {
+        Some(url) => Readiness::Head { head: watch_head(url.clone()).await?, confirmations: 0 },
+        None => Readiness::MaxLag(args.max_lag),
+    };
+    let config = args.api.config(db.clone(), readiness)?;
+    if !db.exists() {
+        anyhow::bail!("no lcw store at {}; run `lcw index` first (or pass --db)", db.display());
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/ (store {1})", config.listen, db.display());
+    lcw_queries::serve(config, None, rx).await.with_context(|| format!("serving {}", db.display()))
+}
+
+/// Polls the node's head every 2 s into a shared number (for readiness).
+async fn watch_head(url: String) -> anyhow::Result<Arc<AtomicU64>> {
+    let chain = lcw_settler::chain::Chain::connect(&url, Duration::from_secs(10))
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let head = Arc::new(AtomicU64::new(chain.head().await.map(|h| h.number).unwrap_or(0)));
+    let shared = head.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match chain.head().await {
+                Ok(h) => shared.store(h.number, Ordering::Relaxed),
+                Err(e) => tracing::debug!(error = %e, "reading the head for readiness failed"),
+            }
+        }
+    });
+    Ok(head)
+}
+
+/// Index, serve the API and (with --keeper or --worker) settle, in one process.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Also settle as a keeper: every worker's due releases and timeouts, for the bounties.
+    #[arg(long, conflicts_with = "worker")]
+    keeper: bool,
+    /// Also settle this worker's jobs (with its key or any funded key).
+    #[arg(long)]
+    worker: Option<String>,
+    /// No API.
+    #[arg(long)]
+    no_api: bool,
+}
+
+pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
+    let worker = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
+    let profile = args.network.profile(&data)?;
+    let db = args.store.path(&data);
+    let settle_mode = match (args.keeper, worker) {
+        (true, _) => Some(Mode::Keeper),
+        (false, Some(w)) => Some(Mode::Worker(w)),
+        (false, None) => None,
+    };
+    let signer = match settle_mode {
+        Some(Mode::Keeper) => Some(args.key.signer(&profile, None, Some(lcw_schema::profile::Role::Keeper))?),
+        Some(Mode::Worker(w)) => Some(
+            args.key
+                .signer(&profile, Some(w), Some(lcw_schema::profile::Role::Worker))
+                .or_else(|e| args.key.signer(&profile, None, Some(lcw_schema::profile::Role::Keeper)).map_err(|_| e))?,
+        ),
+        None => None,
+    };
+    let head = watch_head(profile.rpc_url.clone()).await?;
+    let api_config =
+        (!args.no_api).then(|| args.api.config(db.clone(), Readiness::Head { head, confirmations: 0 })).transpose()?;
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        tracing::info!("stopping");
+        let _ = stop_tx.send(true);
+    });
+    // The indexer's commits, as block numbers, for the API's subscriptions.
+    let (commits_tx, mut commits_rx) = tokio::sync::watch::channel(lcw_indexer::Committed::default());
+    let (blocks_tx, blocks_rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        while commits_rx.changed().await.is_ok() {
+            let b = commits_rx.borrow_and_update().block;
+            if blocks_tx.send(b).is_err() {
+                return;
+            }
+        }
+    });
+    let mut config = lcw_indexer::IndexerConfig::new(profile.clone(), db.clone());
+    config.progress = lcw_indexer::ProgressMode::Logs;
+    config.live.poll_interval = Duration::from_millis(100);
+    let indexer_stop = stop.clone();
+    let mut indexer = tokio::spawn(async move { lcw_indexer::run(config, indexer_stop, Some(commits_tx)).await });
+    wait_for_store(&db, stop.clone()).await?;
+
+    let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    if let Some(api) = api_config {
+        println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/", api.listen);
+        let rx = stop.clone();
+        tasks.push(("API", tokio::spawn(async move { Ok(lcw_queries::serve(api, Some(blocks_rx), rx).await?) })));
+    }
+    if let (Some(mode), Some(signer)) = (settle_mode, signer) {
+        let config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
+        let rx = stop.clone();
+        tasks.push((
+            "settler",
+            tokio::spawn(async move {
+                let summary = lcw_settler::settle::run(config, rx).await?;
+                tracing::info!(?summary, "settler stopped");
+                Ok(())
+            }),
+        ));
+    }
+    let names: Vec<&str> = tasks.iter().map(|(n, _)| *n).collect();
+    let handles: Vec<_> = tasks.into_iter().map(|(_, t)| t).collect();
+    let others = async move {
+        if handles.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        let (r, i, _) = futures::future::select_all(handles).await;
+        (r, i)
+    };
+    tokio::select! {
+        r = &mut indexer => {
+            match r {
+                Ok(Ok(_)) | Ok(Err(lcw_indexer::IndexerError::Interrupted)) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::Error::new(e).context("the indexer stopped")),
+                Err(e) => Err(anyhow::anyhow!("the indexer task failed: {e}")),
+            }
+        }
+        (r, i) = others => {
+            let name = names.get(i).copied().unwrap_or("task");
+            match r {
+                Ok(Ok(())) if *stop.borrow() => Ok(()),
+                Ok(Ok(())) => Err(anyhow::anyhow!("the {name} stopped")),
+                Ok(Err(e)) => Err(e.context(format!("the {name} stopped"))),
+                Err(e) => Err(anyhow::anyhow!("the {name} task failed: {e}")),
+            }
+        }
+    }
+}
+
+async fn wait_for_store(db: &std::path::Path, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        if lcw_schema::store::Store::open_readonly(db).is_ok() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => anyhow::bail!("interrupted"),
+        }
+    }
+    anyhow::bail!("no store at {} after 60 s", db.display())
+}

@@ -1,0 +1,593 @@
+//! The root query and subscription types.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy::primitives::U256;
+use async_graphql::{Context, Error, InputObject, Object, Result, Subscription};
+use futures::Stream;
+use lcw_schema::rules::latency::Histogram;
+use lcw_schema::rules::schedule::{self, Action};
+use lcw_schema::store::obligations;
+use lcw_schema::store::raw::{BlockRow, Cursor};
+use lcw_schema::store::reads::{self, JobQuery};
+use lcw_schema::store::rows::{JobRow, WorkerModelRow, WorkerRow};
+use lcw_schema::store::unix_now;
+use lcw_schema::types::JobState as StoreState;
+use rusqlite::Connection;
+
+use crate::db::{Db, ReadError};
+use crate::scalars::{Address, BigInt, Bytes32, Timestamp};
+use crate::types::*;
+
+/// Largest page.
+pub const MAX_PAGE: i32 = 500;
+/// Rows a job page may scan before it returns what it has (with a cursor to continue).
+pub const SCAN_BUDGET: usize = 20_000;
+/// Most buckets an analytics query returns.
+pub const MAX_BUCKETS: u64 = 1_000;
+/// Default analytics range: the last 30 days.
+const DEFAULT_RANGE: u64 = 30 * 86_400;
+
+/// How the API decides it is ready (the indexer reached the head).
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    /// The chain head as last seen by an indexer or a head watcher in this process; ready when the
+    /// cursor is within `confirmations` of it.
+    Head {
+        /// Node head.
+        head: Arc<AtomicU64>,
+        /// Blocks the indexer stays behind the head.
+        confirmations: u64,
+    },
+    /// No view of the chain: ready when the cursor block is at most this many seconds old.
+    MaxLag(u64),
+}
+
+/// What resolvers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The store.
+    pub db: Arc<Db>,
+    /// Readiness rule.
+    pub readiness: Readiness,
+    /// Commits (cursor block), pushed by the indexer or a cursor watcher.
+    pub commits: tokio::sync::watch::Receiver<u64>,
+}
+
+pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> Result<&'a ApiState> {
+    ctx.data::<ApiState>()
+}
+
+pub(crate) fn db(ctx: &Context<'_>) -> Result<Arc<Db>> {
+    Ok(state(ctx)?.db.clone())
+}
+
+/// A read error as a GraphQL error.
+pub(crate) fn gql(e: ReadError) -> Error {
+    Error::new(e.to_string())
+}
+
+/// Checks a page size.
+pub(crate) fn page_size(first: i32) -> Result<usize> {
+    if !(1..=MAX_PAGE).contains(&first) {
+        return Err(Error::new(format!("first must be between 1 and {MAX_PAGE} (got {first}); page with `after`")));
+    }
+    Ok(first as usize)
+}
+
+fn parse_cursor(after: Option<String>, what: &str) -> Result<Option<u64>> {
+    after
+        .map(|a| {
+            a.trim().parse::<u64>().map_err(|_| {
+                Error::new(format!("bad cursor {a:?} for {what}: pass the endCursor of the previous page"))
+            })
+        })
+        .transpose()
+}
+
+/// Which jobs.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct JobFilter {
+    pub worker: Option<Address>,
+    pub session: Option<BigInt>,
+    pub model: Option<Bytes32>,
+    /// Any of these states.
+    pub states: Option<Vec<JobState>>,
+    /// Submitted at or after.
+    pub submitted_from: Option<Timestamp>,
+    /// Submitted before.
+    pub submitted_to: Option<Timestamp>,
+}
+
+pub(crate) async fn jobs_page(
+    ctx: &Context<'_>,
+    filter: Option<JobFilter>,
+    first: i32,
+    after: Option<String>,
+    order: JobOrder,
+) -> Result<JobConnection> {
+    let limit = page_size(first)?;
+    let f = filter.unwrap_or_default();
+    let q = JobQuery {
+        worker: f.worker.map(|a| a.0),
+        session: f.session.map(|s| s.as_u64("session")).transpose()?,
+        model: f.model.map(|m| m.0),
+        states: f.states.unwrap_or_default().into_iter().map(|s| s.store_name().to_owned()).collect(),
+        submitted_from: f.submitted_from.map(|t| t.0),
+        submitted_to: f.submitted_to.map(|t| t.0),
+        after: parse_cursor(after, "jobs")?,
+        descending: order == JobOrder::IdDesc,
+    };
+    db(ctx)?
+        .read(move |conn| {
+            let page = reads::jobs_page(conn, &q, limit, SCAN_BUDGET)?;
+            let params = obligations::params(conn, None).ok();
+            let nodes = page
+                .jobs
+                .into_iter()
+                .map(|row| Job::build(conn, row, params.as_ref()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(JobConnection {
+                nodes,
+                page_info: PageInfo { end_cursor: page.end.map(|e| e.to_string()), has_next_page: page.has_more },
+            })
+        })
+        .await
+        .map_err(gql)
+}
+
+pub(crate) async fn exit_plan(ctx: &Context<'_>, worker: Address) -> Result<ExitPlan> {
+    db(ctx)?
+        .read(move |conn| {
+            let clock = obligations::store_clock(conn)?;
+            let plan = obligations::exit_plan(conn, worker.0, &clock, None)?;
+            Ok(ExitPlan::from(&plan))
+        })
+        .await
+        .map_err(gql)
+}
+
+fn worker_view(conn: &Connection, row: WorkerRow, head_ts: u64) -> Result<Worker, ReadError> {
+    let mut models = Vec::new();
+    for id in WorkerModelRow::of_worker(conn, &row.address)? {
+        if let Some(m) = lcw_schema::store::rows::ModelRow::get(conn, &id)? {
+            models.push(Model::from_row(&m, 0));
+        } else {
+            models.push(Model {
+                id: Bytes32(id),
+                name: None,
+                whitelisted: false,
+                registered: false,
+                enabled: false,
+                fee: None,
+                max_output_tokens: None,
+                workers: 0,
+            });
+        }
+    }
+    Ok(Worker::from_row(row, models, head_ts))
+}
+
+fn head_ts(conn: &Connection) -> Result<u64, ReadError> {
+    let Some(c) = Cursor::get(conn)? else { return Ok(0) };
+    Ok(BlockRow::at_or_below(conn, c.block_number)?.map(|b| b.timestamp).unwrap_or(0))
+}
+
+/// The indexer status as of the store's cursor.
+pub(crate) fn status(conn: &Connection, readiness: &Readiness) -> Result<IndexerStatus, ReadError> {
+    let identity = lcw_schema::store::meta_get(conn, "chain_id")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cursor = Cursor::get(conn)?;
+    let (events, jobs, workers) = reads::counts(conn)?;
+    let (block, hash, finalized, updated_at) = match &cursor {
+        Some(c) => (c.block_number, c.block_hash, c.finalized_number, reads::cursor_updated_at(conn)?),
+        None => (0, Default::default(), 0, 0),
+    };
+    let block_time = match &cursor {
+        Some(c) => BlockRow::at_or_below(conn, c.block_number)?.map(|b| b.timestamp).unwrap_or(0),
+        None => 0,
+    };
+    let lag = unix_now().saturating_sub(block_time);
+    let ready = cursor.is_some()
+        && match readiness {
+            Readiness::Head { head, confirmations } => {
+                let h = head.load(Ordering::Relaxed);
+                h > 0 && block + confirmations >= h
+            }
+            Readiness::MaxLag(max) => lag <= *max,
+        };
+    Ok(IndexerStatus {
+        chain_id: identity,
+        block,
+        block_hash: Bytes32(hash),
+        block_time: Timestamp(block_time),
+        finalized_block: finalized,
+        updated_at: Timestamp(updated_at),
+        lag_seconds: lag,
+        ready,
+        events,
+        jobs,
+        workers,
+    })
+}
+
+/// Validated analytics range: (from, to, bucket seconds), `from` aligned down to the bucket.
+fn range(from: Option<Timestamp>, to: Option<Timestamp>, bucket: Bucket, head: u64) -> Result<(u64, u64, u64)> {
+    let step = bucket.secs();
+    let to = to.map(|t| t.0).unwrap_or_else(|| head.max(unix_now()) + 1);
+    let from = from.map(|t| t.0).unwrap_or_else(|| to.saturating_sub(DEFAULT_RANGE));
+    if from >= to {
+        return Err(Error::new(format!("from ({from}) must be before to ({to})")));
+    }
+    let from = from / step * step;
+    let buckets = (to - from).div_ceil(step);
+    if buckets > MAX_BUCKETS {
+        return Err(Error::new(format!(
+            "the range covers {buckets} buckets, more than {MAX_BUCKETS}; narrow from/to or use bucket: DAY"
+        )));
+    }
+    Ok((from, to, step))
+}
+
+/// The root query.
+#[derive(Debug, Default)]
+pub struct Query;
+
+#[Object]
+impl Query {
+    async fn indexer_status(&self, ctx: &Context<'_>) -> Result<IndexerStatus> {
+        let readiness = state(ctx)?.readiness.clone();
+        db(ctx)?.read(move |conn| status(conn, &readiness)).await.map_err(gql)
+    }
+
+    async fn job(&self, ctx: &Context<'_>, id: BigInt) -> Result<Option<Job>> {
+        let id = id.as_u64("job id")?;
+        db(ctx)?
+            .read(move |conn| {
+                let Some(row) = JobRow::get(conn, id)? else { return Ok(None) };
+                let params = obligations::params(conn, None).ok();
+                Ok(Some(Job::build(conn, row, params.as_ref())?))
+            })
+            .await
+            .map_err(gql)
+    }
+
+    /// Jobs, newest first by default. `first` is at most 500.
+    #[graphql(complexity = "first.clamp(0, 500) as usize * child_complexity")]
+    async fn jobs(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<JobFilter>,
+        #[graphql(default = 50)] first: i32,
+        after: Option<String>,
+        #[graphql(default_with = "JobOrder::IdDesc")] order_by: JobOrder,
+    ) -> Result<JobConnection> {
+        jobs_page(ctx, filter, first, after, order_by).await
+    }
+
+    async fn worker(&self, ctx: &Context<'_>, address: Address) -> Result<Option<Worker>> {
+        db(ctx)?
+            .read(move |conn| {
+                let Some(row) = WorkerRow::get(conn, &address.0)? else { return Ok(None) };
+                let now = head_ts(conn)?;
+                Ok(Some(worker_view(conn, row, now)?))
+            })
+            .await
+            .map_err(gql)
+    }
+
+    #[graphql(complexity = "first.clamp(0, 500) as usize * child_complexity")]
+    async fn workers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: i32,
+        after: Option<String>,
+        #[graphql(default = false)] registered_only: bool,
+    ) -> Result<WorkerConnection> {
+        let limit = page_size(first)?;
+        let after = after
+            .map(|a| {
+                a.parse::<alloy::primitives::Address>().map_err(|_| {
+                    Error::new(format!("bad cursor {a:?} for workers: pass the endCursor of the previous page"))
+                })
+            })
+            .transpose()?;
+        db(ctx)?
+            .read(move |conn| {
+                let (rows, more) = reads::workers_page(conn, after, registered_only, limit)?;
+                let now = head_ts(conn)?;
+                let end = rows.last().map(|r| r.address.to_checksum(None));
+                let nodes = rows.into_iter().map(|r| worker_view(conn, r, now)).collect::<Result<Vec<_>, _>>()?;
+                Ok(WorkerConnection { nodes, page_info: PageInfo { end_cursor: end, has_next_page: more } })
+            })
+            .await
+            .map_err(gql)
+    }
+
+    /// The same plan as `lcw exit-plan`, computed from the store at its cursor.
+    async fn exit_plan(&self, ctx: &Context<'_>, worker: Address) -> Result<ExitPlan> {
+        exit_plan(ctx, worker).await
+    }
+
+    /// Open jobs by when they can be released or timed out, soonest first.
+    async fn release_queue(
+        &self,
+        ctx: &Context<'_>,
+        worker: Option<Address>,
+        #[graphql(default = 50)] first: i32,
+    ) -> Result<ReleaseQueue> {
+        let limit = page_size(first)?;
+        db(ctx)?
+            .read(move |conn| {
+                let clock = obligations::store_clock(conn)?;
+                let params = obligations::params(conn, None)?;
+                let jobs = obligations::open_jobs(conn, worker.map(|w| w.0))?;
+                let states: BTreeMap<u64, StoreState> = jobs.iter().map(|j| (j.job_id, j.state)).collect();
+                let sched = schedule::schedule(&jobs, &params);
+                let next_ts = clock.next_ts();
+                let due_now = sched.iter().filter(|d| d.at <= next_ts).count() as u64;
+                let entries = sched
+                    .iter()
+                    .take(limit)
+                    .map(|d| {
+                        let state = states.get(&d.job_id).copied().unwrap_or(StoreState::Completed);
+                        ReleaseQueueEntry {
+                            job_id: BigInt::from_u64(d.job_id),
+                            worker: Address(d.worker),
+                            action: action_name(d.action).into(),
+                            reason: reason_name(d.reason).into(),
+                            at: Timestamp(d.at),
+                            in_seconds: d.at.saturating_sub(clock.head_ts),
+                            fee: BigInt(d.fee),
+                            worker_share: BigInt(if d.action == Action::Release {
+                                schedule::worker_share(d.fee, &params)
+                            } else {
+                                U256::ZERO
+                            }),
+                            keeper_bounty: BigInt(schedule::keeper_bounty(d, state, &params)),
+                        }
+                    })
+                    .collect();
+                Ok(ReleaseQueue {
+                    head: clock.head,
+                    head_time: Timestamp(clock.head_ts),
+                    total: sched.len() as u64,
+                    due_now,
+                    next_at: sched.first().map(|d| Timestamp(d.at)),
+                    entries,
+                })
+            })
+            .await
+            .map_err(gql)
+    }
+
+    async fn dispute_window(&self, ctx: &Context<'_>) -> Result<DisputeWindow> {
+        db(ctx)?
+            .read(|conn| {
+                let history = lcw_schema::store::ledger::config_history(conn, "disputeWindow")?;
+                let history: Vec<DisputeWindowChange> = history
+                    .into_iter()
+                    .filter_map(|(block, time, v)| {
+                        Some(DisputeWindowChange { block, time: Timestamp(time), seconds: v.parse().ok()? })
+                    })
+                    .collect();
+                let last = history.last().cloned();
+                Ok(DisputeWindow {
+                    seconds: last.as_ref().map(|c| c.seconds).unwrap_or(0),
+                    since_block: last.as_ref().map(|c| c.block),
+                    since: last.as_ref().map(|c| c.time),
+                    history,
+                })
+            })
+            .await
+            .map_err(gql)
+    }
+
+    /// Earnings per hour or UTC day, of one worker or the whole network. Defaults: the last 30
+    /// days. At most 1,000 buckets.
+    async fn earnings(
+        &self,
+        ctx: &Context<'_>,
+        worker: Option<Address>,
+        #[graphql(default_with = "Bucket::Day")] bucket: Bucket,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<EarningsBucket>> {
+        let db = db(ctx)?;
+        let head = db.read(|conn| head_ts(conn)).await.map_err(gql)?;
+        let (from, to, step) = range(from, to, bucket, head)?;
+        db.read(move |conn| {
+            let rows = reads::rollups(conn, worker.as_ref().map(|w| &w.0), None, from, to)?;
+            let mut out: BTreeMap<u64, EarningsBucket> = BTreeMap::new();
+            for r in rows {
+                let start = r.hour / step * step;
+                let b = out
+                    .entry(start)
+                    .or_insert_with(|| EarningsBucket { start: Timestamp(start), ..Default::default() });
+                b.released += r.released;
+                b.fees.0 += r.fees_wei;
+                b.worker_share.0 += r.worker_share_wei;
+                b.protocol_share.0 += r.protocol_share_wei;
+                b.fee_pool_share.0 += r.fee_pool_share_wei;
+                b.keeper_bounty.0 += r.keeper_bounty_wei;
+                b.slashed.0 += r.slashed_wei;
+                b.refunded.0 += r.refunded_wei;
+            }
+            Ok(out.into_values().collect())
+        })
+        .await
+        .map_err(gql)
+    }
+
+    /// Jobs by outcome and latency percentiles per hour or UTC day, of one worker and/or model
+    /// or the whole network. Defaults: the last 30 days. At most 1,000 buckets.
+    async fn job_stats(
+        &self,
+        ctx: &Context<'_>,
+        worker: Option<Address>,
+        model: Option<Bytes32>,
+        #[graphql(default_with = "Bucket::Day")] bucket: Bucket,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<JobStatsBucket>> {
+        let db = db(ctx)?;
+        let head = db.read(|conn| head_ts(conn)).await.map_err(gql)?;
+        let (from, to, step) = range(from, to, bucket, head)?;
+        db.read(move |conn| {
+            let rows = reads::rollups(conn, worker.as_ref().map(|w| &w.0), model.as_ref().map(|m| &m.0), from, to)?;
+            let mut out: BTreeMap<u64, (JobStatsBucket, Histogram, Histogram)> = BTreeMap::new();
+            let bad = |e: lcw_schema::rules::latency::BadHistogram| {
+                ReadError::Store(lcw_schema::store::StoreError::Corrupt {
+                    what: "rollups_hourly latency histogram".into(),
+                    value: e.0,
+                })
+            };
+            for r in rows {
+                let start = r.hour / step * step;
+                let (b, ack, done) = out.entry(start).or_insert_with(|| {
+                    (
+                        JobStatsBucket { start: Timestamp(start), ..Default::default() },
+                        Histogram::default(),
+                        Histogram::default(),
+                    )
+                });
+                b.submitted += r.submitted;
+                b.acknowledged += r.acknowledged;
+                b.completed += r.completed;
+                b.released += r.released;
+                b.timed_out += r.timed_out;
+                b.settled += r.settled;
+                b.disputed += r.disputed;
+                b.guilty += r.guilty;
+                b.not_guilty += r.not_guilty;
+                b.defaulted += r.defaulted;
+                b.fees.0 += r.fees_wei;
+                b.worker_share.0 += r.worker_share_wei;
+                if r.ack_latency_count > 0 {
+                    b.ack_latency_max = Some(b.ack_latency_max.unwrap_or(0).max(r.ack_latency_max));
+                }
+                if r.completion_latency_count > 0 {
+                    b.completion_latency_max =
+                        Some(b.completion_latency_max.unwrap_or(0).max(r.completion_latency_max));
+                }
+                ack.merge_text(&r.ack_latency_hist).map_err(bad)?;
+                done.merge_text(&r.completion_latency_hist).map_err(bad)?;
+            }
+            Ok(out
+                .into_values()
+                .map(|(mut b, ack, done)| {
+                    b.ack_latency_p50 = ack.quantile(0.5);
+                    b.ack_latency_p95 = ack.quantile(0.95);
+                    b.completion_latency_p50 = done.quantile(0.5);
+                    b.completion_latency_p95 = done.quantile(0.95);
+                    b
+                })
+                .collect())
+        })
+        .await
+        .map_err(gql)
+    }
+
+    async fn models(&self, ctx: &Context<'_>) -> Result<Vec<Model>> {
+        db(ctx)?
+            .read(|conn| Ok(reads::models(conn)?.iter().map(|(m, n)| Model::from_row(m, *n)).collect()))
+            .await
+            .map_err(gql)
+    }
+}
+
+/// Most jobs one commit pushes to a `jobUpdated` subscriber.
+const MAX_PUSH: usize = 1_000;
+
+/// Subscriptions, pushed on indexer commits.
+#[derive(Debug, Default)]
+pub struct Subscription;
+
+#[Subscription]
+impl Subscription {
+    /// Pushed on every indexer commit.
+    async fn head(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Result<IndexerStatus>>> {
+        let st = state(ctx)?.clone();
+        let mut commits = st.commits.clone();
+        Ok(async_stream(move |tx| async move {
+            loop {
+                let readiness = st.readiness.clone();
+                let s = st.db.read(move |conn| status(conn, &readiness)).await.map_err(gql);
+                if tx.send(s).await.is_err() {
+                    return;
+                }
+                if commits.changed().await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+
+    /// Jobs (of one worker, or all) changed by each indexer commit.
+    async fn job_updated(&self, ctx: &Context<'_>, worker: Option<Address>) -> Result<impl Stream<Item = Result<Job>>> {
+        let st = state(ctx)?.clone();
+        let mut commits = st.commits.clone();
+        Ok(async_stream(move |tx| async move {
+            let mut last = *commits.borrow_and_update();
+            while commits.changed().await.is_ok() {
+                let now = *commits.borrow_and_update();
+                if now <= last {
+                    // Unwound by a reorg: the replacement blocks arrive as new commits.
+                    last = now;
+                    continue;
+                }
+                let from = last;
+                last = now;
+                let w = worker.map(|w| w.0);
+                let jobs = st
+                    .db
+                    .read(move |conn| {
+                        let rows = reads::jobs_touched(conn, from, now, w.as_ref(), MAX_PUSH)?;
+                        let params = obligations::params(conn, None).ok();
+                        rows.into_iter().map(|r| Job::build(conn, r, params.as_ref())).collect::<Result<Vec<_>, _>>()
+                    })
+                    .await;
+                match jobs {
+                    Ok(jobs) => {
+                        for j in jobs {
+                            if tx.send(Ok(j)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if tx.send(Err(gql(e))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// A stream fed by a task: `f` gets the sending half of a small channel.
+fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(f(tx));
+    let guard = AbortOnDrop(task);
+    futures::stream::poll_fn(move |cx| {
+        let _ = &guard;
+        rx.poll_recv(cx)
+    })
+}
+
+/// Stops a subscription's task when the subscriber goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
