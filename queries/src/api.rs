@@ -510,6 +510,7 @@ impl Subscription {
     async fn head(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Result<IndexerStatus>>> {
         let st = state(ctx)?.clone();
         let mut commits = st.commits.clone();
+        commits.borrow_and_update();
         Ok(async_stream(move |tx| async move {
             loop {
                 let readiness = st.readiness.clone();
