@@ -6,7 +6,7 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler
+.PHONY: setup demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries
 
 ## setup: install the pinned tools (anvil 1.7.1 and solc 0.8.37 from npm into contracts/node_modules)
 setup: $(TOOLS_STAMP)
@@ -73,3 +73,11 @@ bench-indexer: setup
 bench-settler: setup
 	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-settler
 	target/release/bench-settler $(BENCH_ARGS)
+
+## bench-queries: a store with 1,000,000 synthetic jobs (about 2 GB under the temp dir, ~1.5 min to
+## build; BENCH_ARGS="--reuse" keeps it), then lcw serve under wrk: requests/s, p50/p99 of job(id),
+## jobs(worker), exitPlan(worker) and daily earnings, and the server's peak RSS
+bench-queries: setup
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-queries
+	target/release/bench-queries $(BENCH_ARGS)

@@ -395,7 +395,7 @@ impl Query {
         to: Option<Timestamp>,
     ) -> Result<Vec<EarningsBucket>> {
         let db = db(ctx)?;
-        let head = db.read(|conn| head_ts(conn)).await.map_err(gql)?;
+        let head = db.read(head_ts).await.map_err(gql)?;
         let (from, to, step) = range(from, to, bucket, head)?;
         db.read(move |conn| {
             let rows = reads::rollups(conn, worker.as_ref().map(|w| &w.0), None, from, to)?;
@@ -432,7 +432,7 @@ impl Query {
         to: Option<Timestamp>,
     ) -> Result<Vec<JobStatsBucket>> {
         let db = db(ctx)?;
-        let head = db.read(|conn| head_ts(conn)).await.map_err(gql)?;
+        let head = db.read(head_ts).await.map_err(gql)?;
         let (from, to, step) = range(from, to, bucket, head)?;
         db.read(move |conn| {
             let rows = reads::rollups(conn, worker.as_ref().map(|w| &w.0), model.as_ref().map(|m| &m.0), from, to)?;

@@ -103,7 +103,7 @@ impl ScalarType for Bytes32 {
 }
 
 /// Unix seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp(pub u64);
 
 /// Unix time in seconds (block timestamps), as an Int.

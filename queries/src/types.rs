@@ -758,11 +758,6 @@ impl Default for BigInt {
     }
 }
 
-impl Default for Timestamp {
-    fn default() -> Self {
-        Timestamp(0)
-    }
-}
 
 /// Job outcomes and latencies in one bucket.
 #[derive(SimpleObject, Debug, Clone, Default)]

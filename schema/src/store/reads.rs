@@ -154,7 +154,7 @@ pub fn jobs_page(conn: &Connection, q: &JobQuery, limit: usize, budget: usize) -
         let matches = q.worker.is_none_or(|w| job.worker == w)
             && q.model.is_none_or(|m| job.model_id == Some(m))
             && q.session.is_none_or(|s| job.session_id == s)
-            && (q.states.is_empty() || q.states.iter().any(|s| *s == job.state));
+            && (q.states.is_empty() || q.states.contains(&job.state));
         if matches {
             if jobs.len() == limit {
                 // One more match exists: the page is full and another follows.

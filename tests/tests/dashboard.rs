@@ -1,0 +1,453 @@
+//! The dashboard that `lcw serve` serves at GET /, loaded in headless Chromium against a real
+//! devnet, indexer and store: every chart draws real data, the numbers on the page are the
+//! store's, the page talks to nothing but its own API (over HTTP and the WebSocket
+//! subscription), and a screenshot is left at `target/artifacts/dashboard.png`.
+//!
+//! The API runs as the real `lcw` binary (`target/<profile>/lcw`, built by `cargo test
+//! --workspace` for the CLI's own tests, or by `cargo build -p lcw-cli`; `LCW_BIN` overrides).
+//! Chromium is the Debian package `chromium`, installed by the project's setup (`.ci/run`);
+//! `CHROMIUM_BIN` overrides.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use lcw_contracts::simulate::{self, SimulateOptions, plan::Shares};
+use lcw_schema::bindings::AIConfig;
+use lcw_schema::profile::Role;
+use lcw_schema::store::Store;
+use lcw_tests::indexing::{Follower, cursor};
+use lcw_tests::{TestNet, wait_until};
+
+/// The page as the binary should serve it (a mismatch means a stale binary).
+const DASHBOARD: &str = include_str!("../../queries/src/dashboard/index.html");
+/// Every chart the page draws, by its `data-chart` name.
+const CHARTS: [&str; 6] = ["exit-plan", "earnings", "jobs-by-state", "jobs-by-model", "latency", "release-queue"];
+/// The dispute window while the last jobs complete: they wait an hour in the release queue.
+const LONG_WINDOW: u64 = 3600;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_draws_every_chart_from_the_store_in_headless_chromium() {
+    // The tools first: a missing one is a set-up error, reported before minutes of traffic.
+    let chromium = chromium();
+    let lcw = lcw_binary();
+
+    let net = TestNet::start_with(|o| {
+        o.block_time = 1;
+        o.deploy.ack_timeout = 3;
+        o.deploy.completion_timeout = 3;
+        o.deploy.dispute_window = 3;
+        o.deploy.resolution_timeout = 3;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+
+    // Two rounds of releases, timeouts and disputes (each verdict), in two hours of chain time when possible, so the
+    // hourly charts have more than one bucket; then the window grows to an hour and a last round
+    // completes without release: those jobs fill the release queue and the exit plans.
+    let profile = net.profile().clone();
+    for seed in [1, 2] {
+        let report = simulate::run(&profile, &traffic(seed), |_| {}).await.expect("simulation");
+        assert_eq!(report.reverted, 0, "{report:?}");
+        // The simulator signs sessions that expire an hour after the wall clock, so the chain
+        // may not run that far ahead: jump into the next hour only when it is near enough.
+        let to_next_hour = 3600 - net.now().await % 3600 + 30;
+        if seed == 1 && to_next_hour < 3000 {
+            net.advance(to_next_hour).await;
+        }
+    }
+    let owner = net.wallet(net.signer(Role::Deployer, 0));
+    let ai = AIConfig::new(profile.contracts.ai_config, &owner);
+    ai.setDisputeWindow(U256::from(LONG_WINDOW)).send().await.unwrap().get_receipt().await.unwrap();
+    let pending = SimulateOptions {
+        jobs: 12,
+        workers: 3,
+        auto_complete: true,
+        auto_release: false,
+        max_per_block: 4,
+        seed: 4,
+        ..SimulateOptions::default()
+    };
+    let report = simulate::run(&profile, &pending, |_| {}).await.expect("simulation");
+    assert_eq!(report.completed, 12, "{report:?}");
+    let head = alloy::providers::Provider::get_block_number(&net.provider()).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || async { cursor(&db).is_some_and(|(b, _)| b >= head) }).await,
+        "the indexer reaches block {head}"
+    );
+    let truth = Truth::read(&db);
+    assert!(truth.active_jobs > 0 && truth.released > 0, "the busiest worker has open and released jobs: {truth:?}");
+
+    let api = Api::start(&lcw, &db, &profile.rpc_url, dir.path()).await;
+    let served = reqwest::get(format!("{}/", api.origin)).await.unwrap().text().await.unwrap();
+    assert!(
+        served == DASHBOARD,
+        "GET / does not serve queries/src/dashboard/index.html: {} is stale; run `cargo build -p lcw-cli`",
+        lcw.display()
+    );
+    assert_self_contained(DASHBOARD);
+
+    let artifacts = target_dir().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("dashboard.png");
+    let url = format!("{}/?worker={}", api.origin, truth.worker);
+    let page = load_until_drawn(&chromium, &url, &screenshot, &dir.path().join("worker")).await;
+    println!("dashboard screenshot: {}", screenshot.display());
+
+    let dom = &page.dom;
+    let errors = between(dom, "<ul id=\"errors\">", "</ul>").unwrap_or_default();
+    assert!(errors.is_empty(), "the page shows API errors: {errors}");
+    assert_eq!(
+        number(dom, "data-field=\"active-jobs\""),
+        truth.active_jobs,
+        "exit plan: active jobs of {}",
+        truth.worker
+    );
+    assert_eq!(
+        number(dom, "data-total=\"released\""),
+        truth.released,
+        "jobs by state: released jobs of {}",
+        truth.worker
+    );
+    assert_eq!(number(dom, "data-field=\"jobs\""), truth.jobs, "header: jobs in the store");
+    assert_eq!(number(dom, "data-field=\"queue-total\""), truth.open, "release queue: open jobs of every worker");
+    let earned = tag_with(dom, "data-field=\"earned\"").and_then(|t| attr(t, "data-wei")).map(str::to_owned);
+    assert_eq!(earned.as_deref(), Some(truth.earned_wei.as_str()), "earnings: the worker's released shares, exact wei");
+    let countdown = text_after(dom, "data-field=\"countdown\"").unwrap_or_default();
+    assert!(
+        countdown.starts_with("in ") && countdown.contains('m'),
+        "the exit plan counts down to deregistration about an hour away, shows {countdown:?}"
+    );
+    let deadline = tag_with(dom, "data-field=\"countdown\"").and_then(|t| attr(t, "data-deadline"));
+    assert_eq!(
+        deadline.and_then(|d| d.parse().ok()),
+        Some(truth.last_releasable),
+        "the countdown ends when the worker's last job becomes releasable"
+    );
+    let kind = text_after(dom, "data-field=\"next-kind\"").unwrap_or_default();
+    assert!(
+        ["NOT_REGISTERED", "WITHDRAW", "DRAIN", "RELEASE", "CLEAR_STUCK", "WAIT", "DEREGISTER"].contains(&kind),
+        "the exit plan names its next step, shows {kind:?}"
+    );
+
+    // Over the network: nothing but this origin, and the head subscription was used.
+    let requests = page_requests(&page.netlog, "127.0.0.1");
+    let http = format!("{}/", api.origin);
+    let ws = http.replacen("http", "ws", 1);
+    let foreign: Vec<&String> = requests.iter().filter(|u| !u.starts_with(&http) && !u.starts_with(&ws)).collect();
+    assert!(foreign.is_empty(), "the page fetched from elsewhere: {foreign:?}");
+    assert!(requests.contains(&format!("{http}graphql")), "the page queried the API over HTTP: {requests:?}");
+    assert!(requests.contains(&format!("{ws}graphql")), "the page opened the subscription socket: {requests:?}");
+
+    // The same page for the whole network: the charts switch to the network's numbers.
+    let screenshot = artifacts.join("dashboard-network.png");
+    let page =
+        load_until_drawn(&chromium, &format!("{url}&scope=network"), &screenshot, &dir.path().join("network")).await;
+    println!("dashboard screenshot (network): {}", screenshot.display());
+    let dom = &page.dom;
+    assert_eq!(
+        number(dom, "data-total=\"released\""),
+        truth.network_released,
+        "jobs by state: released jobs of all workers"
+    );
+    let earned = tag_with(dom, "data-field=\"earned\"").and_then(|t| attr(t, "data-wei")).map(str::to_owned);
+    assert_eq!(earned, Some(truth.network_earned.to_string()), "earnings: released shares of all workers, exact wei");
+    assert_eq!(
+        number(dom, "data-field=\"active-jobs\""),
+        truth.active_jobs,
+        "the exit plan stays the selected worker's"
+    );
+
+    drop(api);
+    indexer.finish().await;
+}
+
+/// Traffic with releases, timeouts (before and after the ack) and disputes (each verdict).
+fn traffic(seed: u64) -> SimulateOptions {
+    SimulateOptions {
+        jobs: 24,
+        workers: 3,
+        auto_complete: true,
+        auto_release: true,
+        shares: Shares { timeout: 15.0, dispute: 25.0, settle: 0.0 },
+        seed,
+        ..SimulateOptions::default()
+    }
+}
+
+/// What the page must show, read from the store.
+#[derive(Debug)]
+struct Truth {
+    /// The worker with the most active jobs among those with released jobs.
+    worker: Address,
+    active_jobs: i64,
+    earned_wei: String,
+    /// Its released jobs.
+    released: i64,
+    /// When its last completed job becomes releasable (completion plus the long window).
+    last_releasable: i64,
+    /// All jobs.
+    jobs: i64,
+    /// Active jobs of every worker: each has a scheduled release or timeout.
+    open: i64,
+    /// Released jobs of every worker.
+    network_released: i64,
+    /// Worker shares of every worker, wei.
+    network_earned: U256,
+}
+
+impl Truth {
+    fn read(db: &Path) -> Truth {
+        let store = Store::open_readonly(db).unwrap();
+        let c = store.conn();
+        let (address, active_jobs, earned_wei) = c
+            .query_row(
+                "SELECT address, active_jobs, earned_wei FROM workers w
+                 WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.worker = w.address AND j.state = 'RELEASED')
+                 ORDER BY active_jobs DESC, address LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let released = c
+            .query_row("SELECT count(*) FROM jobs WHERE worker = ?1 AND state = 'RELEASED'", [&address], |r| r.get(0))
+            .unwrap();
+        let last_completed: i64 = c
+            .query_row(
+                "SELECT max(completed_at) FROM jobs WHERE worker = ?1 AND state = 'COMPLETED'",
+                [&address],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let last_releasable = last_completed + LONG_WINDOW as i64;
+        let jobs = c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).unwrap();
+        let open = c.query_row("SELECT coalesce(sum(active_jobs), 0) FROM workers", [], |r| r.get(0)).unwrap();
+        let network_released =
+            c.query_row("SELECT count(*) FROM jobs WHERE state = 'RELEASED'", [], |r| r.get(0)).unwrap();
+        let mut earned = c.prepare("SELECT earned_wei FROM workers").unwrap();
+        let network_earned = earned
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|w| w.unwrap().parse::<U256>().expect("wei as a decimal string"))
+            .fold(U256::ZERO, |a, b| a + b);
+        Truth {
+            worker: Address::from_slice(&address),
+            active_jobs,
+            earned_wei,
+            released,
+            last_releasable,
+            jobs,
+            open,
+            network_released,
+            network_earned,
+        }
+    }
+}
+
+/// `target/<profile>`: this test executable lives in its `deps` folder.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps").to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    let profile = profile_dir();
+    profile.parent().map(Path::to_owned).unwrap_or(profile)
+}
+
+fn lcw_binary() -> PathBuf {
+    let path = std::env::var_os("LCW_BIN").map(PathBuf::from).unwrap_or_else(|| profile_dir().join("lcw"));
+    assert!(
+        path.is_file(),
+        "the lcw binary is missing at {}: build it with `cargo build -p lcw-cli` (`cargo test --workspace` does)",
+        path.display()
+    );
+    path
+}
+
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHROMIUM_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join("chromium")).find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!(
+            "chromium is not installed: the dashboard test needs headless Chromium (Debian package `chromium`); \
+             the project's setup installs it (.ci/run), or run `apt-get install -y chromium`"
+        )
+    })
+}
+
+/// `lcw serve` on a free port; killed when dropped.
+struct Api {
+    child: tokio::process::Child,
+    origin: String,
+}
+
+impl Api {
+    async fn start(lcw: &Path, db: &Path, rpc: &str, dir: &Path) -> Api {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log_path = dir.join("serve.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = tokio::process::Command::new(lcw)
+            .arg("serve")
+            .arg("--db")
+            .arg(db)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--head-rpc", rpc])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("lcw serve starts");
+        let origin = format!("http://127.0.0.1:{port}");
+        let health = format!("{origin}/healthz");
+        let up = wait_until(Duration::from_secs(30), || async {
+            reqwest::get(&health).await.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        if !up {
+            let _ = child.start_kill();
+            panic!("lcw serve did not answer on {health}:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+        }
+        Api { child, origin }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The page must not reach outside its origin: no absolute URLs, no external scripts, styles,
+/// fonts or images.
+fn assert_self_contained(html: &str) {
+    for needle in ["://", " src=", "@import", "url(", "@font-face"] {
+        assert!(!html.contains(needle), "the dashboard HTML contains {needle:?}: it must be self-contained");
+    }
+    for link in html.match_indices("href=\"").map(|(i, _)| &html[i + 6..]) {
+        assert!(link.starts_with("data:"), "the dashboard links to {:?}", &link[..link.len().min(40)]);
+    }
+}
+
+/// What headless Chromium saw of the page.
+struct Page {
+    dom: String,
+    netlog: PathBuf,
+}
+
+/// Loads `url` until every chart reports data-ready, saving a screenshot each time. Chromium's
+/// virtual time runs the page's clock fast while the API answers in real time; a longer budget
+/// is tried when the charts were not all drawn yet.
+async fn load_until_drawn(chromium: &Path, url: &str, screenshot: &Path, dir: &Path) -> Page {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut last = String::new();
+    for (attempt, budget_ms) in [8_000u64, 20_000, 40_000].into_iter().enumerate() {
+        let profile = dir.join(format!("chromium-{attempt}"));
+        let netlog = dir.join(format!("netlog-{attempt}.json"));
+        let run = tokio::process::Command::new(chromium)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-default-apps",
+                "--window-size=1400,2100",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--log-net-log={}", netlog.display()))
+            .arg(format!("--virtual-time-budget={budget_ms}"))
+            .arg(format!("--screenshot={}", screenshot.display()))
+            .arg("--dump-dom")
+            .arg(url)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = match tokio::time::timeout(Duration::from_secs(120), run).await {
+            Ok(out) => out.expect("chromium runs"),
+            Err(_) => panic!("chromium did not finish loading {url} within 120 s"),
+        };
+        let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        let states: Vec<(&str, Option<&str>)> = CHARTS
+            .iter()
+            .map(|c| (*c, tag_with(&dom, &format!("data-chart=\"{c}\"")).and_then(|t| attr(t, "data-ready"))))
+            .collect();
+        if states.iter().all(|(_, ready)| *ready == Some("true")) {
+            assert!(screenshot.is_file(), "chromium saved no screenshot at {}", screenshot.display());
+            return Page { dom, netlog };
+        }
+        last = format!(
+            "charts (name, data-ready): {states:?}; banner: {:?}; chromium exit: {}",
+            between(&dom, "<ul id=\"errors\">", "</ul>"),
+            out.status
+        );
+    }
+    panic!("the dashboard at {url} did not draw every chart with data: {last}");
+}
+
+/// The first opening tag containing `needle`.
+fn tag_with<'a>(dom: &'a str, needle: &str) -> Option<&'a str> {
+    let i = dom.find(needle)?;
+    let start = dom[..i].rfind('<')?;
+    let end = i + dom[i..].find('>')?;
+    Some(&dom[start..=end])
+}
+
+/// An attribute's value in an opening tag.
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=\"");
+    let i = tag.find(&key)? + key.len();
+    Some(&tag[i..i + tag[i..].find('"')?])
+}
+
+/// The text right inside the element carrying `needle`, up to its first child or end.
+fn text_after<'a>(dom: &'a str, needle: &str) -> Option<&'a str> {
+    let i = dom.find(needle)?;
+    let open = i + dom[i..].find('>')? + 1;
+    let close = open + dom[open..].find('<')?;
+    Some(dom[open..close].trim())
+}
+
+fn between<'a>(dom: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = dom.find(start)? + start.len();
+    Some(dom[i..i + dom[i..].find(end)?].trim())
+}
+
+/// The number shown by the element carrying `needle` (thousands separators allowed).
+fn number(dom: &str, needle: &str) -> i64 {
+    let text = text_after(dom, needle).unwrap_or_else(|| panic!("the page has no element with {needle}"));
+    text.replace(',', "").parse().unwrap_or_else(|_| panic!("{needle} shows {text:?}, not a number"))
+}
+
+/// URLs the page itself requested (its main frame and everything it loaded), from Chromium's
+/// NetLog: requests whose network isolation key is the page's site. Chromium's own background
+/// requests carry another key.
+fn page_requests(netlog: &Path, host: &str) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(netlog).unwrap_or_else(|e| panic!("chromium's NetLog {}: {e}", netlog.display()));
+    let log: serde_json::Value = serde_json::from_str(&text).expect("NetLog is JSON");
+    let start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"].as_u64().expect("NetLog event types");
+    let site = format!("http://{host} ");
+    let mut urls: Vec<String> = log["events"]
+        .as_array()
+        .expect("NetLog events")
+        .iter()
+        .filter(|e| e["type"].as_u64() == Some(start))
+        .filter(|e| e["params"]["network_isolation_key"].as_str().is_some_and(|k| k.starts_with(&site)))
+        .filter_map(|e| e["params"]["url"].as_str().map(str::to_owned))
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
