@@ -398,23 +398,21 @@ impl Query {
         let head = db.read(head_ts).await.map_err(gql)?;
         let (from, to, step) = range(from, to, bucket, head)?;
         db.read(move |conn| {
-            let rows = reads::rollups(conn, worker.as_ref().map(|w| &w.0), None, from, to)?;
-            let mut out: BTreeMap<u64, EarningsBucket> = BTreeMap::new();
-            for r in rows {
-                let start = r.hour / step * step;
-                let b = out
-                    .entry(start)
-                    .or_insert_with(|| EarningsBucket { start: Timestamp(start), ..Default::default() });
-                b.released += r.released;
-                b.fees.0 += r.fees_wei;
-                b.worker_share.0 += r.worker_share_wei;
-                b.protocol_share.0 += r.protocol_share_wei;
-                b.fee_pool_share.0 += r.fee_pool_share_wei;
-                b.keeper_bounty.0 += r.keeper_bounty_wei;
-                b.slashed.0 += r.slashed_wei;
-                b.refunded.0 += r.refunded_wei;
-            }
-            Ok(out.into_values().collect())
+            let rows = reads::earnings(conn, worker.as_ref().map(|w| &w.0), from, to, step)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| EarningsBucket {
+                    start: Timestamp(r.start),
+                    released: r.released,
+                    fees: BigInt(r.sums[0]),
+                    worker_share: BigInt(r.sums[1]),
+                    protocol_share: BigInt(r.sums[2]),
+                    fee_pool_share: BigInt(r.sums[3]),
+                    keeper_bounty: BigInt(r.sums[4]),
+                    slashed: BigInt(r.sums[5]),
+                    refunded: BigInt(r.sums[6]),
+                })
+                .collect())
         })
         .await
         .map_err(gql)

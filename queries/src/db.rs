@@ -78,20 +78,52 @@ impl Db {
     {
         let _permit = self.permits.acquire().await.map_err(|e| ReadError::Internal(e.to_string()))?;
         let store = self.take()?;
-        let interrupt = store.conn().get_interrupt_handle();
+        // Interrupts the query if this future is dropped (the request's own time limit, a client
+        // that went away) or the time limit passes, so no abandoned query keeps a thread busy.
+        let done = Arc::new(Mutex::new(false));
+        let mut guard = Interrupt { handle: Some(store.conn().get_interrupt_handle()), done: done.clone() };
         let db = self.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             let out = f(store.conn());
+            // Marked under the lock, so an interrupt can never reach the connection once it is
+            // back in the pool serving someone else.
+            if let Ok(mut d) = done.lock() {
+                *d = true;
+            }
             db.give_back(store);
             out
         });
-        tokio::select! {
+        let out = tokio::select! {
             r = &mut task => r.map_err(|e| ReadError::Internal(e.to_string()))?,
             _ = tokio::time::sleep(self.timeout) => {
-                interrupt.interrupt();
+                guard.fire();
                 let _ = task.await;
                 Err(ReadError::Timeout(self.timeout.as_millis()))
             }
+        };
+        guard.handle = None;
+        out
+    }
+}
+
+struct Interrupt {
+    handle: Option<rusqlite::InterruptHandle>,
+    done: Arc<Mutex<bool>>,
+}
+
+impl Interrupt {
+    fn fire(&mut self) {
+        if let Some(h) = self.handle.take()
+            && let Ok(done) = self.done.lock()
+            && !*done
+        {
+            h.interrupt();
         }
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        self.fire();
     }
 }

@@ -758,7 +758,6 @@ impl Default for BigInt {
     }
 }
 
-
 /// Job outcomes and latencies in one bucket.
 #[derive(SimpleObject, Debug, Clone, Default)]
 pub struct JobStatsBucket {

@@ -347,3 +347,74 @@ pub fn cursor_updated_at(conn: &Connection) -> StoreResult<u64> {
         .optional()?
         .unwrap_or(0))
 }
+
+/// Wei columns summed by [`earnings`], in this order.
+pub const EARNINGS_COLUMNS: [&str; 8] = [
+    "fees_wei",
+    "worker_share_wei",
+    "protocol_share_wei",
+    "fee_pool_share_wei",
+    "keeper_bounty_wei",
+    "slashed_wei",
+    "refunded_wei",
+    "",
+];
+
+/// One bucket of [`earnings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarningsRow {
+    /// Bucket start.
+    pub start: u64,
+    /// Jobs released.
+    pub released: u64,
+    /// Sums of [`EARNINGS_COLUMNS`] (all but the last, empty, entry).
+    pub sums: [U256; 7],
+}
+
+/// Earnings per bucket of `step` seconds with `from <= hour < to`, summed exactly inside SQLite:
+/// each decimal wei string is split into its digits above and below 10^9, both halves are summed
+/// as 64-bit integers (no overflow for any realistic range) and recombined here.
+pub fn earnings(
+    conn: &Connection,
+    worker: Option<&Address>,
+    from: u64,
+    to: u64,
+    step: u64,
+) -> StoreResult<Vec<EarningsRow>> {
+    let mut cols = String::new();
+    for c in EARNINGS_COLUMNS.iter().filter(|c| !c.is_empty()) {
+        cols.push_str(&format!(
+            ", sum(CAST(substr({c}, 1, length({c}) - 9) AS INTEGER)), sum(CAST(substr({c}, -9) AS INTEGER))"
+        ));
+    }
+    let (index, key) = match worker {
+        Some(_) => ("INDEXED BY rollups_by_worker", "worker = ?1"),
+        None => ("", "?1 IS NULL"),
+    };
+    let sql = format!(
+        "SELECT (hour / ?4) * ?4 AS bucket, sum(released){cols} FROM rollups_hourly {index}
+         WHERE {key} AND hour >= ?2 AND hour < ?3 GROUP BY bucket ORDER BY bucket"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let billion = U256::from(1_000_000_000u64);
+    let rows = stmt
+        .query_map(
+            rusqlite::params![
+                worker.map(|w| w.to_vec()),
+                from.min(i64::MAX as u64) as i64,
+                to.min(i64::MAX as u64) as i64,
+                step.max(1) as i64
+            ],
+            |r| {
+                let mut sums = [U256::ZERO; 7];
+                for (i, s) in sums.iter_mut().enumerate() {
+                    let hi: i64 = r.get::<_, Option<i64>>(2 + 2 * i)?.unwrap_or(0);
+                    let lo: i64 = r.get::<_, Option<i64>>(3 + 2 * i)?.unwrap_or(0);
+                    *s = U256::from(hi.max(0) as u64) * billion + U256::from(lo.max(0) as u64);
+                }
+                Ok(EarningsRow { start: col::get(r, 0)?, released: col::get(r, 1)?, sums })
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}

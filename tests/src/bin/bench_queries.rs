@@ -20,7 +20,6 @@
 //! latency of error responses means nothing.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1505,7 +1504,7 @@ async fn load(args: &Args, db: &Path) -> anyhow::Result<LoadReport> {
     let mut results = Vec::new();
     for (i, q) in queries.iter().enumerate() {
         let script = scripts.path().join(format!("q{i}.lua"));
-        std::fs::File::create(&script)?.write_all(wrk_script(q)?.as_bytes())?;
+        std::fs::write(&script, wrk_script(q)?)?;
         if args.warmup > 0 {
             run_wrk(args, &url, &script, args.warmup)?;
         }
