@@ -510,12 +510,17 @@ impl Subscription {
         let mut commits = st.commits.clone();
         commits.borrow_and_update();
         Ok(async_stream(move |tx| async move {
+            let mut last = None;
             loop {
                 let readiness = st.readiness.clone();
                 let s = st.db.read(move |conn| status(conn, &readiness)).await.map_err(gql);
-                if tx.send(s).await.is_err() {
+                // One push per committed block: the first read may already show a block whose
+                // notification is still on its way.
+                let block = s.as_ref().ok().map(|s| s.block);
+                if (block.is_none() || block != last) && tx.send(s).await.is_err() {
                     return;
                 }
+                last = block;
                 if commits.changed().await.is_err() {
                     return;
                 }
