@@ -168,7 +168,7 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     config.live.poll_interval = Duration::from_millis(100);
     let indexer_stop = stop.clone();
     let mut indexer = tokio::spawn(async move { lcw_indexer::run(config, indexer_stop, Some(commits_tx)).await });
-    wait_for_store(&db, stop.clone()).await?;
+    crate::cmd::settle::wait_for_store(&db, stop.clone()).await?;
 
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
     if let Some(api) = api_config {
@@ -215,17 +215,4 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
             }
         }
     }
-}
-
-async fn wait_for_store(db: &std::path::Path, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
-    for _ in 0..600 {
-        if lcw_schema::store::Store::open_readonly(db).is_ok() {
-            return Ok(());
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = stop.changed() => anyhow::bail!("interrupted"),
-        }
-    }
-    anyhow::bail!("no store at {} after 60 s", db.display())
 }

@@ -118,7 +118,10 @@ pub(crate) async fn run(args: SettleArgs, data: DataArgs) -> anyhow::Result<()> 
 }
 
 /// Waits until the store exists (the embedded indexer creates it on first run).
-async fn wait_for_store(db: &std::path::Path, mut shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_store(
+    db: &std::path::Path,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     for _ in 0..600 {
         if lcw_schema::store::Store::open_readonly(db).is_ok() {
             return Ok(());

@@ -138,7 +138,7 @@ pub fn drained(conn: &Connection, worker: Address) -> StoreResult<bool> {
 pub fn store_clock(conn: &Connection) -> StoreResult<ChainClock> {
     let mut clock = ChainClock::default();
     let Some(cursor) = super::raw::Cursor::get(conn)? else { return Ok(clock) };
-    for b in super::reads::recent_blocks(conn, cursor.block_number, 33)? {
+    for b in super::raw::BlockRow::recent(conn, cursor.block_number, 33)? {
         clock.observe(b.number, b.timestamp);
     }
     if clock.head != cursor.block_number

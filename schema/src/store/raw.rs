@@ -264,16 +264,31 @@ impl BlockRow {
     pub fn get(conn: &Connection, number: u64) -> StoreResult<Option<BlockRow>> {
         Ok(conn
             .prepare_cached("SELECT number, hash, parent_hash, timestamp, log_count FROM blocks WHERE number = ?1")?
-            .query_row([number as i64], |r| {
-                Ok(BlockRow {
-                    number: col::get(r, 0)?,
-                    hash: col::get(r, 1)?,
-                    parent_hash: col::get(r, 2)?,
-                    timestamp: col::get(r, 3)?,
-                    log_count: col::get(r, 4)?,
-                })
-            })
+            .query_row([number as i64], Self::from_row)
             .optional()?)
+    }
+
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRow> {
+        Ok(BlockRow {
+            number: col::get(r, 0)?,
+            hash: col::get(r, 1)?,
+            parent_hash: col::get(r, 2)?,
+            timestamp: col::get(r, 3)?,
+            log_count: col::get(r, 4)?,
+        })
+    }
+
+    /// Up to `n` most recent blocks at or below `head`, oldest first (for the chain clock).
+    pub fn recent(conn: &Connection, head: u64, n: usize) -> StoreResult<Vec<BlockRow>> {
+        let mut rows = conn
+            .prepare_cached(
+                "SELECT number, hash, parent_hash, timestamp, log_count FROM blocks WHERE number <= ?1
+                 ORDER BY number DESC LIMIT ?2",
+            )?
+            .query_map(rusqlite::params![head.min(i64::MAX as u64) as i64, n as i64], Self::from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
     }
 
     /// The highest stored block at or below `number`.

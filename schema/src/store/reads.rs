@@ -11,7 +11,6 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::StoreResult;
 use super::col;
-use super::raw::BlockRow;
 use super::rows::{JobRow, ModelRow, WorkerRow};
 
 /// Which jobs a page holds.
@@ -133,18 +132,13 @@ pub fn jobs_page(conn: &Connection, q: &JobQuery, limit: usize, budget: usize) -
     let scan = q.scan();
     let sql = job_scan_sql(scan, q.descending);
     let mut stmt = conn.prepare_cached(&sql)?;
-    let key: Option<Vec<u8>> = match scan {
-        JobScan::Worker => q.worker.map(|w| w.to_vec()),
-        JobScan::Session => None,
-        JobScan::Model => q.model.map(|m| m.to_vec()),
-        JobScan::All => None,
+    let key: rusqlite::types::Value = match scan {
+        JobScan::Worker => q.worker.map(|w| w.to_vec()).into(),
+        JobScan::Session => q.session.map(|s| s as i64).into(),
+        JobScan::Model => q.model.map(|m| m.to_vec()).into(),
+        JobScan::All => rusqlite::types::Value::Null,
     };
-    let mut rows = match scan {
-        JobScan::Session => {
-            stmt.query(rusqlite::params![q.session.unwrap_or_default() as i64, lo as i64, hi as i64])?
-        }
-        _ => stmt.query(rusqlite::params![key, lo as i64, hi as i64])?,
-    };
+    let mut rows = stmt.query(rusqlite::params![key, lo as i64, hi as i64])?;
     let mut jobs = Vec::new();
     let mut scanned = 0usize;
     while let Some(r) = rows.next()? {
@@ -319,21 +313,6 @@ pub fn jobs_touched(
             && worker.is_none_or(|w| j.worker == *w)
         {
             out.push(j);
-        }
-    }
-    Ok(out)
-}
-
-/// Up to `n` most recent blocks at or below `head`, oldest first (for the chain clock).
-pub fn recent_blocks(conn: &Connection, head: u64, n: usize) -> StoreResult<Vec<BlockRow>> {
-    let mut stmt = conn.prepare_cached("SELECT number FROM blocks WHERE number <= ?1 ORDER BY number DESC LIMIT ?2")?;
-    let numbers: Vec<u64> = stmt
-        .query_map(rusqlite::params![head as i64, n as i64], |r| col::get::<u64>(r, 0))?
-        .collect::<Result<_, _>>()?;
-    let mut out = Vec::with_capacity(numbers.len());
-    for n in numbers.into_iter().rev() {
-        if let Some(b) = BlockRow::get(conn, n)? {
-            out.push(b);
         }
     }
     Ok(out)
