@@ -5,7 +5,8 @@
 //!   trigger refuses a second live transaction for a job;
 //! - **sign** with an explicitly owned nonce, and store the raw transaction *before* broadcasting;
 //! - **track** receipts on every head; a mined transaction whose block is reorged out goes back to
-//!   `sent` and its raw bytes are broadcast again; one that stays unmined while the base fee has
+//!   `sent` and its raw bytes are broadcast again (or, when it would now revert, its nonce goes to a
+//!   zero-value transfer to self and its jobs back to the schedule); one that stays unmined while the base fee has
 //!   passed its cap, or for too many blocks, is replaced at the same nonce with bumped fees;
 //! - **reconcile** at start: nonces against the chain, every unmined raw transaction re-broadcast,
 //!   intents that were never signed cancelled (the schedule re-plans them from the store).
@@ -54,8 +55,9 @@ pub enum Tracked {
     Mined { id: i64, kind: String, block: u64, gas_used: u64, jobs: Vec<u64> },
     /// Mined with status 0.
     Reverted { id: i64, kind: String, block: u64, jobs: Vec<u64> },
-    /// Its block was reorged out; re-broadcast.
-    Reorged { id: i64, block: u64 },
+    /// Its block was reorged out (what it did on the old branch no longer counts): re-broadcast,
+    /// or cancelled when it would now revert (then a `Dropped` follows).
+    Reorged { id: i64, block: u64, kind: String, jobs: Vec<u64>, was_ok: bool },
     /// Replaced with higher fees at the same nonce.
     Bumped { id: i64, attempt: u32 },
     /// Never mined and its nonce was used by another transaction; its jobs return to the schedule.
@@ -402,13 +404,7 @@ impl Outbox {
                 e.insert(chain.block(block.into()).await?.map(|b| b.hash));
             }
             if canonical[&block] != Some(hash) {
-                self.conn.execute(
-                    "UPDATE outbox SET status = 'sent', mined_block = NULL, mined_hash = NULL, mined_tx = NULL,
-                            gas_used = NULL, note = 'reorged out; re-broadcast' WHERE id = ?1",
-                    [id],
-                )?;
-                tracing::warn!(id, block, "a mined outbox transaction was reorged out; re-broadcasting it");
-                events.push(Tracked::Reorged { id, block });
+                events.extend(self.reorged_out(chain, head, id, block, fees).await?);
             }
         }
         // Receipts of everything live.
@@ -485,6 +481,81 @@ impl Outbox {
             }
         }
         Ok(events)
+    }
+
+    /// A mined transaction whose block left the canonical chain. Its nonce is free again. If its
+    /// call still succeeds on the new branch, the same raw bytes go out again; if it would now
+    /// revert (another keeper released the jobs on the new branch, or the new branch's clock is
+    /// behind the window), broadcasting it would only burn gas, so the nonce is taken by a
+    /// zero-value transfer to self at higher fees and the jobs return to the schedule.
+    async fn reorged_out(
+        &mut self,
+        chain: &Chain,
+        head: &Head,
+        id: i64,
+        block: u64,
+        market: Option<Fees>,
+    ) -> SettlerResult<Vec<Tracked>> {
+        let (nonce, to, data, kind, was_ok): (i64, Vec<u8>, Vec<u8>, String, bool) = self.conn.query_row(
+            "SELECT nonce, to_address, calldata, kind, status = 'mined' FROM outbox WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+        let reorged = Tracked::Reorged { id, block, kind, jobs: self.jobs_of(id)?, was_ok };
+        let call = crate::chain::CallSpec { from: self.sender, to: Address::from_slice(&to), data: Bytes::from(data) };
+        let sim = chain.simulate(&[call], head.number + 1, head.timestamp + 1).await?;
+        let still_ok = sim.first().is_some_and(|s| s.ok());
+        if still_ok {
+            self.conn.execute(
+                "UPDATE outbox SET status = 'sent', mined_block = NULL, mined_hash = NULL, mined_tx = NULL,
+                        gas_used = NULL, note = 'reorged out; re-broadcast' WHERE id = ?1",
+                [id],
+            )?;
+            tracing::warn!(id, block, "a mined outbox transaction was reorged out; re-broadcasting it");
+            return Ok(vec![reorged]);
+        }
+        let why = sim.first().and_then(|s| s.error.clone()).unwrap_or_else(|| "no result".into());
+        let (last_fee, last_tip): (String, String) = self.conn.query_row(
+            "SELECT max_fee_per_gas, max_priority_fee_per_gas FROM outbox_attempts WHERE outbox_id = ?1
+             ORDER BY attempt DESC LIMIT 1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let bump = |v: u128| v.saturating_mul(100 + BUMP_PERCENT).div_ceil(100).max(v + 1);
+        let mut fees = Fees { max_fee: bump(last_fee.parse().unwrap_or(0)), tip: bump(last_tip.parse().unwrap_or(0)) };
+        if let Some(m) = market {
+            fees = Fees { max_fee: fees.max_fee.max(m.max_fee), tip: fees.tip.max(m.tip) };
+        }
+        fees.max_fee = fees.max_fee.max(fees.tip);
+        let nonce = nonce as u64;
+        let (hash, raw) = self.sign(nonce, 21_000, self.sender, &Bytes::new(), U256::ZERO, fees)?;
+        let note = format!(
+            "reorged out of block {block} and would now revert ({why}); nonce {nonce} taken by a transfer to self, \
+             jobs back to the schedule"
+        );
+        let cancel = {
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "UPDATE outbox SET status = 'dropped', mined_block = NULL, mined_hash = NULL, mined_tx = NULL,
+                        gas_used = NULL, note = ?2 WHERE id = ?1",
+                params![id, note],
+            )?;
+            tx.execute(
+                "INSERT INTO outbox (sender, kind, to_address, calldata, value_wei, gas_limit, nonce, status, created_at,
+                                     created_head, sent_at, note)
+                 VALUES (?1, 'cancel', ?1, x'', '0', 21000, ?2, 'sent', ?3, ?4, ?3, ?5)",
+                params![self.sender.as_slice(), nonce as i64, now(), head.number as i64, format!("fills nonce of #{id}")],
+            )?;
+            let cancel = tx.last_insert_rowid();
+            insert_attempt(&tx, cancel, 0, hash, &raw, fees)?;
+            tx.commit()?;
+            cancel
+        };
+        tracing::warn!(id, block, cancel, nonce, reason = %why, "a reorged-out transaction would now revert; cancelled it");
+        if let Err(e) = chain.send_raw(&raw).await {
+            tracing::warn!(id = cancel, error = %e, "broadcast failed; re-broadcasting on the next head");
+        }
+        Ok(vec![reorged, Tracked::Dropped { id, note }])
     }
 
     /// Transactions of this sender by status (for summaries).

@@ -84,9 +84,10 @@ pub struct SettleSummary {
     pub reverted: u64,
     /// Replaced with higher fees.
     pub bumped: u64,
-    /// Lost their nonce; jobs re-planned.
+    /// Lost their nonce, or reorged out and would now revert (nonce taken by a transfer to
+    /// self); jobs re-planned.
     pub dropped: u64,
-    /// Mined releases reorged out and re-broadcast.
+    /// Mined transactions reorged out (re-broadcast, or cancelled when they would now revert).
     pub reorged: u64,
     /// Jobs released by this settler's mined transactions.
     pub jobs_released: u64,
@@ -270,7 +271,22 @@ fn count(summary: &mut SettleSummary, e: &Tracked) {
             summary.reverted += 1;
             tracing::error!(id, kind, block, ?jobs, "a settler transaction reverted");
         }
-        Tracked::Reorged { .. } => summary.reorged += 1,
+        Tracked::Reorged { kind, jobs, was_ok, .. } => {
+            summary.reorged += 1;
+            // What it did on the abandoned branch no longer counts; a re-mine counts again.
+            if *was_ok {
+                summary.mined = summary.mined.saturating_sub(1);
+                let n = jobs.len() as u64;
+                match kind.as_str() {
+                    "release" => summary.jobs_released = summary.jobs_released.saturating_sub(n),
+                    "claim_timeout" => summary.timeouts_claimed = summary.timeouts_claimed.saturating_sub(n),
+                    "settle_stuck" => summary.settled_stuck = summary.settled_stuck.saturating_sub(n),
+                    _ => {}
+                }
+            } else {
+                summary.reverted = summary.reverted.saturating_sub(1);
+            }
+        }
         Tracked::Bumped { .. } => summary.bumped += 1,
         Tracked::Dropped { .. } => summary.dropped += 1,
     }

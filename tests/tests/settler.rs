@@ -1,6 +1,7 @@
 //! The settler against a real anvil with 1 s blocks: every job released in the first block whose
 //! timestamp reaches its releasableAt, through a dispute-window change, a competing keeper, a
-//! restart with transactions in the mempool, a reorg that removes a mined release, and a stuck
+//! restart with transactions in the mempool, a reorg that removes a mined release (sent again, or
+//! cancelled at its nonce when a competitor released the jobs on the new branch), and a stuck
 //! transaction replaced. (`lcw exit` is tested with the binary in cli/tests/exit_cli.rs.)
 
 use std::collections::HashMap;
@@ -80,12 +81,13 @@ fn traffic(jobs: u64, per_block: usize, seed: u64) -> SimulateOptions {
     }
 }
 
-/// Per job: (completed_at, released_block, release tx).
-fn releases(db: &Path) -> HashMap<u64, (u64, Option<u64>)> {
+/// Per job: (completed_at, released_block); the completion may not be indexed yet.
+fn releases(db: &Path) -> HashMap<u64, (Option<u64>, Option<u64>)> {
     let store = Store::open_readonly(db).unwrap();
     let mut stmt = store.conn().prepare("SELECT job_id, completed_at, released_block FROM jobs").unwrap();
     stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, i64>(1)? as u64, r.get::<_, Option<i64>>(2)?.map(|b| b as u64))))
+        let completed = r.get::<_, Option<i64>>(1)?.map(|t| t as u64);
+        Ok((r.get::<_, i64>(0)? as u64, (completed, r.get::<_, Option<i64>>(2)?.map(|b| b as u64))))
     })
     .unwrap()
     .collect::<Result<_, _>>()
@@ -111,6 +113,7 @@ fn lags(db: &Path) -> Vec<(u64, i64)> {
     let mut out = Vec::new();
     for (job, (completed_at, released)) in releases(db) {
         let Some(released) = released else { continue };
+        let completed_at = completed_at.expect("a released job has a completion");
         let first = blocks
             .iter()
             .find(|(n, ts)| *ts >= completed_at + window_before(*n))
@@ -278,33 +281,66 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
     let head = p.get_block_number().await.unwrap();
     p.anvil_reorg(ReorgOptions { depth: head - block + 1, tx_block_pairs: vec![] }).await.expect("anvil_reorg");
     assert!(all_released(&db, 20, Duration::from_secs(60)).await, "released again after the reorg");
-    // The indexer can see the re-mined release a head before the settler reads its receipt.
-    let remined = || async {
+    // The reorged-out release either goes out again (its call still succeeds on the new branch)
+    // or, when it would now revert (anvil re-mines the branch from the ancestor's timestamp, so
+    // the windows have not elapsed yet), its nonce goes to a transfer to self and the jobs are
+    // released by a later transaction. Either way nothing reverts and each job is released once.
+    // The indexer can see the outcome a head before the settler reads its receipt.
+    let outcome = || async {
         let store = Store::open_readonly(&db).ok()?;
-        store
+        let (status, mined, note): (String, Option<i64>, Option<String>) = store
             .conn()
-            .query_row("SELECT mined_block FROM outbox WHERE id = ?1 AND status = 'mined'", [first], |r| {
-                r.get::<_, i64>(0)
+            .query_row("SELECT status, mined_block, note FROM outbox WHERE id = ?1", [first], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
-            .ok()
+            .ok()?;
+        let cancel_mined: bool = store
+            .conn()
+            .query_row(
+                "SELECT count(*) > 0 FROM outbox WHERE kind = 'cancel' AND status = 'mined'
+                 AND nonce = (SELECT nonce FROM outbox WHERE id = ?1)",
+                [first],
+                |r| r.get(0),
+            )
+            .ok()?;
+        match status.as_str() {
+            "mined" => Some(format!("re-mined at {}", mined? as u64 >= block)),
+            "dropped" if cancel_mined => Some(format!("cancelled: {}", note.unwrap_or_default())),
+            _ => None,
+        }
     };
     assert!(
-        wait_until(Duration::from_secs(30), || async { remined().await.is_some() }).await,
-        "the reorged-out release is mined again"
+        wait_until(Duration::from_secs(30), || async { outcome().await.is_some() }).await,
+        "the reorged-out release is mined again, or cancelled at its nonce"
     );
-    assert!(remined().await.unwrap() as u64 >= block, "mined again on the new branch");
+    let outcome = outcome().await.unwrap();
+    assert!(outcome == "re-mined at true" || outcome.contains("reorged out of block"), "{outcome}");
 
     // Stuck: more jobs, and as soon as the settler's release is in the mempool the base fee
     // jumps far above its fee cap.
     simulate::run(&profile, &traffic(10, 10, 5), |_| {}).await.expect("simulation");
     let live = || async {
         let store = Store::open_readonly(&db).ok()?;
-        store.conn().query_row("SELECT id FROM outbox WHERE status = 'sent' LIMIT 1", [], |r| r.get::<_, i64>(0)).ok()
+        store
+            .conn()
+            .query_row("SELECT id FROM outbox WHERE status = 'sent' AND kind = 'release' LIMIT 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .ok()
     };
     assert!(wait_until(Duration::from_secs(30), || async { live().await.is_some() }).await, "a release was sent");
     let id = live().await.unwrap();
     p.anvil_set_next_block_base_fee_per_gas(500_000_000_000u128).await.expect("base fee");
     assert!(all_released(&db, 30, Duration::from_secs(60)).await, "released after the replacement");
+    let settled = || async {
+        let store = Store::open_readonly(&db).ok()?;
+        store
+            .conn()
+            .query_row("SELECT 1 FROM outbox WHERE id = ?1 AND status <> 'sent'", [id], |r| r.get::<_, i64>(0))
+            .ok()
+    };
+    // As above, the settler may read the receipt a head after the indexer saw the release.
+    wait_until(Duration::from_secs(30), || async { settled().await.is_some() }).await;
     let summary = keeper.finish().await;
     indexer.finish().await;
     let store = Store::open_readonly(&db).unwrap();
@@ -314,7 +350,80 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
         .unwrap();
     let status: String = store.conn().query_row("SELECT status FROM outbox WHERE id = ?1", [id], |r| r.get(0)).unwrap();
     assert!(attempts >= 2, "the stuck transaction was replaced with higher fees ({attempts} attempts)");
-    assert_eq!(status, "mined");
+    let note: Option<String> =
+        store.conn().query_row("SELECT note FROM outbox WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+    assert_eq!(status, "mined", "the replaced release ({note:?})");
     assert_eq!(summary.reverted, 0, "{summary:?}");
     assert!(summary.reorged >= 1 && summary.bumped >= 1, "{summary:?}");
+    assert_eq!(summary.jobs_released, 30, "each job counted once across the reorg: {summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reorged_release_that_would_now_revert_gives_its_nonce_to_a_transfer_to_self() {
+    let _serial = SERIAL.lock().await;
+    let net = devnet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    wait_store(&db).await;
+    let profile = net.profile().clone();
+    simulate::run(&profile, &traffic(12, 12, 13), |_| {}).await.expect("simulation");
+    let p = net.provider();
+    let snapshot = p.anvil_snapshot().await.expect("evm_snapshot");
+    let keeper = settler(&net, &db, Mode::Keeper);
+    let mined = || async {
+        let store = Store::open_readonly(&db).ok()?;
+        store
+            .conn()
+            .query_row(
+                "SELECT id, nonce, mined_block FROM outbox WHERE status = 'mined' AND kind = 'release' ORDER BY id
+                 LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)? as u64)),
+            )
+            .ok()
+    };
+    assert!(wait_until(Duration::from_secs(30), || async { mined().await.is_some() }).await, "release mined");
+    let (first, nonce, block) = mined().await.unwrap();
+    let released_at = p.get_block_by_number(block.into()).await.unwrap().expect("the release block").header.timestamp;
+    // A new branch from before the release, on which another keeper releases those jobs first:
+    // the settler's transaction would now revert, so it must not go out again.
+    assert!(p.anvil_revert(snapshot).await.expect("evm_revert"), "reverted to the snapshot");
+    p.anvil_set_next_block_timestamp(released_at).await.expect("next timestamp");
+    let ids: Vec<U256> = (1..=12u64).map(U256::from).collect();
+    let competitor = net.wallet(net.signer(Role::Consumer, 0));
+    let jr = JobRegistry::new(net.profile().contracts.job_registry, &competitor);
+    let receipt = jr.releaseJobs(ids).send().await.unwrap().get_receipt().await.unwrap();
+    assert!(receipt.status(), "the competitor released on the new branch");
+    let cancelled = || async {
+        let store = Store::open_readonly(&db).ok()?;
+        let note: String = store
+            .conn()
+            .query_row("SELECT note FROM outbox WHERE id = ?1 AND status = 'dropped'", [first], |r| r.get(0))
+            .ok()?;
+        let cancel: i64 = store
+            .conn()
+            .query_row(
+                "SELECT id FROM outbox WHERE kind = 'cancel' AND nonce = ?1 AND status = 'mined'",
+                [nonce],
+                |r| r.get(0),
+            )
+            .ok()?;
+        Some((note, cancel))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || async { cancelled().await.is_some() }).await,
+        "the reorged-out release is dropped and its nonce mined as a transfer to self"
+    );
+    let (note, _) = cancelled().await.unwrap();
+    assert!(note.contains(&format!("reorged out of block {block}")) && note.contains("would now revert"), "{note}");
+    let summary = keeper.finish().await;
+    indexer.finish().await;
+    assert_eq!(summary.reverted, 0, "nothing reverted: {summary:?}");
+    assert_eq!(summary.jobs_released, 0, "the competitor released them all on the canonical branch: {summary:?}");
+    assert!(summary.reorged >= 1 && summary.dropped >= 1, "{summary:?}");
+    let store = Store::open_readonly(&db).unwrap();
+    let released: i64 =
+        store.conn().query_row("SELECT count(*) FROM jobs WHERE state = 'RELEASED'", [], |r| r.get(0)).unwrap();
+    assert_eq!(released, 12, "the store follows the new branch");
 }
