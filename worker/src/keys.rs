@@ -1,0 +1,1 @@
+//! The encryption key at rest (being written).

@@ -1,0 +1,1 @@
+//! LLM backends (being written).
