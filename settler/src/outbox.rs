@@ -14,8 +14,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy::eips::eip2718::Encodable2718;
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEip4844, TxEip4844Variant, TxEip4844WithSidecar, TxEnvelope};
+use alloy::eips::eip2718::{Decodable2718, Encodable2718};
+use alloy::eips::eip4844::BlobTransactionSidecar;
 use alloy::network::TxSignerSync;
 use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy::signers::local::PrivateKeySigner;
@@ -28,6 +29,8 @@ use crate::{SettlerError, SettlerResult};
 pub const STUCK_BLOCKS: u64 = 3;
 /// Fee bump per replacement, in percent (nodes require at least 10; 25 clears every pool's rule).
 pub const BUMP_PERCENT: u128 = 25;
+/// Fee bump per replacement of a blob transaction (geth's blob pool requires 100 %).
+pub const BLOB_BUMP_PERCENT: u128 = 100;
 
 /// A planned transaction.
 #[derive(Debug, Clone)]
@@ -46,6 +49,17 @@ pub struct Intent {
     pub jobs: Vec<u64>,
     /// The block it is meant for.
     pub target_block: u64,
+    /// A blob to carry (an EIP-4844 type-3 transaction), with its blob fee cap.
+    pub blob: Option<BlobPart>,
+}
+
+/// The blob of a type-3 transaction.
+#[derive(Debug, Clone)]
+pub struct BlobPart {
+    /// Blobs with their KZG commitments and proofs.
+    pub sidecar: BlobTransactionSidecar,
+    /// maxFeePerBlobGas, from the chain's blob base fee (never a hard-coded cap).
+    pub max_fee_per_blob_gas: u128,
 }
 
 /// What happened to an outbox transaction during `track`.
@@ -164,6 +178,16 @@ impl Outbox {
         Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(|j| j as u64).collect())
     }
 
+    /// Jobs acted on by this sender's transactions of `kind` mined at or after `block`.
+    pub fn mined_since(&self, kind: &str, block: u64) -> SettlerResult<HashSet<u64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT oj.job_id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
+             WHERE o.sender = ?1 AND o.kind = ?2 AND o.status = 'mined' AND o.mined_block >= ?3",
+        )?;
+        let rows = stmt.query_map(params![self.sender.as_slice(), kind, block as i64], |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(|j| j as u64).collect())
+    }
+
     /// Records an intent, signs it with the next nonce, stores the raw transaction and broadcasts
     /// it. Returns the outbox id and transaction hash.
     pub async fn submit(
@@ -263,6 +287,7 @@ impl Outbox {
             &intent.data,
             intent.value,
             fees,
+            intent.blob.as_ref(),
         )?;
         tx.execute(
             "UPDATE outbox SET nonce = ?2, status = 'sent', sent_at = ?3, created_head = ?4 WHERE id = ?1",
@@ -290,6 +315,7 @@ impl Outbox {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sign(
         &self,
         nonce: u64,
@@ -298,8 +324,9 @@ impl Outbox {
         data: &Bytes,
         value: U256,
         fees: Fees,
+        blob: Option<&BlobPart>,
     ) -> SettlerResult<(B256, Bytes)> {
-        sign_with(&self.signer, self.chain_id, nonce, gas_limit, to, data, value, fees)
+        sign_with(&self.signer, self.chain_id, nonce, gas_limit, to, data, value, fees, blob)
     }
 }
 
@@ -313,21 +340,64 @@ fn sign_with(
     data: &Bytes,
     value: U256,
     fees: Fees,
+    blob: Option<&BlobPart>,
 ) -> SettlerResult<(B256, Bytes)> {
-    let mut tx = TxEip1559 {
-        chain_id,
-        nonce,
-        gas_limit,
-        max_fee_per_gas: fees.max_fee,
-        max_priority_fee_per_gas: fees.tip,
-        to: TxKind::Call(to),
-        value,
-        access_list: Default::default(),
-        input: data.clone(),
+    let sign_err = |e: alloy::signers::Error| SettlerError::Sign(e.to_string());
+    let envelope = match blob {
+        None => {
+            let mut tx = TxEip1559 {
+                chain_id,
+                nonce,
+                gas_limit,
+                max_fee_per_gas: fees.max_fee,
+                max_priority_fee_per_gas: fees.tip,
+                to: TxKind::Call(to),
+                value,
+                access_list: Default::default(),
+                input: data.clone(),
+            };
+            let sig = signer.sign_transaction_sync(&mut tx).map_err(sign_err)?;
+            TxEnvelope::from(tx.into_signed(sig))
+        }
+        Some(blob) => {
+            let tx = TxEip4844 {
+                chain_id,
+                nonce,
+                gas_limit,
+                max_fee_per_gas: fees.max_fee,
+                max_priority_fee_per_gas: fees.tip,
+                to,
+                value,
+                access_list: Default::default(),
+                blob_versioned_hashes: blob.sidecar.versioned_hashes().collect(),
+                max_fee_per_blob_gas: blob.max_fee_per_blob_gas,
+                input: data.clone(),
+            };
+            let mut variant = TxEip4844Variant::TxEip4844WithSidecar(TxEip4844WithSidecar::from_tx_and_sidecar(
+                tx,
+                blob.sidecar.clone(),
+            ));
+            let sig = signer.sign_transaction_sync(&mut variant).map_err(sign_err)?;
+            TxEnvelope::from(variant.into_signed(sig))
+        }
     };
-    let sig = signer.sign_transaction_sync(&mut tx).map_err(|e| SettlerError::Sign(e.to_string()))?;
-    let envelope = TxEnvelope::from(tx.into_signed(sig));
+    // Network encoding: a type-3 transaction travels with its sidecar.
     Ok((*envelope.tx_hash(), envelope.encoded_2718().into()))
+}
+
+/// The blob of a signed type-3 transaction (from its stored network encoding), to re-sign it at
+/// higher fees. None for other transactions.
+fn blob_of(raw: &Bytes) -> Option<BlobPart> {
+    match TxEnvelope::decode_2718(&mut raw.as_ref()).ok()? {
+        TxEnvelope::Eip4844(signed) => match signed.tx() {
+            TxEip4844Variant::TxEip4844WithSidecar(t) => {
+                let sidecar = t.sidecar.clone().into_eip4844()?;
+                Some(BlobPart { sidecar, max_fee_per_blob_gas: t.tx.max_fee_per_blob_gas })
+            }
+            TxEip4844Variant::TxEip4844(_) => None,
+        },
+        _ => None,
+    }
 }
 
 impl Outbox {
@@ -407,13 +477,14 @@ impl Outbox {
                 events.extend(self.reorged_out(chain, head, id, block, fees).await?);
             }
         }
-        // Receipts of everything live.
+        // Receipts of everything live. The nonce is read first: a block landing between the two
+        // reads must not make a just-mined transaction look like it lost its nonce.
         let live = self.live()?;
+        let (latest_nonce, _) = if live.is_empty() { (0, 0) } else { chain.nonces(self.sender).await? };
         let hashes: Vec<B256> = live.iter().flat_map(|l| l.attempts.iter().map(|a| a.0)).collect();
         let receipts = chain.receipts(&hashes).await?;
         let by_hash: std::collections::HashMap<B256, alloy::rpc::types::TransactionReceipt> =
             hashes.iter().copied().zip(receipts).filter_map(|(h, r)| r.map(|r| (h, r))).collect();
-        let (latest_nonce, _) = if live.is_empty() { (0, 0) } else { chain.nonces(self.sender).await? };
         for l in live {
             if let Some(r) = l.attempts.iter().find_map(|a| by_hash.get(&a.0)) {
                 let block = r.block_number.unwrap_or_default();
@@ -458,11 +529,14 @@ impl Outbox {
                 let _ = chain.send_raw(&last_raw).await;
                 continue;
             }
-            let bump = |v: u128| v.saturating_mul(100 + BUMP_PERCENT).div_ceil(100).max(v + 1);
+            // Blob pools want every fee doubled for a replacement; others take 25 %.
+            let blob = blob_of(&last_raw).map(|b| BlobPart { max_fee_per_blob_gas: b.max_fee_per_blob_gas * 2, ..b });
+            let percent = if blob.is_some() { BLOB_BUMP_PERCENT } else { BUMP_PERCENT };
+            let bump = |v: u128| v.saturating_mul(100 + percent).div_ceil(100).max(v + 1);
             let new = Fees { max_fee: bump(max_fee).max(market.max_fee), tip: bump(tip).max(market.tip) };
             let new = Fees { max_fee: new.max_fee.max(new.tip), ..new };
             let attempt = l.attempts.len() as u32;
-            let (hash, raw) = self.sign(l.nonce, l.gas_limit, l.to, &l.data, l.value, new)?;
+            let (hash, raw) = self.sign(l.nonce, l.gas_limit, l.to, &l.data, l.value, new, blob.as_ref())?;
             self.record_bump(l.id, attempt, hash, &raw, new, head.number)?;
             match chain.send_raw(&raw).await {
                 Ok(_) => {
@@ -496,15 +570,23 @@ impl Outbox {
         block: u64,
         market: Option<Fees>,
     ) -> SettlerResult<Vec<Tracked>> {
-        let (nonce, to, data, kind, was_ok): (i64, Vec<u8>, Vec<u8>, String, bool) = self.conn.query_row(
-            "SELECT nonce, to_address, calldata, kind, status = 'mined' FROM outbox WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )?;
+        let (nonce, to, data, kind, was_ok, value): (i64, Vec<u8>, Vec<u8>, String, bool, String) =
+            self.conn.query_row(
+                "SELECT nonce, to_address, calldata, kind, status = 'mined', value_wei FROM outbox WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )?;
         let reorged = Tracked::Reorged { id, block, kind, jobs: self.jobs_of(id)?, was_ok };
         let call = crate::chain::CallSpec { from: self.sender, to: Address::from_slice(&to), data: Bytes::from(data) };
-        let sim = chain.simulate(&[call], head.number + 1, head.timestamp + 1).await?;
-        let still_ok = sim.first().is_some_and(|s| s.ok());
+        // A transaction that moves value (a stake) is not judged by a value-less simulation: it
+        // goes out again as it was.
+        let carries_value = value != "0";
+        let sim = if carries_value {
+            Vec::new()
+        } else {
+            chain.simulate(&[call], head.number + 1, head.timestamp + 1).await?
+        };
+        let still_ok = carries_value || sim.first().is_some_and(|s| s.ok());
         if still_ok {
             self.conn.execute(
                 "UPDATE outbox SET status = 'sent', mined_block = NULL, mined_hash = NULL, mined_tx = NULL,
@@ -528,7 +610,7 @@ impl Outbox {
         }
         fees.max_fee = fees.max_fee.max(fees.tip);
         let nonce = nonce as u64;
-        let (hash, raw) = self.sign(nonce, 21_000, self.sender, &Bytes::new(), U256::ZERO, fees)?;
+        let (hash, raw) = self.sign(nonce, 21_000, self.sender, &Bytes::new(), U256::ZERO, fees, None)?;
         let note = format!(
             "reorged out of block {block} and would now revert ({why}); nonce {nonce} taken by a transfer to self, \
              jobs back to the schedule"

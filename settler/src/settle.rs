@@ -385,6 +385,7 @@ async fn release(
             gas_limit: gas_limit(used),
             jobs: batch.clone(),
             target_block: target.number,
+            blob: None,
         };
         match outbox.submit(chain, &intent, fees, head.number).await {
             Ok((id, hash)) => {
@@ -449,6 +450,7 @@ async fn single(
         gas_limit: gas_limit(used),
         jobs: vec![due.job_id],
         target_block: target.number,
+        blob: None,
     };
     match outbox.submit(chain, &intent, fees, head.number).await {
         Ok((id, hash)) => {

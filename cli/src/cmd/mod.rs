@@ -3,9 +3,12 @@
 pub(crate) mod deploy;
 pub(crate) mod devnet;
 pub(crate) mod index;
+pub(crate) mod keys;
 pub(crate) mod operator;
+pub(crate) mod register;
 pub(crate) mod replay;
 pub(crate) mod serve;
 pub(crate) mod settle;
 pub(crate) mod simulate;
 pub(crate) mod verify;
+pub(crate) mod work;

@@ -2,7 +2,7 @@
 //! worker's row. Read by the settler, the exit commands and the GraphQL API, which feed them to
 //! the pure rules in [`crate::rules`].
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::ledger::current_params;
@@ -162,4 +162,60 @@ pub fn exit_plan(
     let view = self::worker(conn, worker)?;
     let drained = drained(conn, worker)?;
     Ok(crate::rules::exit::plan(worker, view.as_ref(), &jobs, &params, clock, drained))
+}
+
+/// A job assigned to a worker that still needs the worker: acknowledged or not yet, not
+/// completed. What the worker pipeline works from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Job id.
+    pub job_id: u64,
+    /// Session id.
+    pub session_id: u64,
+    /// `Submitted` (needs an ack) or `Acknowledged` (needs a completion).
+    pub state: JobState,
+    /// The ack deadline while submitted, the completion deadline once acknowledged (unix s).
+    pub deadline: Option<u64>,
+    /// Block and time of `JobSubmitted`.
+    pub submitted_block: u64,
+    /// Unix seconds of the submission block.
+    pub submitted_at: u64,
+    /// Unix seconds of the acknowledgement block.
+    pub acknowledged_at: Option<u64>,
+    /// The session's model (bytes32).
+    pub model_id: Option<B256>,
+    /// The session's session key wrapped for the worker (latest `SessionKeyUpdated` applied).
+    pub enc_worker_key: Option<Vec<u8>>,
+    /// Block of the last session key update, if any (a key that failed may work after one).
+    pub key_updated_block: Option<u64>,
+    /// The session's status (`ACTIVE`, `REASSIGNING`, `CLOSED`).
+    pub session_status: Option<String>,
+}
+
+/// Jobs of `worker` in state `Submitted` or `Acknowledged`, oldest first (served by `jobs_open`).
+pub fn assignments(conn: &Connection, worker: Address) -> StoreResult<Vec<Assignment>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT j.job_id, j.session_id, j.state, j.deadline, j.submitted_block, j.submitted_at, j.acknowledged_at,
+                s.model_id, s.enc_worker_key, s.key_updated_block, s.status
+         FROM jobs j LEFT JOIN sessions s ON s.session_id = j.session_id
+         WHERE j.worker = ?1 AND j.state IN ('SUBMITTED', 'ACKNOWLEDGED')
+         ORDER BY j.job_id",
+    )?;
+    let rows = stmt.query_map([worker.as_slice()], |r| {
+        let state: String = r.get(2)?;
+        Ok(Assignment {
+            job_id: r.get::<_, i64>(0)? as u64,
+            session_id: r.get::<_, i64>(1)? as u64,
+            state: JobState::parse(&state).unwrap_or(JobState::Submitted),
+            deadline: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+            submitted_block: r.get::<_, i64>(4)? as u64,
+            submitted_at: r.get::<_, i64>(5)? as u64,
+            acknowledged_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+            model_id: r.get::<_, Option<Vec<u8>>>(7)?.filter(|b| b.len() == 32).map(|b| B256::from_slice(&b)),
+            enc_worker_key: r.get(8)?,
+            key_updated_block: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+            session_status: r.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -1,0 +1,217 @@
+//! The worker against a real anvil (1 s blocks), a real store fed by a live indexer and a real
+//! llama-server with a real small model: jobs for both encryption suites are acked, answered
+//! and completed; the consumer decrypts each response from its blob and it equals what the
+//! model says for that prompt (temperature 0, seed 42); a session whose key cannot be
+//! decrypted is refused without an ack.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::network::{TransactionBuilder, TransactionBuilder4844};
+use alloy::primitives::{B256, Bytes, U256, keccak256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::TransactionRequest;
+use lcw_schema::bindings::JobRegistry;
+use lcw_schema::store::Store;
+use lcw_schema::suite::{SessionKey, Suite};
+use lcw_tests::indexing::Follower;
+use lcw_tests::llm::LlmServer;
+use lcw_tests::parties::{self, Session, Worker};
+use lcw_tests::{TestNet, wait_until};
+use lcw_worker::blobs::BlobSource;
+use lcw_worker::llm::{Api, Llm, LlmConfig};
+use lcw_worker::pipeline::{WorkConfig, WorkSummary};
+
+const MODEL: &str = "gemma3-270m";
+const NUM_PREDICT: u32 = 24;
+
+async fn devnet() -> TestNet {
+    TestNet::start_with(|o| {
+        o.block_time = 1;
+        o.deploy.dispute_window = 30;
+        o.deploy.ack_timeout = 60;
+        o.deploy.completion_timeout = 120;
+    })
+    .await
+}
+
+fn llm(server: &LlmServer) -> Llm {
+    Llm::new(LlmConfig { url: server.url.clone(), api: Api::OpenAi, num_predict: NUM_PREDICT, ..LlmConfig::default() })
+        .expect("llm config")
+}
+
+struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<WorkSummary, lcw_worker::pipeline::WorkerError>>,
+}
+
+impl Running {
+    async fn finish(self) -> WorkSummary {
+        let _ = self.stop.send(true);
+        self.task.await.expect("worker task").expect("worker ran cleanly")
+    }
+}
+
+fn start_worker(net: &TestNet, db: &Path, index: usize, worker: &Worker, llm: Llm) -> Running {
+    let signer = net.signer(lcw_schema::profile::Role::Worker, index);
+    let secret = lcw_schema::suite::EncryptionSecret::from_bytes(worker.secret.suite(), &worker.secret.to_bytes())
+        .expect("secret copy");
+    let config = WorkConfig::new(
+        net.profile().clone(),
+        db.to_owned(),
+        signer,
+        Arc::new(secret),
+        llm,
+        vec![MODEL.to_owned()],
+        BlobSource::Anvil(net.provider()),
+    );
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(lcw_worker::pipeline::run(config, rx));
+    Running { stop, task }
+}
+
+/// Posts `payload` as a blob from the consumer; returns its versioned hash.
+async fn post_blob(consumer: &DynProvider, from: alloy::primitives::Address, payload: &[u8]) -> B256 {
+    let sidecar = lcw_schema::blob::sidecar(&[payload]).expect("sidecar");
+    let hash = lcw_schema::blob::versioned_hashes(&sidecar)[0];
+    let tx = TransactionRequest::default()
+        .with_to(from)
+        .with_blob_sidecar(alloy::eips::eip7594::BlobTransactionSidecarVariant::Eip4844(sidecar));
+    let receipt = consumer.send_transaction(tx).await.expect("blob tx").get_receipt().await.expect("receipt");
+    assert!(receipt.status(), "blob transaction mined");
+    hash
+}
+
+/// The job's row as the store has it: (state, response blob hash, ciphertext hash, submitted
+/// block, acknowledged block).
+fn job_row(db: &Path, job: u64) -> Option<(String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i64>)> {
+    let store = Store::open_readonly(db).ok()?;
+    store
+        .conn()
+        .query_row(
+            "SELECT state, response_blob_hash, response_ciphertext_hash, submitted_block, acknowledged_block
+             FROM jobs WHERE job_id = ?1",
+            [job as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .ok()
+}
+
+async fn anvil_blob(net: &TestNet, hash: B256) -> Vec<u8> {
+    let blob: Bytes =
+        net.provider().raw_request("anvil_getBlobByHash".into(), (hash,)).await.expect("anvil_getBlobByHash");
+    lcw_schema::blob::decode(&blob).expect("blob payload")
+}
+
+struct Submitted {
+    job: u64,
+    prompt: String,
+    key: SessionKey,
+}
+
+async fn submit_prompt(net: &TestNet, session: &Session, prompt: &str) -> Submitted {
+    let key = SessionKey::from_bytes(*session.key.expose());
+    let blob = post_blob(&session.consumer, session.consumer_address, &key.seal(prompt.as_bytes())).await;
+    let job = parties::submit(net, session, blob).await.to::<u64>();
+    Submitted { job, prompt: prompt.to_owned(), key }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_of_both_suites_are_acked_answered_and_completed_with_the_models_answer() {
+    let net = devnet().await;
+    let server = LlmServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+    let p256 = parties::register_worker(&net, 0, Suite::P256AesGcm).await;
+    let x25519 = parties::register_worker(&net, 1, Suite::X25519).await;
+    let deposit = U256::from(10u64).pow(U256::from(20u64));
+    let s_p256 = parties::open_session(&net, 0, &p256, deposit).await;
+    let s_x25519 = parties::open_session(&net, 1, &x25519, deposit).await;
+    let w0 = start_worker(&net, &db, 0, &p256, llm(&server));
+    let w1 = start_worker(&net, &db, 1, &x25519, llm(&server));
+
+    let prompts = ["Name three colours.", "What is two plus two?", "Write one word."];
+    let mut jobs = Vec::new();
+    for (i, prompt) in prompts.iter().enumerate() {
+        jobs.push(submit_prompt(&net, &s_p256, prompt).await);
+        if i < 2 {
+            jobs.push(submit_prompt(&net, &s_x25519, prompt).await);
+        }
+    }
+    let completed =
+        || async { jobs.iter().all(|s| job_row(&db, s.job).is_some_and(|(state, ..)| state == "COMPLETED")) };
+    assert!(wait_until(Duration::from_secs(180), completed).await, "every job completed");
+    let s0 = w0.finish().await;
+    let s1 = w1.finish().await;
+    indexer.finish().await;
+    assert_eq!(s0.reverted + s1.reverted, 0, "no worker transaction reverted: {s0:?} {s1:?}");
+    assert!(s0.refused.is_empty() && s1.refused.is_empty(), "nothing refused: {s0:?} {s1:?}");
+
+    let reference = llm(&server);
+    let jr = JobRegistry::new(net.profile().contracts.job_registry, net.provider());
+    for s in &jobs {
+        let (_, blob_hash, ct_hash, submitted, acked) = job_row(&db, s.job).expect("job row");
+        let blob_hash = B256::from_slice(&blob_hash.expect("response blob hash"));
+        let ciphertext = anvil_blob(&net, blob_hash).await;
+        assert_eq!(keccak256(&ciphertext).as_slice(), ct_hash.expect("ciphertext hash").as_slice());
+        let on_chain = jr.getJob(U256::from(s.job)).call().await.expect("getJob");
+        assert_eq!(on_chain.responseBlobHash, blob_hash, "job {}: the chain has the same blob", s.job);
+        assert_eq!(on_chain.responseCiphertextHash, keccak256(&ciphertext));
+        // The consumer's side: its session key opens the response.
+        let answer = String::from_utf8(s.key.open(&ciphertext).expect("the consumer decrypts")).expect("utf-8");
+        let expected = reference.generate(MODEL, &s.prompt).await.expect("reference generation");
+        assert_eq!(answer, expected.text, "job {}: the response is the model's answer to the prompt", s.job);
+        assert!(!answer.is_empty());
+        // Acked in the block after submission (the worker reacts to the indexer's commit).
+        let acked = acked.expect("acknowledged block");
+        assert!(acked - submitted <= 2, "job {} acked {} blocks after submission", s.job, acked - submitted);
+    }
+    let acks = jobs.len() as u64;
+    assert_eq!(s0.acked + s1.acked, acks);
+    assert_eq!(s0.completed + s1.completed, acks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_key_that_cannot_be_decrypted_is_refused_without_an_ack() {
+    let net = devnet().await;
+    let server = LlmServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+    let worker = parties::register_worker(&net, 0, Suite::P256AesGcm).await;
+    let deposit = U256::from(10u64).pow(U256::from(20u64));
+    // A worker process holding a different secret than the registered key's must refuse to
+    // start rather than ack jobs it cannot read.
+    let impostor = Worker {
+        address: worker.address,
+        provider: worker.provider.clone(),
+        secret: lcw_schema::suite::EncryptionSecret::generate(Suite::P256AesGcm),
+    };
+    let refused = start_worker(&net, &db, 0, &impostor, llm(&server));
+    let err = refused.task.await.expect("task").expect_err("a worker whose key is not the registered one stops");
+    assert!(err.to_string().contains("not the local one"), "{err}");
+
+    // A consumer that wrapped the session key for another key: the job is refused, never acked.
+    let right = start_worker(&net, &db, 0, &worker, llm(&server));
+    let session = parties::open_session(&net, 0, &impostor, deposit).await;
+    let submitted = submit_prompt(&net, &session, "Hello?").await;
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            let s = job_row(&db, submitted.job);
+            s.is_some()
+        })
+        .await,
+        "job indexed"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (state, ..) = job_row(&db, submitted.job).unwrap();
+    assert_eq!(state, "SUBMITTED", "not acked");
+    let summary = right.finish().await;
+    indexer.finish().await;
+    let why = summary.refused.get(&submitted.job).expect("refused with a reason");
+    assert!(why.contains("cannot be decrypted") && why.contains("updateSessionKey"), "{why}");
+}
