@@ -19,7 +19,7 @@ TEMPLATE=$CACHE/gemma3.jinja
 
 paths() { echo "$BIN $MODEL $TEMPLATE"; }
 
-install() {
+install_all() {
   mkdir -p "$CACHE"
   # One install at a time; tests that find this file with a live pid wait for the install.
   exec 9>"$CACHE/install.lock"
@@ -42,7 +42,7 @@ install() {
       -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF >/dev/null
     "$CACHE/bvenv/bin/cmake" --build "$CACHE/build" --target llama-server -j"$(nproc)" >/dev/null
-    install -m755 "$CACHE/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
+    command install -m755 "$CACHE/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
   fi
   if [ ! -f "$MODEL" ]; then
     [ -x "$CACHE/mvenv/bin/python" ] || python3 -m venv "$CACHE/mvenv"
@@ -64,7 +64,7 @@ JINJA
 }
 
 case "${1:-install}" in
-  install) install ;;
+  install) install_all ;;
   paths)
     if [ -x "$BIN" ] && [ -f "$MODEL" ] && [ -f "$TEMPLATE" ]; then paths; exit 0; fi
     if [ -f "$CACHE/installing.pid" ] && kill -0 "$(cat "$CACHE/installing.pid")" 2>/dev/null; then
