@@ -75,8 +75,10 @@ fn start_worker(net: &TestNet, db: &Path, index: usize, worker: &Worker, llm: Ll
 async fn post_blob(consumer: &DynProvider, from: alloy::primitives::Address, payload: &[u8]) -> B256 {
     let sidecar = lcw_schema::blob::sidecar(&[payload]).expect("sidecar");
     let hash = lcw_schema::blob::versioned_hashes(&sidecar)[0];
+    let blob_fee = consumer.get_blob_base_fee().await.expect("eth_blobBaseFee").max(1) * 2;
     let tx = TransactionRequest::default()
         .with_to(from)
+        .with_max_fee_per_blob_gas(blob_fee)
         .with_blob_sidecar(alloy::eips::eip7594::BlobTransactionSidecarVariant::Eip4844(sidecar));
     let receipt = consumer.send_transaction(tx).await.expect("blob tx").get_receipt().await.expect("receipt");
     assert!(receipt.status(), "blob transaction mined");
@@ -85,7 +87,9 @@ async fn post_blob(consumer: &DynProvider, from: alloy::primitives::Address, pay
 
 /// The job's row as the store has it: (state, response blob hash, ciphertext hash, submitted
 /// block, acknowledged block).
-fn job_row(db: &Path, job: u64) -> Option<(String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i64>)> {
+type JobRow = (String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i64>);
+
+fn job_row(db: &Path, job: u64) -> Option<JobRow> {
     let store = Store::open_readonly(db).ok()?;
     store
         .conn()

@@ -329,6 +329,16 @@ async fn openai_stream_survives_chunks_cut_mid_line() {
 }
 
 #[tokio::test]
+async fn openai_decodes_a_stream_recorded_from_llama_server() {
+    // recorded from llama-server b11434 with Gemma 3 270M (max_tokens 6); the text is nonsense
+    let server = Server::start(&[("/v1/chat/completions", Reply::Chunked("openai/llama_server_b11434.sse", 37))]).await;
+    let g = server.llm(Api::OpenAi).generate("gemma3-270m", "Name three colours.").await.unwrap();
+    assert_eq!(g.text, "Name three colours. wn\u{119}tr\n");
+    assert_eq!((g.prompt_tokens, g.completion_tokens), (Some(13), Some(6)));
+    assert_eq!(g.finish_reason.as_deref(), Some("length"));
+}
+
+#[tokio::test]
 async fn openai_generate_sends_one_user_message_without_prompt_cache() {
     let server = Server::start(&[("/v1/chat/completions", Reply::File("openai/chat_stream.sse"))]).await;
     // a base URL with /v1/ is accepted
