@@ -98,23 +98,40 @@ pub(crate) async fn run(args: SettleArgs, data: DataArgs) -> anyhow::Result<()> 
     let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
     config.max_batch_gas = args.max_batch_gas.max(100_000);
     config.poll_interval = std::time::Duration::from_millis(args.poll_ms.max(10));
+    let summary =
+        with_indexer(profile, db, args.no_index, "stopping", |rx| lcw_settler::settle::run(config, rx)).await?;
+    print_summary(&summary, args.json)
+}
+
+/// Runs `service` until Ctrl-C or SIGTERM, with an embedded indexer keeping the store current
+/// unless `no_index` (then another `lcw index` must); fails if the indexer stops first.
+pub(crate) async fn with_indexer<T, E, F>(
+    profile: lcw_schema::profile::Profile,
+    db: std::path::PathBuf,
+    no_index: bool,
+    stopping: &'static str,
+    service: impl FnOnce(tokio::sync::watch::Receiver<bool>) -> F,
+) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: Into<anyhow::Error>,
+{
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         crate::shutdown_signal().await;
-        tracing::info!("stopping");
+        tracing::info!("{stopping}");
         let _ = tx.send(true);
     });
-    let indexer = (!args.no_index).then(|| spawn_indexer(profile, db.clone(), rx.clone()));
+    let indexer = (!no_index).then(|| spawn_indexer(profile, db.clone(), rx.clone()));
     wait_for_store(&db, rx.clone()).await?;
-    let settle = lcw_settler::settle::run(config, rx);
-    let summary = match indexer {
+    let run = service(rx);
+    match indexer {
         Some(mut indexer) => tokio::select! {
-            s = settle => s?,
+            s = run => s.map_err(Into::into),
             r = &mut indexer => { r??; anyhow::bail!("the embedded indexer stopped") }
         },
-        None => settle.await?,
-    };
-    print_summary(&summary, args.json)
+        None => run.await.map_err(Into::into),
+    }
 }
 
 /// Waits until the store exists (the embedded indexer creates it on first run).

@@ -11,7 +11,7 @@ use lcw_worker::llm::{Api, Llm, LlmConfig};
 use lcw_worker::pipeline::{WorkConfig, WorkSummary};
 
 use crate::args::{DataArgs, KeyArgs, NetworkArgs, StoreArgs};
-use crate::cmd::settle::{spawn_indexer, wait_for_store};
+use crate::cmd::settle::with_indexer;
 
 /// The LLM server and how to call it.
 #[derive(Debug, Clone, Args)]
@@ -127,22 +127,9 @@ pub(crate) async fn run(args: WorkArgs, data: DataArgs) -> anyhow::Result<()> {
     config.expected_job_secs = args.expected_job_secs.max(0.1);
     config.stop_after = args.stop_after;
     let profile = config.profile.clone();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        tracing::info!("stopping; in-flight transactions stay in the outbox for the next start");
-        let _ = tx.send(true);
-    });
-    let indexer = (!args.no_index).then(|| spawn_indexer(profile, db.clone(), rx.clone()));
-    wait_for_store(&db, rx.clone()).await?;
-    let work = lcw_worker::pipeline::run(config, rx);
-    let summary = match indexer {
-        Some(mut indexer) => tokio::select! {
-            s = work => s?,
-            r = &mut indexer => { r??; anyhow::bail!("the embedded indexer stopped") }
-        },
-        None => work.await?,
-    };
+    let stopping = "stopping; in-flight transactions stay in the outbox for the next start";
+    let summary =
+        with_indexer(profile, db, args.no_index, stopping, |rx| lcw_worker::pipeline::run(config, rx)).await?;
     print_summary(&summary, args.json)
 }
 
