@@ -474,12 +474,13 @@ fn note(
             summary.completed += jobs.len() as u64;
             for j in jobs {
                 tracing::info!(job = j, block, "completed");
-                if let Some(t) = timings.get_mut(j) {
+                // Both maps forget the job once it is completed (a long run keeps neither growing).
+                let ack_block = ack_blocks.remove(j);
+                if let Some(mut t) = timings.remove(j) {
                     t.complete_block = Some(*block);
-                    t.ack_block = ack_blocks.get(j).copied();
-                    summary.timings.push(t.clone());
+                    t.ack_block = ack_block;
+                    summary.timings.push(t);
                 }
-                timings.remove(j);
             }
         }
         Tracked::Reverted { id, kind, block, jobs } => {
