@@ -11,7 +11,7 @@ use lcw_schema::profile::Profile;
 use serde::Serialize;
 
 use crate::chain::{CallSpec, Chain};
-use crate::outbox::{Intent, Outbox, Tracked};
+use crate::outbox::{Intent, Lane, Outbox, Tracked};
 use crate::{SettlerError, SettlerResult};
 use lcw_schema::rules::schedule::ChainClock;
 
@@ -70,7 +70,7 @@ impl Operator {
     pub async fn open(profile: Profile, db: &Path, signer: PrivateKeySigner) -> SettlerResult<Self> {
         let chain = Chain::connect(&profile.rpc_url, Duration::from_secs(20)).await?;
         profile.check_chain_id(chain.chain_id).map_err(|e| SettlerError::Config(e.to_string()))?;
-        let mut outbox = Outbox::open(db, signer, chain.chain_id)?;
+        let mut outbox = Outbox::open(db, signer, chain.chain_id, Lane::Operator)?;
         outbox.reconcile(&chain).await?;
         Ok(Operator { chain, outbox, profile })
     }

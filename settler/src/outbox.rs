@@ -8,6 +8,9 @@
 //!   `sent` and its raw bytes are broadcast again (or, when it would now revert, its nonce goes to a
 //!   zero-value transfer to self and its jobs back to the schedule); one that stays unmined while the base fee has
 //!   passed its cap, or for too many blocks, is replaced at the same nonce with bumped fees;
+//! - **lanes**: one key may send from several tasks at once; nonces are taken from the whole
+//!   key's outbox under the store's write lock, while each lane ([`Lane`]) tracks and replaces only
+//!   its own transactions;
 //! - **reconcile** at start: nonces against the chain, every unmined raw transaction re-broadcast,
 //!   intents that were never signed cancelled (the schedule re-plans them from the store).
 
@@ -27,6 +30,9 @@ use crate::{SettlerError, SettlerResult};
 
 /// Blocks a sent transaction may stay unmined before its fees are bumped.
 pub const STUCK_BLOCKS: u64 = 3;
+/// Blocks after which a mined transaction is no longer checked for a reorg (and the store, which
+/// may lag or sit on another branch for a moment, is not trusted over the outbox's own record).
+pub const REORG_WINDOW: u64 = 128;
 /// Fee bump per replacement, in percent (nodes require at least 10; 25 clears every pool's rule).
 pub const BUMP_PERCENT: u128 = 25;
 /// Fee bump per replacement of a blob transaction (geth's blob pool requires 100 %).
@@ -91,10 +97,35 @@ struct Live {
     attempts: Vec<(B256, Bytes, u128, u128)>,
 }
 
-/// The outbox of one signing key.
+/// Which task's transactions an [`Outbox`] looks after. One key may send from several tasks at
+/// once (`lcw run` settles and serves jobs; an operator verb may run beside `lcw work`): nonces
+/// are shared per key, but each lane tracks, bumps, re-broadcasts and cancels only its own rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Releases, timeouts, stuck settlements.
+    Settler,
+    /// Acks and completions.
+    Worker,
+    /// One-off operator verbs (register, withdraw, deregister, ...).
+    Operator,
+}
+
+impl Lane {
+    /// The store's name for the lane.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Settler => "settler",
+            Lane::Worker => "worker",
+            Lane::Operator => "operator",
+        }
+    }
+}
+
+/// The outbox of one signing key, for one lane.
 #[derive(Debug)]
 pub struct Outbox {
     conn: Connection,
+    lane: &'static str,
     signer: PrivateKeySigner,
     sender: Address,
     chain_id: u64,
@@ -106,11 +137,11 @@ fn now() -> i64 {
 }
 
 impl Outbox {
-    /// Opens the outbox in the store at `db` for `signer`.
-    pub fn open(db: &Path, signer: PrivateKeySigner, chain_id: u64) -> SettlerResult<Self> {
+    /// Opens the `lane` of `signer`'s outbox in the store at `db`.
+    pub fn open(db: &Path, signer: PrivateKeySigner, chain_id: u64, lane: Lane) -> SettlerResult<Self> {
         let conn = lcw_schema::store::Store::connect(db)?;
         let sender = signer.address();
-        Ok(Outbox { conn, signer, sender, chain_id, next_nonce: 0 })
+        Ok(Outbox { conn, lane: lane.as_str(), signer, sender, chain_id, next_nonce: 0 })
     }
 
     /// The sending address.
@@ -123,8 +154,8 @@ impl Outbox {
     pub async fn reconcile(&mut self, chain: &Chain) -> SettlerResult<Vec<Tracked>> {
         let cancelled = self.conn.execute(
             "UPDATE outbox SET status = 'dropped', note = 'cancelled at restart before signing'
-             WHERE sender = ?1 AND status = 'intent'",
-            [self.sender.as_slice()],
+             WHERE sender = ?1 AND lane = ?2 AND status = 'intent'",
+            params![self.sender.as_slice(), self.lane],
         )?;
         if cancelled > 0 {
             tracing::info!(cancelled, "cancelled unsigned intents of the previous run");
@@ -162,17 +193,20 @@ impl Outbox {
     pub fn live_jobs(&self) -> SettlerResult<HashSet<u64>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT oj.job_id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
-             WHERE o.status IN ('intent', 'sent') AND o.sender = ?1",
+             WHERE o.status IN ('intent', 'sent') AND o.sender = ?1 AND o.lane = ?2",
         )?;
-        let rows = stmt.query_map([self.sender.as_slice()], |r| r.get::<_, i64>(0))?;
+        let rows = stmt.query_map(params![self.sender.as_slice(), self.lane], |r| r.get::<_, i64>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(|j| j as u64).collect())
     }
 
-    /// Jobs acted on by transactions mined at or after `block` (the store may not show them yet).
+    /// Jobs released, timed out or settled by any settler transaction in this store mined at or
+    /// after `block`. The store may not show them yet, or may show the other side of a reorg the
+    /// outbox has not noticed yet; either way they must not be planned again (a reorg the outbox
+    /// notices puts them back in flight, or drops the transaction and frees them).
     pub fn recently_mined_jobs(&self, block: u64) -> SettlerResult<HashSet<u64>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT oj.job_id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
-             WHERE o.status = 'mined' AND o.mined_block >= ?1",
+             WHERE o.status = 'mined' AND o.lane = 'settler' AND o.mined_block >= ?1",
         )?;
         let rows = stmt.query_map([block as i64], |r| r.get::<_, i64>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(|j| j as u64).collect())
@@ -240,8 +274,8 @@ impl Outbox {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO outbox (sender, kind, to_address, calldata, value_wei, gas_limit, status, created_at,
-                                 created_head, target_block)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'intent', ?7, ?8, ?9)",
+                                 created_head, target_block, lane)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'intent', ?7, ?8, ?9, ?10)",
             params![
                 self.sender.as_slice(),
                 intent.kind,
@@ -251,7 +285,8 @@ impl Outbox {
                 intent.gas_limit as i64,
                 now(),
                 head as i64,
-                intent.target_block as i64
+                intent.target_block as i64,
+                self.lane
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -404,10 +439,10 @@ impl Outbox {
     fn live(&self) -> SettlerResult<Vec<Live>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, nonce, created_head, gas_limit, to_address, calldata, value_wei FROM outbox
-             WHERE sender = ?1 AND status = 'sent' ORDER BY nonce",
+             WHERE sender = ?1 AND lane = ?2 AND status = 'sent' ORDER BY nonce",
         )?;
         let mut out: Vec<Live> = stmt
-            .query_map([self.sender.as_slice()], |r| {
+            .query_map(params![self.sender.as_slice(), self.lane], |r| {
                 let value: String = r.get(6)?;
                 Ok(Live {
                     id: r.get(0)?,
@@ -461,11 +496,12 @@ impl Outbox {
         let recent: Vec<(i64, u64, B256)> = {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT id, mined_block, mined_hash FROM outbox
-                 WHERE sender = ?1 AND status IN ('mined', 'reverted') AND mined_block > ?2",
+                 WHERE sender = ?1 AND lane = ?2 AND status IN ('mined', 'reverted') AND mined_block > ?3",
             )?;
-            stmt.query_map(params![self.sender.as_slice(), head.number.saturating_sub(128) as i64], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, B256::from_slice(&r.get::<_, Vec<u8>>(2)?)))
-            })?
+            stmt.query_map(
+                params![self.sender.as_slice(), self.lane, head.number.saturating_sub(REORG_WINDOW) as i64],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, B256::from_slice(&r.get::<_, Vec<u8>>(2)?))),
+            )?
             .collect::<Result<_, _>>()?
         };
         let mut canonical: std::collections::HashMap<u64, Option<B256>> = Default::default();
@@ -581,10 +617,13 @@ impl Outbox {
         // A transaction that moves value (a stake) is not judged by a value-less simulation: it
         // goes out again as it was.
         let carries_value = value != "0";
+        // Judge it against the new branch: `head` was read before the reorg was seen and may
+        // still be the abandoned branch's tip, whose clock can be ahead of the new one.
         let sim = if carries_value {
             Vec::new()
         } else {
-            chain.simulate(&[call], head.number + 1, head.timestamp + 1).await?
+            let tip = chain.head().await?;
+            chain.simulate(&[call], tip.number + 1, tip.timestamp + 1).await?
         };
         let still_ok = carries_value || sim.first().is_some_and(|s| s.ok());
         if still_ok {
@@ -624,9 +663,16 @@ impl Outbox {
             )?;
             tx.execute(
                 "INSERT INTO outbox (sender, kind, to_address, calldata, value_wei, gas_limit, nonce, status, created_at,
-                                     created_head, sent_at, note)
-                 VALUES (?1, 'cancel', ?1, x'', '0', 21000, ?2, 'sent', ?3, ?4, ?3, ?5)",
-                params![self.sender.as_slice(), nonce as i64, now(), head.number as i64, format!("fills nonce of #{id}")],
+                                     created_head, sent_at, note, lane)
+                 VALUES (?1, 'cancel', ?1, x'', '0', 21000, ?2, 'sent', ?3, ?4, ?3, ?5, ?6)",
+                params![
+                    self.sender.as_slice(),
+                    nonce as i64,
+                    now(),
+                    head.number as i64,
+                    format!("fills nonce of #{id}"),
+                    self.lane
+                ],
             )?;
             let cancel = tx.last_insert_rowid();
             insert_attempt(&tx, cancel, 0, hash, &raw, fees)?;
@@ -642,9 +688,11 @@ impl Outbox {
 
     /// Transactions of this sender by status (for summaries).
     pub fn counts(&self) -> SettlerResult<std::collections::BTreeMap<String, u64>> {
-        let mut stmt = self.conn.prepare("SELECT status, count(*) FROM outbox WHERE sender = ?1 GROUP BY status")?;
-        let rows =
-            stmt.query_map([self.sender.as_slice()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let mut stmt =
+            self.conn.prepare("SELECT status, count(*) FROM outbox WHERE sender = ?1 AND lane = ?2 GROUP BY status")?;
+        let rows = stmt.query_map(params![self.sender.as_slice(), self.lane], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -17,7 +17,7 @@ use lcw_schema::store::obligations as view;
 use serde::Serialize;
 
 use crate::chain::{CallSpec, Chain, Fees, Head};
-use crate::outbox::{Intent, Outbox, Tracked};
+use crate::outbox::{Intent, Lane, Outbox, REORG_WINDOW, Tracked};
 use crate::{SettlerError, SettlerResult};
 
 /// Whose jobs the settler ends.
@@ -116,7 +116,7 @@ pub async fn run(
     let chain = Chain::connect(&config.profile.rpc_url, config.rpc_timeout).await?;
     config.profile.check_chain_id(chain.chain_id).map_err(|e| SettlerError::Config(e.to_string()))?;
     let conn = lcw_schema::store::Store::connect(&config.db)?;
-    let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id)?;
+    let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Settler)?;
     let mut summary = SettleSummary::default();
     let fallback = chain_params(&chain, &config.profile).await?;
     for e in outbox.reconcile(&chain).await? {
@@ -182,7 +182,9 @@ pub async fn run(
             Mode::Keeper => None,
         };
         let mut exclude = outbox.live_jobs()?;
-        exclude.extend(outbox.recently_mined_jobs(cursor + 1)?);
+        // Not `cursor + 1`: after a reorg the store can show a job unreleased (rolled back)
+        // before the outbox has seen that its release left the chain.
+        exclude.extend(outbox.recently_mined_jobs(head.number.saturating_sub(REORG_WINDOW))?);
         let jobs = view::open_jobs(&conn, worker)?;
         let sched = schedule::schedule(&jobs, &params);
         let next_ts = clock.next_ts();

@@ -36,6 +36,7 @@ pub struct LlmServer {
     pub model: String,
     child: Option<Child>,
     log: Arc<Mutex<VecDeque<String>>>,
+    extra_args: Vec<String>,
 }
 
 /// The installed server binary, model and chat template.
@@ -96,15 +97,28 @@ impl LlmServer {
 
     /// Starts it with `extra_args` appended to the test settings.
     pub fn start_with(extra_args: &[&str]) -> LlmServer {
+        Self::launch(0, extra_args.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// Starts it again on the same port (after [`LlmServer::stop`], or to simulate a crash and
+    /// a supervisor's restart).
+    pub fn restart(&mut self) {
+        let port: u16 = self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in the server URL");
+        self.stop();
+        *self = Self::launch(port, std::mem::take(&mut self.extra_args));
+    }
+
+    fn launch(port: u16, extra_args: Vec<String>) -> LlmServer {
         crate::init_tracing();
         let paths = installed();
+        let port = port.to_string();
         let mut child = Command::new(&paths.bin)
             .arg("-m")
             .arg(&paths.model)
-            .args(["--host", "127.0.0.1", "--port", "0", "-c", "2048", "-t", "2", "-np", "1"])
+            .args(["--host", "127.0.0.1", "--port", &port, "-c", "2048", "-t", "2", "-np", "1"])
             .args(["--alias", MODEL, "--no-cache-prompt", "--no-webui", "--chat-template-file"])
             .arg(&paths.template)
-            .args(extra_args)
+            .args(&extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -135,7 +149,7 @@ impl LlmServer {
                 }
             });
         }
-        let mut server = LlmServer { url: String::new(), model: MODEL.to_owned(), child: Some(child), log };
+        let mut server = LlmServer { url: String::new(), model: MODEL.to_owned(), child: Some(child), log, extra_args };
 
         let deadline = Instant::now() + START_TIMEOUT;
         server.url = loop {

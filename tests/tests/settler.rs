@@ -270,13 +270,15 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
         let store = Store::open_readonly(&db).ok()?;
         store
             .conn()
-            .query_row("SELECT id, mined_block FROM outbox WHERE status = 'mined' ORDER BY id LIMIT 1", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
-            })
+            .query_row(
+                "SELECT id, mined_block, mined_hash FROM outbox WHERE status = 'mined' ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, Vec<u8>>(2)?)),
+            )
             .ok()
     };
     assert!(wait_until(Duration::from_secs(30), || async { mined_block().await.is_some() }).await, "release mined");
-    let (first, block) = mined_block().await.unwrap();
+    let (first, block, first_hash) = mined_block().await.unwrap();
     let p = net.provider();
     let head = p.get_block_number().await.unwrap();
     p.anvil_reorg(ReorgOptions { depth: head - block + 1, tx_block_pairs: vec![] }).await.expect("anvil_reorg");
@@ -288,10 +290,10 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
     // The indexer can see the outcome a head before the settler reads its receipt.
     let outcome = || async {
         let store = Store::open_readonly(&db).ok()?;
-        let (status, mined, note): (String, Option<i64>, Option<String>) = store
+        let (status, mined, hash, note): (String, Option<i64>, Option<Vec<u8>>, Option<String>) = store
             .conn()
-            .query_row("SELECT status, mined_block, note FROM outbox WHERE id = ?1", [first], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            .query_row("SELECT status, mined_block, mined_hash, note FROM outbox WHERE id = ?1", [first], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .ok()?;
         let cancel_mined: bool = store
@@ -304,7 +306,10 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
             )
             .ok()?;
         match status.as_str() {
+            // Still the abandoned block: the settler has not seen the reorg yet.
+            "mined" if hash.as_deref() == Some(first_hash.as_slice()) => None,
             "mined" => Some(format!("re-mined at {}", mined? as u64 >= block)),
+            "reverted" => Some(format!("re-sent and reverted in block {mined:?}")),
             "dropped" if cancel_mined => Some(format!("cancelled: {}", note.unwrap_or_default())),
             _ => None,
         }

@@ -2,7 +2,10 @@
 //! llama-server with a real small model: jobs for both encryption suites are acked, answered
 //! and completed; the consumer decrypts each response from its blob and it equals what the
 //! model says for that prompt (temperature 0, seed 42); a session whose key cannot be
-//! decrypted is refused without an ack.
+//! decrypted is refused without an ack; a job that cannot finish before its deadline is refused
+//! and later cleared by a keeper's claimTimeout; an LLM server that is down at start stops the
+//! worker with what to fix, one that goes down or turns slow mid-run fails the work (reported as
+//! such) until it is back, without a duplicate or late transaction.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,6 +57,17 @@ impl Running {
 }
 
 fn start_worker(net: &TestNet, db: &Path, index: usize, worker: &Worker, llm: Llm) -> Running {
+    start_worker_with(net, db, index, worker, llm, |_| {})
+}
+
+fn start_worker_with(
+    net: &TestNet,
+    db: &Path,
+    index: usize,
+    worker: &Worker,
+    llm: Llm,
+    tune: impl FnOnce(&mut WorkConfig),
+) -> Running {
     let signer = net.signer(lcw_schema::profile::Role::Worker, index);
     let secret = lcw_schema::suite::EncryptionSecret::from_bytes(worker.secret.suite(), &worker.secret.to_bytes())
         .expect("secret copy");
@@ -66,6 +80,8 @@ fn start_worker(net: &TestNet, db: &Path, index: usize, worker: &Worker, llm: Ll
         vec![MODEL.to_owned()],
         BlobSource::Anvil(net.provider()),
     );
+    let mut config = config;
+    tune(&mut config);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(lcw_worker::pipeline::run(config, rx));
     Running { stop, task }
@@ -218,4 +234,157 @@ async fn a_session_key_that_cannot_be_decrypted_is_refused_without_an_ack() {
     indexer.finish().await;
     let why = summary.refused.get(&submitted.job).expect("refused with a reason");
     assert!(why.contains("cannot be decrypted") && why.contains("updateSessionKey"), "{why}");
+}
+
+fn state_of(db: &Path, job: u64) -> Option<String> {
+    job_row(db, job).map(|(state, ..)| state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_cannot_finish_in_time_is_refused_and_later_cleared_by_claim_timeout() {
+    let net = TestNet::start_with(|o| {
+        o.block_time = 1;
+        o.deploy.dispute_window = 30;
+        o.deploy.ack_timeout = 6;
+        o.deploy.completion_timeout = 20;
+    })
+    .await;
+    let server = LlmServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+    let worker = parties::register_worker(&net, 0, Suite::X25519).await;
+    let session = parties::open_session(&net, 0, &worker, U256::from(10u64).pow(U256::from(20u64))).await;
+    // This worker believes a job takes a minute: nothing fits in a 20 s completion window.
+    let running = start_worker_with(&net, &db, 0, &worker, llm(&server), |c| c.expected_job_secs = 60.0);
+    let keeper = {
+        let mut config = lcw_settler::settle::SettleConfig::new(
+            net.profile().clone(),
+            db.clone(),
+            lcw_settler::settle::Mode::Keeper,
+            net.signer(lcw_schema::profile::Role::Keeper, 0),
+        );
+        config.poll_interval = Duration::from_millis(50);
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        (stop, tokio::spawn(lcw_settler::settle::run(config, rx)))
+    };
+    let submitted = submit_prompt(&net, &session, "Summarise the history of Rome in detail.").await;
+    let timed_out = || async { state_of(&db, submitted.job).as_deref() == Some("TIMED_OUT") };
+    assert!(wait_until(Duration::from_secs(60), timed_out).await, "the keeper claimed the timeout");
+    let summary = running.finish().await;
+    let _ = keeper.0.send(true);
+    let settled = keeper.1.await.expect("keeper task").expect("keeper ran cleanly");
+    indexer.finish().await;
+
+    let why = summary.refused.get(&submitted.job).expect("the job was refused with a reason");
+    assert!(why.contains("cannot finish before its completion deadline"), "{why}");
+    assert_eq!(summary.acked, 0, "never acked: {summary:?}");
+    let (_, response, _, _, acked) = job_row(&db, submitted.job).unwrap();
+    assert!(acked.is_none() && response.is_none(), "no ack and no response on chain");
+    assert_eq!(settled.timeouts_claimed, 1, "{settled:?}");
+    // The keeper's bounty came out of the worker's stake (the price of refusing silently would be
+    // the same; refusing early at least leaves the LLM free for jobs that fit).
+    let stake = lcw_schema::bindings::WorkerRegistry::new(net.profile().contracts.worker_registry, net.provider())
+        .getWorkerStake(worker.address)
+        .call()
+        .await
+        .unwrap();
+    let min = lcw_schema::bindings::AIConfig::new(net.profile().contracts.ai_config, net.provider())
+        .getMinWorkerStake()
+        .call()
+        .await
+        .unwrap();
+    assert!(stake < min, "the timeout slashed the stake ({stake} < {min})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with_no_duplicate() {
+    let net = devnet().await;
+    let mut server = LlmServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+    let worker = parties::register_worker(&net, 0, Suite::P256AesGcm).await;
+    let session = parties::open_session(&net, 0, &worker, U256::from(10u64).pow(U256::from(20u64))).await;
+
+    // Down at start: the worker refuses to start, naming the server and what to do.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let nowhere = Llm::new(LlmConfig { url: closed.clone(), api: Api::OpenAi, ..LlmConfig::default() }).unwrap();
+    let err = start_worker(&net, &db, 0, &worker, nowhere).task.await.unwrap().expect_err("no LLM, no worker");
+    let text = err.to_string();
+    assert!(text.contains(&closed) && text.contains("cannot reach the LLM server"), "{text}");
+
+    // Slow: behind a gate that holds each request longer than the client's timeout.
+    let gate = lcw_tests::gate::SlowGate::start(&server.url).await;
+    let gated = Llm::new(LlmConfig {
+        url: gate.url.clone(),
+        api: Api::OpenAi,
+        num_predict: NUM_PREDICT,
+        timeout: Duration::from_secs(2),
+        ..LlmConfig::default()
+    })
+    .unwrap();
+    let running = start_worker(&net, &db, 0, &worker, gated);
+    // Started once it has listed the models and warmed the one it serves.
+    assert!(wait_until(Duration::from_secs(30), || async { gate.forwarded() >= 2 }).await, "worker started");
+    gate.set_delay(Duration::from_secs(3));
+    let slow = submit_prompt(&net, &session, "Name a fruit.").await;
+    let acked = || async { job_row(&db, slow.job).is_some_and(|r| r.4.is_some()) };
+    assert!(wait_until(Duration::from_secs(30), acked).await, "acked while the server is slow");
+    // The work fails on the timeout and is retried with backoff while the deadline allows.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(state_of(&db, slow.job).as_deref(), Some("ACKNOWLEDGED"), "not completed while too slow");
+    gate.set_delay(Duration::ZERO);
+    let done = |job: u64| {
+        let db = db.clone();
+        move || {
+            let db = db.clone();
+            async move { state_of(&db, job).as_deref() == Some("COMPLETED") }
+        }
+    };
+    assert!(wait_until(Duration::from_secs(60), done(slow.job)).await, "completed once the server is fast again");
+
+    // Down mid-run: the server dies; a new job is acked, its work fails as unreachable, and it
+    // completes once a supervisor brings the server back on its port.
+    server.stop();
+    let down = submit_prompt(&net, &session, "Name a colour.").await;
+    let acked = || async { job_row(&db, down.job).is_some_and(|r| r.4.is_some()) };
+    assert!(wait_until(Duration::from_secs(30), acked).await, "acked while the server is down");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(state_of(&db, down.job).as_deref(), Some("ACKNOWLEDGED"));
+    server.restart();
+    assert!(wait_until(Duration::from_secs(60), done(down.job)).await, "completed once the server is back");
+
+    let summary = running.finish().await;
+    indexer.finish().await;
+    assert!(summary.failed.is_empty(), "both jobs completed in the end: {summary:?}");
+    let slow_why = summary.retried.get(&slow.job).expect("the slow attempts are reported");
+    assert!(slow_why.iter().any(|w| w.contains("did not finish within")), "reported as a timeout: {slow_why:?}");
+    let down_why = summary.retried.get(&down.job).expect("the failed attempts are reported");
+    assert!(
+        down_why.iter().any(|w| w.contains("cannot reach the LLM server")),
+        "reported as unreachable: {down_why:?}"
+    );
+    assert_eq!((summary.acked, summary.completed, summary.reverted), (2, 2, 0), "{summary:?}");
+    // One ack and one completion each: the retries never sent a second transaction.
+    let store = Store::open_readonly(&db).unwrap();
+    let sent: i64 = store
+        .conn()
+        .query_row("SELECT count(*) FROM outbox WHERE kind IN ('ack', 'complete') AND status <> 'dropped'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(sent, 4);
+    let reference = llm(&server);
+    for s in [&slow, &down] {
+        let (_, blob_hash, ..) = job_row(&db, s.job).unwrap();
+        let ciphertext = anvil_blob(&net, B256::from_slice(&blob_hash.unwrap())).await;
+        let answer = String::from_utf8(s.key.open(&ciphertext).unwrap()).unwrap();
+        assert_eq!(answer, reference.generate(MODEL, &s.prompt).await.unwrap().text);
+    }
 }

@@ -37,7 +37,7 @@ use lcw_schema::suite::{EncryptionSecret, SessionKey};
 use lcw_schema::types::{JobState, ModelId};
 use lcw_settler::SettlerError;
 use lcw_settler::chain::{Chain, Fees, Head};
-use lcw_settler::outbox::{BlobPart, Intent, Outbox, Tracked};
+use lcw_settler::outbox::{BlobPart, Intent, Lane, Outbox, REORG_WINDOW, Tracked};
 use tokio::sync::{mpsc, watch};
 
 use crate::blobs::{BlobError, BlobSource};
@@ -160,8 +160,10 @@ pub struct WorkSummary {
     pub completed: u64,
     /// Jobs refused (deadline, model, key), with the reason.
     pub refused: BTreeMap<u64, String>,
-    /// Jobs whose work failed (blob, LLM), with the last reason.
+    /// Jobs whose work failed (blob, LLM) and that were not completed, with the last reason.
     pub failed: BTreeMap<u64, String>,
+    /// Every distinct reason a job's work failed and was retried (completed jobs included).
+    pub retried: BTreeMap<u64, Vec<String>>,
     /// Worker transactions that reverted.
     pub reverted: u64,
     /// Per-job times of completed jobs.
@@ -222,7 +224,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
         .map_err(|e| WorkerError::Config(format!("getCompletionTimeout: {e}")))?
         .to();
     let conn = lcw_schema::store::Store::connect(&config.db)?;
-    let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id)?;
+    let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Worker)?;
     let mut summary = WorkSummary::default();
     for e in outbox.reconcile(&chain).await? {
         note(&mut summary, &e, &mut HashMap::new(), &mut HashMap::new());
@@ -269,6 +271,10 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                     let backoff = Duration::from_millis(250u64 << tries.min(5));
                     retry_at.insert(job, (Instant::now() + backoff, tries));
                     tracing::warn!(job, reason = %why, "job work failed; retrying while the deadline allows");
+                    let reasons = summary.retried.entry(job).or_default();
+                    if !reasons.contains(&why) && reasons.len() < 8 {
+                        reasons.push(why.clone());
+                    }
                     summary.failed.insert(job, why);
                 }
             }
@@ -303,12 +309,14 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
             wait(&mut shutdown, config.poll_interval).await;
             continue;
         };
-        let cursor = obligations::cursor(&conn)?;
         let mut sent_any = false;
         {
             let live = outbox.live_jobs()?;
-            let acked_unindexed = outbox.mined_since("ack", cursor + 1)?;
-            let completed_unindexed = outbox.mined_since("complete", cursor + 1)?;
+            // The outbox's own record of recent mined acks and completions wins over the store,
+            // which may lag, or show the other side of a reorg the outbox has not noticed yet.
+            let recent = head.number.saturating_sub(REORG_WINDOW);
+            let acked_unindexed = outbox.mined_since("ack", recent)?;
+            let completed_unindexed = outbox.mined_since("complete", recent)?;
             let assignments = obligations::assignments(&conn, me)?;
             let mut queue = working.len() + ready.len();
             for a in &assignments {
@@ -474,6 +482,7 @@ fn note(
             summary.completed += jobs.len() as u64;
             for j in jobs {
                 tracing::info!(job = j, block, "completed");
+                summary.failed.remove(j);
                 // Both maps forget the job once it is completed (a long run keeps neither growing).
                 let ack_block = ack_blocks.remove(j);
                 if let Some(mut t) = timings.remove(j) {
@@ -545,36 +554,75 @@ async fn work(config: &WorkConfig, chain: &Chain, mut job: Job) -> Result<Ready,
         }
     };
     timing.fetch = t.elapsed();
-    let t = Instant::now();
-    let prompt =
-        job.key.open(&payload).map_err(|e| format!("the prompt does not decrypt with the session key: {e}"))?;
-    let prompt = String::from_utf8(prompt).map_err(|_| "the decrypted prompt is not UTF-8 text".to_owned())?;
-    timing.decrypt = t.elapsed();
     let now = lcw_schema::store::unix_now();
     let left = job.deadline.saturating_sub(now + config.deadline_margin);
     if left == 0 {
         return Err(format!("no time left before the completion deadline ({})", job.deadline));
     }
-    let t = Instant::now();
-    let generation = tokio::time::timeout(Duration::from_secs(left), config.llm.generate(&job.model, &prompt))
-        .await
-        .map_err(|_| format!("inference did not finish within the {left} s left before the deadline"))?
-        .map_err(|e| e.to_string())?;
-    timing.inference = t.elapsed();
-    timing.completion_tokens = generation.completion_tokens;
-    let t = Instant::now();
-    let ciphertext = job.key.seal(generation.text.as_bytes());
-    let sidecar = lcw_schema::blob::sidecar(&[&ciphertext]).map_err(|e| format!("response blob: {e}"))?;
-    let versioned_hash = lcw_schema::blob::versioned_hashes(&sidecar)[0];
-    timing.encrypt = t.elapsed();
+    let a = answer(&config.llm, &job.model, &job.key, &payload, Duration::from_secs(left)).await?;
+    timing.decrypt = a.decrypt;
+    timing.inference = a.inference;
+    timing.encrypt = a.encrypt;
+    timing.completion_tokens = a.generation.completion_tokens;
     Ok(Ready {
         job_id: job.job_id,
-        blob: BlobPart { sidecar, max_fee_per_blob_gas: 0 },
-        versioned_hash,
-        ciphertext_hash: keccak256(&ciphertext),
+        blob: BlobPart { sidecar: a.sidecar, max_fee_per_blob_gas: 0 },
+        versioned_hash: a.versioned_hash,
+        ciphertext_hash: a.ciphertext_hash,
         timing,
         ready_at: Instant::now(),
     })
+}
+
+/// A job's answer, ready to post: what the model said, sealed with the session key and packed
+/// into a blob sidecar, with the time each step took.
+#[derive(Debug)]
+pub struct Answer {
+    /// The model's generation (plain text; never logged).
+    pub generation: crate::llm::Generation,
+    /// The sealed response, as posted in the blob.
+    pub ciphertext: Vec<u8>,
+    /// The response blob with its KZG commitment and proof.
+    pub sidecar: alloy::eips::eip4844::BlobTransactionSidecar,
+    /// Its versioned hash (`completeJob`'s responseBlobHash).
+    pub versioned_hash: B256,
+    /// keccak256 of the ciphertext (`completeJob`'s responseCiphertextHash).
+    pub ciphertext_hash: B256,
+    /// Prompt decryption.
+    pub decrypt: Duration,
+    /// Model inference.
+    pub inference: Duration,
+    /// Response encryption and blob sidecar.
+    pub encrypt: Duration,
+}
+
+/// The local part of a job, shared by the pipeline and `lcw speedtest`: opens the prompt
+/// `payload` with the session key, runs it on `model` (at most `limit`), seals the answer and
+/// packs the blob. Errors say which step failed.
+pub async fn answer(
+    llm: &Llm,
+    model: &str,
+    key: &SessionKey,
+    payload: &[u8],
+    limit: Duration,
+) -> Result<Answer, String> {
+    let t = Instant::now();
+    let prompt = key.open(payload).map_err(|e| format!("the prompt does not decrypt with the session key: {e}"))?;
+    let prompt = String::from_utf8(prompt).map_err(|_| "the decrypted prompt is not UTF-8 text".to_owned())?;
+    let decrypt = t.elapsed();
+    let t = Instant::now();
+    let generation = tokio::time::timeout(limit, llm.generate(model, &prompt))
+        .await
+        .map_err(|_| format!("inference did not finish within the {} s left before the deadline", limit.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    let inference = t.elapsed();
+    let t = Instant::now();
+    let ciphertext = key.seal(generation.text.as_bytes());
+    let sidecar = lcw_schema::blob::sidecar(&[&ciphertext]).map_err(|e| format!("response blob: {e}"))?;
+    let versioned_hash = lcw_schema::blob::versioned_hashes(&sidecar)[0];
+    let encrypt = t.elapsed();
+    let ciphertext_hash = keccak256(&ciphertext);
+    Ok(Answer { generation, ciphertext, sidecar, versioned_hash, ciphertext_hash, decrypt, inference, encrypt })
 }
 
 async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) {

@@ -102,7 +102,7 @@ async fn watch_head(url: String) -> anyhow::Result<Arc<AtomicU64>> {
     Ok(head)
 }
 
-/// Index, serve the API and (with --keeper or --worker) settle, in one process.
+/// Index, serve the API, and (with --keeper, --worker, --work) settle and serve jobs, in one process.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     #[command(flatten)]
@@ -119,6 +119,14 @@ pub(crate) struct RunArgs {
     /// Also settle this worker's jobs (with its key or any funded key).
     #[arg(long)]
     worker: Option<String>,
+    /// Also serve this worker's jobs (keys in <data-dir>/keys, LLM flags as for `lcw work`);
+    /// settles them too unless --keeper or --worker says otherwise.
+    #[arg(long)]
+    work: bool,
+    #[command(flatten)]
+    llm: crate::cmd::work::LlmArgs,
+    #[command(flatten)]
+    tuning: crate::cmd::work::WorkTuning,
     /// No API.
     #[arg(long)]
     no_api: bool,
@@ -128,12 +136,24 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     let worker = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
     let profile = args.network.profile(&data)?;
     let db = args.store.path(&data);
-    let settle_mode = match (args.keeper, worker) {
-        (true, _) => Some(Mode::Keeper),
-        (false, Some(w)) => Some(Mode::Worker(w)),
-        (false, None) => None,
+    // The worker first: its keys and LLM are checked before anything starts.
+    let work = if args.work {
+        let mut config = crate::cmd::work::work_config(&args.network, &args.key, &args.llm, &data, db.clone()).await?;
+        args.tuning.apply(&mut config);
+        Some(config)
+    } else {
+        None
+    };
+    let own = work.as_ref().map(|w| w.signer.clone());
+    let settle_mode = match (args.keeper, worker, &own) {
+        (true, ..) => Some(Mode::Keeper),
+        (false, Some(w), _) => Some(Mode::Worker(w)),
+        (false, None, Some(s)) => Some(Mode::Worker(s.address())),
+        (false, None, None) => None,
     };
     let signer = match settle_mode {
+        // Serving and settling its own jobs with one key: the outbox's lanes share its nonces.
+        Some(Mode::Worker(w)) if own.as_ref().is_some_and(|s| s.address() == w) => own.clone(),
         Some(Mode::Keeper) => Some(args.key.signer(&profile, None, Some(lcw_schema::profile::Role::Keeper))?),
         Some(Mode::Worker(w)) => Some(
             args.key
@@ -184,6 +204,24 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 let summary = lcw_settler::settle::run(config, rx).await?;
                 tracing::info!(?summary, "settler stopped");
+                Ok(())
+            }),
+        ));
+    }
+    if let Some(config) = work {
+        let rx = stop.clone();
+        tasks.push((
+            "worker",
+            tokio::spawn(async move {
+                let summary = lcw_worker::pipeline::run(config, rx).await?;
+                tracing::info!(
+                    acked = summary.acked,
+                    completed = summary.completed,
+                    refused = summary.refused.len(),
+                    failed = summary.failed.len(),
+                    reverted = summary.reverted,
+                    "worker stopped"
+                );
                 Ok(())
             }),
         ));

@@ -47,6 +47,24 @@ impl LlmArgs {
     }
 }
 
+/// How hard the worker works.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct WorkTuning {
+    /// Jobs worked on at once (match the LLM server's parallel slots).
+    #[arg(long, env = "MAX_CONCURRENT_JOBS", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Expected seconds per job before any has been measured (deadline guard).
+    #[arg(long, default_value_t = 10.0)]
+    pub expected_job_secs: f64,
+}
+
+impl WorkTuning {
+    pub(crate) fn apply(&self, config: &mut WorkConfig) {
+        config.concurrency = self.concurrency.max(1);
+        config.expected_job_secs = self.expected_job_secs.max(0.1);
+    }
+}
+
 /// Serve the jobs assigned to this worker: ack, decrypt, run the model, encrypt, post the blob
 /// and complete, every job before its deadline.
 #[derive(Debug, Args)]
@@ -59,12 +77,8 @@ pub(crate) struct WorkArgs {
     key: KeyArgs,
     #[command(flatten)]
     llm: LlmArgs,
-    /// Jobs worked on at once (match the LLM server's parallel slots).
-    #[arg(long, env = "MAX_CONCURRENT_JOBS", default_value_t = 1)]
-    concurrency: usize,
-    /// Expected seconds per job before any has been measured (deadline guard).
-    #[arg(long, default_value_t = 10.0)]
-    expected_job_secs: f64,
+    #[command(flatten)]
+    tuning: WorkTuning,
     /// Do not run an indexer in this process (another `lcw index` keeps the store current).
     #[arg(long)]
     no_index: bool,
@@ -123,8 +137,7 @@ pub(crate) async fn work_config(
 pub(crate) async fn run(args: WorkArgs, data: DataArgs) -> anyhow::Result<()> {
     let db = args.store.path(&data);
     let mut config = work_config(&args.network, &args.key, &args.llm, &data, db.clone()).await?;
-    config.concurrency = args.concurrency.max(1);
-    config.expected_job_secs = args.expected_job_secs.max(0.1);
+    args.tuning.apply(&mut config);
     config.stop_after = args.stop_after;
     let profile = config.profile.clone();
     let stopping = "stopping; in-flight transactions stay in the outbox for the next start";
@@ -141,6 +154,7 @@ fn print_summary(s: &WorkSummary, json: bool) -> anyhow::Result<()> {
             "reverted": s.reverted,
             "refused": s.refused,
             "failed": s.failed,
+            "retried": s.retried,
         });
         println!("{v}");
     } else {
@@ -154,6 +168,9 @@ fn print_summary(s: &WorkSummary, json: bool) -> anyhow::Result<()> {
         );
         for (job, why) in &s.refused {
             println!("  job {job} refused: {why}");
+        }
+        for (job, why) in &s.failed {
+            println!("  job {job} not completed: {why}");
         }
     }
     Ok(())
