@@ -158,7 +158,7 @@ pub fn events<E: alloy::sol_types::SolEvent>(receipt: &alloy::rpc::types::Transa
 /// Lifecycle helpers: the parties of the protocol acting through the real contracts.
 pub mod parties {
     use alloy::primitives::{Address, Bytes, U256};
-    use alloy::providers::DynProvider;
+    use alloy::providers::{DynProvider, Provider};
     use alloy::rpc::types::TransactionReceipt;
     use lcw_contracts::deploy::DEFAULT_MODEL;
     use lcw_contracts::simulate::dispatcher::{create_session_digest, disputer_secret, sign_digest};
@@ -292,6 +292,40 @@ pub mod parties {
         let jr = JobRegistry::new(net.profile().contracts.job_registry, &session.consumer);
         let receipt = crate::send!(jr.submitJob(session.id, blob));
         event::<JobRegistry::JobSubmitted>(&receipt).expect("JobSubmitted").jobId
+    }
+
+    /// Posts `payload` as a blob from the consumer; returns its versioned hash.
+    pub async fn post_blob(consumer: &DynProvider, from: Address, payload: &[u8]) -> alloy::primitives::B256 {
+        use alloy::network::{TransactionBuilder, TransactionBuilder4844};
+        let sidecar = lcw_schema::blob::sidecar(&[payload]).expect("sidecar");
+        let hash = lcw_schema::blob::versioned_hashes(&sidecar)[0];
+        let blob_fee = consumer.get_blob_base_fee().await.expect("eth_blobBaseFee").max(1) * 2;
+        let tx = alloy::rpc::types::TransactionRequest::default()
+            .with_to(from)
+            .with_max_fee_per_blob_gas(blob_fee)
+            .with_blob_sidecar(alloy::eips::eip7594::BlobTransactionSidecarVariant::Eip4844(sidecar));
+        let receipt = consumer.send_transaction(tx).await.expect("blob tx").get_receipt().await.expect("receipt");
+        assert!(receipt.status(), "blob transaction mined");
+        hash
+    }
+
+    /// A job submitted with a real encrypted prompt.
+    #[derive(Debug)]
+    pub struct Submitted {
+        /// Job id.
+        pub job: u64,
+        /// The prompt in clear.
+        pub prompt: String,
+        /// The session key (the consumer's side: it opens the response).
+        pub key: SessionKey,
+    }
+
+    /// Seals `prompt` with the session key, posts it as a blob and submits the job.
+    pub async fn submit_prompt(net: &TestNet, session: &Session, prompt: &str) -> Submitted {
+        let key = SessionKey::from_bytes(*session.key.expose());
+        let blob = post_blob(&session.consumer, session.consumer_address, &key.seal(prompt.as_bytes())).await;
+        let job = submit(net, session, blob).await.to::<u64>();
+        Submitted { job, prompt: prompt.to_owned(), key }
     }
 
     /// Acknowledges and completes `job` as `worker`; returns the JobCompleted receipt.

@@ -11,16 +11,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::network::{TransactionBuilder, TransactionBuilder4844};
 use alloy::primitives::{B256, Bytes, U256, keccak256};
-use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::TransactionRequest;
+use alloy::providers::Provider;
 use lcw_schema::bindings::JobRegistry;
 use lcw_schema::store::Store;
-use lcw_schema::suite::{SessionKey, Suite};
+use lcw_schema::suite::Suite;
 use lcw_tests::indexing::Follower;
 use lcw_tests::llm::LlmServer;
-use lcw_tests::parties::{self, Session, Worker};
+use lcw_tests::parties::{self, Worker, submit_prompt};
 use lcw_tests::{TestNet, wait_until};
 use lcw_worker::blobs::BlobSource;
 use lcw_worker::llm::{Api, Llm, LlmConfig};
@@ -87,20 +85,6 @@ fn start_worker_with(
     Running { stop, task }
 }
 
-/// Posts `payload` as a blob from the consumer; returns its versioned hash.
-async fn post_blob(consumer: &DynProvider, from: alloy::primitives::Address, payload: &[u8]) -> B256 {
-    let sidecar = lcw_schema::blob::sidecar(&[payload]).expect("sidecar");
-    let hash = lcw_schema::blob::versioned_hashes(&sidecar)[0];
-    let blob_fee = consumer.get_blob_base_fee().await.expect("eth_blobBaseFee").max(1) * 2;
-    let tx = TransactionRequest::default()
-        .with_to(from)
-        .with_max_fee_per_blob_gas(blob_fee)
-        .with_blob_sidecar(alloy::eips::eip7594::BlobTransactionSidecarVariant::Eip4844(sidecar));
-    let receipt = consumer.send_transaction(tx).await.expect("blob tx").get_receipt().await.expect("receipt");
-    assert!(receipt.status(), "blob transaction mined");
-    hash
-}
-
 /// The job's row as the store has it: (state, response blob hash, ciphertext hash, submitted
 /// block, acknowledged block).
 type JobRow = (String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i64>);
@@ -122,19 +106,6 @@ async fn anvil_blob(net: &TestNet, hash: B256) -> Vec<u8> {
     let blob: Bytes =
         net.provider().raw_request("anvil_getBlobByHash".into(), (hash,)).await.expect("anvil_getBlobByHash");
     lcw_schema::blob::decode(&blob).expect("blob payload")
-}
-
-struct Submitted {
-    job: u64,
-    prompt: String,
-    key: SessionKey,
-}
-
-async fn submit_prompt(net: &TestNet, session: &Session, prompt: &str) -> Submitted {
-    let key = SessionKey::from_bytes(*session.key.expose());
-    let blob = post_blob(&session.consumer, session.consumer_address, &key.seal(prompt.as_bytes())).await;
-    let job = parties::submit(net, session, blob).await.to::<u64>();
-    Submitted { job, prompt: prompt.to_owned(), key }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -319,6 +290,52 @@ async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with
     let text = err.to_string();
     assert!(text.contains(&closed) && text.contains("cannot reach the LLM server"), "{text}");
 
+    let done = |job: u64| {
+        let db = db.clone();
+        move || {
+            let db = db.clone();
+            async move {
+                // Completed in the store, and the worker has read its own receipt.
+                state_of(&db, job).as_deref() == Some("COMPLETED")
+                    && Store::open_readonly(&db).ok().is_some_and(|s| {
+                        s.conn()
+                            .query_row(
+                                "SELECT count(*) FROM outbox o JOIN outbox_jobs j ON j.outbox_id = o.id
+                                 WHERE j.job_id = ?1 AND o.kind = 'complete' AND o.status = 'mined'",
+                                [job as i64],
+                                |r| r.get::<_, i64>(0),
+                            )
+                            .is_ok_and(|n| n == 1)
+                    })
+            }
+        }
+    };
+    let acked = |job: u64| {
+        let db = db.clone();
+        move || {
+            let db = db.clone();
+            async move { job_row(&db, job).is_some_and(|r| r.4.is_some()) }
+        }
+    };
+
+    // Down mid-run: the server dies; a new job is acked, its work fails as unreachable, and it
+    // completes once a supervisor brings the server back on its port.
+    let direct = start_worker(&net, &db, 0, &worker, llm(&server));
+    // A first job shows it is up (past its start-up checks of the server).
+    let first = submit_prompt(&net, &session, "Name a number.").await;
+    assert!(wait_until(Duration::from_secs(60), done(first.job)).await, "the first job completed");
+    server.stop();
+    let down = submit_prompt(&net, &session, "Name a colour.").await;
+    assert!(wait_until(Duration::from_secs(30), acked(down.job)).await, "acked while the server is down");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(state_of(&db, down.job).as_deref(), Some("ACKNOWLEDGED"), "not completed while down");
+    server.restart();
+    assert!(wait_until(Duration::from_secs(60), done(down.job)).await, "completed once the server is back");
+    let s1 = direct.finish().await;
+    assert!(s1.failed.is_empty(), "completed in the end: {s1:?}");
+    let why = s1.retried.get(&down.job).expect("the failed attempts are reported");
+    assert!(why.iter().any(|w| w.contains("cannot reach the LLM server")), "reported as unreachable: {why:?}");
+
     // Slow: behind a gate that holds each request longer than the client's timeout.
     let gate = lcw_tests::gate::SlowGate::start(&server.url).await;
     let gated = Llm::new(LlmConfig {
@@ -331,46 +348,27 @@ async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with
     .unwrap();
     let running = start_worker(&net, &db, 0, &worker, gated);
     // Started once it has listed the models and warmed the one it serves.
-    assert!(wait_until(Duration::from_secs(30), || async { gate.forwarded() >= 2 }).await, "worker started");
+    let started =
+        wait_until(Duration::from_secs(30), || async { gate.forwarded() >= 2 || running.task.is_finished() }).await;
+    if running.task.is_finished() {
+        panic!("the worker stopped at start: {:?}", running.task.await);
+    }
+    assert!(started, "worker started (forwarded {})", gate.forwarded());
     gate.set_delay(Duration::from_secs(3));
     let slow = submit_prompt(&net, &session, "Name a fruit.").await;
-    let acked = || async { job_row(&db, slow.job).is_some_and(|r| r.4.is_some()) };
-    assert!(wait_until(Duration::from_secs(30), acked).await, "acked while the server is slow");
+    assert!(wait_until(Duration::from_secs(30), acked(slow.job)).await, "acked while the server is slow");
     // The work fails on the timeout and is retried with backoff while the deadline allows.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(state_of(&db, slow.job).as_deref(), Some("ACKNOWLEDGED"), "not completed while too slow");
     gate.set_delay(Duration::ZERO);
-    let done = |job: u64| {
-        let db = db.clone();
-        move || {
-            let db = db.clone();
-            async move { state_of(&db, job).as_deref() == Some("COMPLETED") }
-        }
-    };
     assert!(wait_until(Duration::from_secs(60), done(slow.job)).await, "completed once the server is fast again");
-
-    // Down mid-run: the server dies; a new job is acked, its work fails as unreachable, and it
-    // completes once a supervisor brings the server back on its port.
-    server.stop();
-    let down = submit_prompt(&net, &session, "Name a colour.").await;
-    let acked = || async { job_row(&db, down.job).is_some_and(|r| r.4.is_some()) };
-    assert!(wait_until(Duration::from_secs(30), acked).await, "acked while the server is down");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(state_of(&db, down.job).as_deref(), Some("ACKNOWLEDGED"));
-    server.restart();
-    assert!(wait_until(Duration::from_secs(60), done(down.job)).await, "completed once the server is back");
-
-    let summary = running.finish().await;
+    let s2 = running.finish().await;
     indexer.finish().await;
-    assert!(summary.failed.is_empty(), "both jobs completed in the end: {summary:?}");
-    let slow_why = summary.retried.get(&slow.job).expect("the slow attempts are reported");
-    assert!(slow_why.iter().any(|w| w.contains("did not finish within")), "reported as a timeout: {slow_why:?}");
-    let down_why = summary.retried.get(&down.job).expect("the failed attempts are reported");
-    assert!(
-        down_why.iter().any(|w| w.contains("cannot reach the LLM server")),
-        "reported as unreachable: {down_why:?}"
-    );
-    assert_eq!((summary.acked, summary.completed, summary.reverted), (2, 2, 0), "{summary:?}");
+    assert!(s2.failed.is_empty(), "completed in the end: {s2:?}");
+    let why = s2.retried.get(&slow.job).expect("the slow attempts are reported");
+    assert!(why.iter().any(|w| w.contains("did not finish within")), "reported as a timeout: {why:?}");
+    assert_eq!((s1.acked + s2.acked, s1.completed + s2.completed), (3, 3), "{s1:?} {s2:?}");
+    assert_eq!(s1.reverted + s2.reverted, 0);
     // One ack and one completion each: the retries never sent a second transaction.
     let store = Store::open_readonly(&db).unwrap();
     let sent: i64 = store
@@ -379,9 +377,9 @@ async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with
             r.get(0)
         })
         .unwrap();
-    assert_eq!(sent, 4);
+    assert_eq!(sent, 6);
     let reference = llm(&server);
-    for s in [&slow, &down] {
+    for s in [&first, &slow, &down] {
         let (_, blob_hash, ..) = job_row(&db, s.job).unwrap();
         let ciphertext = anvil_blob(&net, B256::from_slice(&blob_hash.unwrap())).await;
         let answer = String::from_utf8(s.key.open(&ciphertext).unwrap()).unwrap();

@@ -504,7 +504,8 @@ fn refuse(summary: &mut WorkSummary, told: &mut HashSet<(u64, &'static str)>, jo
     if told.insert((job, what)) {
         tracing::warn!(job, reason = %why, "job refused");
     }
-    summary.refused.insert(job, why.to_owned());
+    // The first reason is the one that decided it (a later "ack deadline passed" follows from it).
+    summary.refused.entry(job).or_insert_with(|| why.to_owned());
 }
 
 /// Session keys by (session, block of its last key update): unwrapped, or why not.
