@@ -6,7 +6,7 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries
+.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker
 
 ## setup: the pinned tools and the real LLM server with its model
 setup: tools llm
@@ -89,3 +89,9 @@ bench-queries: tools
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-queries
 	target/release/bench-queries $(BENCH_ARGS)
+
+## bench-worker: 100 jobs served by the worker on a 1 s devnet with the real LLM server; ack
+## latency, fetch, decrypt, inference, encrypt, wait and completion, and the overhead in blocks
+bench-worker: tools llm
+	$(CARGO) build --release -p lcw-tests --bin bench-worker
+	target/release/bench-worker $(BENCH_ARGS)

@@ -145,8 +145,11 @@ pub struct JobTiming {
     pub inference: Duration,
     /// Response encryption and blob sidecar (KZG commitment and proof).
     pub encrypt: Duration,
-    /// From the result being ready to the completing transaction's receipt.
+    /// From the result being ready to the completing transaction being sent (waiting for the
+    /// ack to be mined).
     pub post: Duration,
+    /// The head when the completing transaction was sent.
+    pub complete_sent_block: Option<u64>,
     /// Tokens generated.
     pub completion_tokens: Option<u64>,
 }
@@ -355,6 +358,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                     };
                     let mut timing = r.timing;
                     timing.post = r.ready_at.elapsed();
+                    timing.complete_sent_block = Some(head.number);
                     match outbox.submit(&chain, &intent, fees_now, head.number).await {
                         Ok((id, hash)) => {
                             tracing::info!(job = a.job_id, id, tx = %hash, "completion sent with the response blob");
