@@ -70,9 +70,13 @@ enum Command {
     Reinstate(cmd::register::OpArgs),
     /// Registration, stake, suspension, models, key match, jobs and balances.
     Status(cmd::register::StatusArgs),
+    /// Read-only go-live checks (chain, registration, stake, gas money, keys, models, LLM, blobs).
+    Preflight(cmd::preflight::PreflightArgs),
+    /// Time the full local job path per model against the on-chain deadlines.
+    Speedtest(cmd::speedtest::SpeedtestArgs),
     /// Serve the GraphQL API and the dashboard over a store (read-only).
     Serve(cmd::serve::ServeArgs),
-    /// Index, serve the API and (with --keeper or --worker) settle, in one process.
+    /// Index, serve the API, and (with --keeper, --worker, --work) settle and serve jobs, in one process.
     Run(cmd::serve::RunArgs),
 }
 
@@ -117,6 +121,8 @@ fn main() -> std::process::ExitCode {
             Command::TopUpStake(args) => cmd::register::top_up_stake(args, cli.data).await,
             Command::Reinstate(args) => cmd::register::reinstate(args, cli.data).await,
             Command::Status(args) => cmd::register::status(args, cli.data).await,
+            Command::Preflight(args) => cmd::preflight::run(args, cli.data).await,
+            Command::Speedtest(args) => cmd::speedtest::run(args, cli.data).await,
         }
     });
     match result {

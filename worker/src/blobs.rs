@@ -75,6 +75,31 @@ impl BlobSource {
         };
         lcw_schema::blob::decode(&blob).map_err(|e| BlobError::Decode { hash, reason: e.to_string() })
     }
+
+    /// Whether the source answers, without fetching a blob (`lcw preflight`). anvil must know
+    /// `anvil_getBlobByHash`: any answer about the zero hash (null, or an error other than
+    /// "method not found") proves it. A beacon node must answer `/eth/v1/node/version`. Returns
+    /// what answered: the method, or the beacon node's version string.
+    pub async fn probe(&self) -> Result<String, BlobError> {
+        match self {
+            BlobSource::Anvil(p) => {
+                let r: Result<Option<Bytes>, _> = p.raw_request("anvil_getBlobByHash".into(), (B256::ZERO,)).await;
+                match r {
+                    Ok(_) => Ok("anvil_getBlobByHash".into()),
+                    Err(e) if e.as_error_resp().is_some_and(|p| p.code != -32601) => Ok("anvil_getBlobByHash".into()),
+                    Err(e) => Err(BlobError::Source(format!("anvil_getBlobByHash: {e}"))),
+                }
+            }
+            BlobSource::Beacon { url, http, .. } => {
+                let endpoint = format!("{url}/eth/v1/node/version");
+                let answer = beacon_get::<VersionResponse>(http, &endpoint).await?;
+                let version = answer.ok_or_else(|| {
+                    BlobError::Source(format!("GET {endpoint}: HTTP 404; is {url} a beacon API URL?"))
+                })?;
+                Ok(version.data.version)
+            }
+        }
+    }
 }
 
 async fn anvil_blob(p: &DynProvider, hash: B256) -> Result<Vec<u8>, BlobError> {
@@ -108,6 +133,14 @@ struct SignedHeader {
 #[derive(Debug, Deserialize)]
 struct HeaderMessage {
     slot: String,
+}
+#[derive(Debug, Deserialize)]
+struct VersionResponse {
+    data: VersionData,
+}
+#[derive(Debug, Deserialize)]
+struct VersionData {
+    version: String,
 }
 #[derive(Debug, Deserialize)]
 struct SidecarsResponse {

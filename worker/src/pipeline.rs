@@ -208,6 +208,13 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
     for m in &config.models {
         config.llm.warm(m).await.map_err(|e| WorkerError::Config(format!("warming {m}: {e}")))?;
     }
+    // The KZG trusted setup loads on first use (seconds): paid here, not by the first job.
+    let kzg = Instant::now();
+    tokio::task::spawn_blocking(|| lcw_schema::blob::sidecar(&[b"lcw".as_slice()]))
+        .await
+        .map_err(|e| WorkerError::Config(format!("loading the KZG setup: {e}")))?
+        .map_err(|e| WorkerError::Config(format!("loading the KZG setup: {e}")))?;
+    tracing::debug!(ms = kzg.elapsed().as_millis() as u64, "KZG setup loaded");
     let registered =
         lcw_schema::bindings::WorkerRegistry::new(config.profile.contracts.worker_registry, chain.provider())
             .getWorkerEncryptionKey(me)

@@ -295,7 +295,7 @@ fn print(json: bool, value: serde_json::Value, lines: &[String]) {
 }
 
 /// `in 41 s`, `in 12 min`, `in 3 h 5 min`, `in 2 d 4 h`.
-fn human(secs: u64) -> String {
+pub(crate) fn human(secs: u64) -> String {
     match secs {
         s if s < 90 => format!("{s} s"),
         s if s < 5_400 => format!("{} min", s.div_ceil(60)),
