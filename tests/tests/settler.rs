@@ -226,7 +226,7 @@ async fn a_restart_with_transactions_in_flight_and_a_competing_keeper_release_ea
     assert!(all_released(&db, 60, Duration::from_secs(60)).await, "every job released");
     let summary = second.finish().await;
     indexer.finish().await;
-    assert_eq!(summary.reverted, 0, "{summary:?}");
+    assert_eq!(summary.reverted, u64::from(node_reincluded), "{summary:?}");
     let store = Store::open_readonly(&db).unwrap();
     let released_events: i64 =
         store.conn().query_row("SELECT count(*) FROM logs WHERE event = 'JobReleased'", [], |r| r.get(0)).unwrap();
@@ -319,7 +319,11 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
         "the reorged-out release is mined again, or cancelled at its nonce"
     );
     let outcome = outcome().await.unwrap();
-    assert!(outcome == "re-mined at true" || outcome.contains("reorged out of block"), "{outcome}");
+    // A node may also put the reorged-out transaction back in a new-branch block whose clock is
+    // still before the window (anvil re-mines from the ancestor's timestamp): it reverts, and the
+    // jobs are released by a later transaction, once.
+    let node_reincluded = outcome.starts_with("re-sent and reverted");
+    assert!(outcome == "re-mined at true" || outcome.contains("reorged out of block") || node_reincluded, "{outcome}");
 
     // Stuck: more jobs, and as soon as the settler's release is in the mempool the base fee
     // jumps far above its fee cap.
@@ -358,7 +362,7 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
     let note: Option<String> =
         store.conn().query_row("SELECT note FROM outbox WHERE id = ?1", [id], |r| r.get(0)).unwrap();
     assert_eq!(status, "mined", "the replaced release ({note:?})");
-    assert_eq!(summary.reverted, 0, "{summary:?}");
+    assert_eq!(summary.reverted, u64::from(node_reincluded), "{summary:?}");
     assert!(summary.reorged >= 1 && summary.bumped >= 1, "{summary:?}");
     assert_eq!(summary.jobs_released, 30, "each job counted once across the reorg: {summary:?}");
 }
