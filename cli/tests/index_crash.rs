@@ -64,16 +64,36 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
         net.provider().get_block_number().await.unwrap()
     };
 
-    // Backfill, killed repeatedly.
+    // Backfill, killed repeatedly. Each kill waits for the cursor to pass a random block in the
+    // first half of what is left (plus a random few milliseconds), so it lands mid-backfill however
+    // fast the machine is; a fixed sleep could outlast the whole backfill on a quick runner.
     let mut cursors = Vec::new();
     for _ in 0..5 {
+        let start = indexing::cursor(&db).map_or(0, |c| c.0);
+        if start >= head {
+            break;
+        }
+        let target = rng.gen_range(start + 1..=start + (head - start).div_ceil(2));
+        let extra = Duration::from_micros(rng.gen_range(0..3_000));
         let mut child = index(&profile, &db, true);
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(40..400))).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if child.try_wait().expect("poll lcw index").is_some() {
+                break;
+            }
+            if indexing::cursor(&db).is_some_and(|c| c.0 >= target) {
+                tokio::time::sleep(extra).await;
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "lcw index never reached block {target}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         kill9(&mut child);
         if let Some(c) = indexing::cursor(&db) {
             cursors.push(c.0);
         }
     }
+    eprintln!("backfill kills left the cursor at {cursors:?} (head {head})");
     assert!(cursors.windows(2).all(|w| w[0] <= w[1]), "the cursor never moves back: {cursors:?}");
     assert!(cursors.iter().any(|c| *c < head), "at least one kill landed mid-backfill: {cursors:?} (head {head})");
 
