@@ -35,6 +35,9 @@ pub struct BackfillOptions {
     pub target_logs: u64,
     /// No new request while this many logs are fetched but not committed.
     pub max_buffered_logs: u64,
+    /// An answer larger than this is abandoned while it streams in and its range split (a range
+    /// sized on sparse blocks can reach dense ones). A single block is always read whole.
+    pub max_response_bytes: usize,
 }
 
 impl Default for BackfillOptions {
@@ -45,6 +48,7 @@ impl Default for BackfillOptions {
             max_range: 100_000,
             target_logs: 10_000,
             max_buffered_logs: 20_000,
+            max_response_bytes: 24 << 20,
         }
     }
 }
@@ -65,9 +69,9 @@ pub struct Progress {
 }
 
 /// Fetches one range and everything its commit needs.
-async fn fetch(rpc: &Rpc, contracts: &Contracts, from: u64, to: u64) -> Result<Segment, RpcError> {
+async fn fetch(rpc: &Rpc, contracts: &Contracts, from: u64, to: u64, cap: usize) -> Result<Segment, RpcError> {
     let addresses = contracts.all();
-    let mut logs = rpc.logs(&addresses, from, to).await?;
+    let mut logs = rpc.logs_capped(&addresses, from, to, (from < to).then_some(cap)).await?;
     logs.retain(|l| !l.removed);
     logs.sort_by_key(|l| (l.block_number, l.log_index));
     // The last block's hash moves the cursor; take it from a log when one is in that block.
@@ -147,8 +151,10 @@ pub async fn backfill(
             return Err(IndexerError::Interrupted);
         }
         let concurrency = if calibrated { options.concurrency.max(1) } else { 1 };
+        // The buffer limit never holds back the split range that delivery waits for: with
+        // later ranges filling the buffer, nothing else would ever fetch it.
         while in_flight.len() < concurrency
-            && buffered_logs < options.max_buffered_logs
+            && (buffered_logs < options.max_buffered_logs || retry.front().is_some_and(|r| r.0 == deliver_from))
             && (!retry.is_empty() || next <= to)
         {
             let (a, b) = match retry.pop_front() {
@@ -161,7 +167,8 @@ pub async fn backfill(
                 }
             };
             let rpc = rpc.clone();
-            in_flight.push(async move { (a, b, fetch(&rpc, &contracts, a, b).await) });
+            let cap = options.max_response_bytes;
+            in_flight.push(async move { (a, b, fetch(&rpc, &contracts, a, b, cap).await) });
         }
         let Some((a, b, result)) = in_flight.next().await else { break };
         match result {
@@ -172,9 +179,10 @@ pub async fn backfill(
                 if n > options.target_logs {
                     size = (blocks * options.target_logs / n.max(1)).max(1);
                 } else if n < options.target_logs / 2 && blocks >= size {
-                    // Grow towards the target, at most eightfold per answer.
-                    let aim = (blocks * options.target_logs).checked_div(n).unwrap_or(size * 8);
-                    size = aim.clamp(size + 1, size * 8).min(options.max_range);
+                    // Grow towards the target, at most twofold per answer: the next blocks may be
+                    // far denser, and every request in flight is sized alike.
+                    let aim = (blocks * options.target_logs).checked_div(n).unwrap_or(size * 2);
+                    size = aim.clamp(size + 1, size * 2).min(options.max_range);
                 }
                 buffered_logs += n;
                 ready.insert(a, segment);

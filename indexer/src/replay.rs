@@ -123,7 +123,8 @@ fn spawn_reader(db: PathBuf, decoder: Decoder, to: u64) -> StoreResult<Reader> {
 ///
 /// Reading and decoding run on a second thread; this one applies. Blocks at or below the undo
 /// floor go in transactions of [`REPLAY_BATCH`] logs, blocks above it one per transaction with
-/// undo images, as live indexing wrote them.
+/// undo images, as live indexing wrote them. The target's secondary indexes are dropped for the
+/// rebuild and created again at the end (see [`lcw_schema::store::projections::drop_indexes`]).
 pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
     let identity = source.identity()?.ok_or_else(|| StoreError::Missing(source.path().to_owned()))?;
     let decoder = Decoder::new(identity.contracts);
@@ -137,6 +138,7 @@ pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
     }
     // The scratch store is thrown away on any failure, so it need not survive a power cut.
     target.conn().execute_batch("PRAGMA synchronous = OFF")?;
+    let indexes = lcw_schema::store::projections::drop_indexes(target.conn())?;
     let (reader, chunks) = spawn_reader(source.path().to_owned(), decoder, cursor.block_number)?;
     let mut count = 0u64;
     let applied = (|| -> StoreResult<()> {
@@ -167,6 +169,7 @@ pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
     let read = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     applied?;
     read?;
+    lcw_schema::store::projections::create_indexes(target.conn(), &indexes)?;
     Ok((count, cursor.block_number))
 }
 

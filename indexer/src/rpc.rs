@@ -151,6 +151,9 @@ fn classify(e: &AlloyRpcError<TransportErrorKind>) -> Class {
 struct Endpoint {
     label: String,
     client: RpcClient,
+    /// The same connection pool, for `eth_getLogs` read straight off the wire.
+    http: reqwest::Client,
+    url: reqwest::Url,
     failures: AtomicU32,
     rest_until: Mutex<Option<Instant>>,
     last_success: Mutex<Option<Instant>>,
@@ -273,6 +276,62 @@ pub struct Header {
     pub timestamp: u64,
 }
 
+/// One `eth_getLogs` attempt on one endpoint, the body streamed into one buffer (sized from
+/// Content-Length when the node sends it) and parsed in place.
+async fn logs_attempt(ep: &Endpoint, body: Vec<u8>, max_bytes: Option<usize>) -> Result<Vec<FetchedLog>, Class> {
+    let transport = |e: reqwest::Error| Class::Retry(truncate(&format!("{e:#}")));
+    let mut response = ep
+        .http
+        .post(ep.url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(transport)?;
+    let status = response.status();
+    let too_large = |n: usize| {
+        Class::Range(
+            format!(
+                "the answer is larger than {} MB (read {n} bytes); splitting the range",
+                max_bytes.unwrap_or(0) >> 20
+            ),
+            None,
+        )
+    };
+    let limit = max_bytes.unwrap_or(usize::MAX);
+    let expected = response.content_length().map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if status.is_success()
+        && let Some(n) = expected.filter(|n| *n > limit)
+    {
+        return Err(too_large(n));
+    }
+    let mut buf = Vec::with_capacity(expected.unwrap_or(64 * 1024).min(limit));
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > limit && status.is_success() {
+            return Err(too_large(buf.len()));
+        }
+    }
+    if !status.is_success() {
+        let error =
+            alloy::transports::HttpError { status: status.as_u16(), body: String::from_utf8_lossy(&buf).into_owned() };
+        return Err(classify(&AlloyRpcError::Transport(TransportErrorKind::HttpError(error))));
+    }
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        result: Option<Vec<FetchedLog>>,
+        #[serde(default)]
+        error: Option<alloy::rpc::json_rpc::ErrorPayload>,
+    }
+    match serde_json::from_slice::<Envelope>(&buf) {
+        Ok(Envelope { error: Some(payload), .. }) => Err(classify(&AlloyRpcError::ErrorResp(payload))),
+        Ok(Envelope { result: Some(logs), .. }) => Ok(logs),
+        Ok(Envelope { result: None, .. }) => Err(classify(&AlloyRpcError::NullResp)),
+        Err(e) => Err(Class::Retry(format!("malformed answer: {e}"))),
+    }
+}
+
 /// A JSON-RPC client over one or more endpoints.
 pub struct Rpc {
     endpoints: Vec<Endpoint>,
@@ -303,7 +362,9 @@ impl Rpc {
             }
             endpoints.push(Endpoint {
                 label: redact_url(url),
-                client: RpcClient::new_http_with_client(http.clone(), parsed),
+                client: RpcClient::new_http_with_client(http.clone(), parsed.clone()),
+                http: http.clone(),
+                url: parsed,
                 failures: AtomicU32::new(0),
                 rest_until: Mutex::new(None),
                 last_success: Mutex::new(None),
@@ -326,7 +387,20 @@ impl Rpc {
     /// One call with retries and failover: a failed attempt moves on to the next endpoint at
     /// once; only when every endpoint failed in a round does the call back off (exponentially,
     /// with jitter). It gives up after a minute of failures.
-    pub async fn call<P: RpcSend, R: RpcRecv>(&self, method: &'static str, params: P) -> RpcResult<R> {
+    pub async fn call<P: RpcSend + 'static, R: RpcRecv>(&self, method: &'static str, params: P) -> RpcResult<R> {
+        self.retrying(method, |ep| {
+            let params = params.clone();
+            Box::pin(async move { ep.client.request::<P, R>(method, params).await.map_err(|e| classify(&e)) })
+        })
+        .await
+    }
+
+    /// The retry and failover loop of [`Rpc::call`] around one attempt on one endpoint.
+    async fn retrying<R>(
+        &self,
+        method: &'static str,
+        attempt: impl for<'e> Fn(&'e Endpoint) -> futures::future::BoxFuture<'e, Result<R, Class>>,
+    ) -> RpcResult<R> {
         let started = Instant::now();
         let mut delay = BACKOFF_START;
         let mut tried: Vec<usize> = Vec::new();
@@ -336,42 +410,34 @@ impl Rpc {
             let ep = &self.endpoints[i];
             attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            match ep.client.request::<P, R>(method, params.clone()).await {
+            match attempt(ep).await {
                 Ok(r) => {
                     ep.succeeded();
                     return Ok(r);
                 }
-                Err(e) => match classify(&e) {
-                    Class::Range(message, suggested_to) => {
-                        ep.succeeded();
-                        self.stats.range_splits.fetch_add(1, Ordering::Relaxed);
-                        return Err(RpcError::RangeTooLarge { method, message, suggested_to });
+                Err(Class::Range(message, suggested_to)) => {
+                    ep.succeeded();
+                    self.stats.range_splits.fetch_add(1, Ordering::Relaxed);
+                    return Err(RpcError::RangeTooLarge { method, message, suggested_to });
+                }
+                Err(Class::Fatal(message)) => {
+                    return Err(RpcError::Rejected { method, endpoint: ep.label.clone(), message });
+                }
+                Err(Class::Retry(message)) => {
+                    ep.failed();
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(method, endpoint = %ep.label, attempts, error = %message, "retrying RPC call");
+                    if started.elapsed() > GIVE_UP_AFTER {
+                        return Err(RpcError::Unavailable { method, attempts, endpoint: ep.label.clone(), message });
                     }
-                    Class::Fatal(message) => {
-                        return Err(RpcError::Rejected { method, endpoint: ep.label.clone(), message });
+                    tried.push(i);
+                    if tried.len() >= self.endpoints.len() {
+                        tried.clear();
+                        let jitter = Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
+                        tokio::time::sleep(delay + jitter).await;
+                        delay = (delay * 2).min(BACKOFF_MAX);
                     }
-                    Class::Retry(message) => {
-                        ep.failed();
-                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(method, endpoint = %ep.label, attempts, error = %message, "retrying RPC call");
-                        if started.elapsed() > GIVE_UP_AFTER {
-                            return Err(RpcError::Unavailable {
-                                method,
-                                attempts,
-                                endpoint: ep.label.clone(),
-                                message,
-                            });
-                        }
-                        tried.push(i);
-                        if tried.len() >= self.endpoints.len() {
-                            tried.clear();
-                            let jitter =
-                                Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
-                            tokio::time::sleep(delay + jitter).await;
-                            delay = (delay * 2).min(BACKOFF_MAX);
-                        }
-                    }
-                },
+                }
             }
         }
     }
@@ -388,8 +454,29 @@ impl Rpc {
 
     /// Logs of `addresses` in `from..=to`.
     pub async fn logs(&self, addresses: &[Address], from: u64, to: u64) -> RpcResult<Vec<FetchedLog>> {
+        self.logs_capped(addresses, from, to, None).await
+    }
+
+    /// Logs of `addresses` in `from..=to`, read straight off the wire and parsed once (alloy's
+    /// transport holds the whole body, copies the result into a `RawValue` and parses it again).
+    /// With `max_bytes`, an answer larger than that is abandoned as it streams in and reported as
+    /// [`RpcError::RangeTooLarge`], so the caller splits the range: memory stays bounded however
+    /// dense the chain turns.
+    pub async fn logs_capped(
+        &self,
+        addresses: &[Address],
+        from: u64,
+        to: u64,
+        max_bytes: Option<usize>,
+    ) -> RpcResult<Vec<FetchedLog>> {
         let filter = Filter::new().address(addresses.to_vec()).from_block(from).to_block(to);
-        self.call("eth_getLogs", (filter,)).await
+        let request = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [filter]});
+        let body = serde_json::to_vec(&request).map_err(|e| RpcError::Rejected {
+            method: "eth_getLogs",
+            endpoint: "(request)".into(),
+            message: e.to_string(),
+        })?;
+        self.retrying("eth_getLogs", |ep| Box::pin(logs_attempt(ep, body.clone(), max_bytes))).await
     }
 
     /// Logs of `addresses` in the block with `hash` (consistent with that exact block).

@@ -263,6 +263,21 @@ async fn flaky_rpc_and_dead_primary_still_yield_a_complete_store() {
     assert_eq!(indexing::differences(&flaky_db, &direct_db), vec![]);
     let verified = lcw_indexer::verify::verify(net.profile(), &flaky_db, Duration::from_secs(10)).await.unwrap();
     assert!(verified.ok(), "{:#?}", verified.differences);
+
+    // Answers larger than the response cap are abandoned while they stream in and their ranges
+    // split (a range sized on sparse blocks that reaches dense ones); single blocks are read
+    // whole whatever their size. The store is the same.
+    let capped_db = net.dir.path().join("capped.db");
+    let mut config = indexing::config(net.profile(), &capped_db);
+    config.until_head = true;
+    config.backfill.initial_range = 200;
+    config.backfill.max_response_bytes = 8 * 1024;
+    // A buffer this small fills with later ranges while an early split waits to be fetched.
+    config.backfill.max_buffered_logs = 40;
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let summary = lcw_indexer::run(config, rx, None).await.expect("indexing with a small response cap");
+    assert!(summary.range_splits > 0, "{summary:?}");
+    assert_eq!(indexing::differences(&capped_db, &direct_db), vec![]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
