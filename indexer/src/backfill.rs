@@ -47,7 +47,7 @@ impl Default for BackfillOptions {
             initial_range: 1,
             max_range: 100_000,
             target_logs: 10_000,
-            max_buffered_logs: 20_000,
+            max_buffered_logs: 10_000,
             max_response_bytes: 24 << 20,
         }
     }

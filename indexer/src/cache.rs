@@ -53,7 +53,7 @@ pub struct JobCache {
 }
 
 /// Jobs per cache generation (two generations are kept).
-const JOB_CACHE_GENERATION: usize = 10_000;
+const JOB_CACHE_GENERATION: usize = 5_000;
 
 impl JobCache {
     fn take(&mut self, id: u64) -> Option<Box<JobRow>> {
