@@ -139,14 +139,25 @@ pub(crate) async fn jobs_page(
 }
 
 pub(crate) async fn exit_plan(ctx: &Context<'_>, worker: Address) -> Result<ExitPlan> {
-    db(ctx)?
-        .read(move |conn| {
-            let clock = obligations::store_clock(conn)?;
-            let plan = obligations::exit_plan(conn, worker.0, &clock, None)?;
-            Ok(ExitPlan::from(&plan))
-        })
-        .await
-        .map_err(gql)
+    let db = db(ctx)?;
+    let memo = db.clone();
+    db.read(move |conn| {
+        // The plan is a function of the store at its cursor: countdowns polling it reuse it
+        // until the next commit.
+        let version = crate::db::version(conn)?;
+        let key = worker.0.to_string();
+        if let Some(hit) = version.and_then(|v| memo.exit_plans.get(v, &key)) {
+            return Ok(hit.as_ref().clone());
+        }
+        let clock = obligations::store_clock(conn)?;
+        let plan = ExitPlan::from(&obligations::exit_plan(conn, worker.0, &clock, None)?);
+        if let Some(v) = version {
+            memo.exit_plans.put(v, key, Arc::new(plan.clone()));
+        }
+        Ok(plan)
+    })
+    .await
+    .map_err(gql)
 }
 
 fn worker_view(conn: &Connection, row: WorkerRow, head_ts: u64) -> Result<Worker, ReadError> {
@@ -168,6 +179,13 @@ fn worker_view(conn: &Connection, row: WorkerRow, head_ts: u64) -> Result<Worker
         }
     }
     Ok(Worker::from_row(row, models, head_ts))
+}
+
+/// The store's version and the cursor block's timestamp (0 for an empty store).
+fn head_version_ts(conn: &Connection) -> Result<(Option<crate::db::Version>, u64), ReadError> {
+    let Some(c) = Cursor::get(conn)? else { return Ok((None, 0)) };
+    let ts = BlockRow::at_or_below(conn, c.block_number)?.map(|b| b.timestamp).unwrap_or(0);
+    Ok((Some((c.block_number, c.block_hash)), ts))
 }
 
 fn head_ts(conn: &Connection) -> Result<u64, ReadError> {
@@ -243,11 +261,16 @@ impl Query {
 
     async fn job(&self, ctx: &Context<'_>, id: BigInt) -> Result<Option<Job>> {
         let id = id.as_u64("job id")?;
+        let with_timeline = ctx.look_ahead().field("timeline").exists();
         db(ctx)?
             .read(move |conn| {
                 let Some(row) = JobRow::get(conn, id)? else { return Ok(None) };
                 let params = obligations::params(conn, None).ok();
-                Ok(Some(Job::build(conn, row, params.as_ref())?))
+                let mut job = Job::build(conn, row, params.as_ref())?;
+                if with_timeline {
+                    job.timeline = Some(lcw_schema::store::raw::RawLog::of_job(conn, id)?);
+                }
+                Ok(Some(job))
             })
             .await
             .map_err(gql)
@@ -395,27 +418,42 @@ impl Query {
         to: Option<Timestamp>,
     ) -> Result<Vec<EarningsBucket>> {
         let db = db(ctx)?;
-        let head = db.read(head_ts).await.map_err(gql)?;
+        let (version, head) = db.read(head_version_ts).await.map_err(gql)?;
         let (from, to, step) = range(from, to, bucket, head)?;
-        db.read(move |conn| {
-            let rows = reads::earnings(conn, worker.as_ref().map(|w| &w.0), from, to, step)?;
-            Ok(rows
-                .into_iter()
-                .map(|r| EarningsBucket {
-                    start: Timestamp(r.start),
-                    released: r.released,
-                    fees: BigInt(r.sums[0]),
-                    worker_share: BigInt(r.sums[1]),
-                    protocol_share: BigInt(r.sums[2]),
-                    fee_pool_share: BigInt(r.sums[3]),
-                    keeper_bounty: BigInt(r.sums[4]),
-                    slashed: BigInt(r.sums[5]),
-                    refunded: BigInt(r.sums[6]),
-                })
-                .collect())
-        })
-        .await
-        .map_err(gql)
+        // No hourly row lies after the cursor block's time, so an open-ended range (`to`
+        // defaults to now) has the same result until the next commit.
+        let key = format!("{:?}/{from}/{}/{step}", worker.map(|w| w.0), to.min(head + 1));
+        if let Some(hit) = version.and_then(|v| db.earnings.get(v, &key)) {
+            return Ok(hit.as_ref().clone());
+        }
+        let _gate = db.aggregate_gate.lock().await;
+        if let Some(hit) = version.and_then(|v| db.earnings.get(v, &key)) {
+            return Ok(hit.as_ref().clone());
+        }
+        let computed = db
+            .read(move |conn| {
+                let rows = reads::earnings(conn, worker.as_ref().map(|w| &w.0), from, to, step)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| EarningsBucket {
+                        start: Timestamp(r.start),
+                        released: r.released,
+                        fees: BigInt(r.sums[0]),
+                        worker_share: BigInt(r.sums[1]),
+                        protocol_share: BigInt(r.sums[2]),
+                        fee_pool_share: BigInt(r.sums[3]),
+                        keeper_bounty: BigInt(r.sums[4]),
+                        slashed: BigInt(r.sums[5]),
+                        refunded: BigInt(r.sums[6]),
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .map_err(gql)?;
+        if let Some(v) = version {
+            db.earnings.put(v, key, Arc::new(computed.clone()));
+        }
+        Ok(computed)
     }
 
     /// Jobs by outcome and latency percentiles per hour or UTC day, of one worker and/or model

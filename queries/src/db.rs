@@ -36,6 +36,65 @@ pub struct Db {
     idle: Mutex<Vec<Store>>,
     permits: Semaphore,
     timeout: Duration,
+    /// Earnings by their arguments.
+    pub(crate) earnings: Memo<Vec<crate::types::EarningsBucket>>,
+    /// Exit plans by worker.
+    pub(crate) exit_plans: Memo<crate::types::ExitPlan>,
+    /// Held while an aggregate is computed: concurrent requests for it wait for the first one's
+    /// result instead of all computing it at once.
+    pub(crate) aggregate_gate: tokio::sync::Mutex<()>,
+}
+
+/// The store's version: the cursor block and its hash (a reorg can bring back a block number
+/// with other contents).
+pub(crate) type Version = (u64, alloy::primitives::B256);
+
+/// The store's current [`Version`] (None for an empty store).
+pub(crate) fn version(conn: &Connection) -> Result<Option<Version>, ReadError> {
+    Ok(lcw_schema::store::raw::Cursor::get(conn)?.map(|c| (c.block_number, c.block_hash)))
+}
+
+/// Results of a query by its arguments, for one version of the store. They only change when the
+/// indexer commits, while dashboards and exit-plan countdowns ask for the same ones over and over
+/// (a network-wide month of daily earnings sums ~100,000 hourly rows: seconds per request under
+/// load). Only results of the exact current version are served; storing one of another version
+/// drops the rest.
+#[derive(Debug)]
+pub(crate) struct Memo<T> {
+    entries: Mutex<(Option<Version>, Results<T>)>,
+}
+
+/// A memo's results of one version, by key.
+type Results<T> = std::collections::HashMap<String, Arc<T>>;
+
+/// Distinct argument sets kept per version.
+const MEMO_ENTRIES: usize = 256;
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo { entries: Mutex::new((None, std::collections::HashMap::new())) }
+    }
+}
+
+impl<T> Memo<T> {
+    /// The result for `key` at `version`, if there is one.
+    pub(crate) fn get(&self, version: Version, key: &str) -> Option<Arc<T>> {
+        let entries = self.entries.lock().ok()?;
+        if entries.0 != Some(version) {
+            return None;
+        }
+        entries.1.get(key).cloned()
+    }
+
+    /// Stores the result for `key` at `version`.
+    pub(crate) fn put(&self, version: Version, key: String, value: Arc<T>) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if entries.0 != Some(version) || entries.1.len() >= MEMO_ENTRIES {
+            entries.1.clear();
+            entries.0 = Some(version);
+        }
+        entries.1.insert(key, value);
+    }
 }
 
 impl Db {
@@ -48,6 +107,9 @@ impl Db {
             idle: Mutex::new(vec![first]),
             permits: Semaphore::new(size.max(1)),
             timeout,
+            earnings: Memo::default(),
+            exit_plans: Memo::default(),
+            aggregate_gate: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -125,5 +187,29 @@ impl Interrupt {
 impl Drop for Interrupt {
     fn drop(&mut self) {
         self.fire();
+    }
+}
+
+#[cfg(test)]
+mod memo_tests {
+    use super::*;
+    use alloy::primitives::B256;
+
+    #[test]
+    fn a_memo_serves_only_results_of_the_current_store_version() {
+        let memo = Memo::<u32>::default();
+        let (v10, v11) = ((10, B256::repeat_byte(1)), (11, B256::repeat_byte(2)));
+        memo.put(v10, "a".into(), Arc::new(1));
+        assert_eq!(memo.get(v10, "a").as_deref(), Some(&1));
+        assert!(memo.get(v10, "b").is_none(), "another key");
+        assert!(memo.get(v11, "a").is_none(), "a newer block must recompute");
+        assert!(memo.get((10, B256::repeat_byte(9)), "a").is_none(), "the same number after a reorg must recompute");
+        memo.put(v11, "a".into(), Arc::new(2));
+        assert!(memo.get(v10, "a").is_none(), "older versions are dropped");
+        assert_eq!(memo.get(v11, "a").as_deref(), Some(&2));
+        for i in 0..MEMO_ENTRIES + 5 {
+            memo.put(v11, format!("k{i}"), Arc::new(0));
+        }
+        assert!(memo.entries.lock().unwrap().1.len() <= MEMO_ENTRIES, "bounded");
     }
 }

@@ -94,6 +94,9 @@ pub enum JobOrder {
 pub struct Job {
     pub(crate) row: JobRow,
     pub(crate) releasable_at: Option<u64>,
+    /// The job's logs, when the query asked for its timeline and they were read with the row
+    /// (one trip to the store instead of two).
+    pub(crate) timeline: Option<Vec<lcw_schema::store::raw::RawLog>>,
 }
 
 /// When `row` can (or could) be released: completion plus the window in force at release (or
@@ -133,7 +136,7 @@ impl Job {
     /// Builds the API view of `row`.
     pub fn build(conn: &Connection, row: JobRow, params: Option<&Params>) -> Result<Job, ReadError> {
         let releasable_at = releasable_at(conn, &row, params)?;
-        Ok(Job { row, releasable_at })
+        Ok(Job { row, releasable_at, timeline: None })
     }
 }
 
@@ -272,10 +275,13 @@ impl Job {
     /// Every event of the job, in chain order.
     async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<JobEvent>> {
         let id = self.row.job_id;
-        let logs = crate::api::db(ctx)?
-            .read(move |conn| Ok(lcw_schema::store::raw::RawLog::of_job(conn, id)?))
-            .await
-            .map_err(crate::api::gql)?;
+        let logs = match &self.timeline {
+            Some(logs) => logs.clone(),
+            None => crate::api::db(ctx)?
+                .read(move |conn| Ok(lcw_schema::store::raw::RawLog::of_job(conn, id)?))
+                .await
+                .map_err(crate::api::gql)?,
+        };
         Ok(logs
             .into_iter()
             .map(|l| {

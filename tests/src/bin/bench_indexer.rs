@@ -61,6 +61,11 @@ struct Args {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+    /// Block interval to restore on the devnet after measuring (interval mining is paused while
+    /// measuring: on a chain this large every empty block costs anvil seconds of CPU, which would
+    /// land at random in the timings).
+    #[arg(long, default_value_t = 12)]
+    block_time: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -188,7 +193,32 @@ async fn main() -> anyhow::Result<()> {
     let head = parse_quantity(&head)?;
     rpc_call(&client, &rpc, "anvil_mine", serde_json::json!(["0x50"])).await.ok();
     report.chain_blocks = head;
+    rpc_call(&client, &rpc, "evm_setIntervalMining", serde_json::json!([0]))
+        .await
+        .context("pausing interval mining for the measurement")?;
+    let measured =
+        measure(&args, &lcw, &dir, &client, &rpc, &profile, &profile_path, anvil_pid, head, &mut report).await;
+    rpc_call(&client, &rpc, "evm_setIntervalMining", serde_json::json!([args.block_time])).await.ok();
+    measured?;
+    print_report(&report, args.json)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    Ok(())
+}
 
+/// Raw rate, backfill and replay on the prepared chain, into `report`.
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    args: &Args,
+    lcw: &std::path::Path,
+    dir: &std::path::Path,
+    client: &reqwest::Client,
+    rpc: &str,
+    profile: &Profile,
+    profile_path: &std::path::Path,
+    anvil_pid: Option<u32>,
+    head: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     // 2. Raw eth_getLogs rate.
     let range = {
         let per_block = report.chain_events as f64 / (head.saturating_sub(profile.start_block).max(1)) as f64;
@@ -197,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
     report.raw_range_blocks = range;
     let mut best: Option<(u64, f64, u64)> = None;
     for _ in 0..2 {
-        let (logs, secs, requests) = raw_scan(&client, &rpc, &profile, head, range, args.concurrency).await?;
+        let (logs, secs, requests) = raw_scan(client, rpc, profile, head, range, args.concurrency).await?;
         if best.is_none_or(|(_, s, _)| secs < s) {
             best = Some((logs, secs, requests));
         }
@@ -215,13 +245,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     let anvil_cpu_before = anvil_pid.and_then(cpu_secs);
-    let mut index = Command::new(&lcw);
+    let mut index = Command::new(lcw);
     index
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir)
         .args(["index", "--until-head", "--json", "--progress", "off"])
         .arg("--network")
-        .arg(&profile_path)
+        .arg(profile_path)
         .arg("--db")
         .arg(&db)
         .args(["--concurrency", &args.concurrency.to_string(), "--target-logs", &args.target_logs.to_string()]);
@@ -242,8 +272,8 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("backfill: {} events in {:.2} s", summary.indexed_this_run, summary.elapsed_secs);
 
     // 4. Replay.
-    let mut replay = Command::new(&lcw);
-    replay.arg("--data-dir").arg(&dir).args(["replay", "--json", "--db"]).arg(&db);
+    let mut replay = Command::new(lcw);
+    replay.arg("--data-dir").arg(dir).args(["replay", "--json", "--db"]).arg(&db);
     let (out, peak, _) = run_measured(replay)?;
     let summary: ReplaySummary = serde_json::from_str(out.trim()).context("parsing `lcw replay --json`")?;
     if !summary.differences.is_empty() {
@@ -253,9 +283,6 @@ async fn main() -> anyhow::Result<()> {
     report.replay_secs = summary.rebuild_secs;
     report.replay_events_per_sec = summary.events_per_sec;
     report.replay_peak_rss_mb = peak;
-
-    print_report(&report, args.json)?;
-    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     Ok(())
 }
 
