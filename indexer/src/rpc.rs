@@ -290,11 +290,9 @@ async fn logs_attempt(ep: &Endpoint, body: Vec<u8>, max_bytes: Option<usize>) ->
         .map_err(transport)?;
     let status = response.status();
     let too_large = |n: usize| {
+        let cap = max_bytes.unwrap_or(usize::MAX);
         Class::Range(
-            format!(
-                "the answer is larger than {} MB (read {n} bytes); splitting the range",
-                max_bytes.unwrap_or(0) >> 20
-            ),
+            format!("the answer exceeds the response cap of {cap} bytes (at least {n}); splitting the range"),
             None,
         )
     };
