@@ -37,6 +37,16 @@ async fn devnet() -> TestNet {
     .await
 }
 
+/// A new store in a temporary directory, followed live by an indexer; returns once it exists.
+/// Keep the directory until the test ends.
+async fn followed_store(net: &TestNet) -> (tempfile::TempDir, std::path::PathBuf, Follower) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let indexer = Follower::start(net.profile(), &db);
+    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+    (dir, db, indexer)
+}
+
 fn llm(server: &LlmServer) -> Llm {
     Llm::new(LlmConfig { url: server.url.clone(), api: Api::OpenAi, num_predict: NUM_PREDICT, ..LlmConfig::default() })
         .expect("llm config")
@@ -112,10 +122,7 @@ async fn anvil_blob(net: &TestNet, hash: B256) -> Vec<u8> {
 async fn jobs_of_both_suites_are_acked_answered_and_completed_with_the_models_answer() {
     let net = devnet().await;
     let server = LlmServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("lcw.db");
-    let indexer = Follower::start(net.profile(), &db);
-    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+    let (_dir, db, indexer) = followed_store(&net).await;
     let p256 = parties::register_worker(&net, 0, Suite::P256AesGcm).await;
     let x25519 = parties::register_worker(&net, 1, Suite::X25519).await;
     let deposit = U256::from(10u64).pow(U256::from(20u64));
@@ -169,10 +176,7 @@ async fn jobs_of_both_suites_are_acked_answered_and_completed_with_the_models_an
 async fn a_session_key_that_cannot_be_decrypted_is_refused_without_an_ack() {
     let net = devnet().await;
     let server = LlmServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("lcw.db");
-    let indexer = Follower::start(net.profile(), &db);
-    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+    let (_dir, db, indexer) = followed_store(&net).await;
     let worker = parties::register_worker(&net, 0, Suite::P256AesGcm).await;
     let deposit = U256::from(10u64).pow(U256::from(20u64));
     // A worker process holding a different secret than the registered key's must refuse to
@@ -221,10 +225,7 @@ async fn a_job_that_cannot_finish_in_time_is_refused_and_later_cleared_by_claim_
     })
     .await;
     let server = LlmServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("lcw.db");
-    let indexer = Follower::start(net.profile(), &db);
-    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+    let (_dir, db, indexer) = followed_store(&net).await;
     let worker = parties::register_worker(&net, 0, Suite::X25519).await;
     let session = parties::open_session(&net, 0, &worker, U256::from(10u64).pow(U256::from(20u64))).await;
     // This worker believes a job takes a minute: nothing fits in a 20 s completion window.
@@ -273,10 +274,7 @@ async fn a_job_that_cannot_finish_in_time_is_refused_and_later_cleared_by_claim_
 async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with_no_duplicate() {
     let net = devnet().await;
     let mut server = LlmServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("lcw.db");
-    let indexer = Follower::start(net.profile(), &db);
-    assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await, "store created");
+    let (_dir, db, indexer) = followed_store(&net).await;
     let worker = parties::register_worker(&net, 0, Suite::P256AesGcm).await;
     let session = parties::open_session(&net, 0, &worker, U256::from(10u64).pow(U256::from(20u64))).await;
 
