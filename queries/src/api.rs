@@ -189,8 +189,7 @@ fn head_version_ts(conn: &Connection) -> Result<(Option<crate::db::Version>, u64
 }
 
 fn head_ts(conn: &Connection) -> Result<u64, ReadError> {
-    let Some(c) = Cursor::get(conn)? else { return Ok(0) };
-    Ok(BlockRow::at_or_below(conn, c.block_number)?.map(|b| b.timestamp).unwrap_or(0))
+    Ok(head_version_ts(conn)?.1)
 }
 
 /// The indexer status as of the store's cursor.
