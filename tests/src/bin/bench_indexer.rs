@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
     // Move the whole workload below the indexer's finality depth so all of it is backfill.
     let head = rpc_call(&client, &rpc, "eth_blockNumber", serde_json::json!([])).await?;
     let head = parse_quantity(&head)?;
-    rpc_call(&client, &rpc, "anvil_mine", serde_json::json!(["0x50"])).await.ok();
+    make_final(&client, &rpc, &profile).await?;
     report.chain_blocks = head;
     rpc_call(&client, &rpc, "evm_setIntervalMining", serde_json::json!([0]))
         .await
@@ -356,6 +356,33 @@ fn cpu_secs(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+/// Mines empty blocks until no log of the workload lies above the node's finalized block, so the
+/// indexer backfills all of it instead of following the last blocks live with undo images (a run
+/// with a fifth of the logs above the finalized block measured 52,900 instead of ~65,000
+/// events/s). Small steps: on a large state anvil takes seconds per block, past any sensible
+/// request timeout.
+async fn make_final(client: &reqwest::Client, rpc: &str, profile: &Profile) -> anyhow::Result<()> {
+    let mut announced = false;
+    loop {
+        let finalized = rpc_call(client, rpc, "eth_getBlockByNumber", serde_json::json!(["finalized", false]))
+            .await
+            .context("reading the finalized block")?;
+        let finalized = parse_quantity(&finalized["number"]).context("the node has no finalized block")?;
+        let head = parse_quantity(&rpc_call(client, rpc, "eth_blockNumber", serde_json::json!([])).await?)?;
+        let open = rpc_call(client, rpc, "eth_getLogs", filter(profile, finalized + 1, head)).await?;
+        if open.as_array().is_none_or(|logs| logs.is_empty()) {
+            return Ok(());
+        }
+        if !announced {
+            eprintln!("mining empty blocks until the workload is below the finalized block {finalized}");
+            announced = true;
+        }
+        rpc_call(client, rpc, "anvil_mine", serde_json::json!(["0x8"]))
+            .await
+            .context("mining empty blocks to finalize the workload")?;
+    }
 }
 
 async fn rpc_call(
