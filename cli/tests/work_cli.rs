@@ -88,7 +88,14 @@ async fn killed_mid_job_and_restarted_it_completes_every_job_exactly_once() {
     assert!(completed_before < jobs.len() as i64, "killed mid-way ({completed_before} completed)");
 
     let mut second = run_worker(data, &server.url, &log);
-    let all_done = || async { count(&db, "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'") == jobs.len() as i64 };
+    // Done when the indexer shows every job completed and the outbox has seen every completion's
+    // receipt (it records a transaction as mined when it reads the receipt, which can come after
+    // the indexer has committed the block).
+    let all_done = || async {
+        count(&db, "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'") == jobs.len() as i64
+            && count(&db, "SELECT count(*) FROM outbox WHERE kind = 'complete' AND status = 'mined'")
+                >= jobs.len() as i64
+    };
     let done = wait_until(Duration::from_secs(300), all_done).await;
     // A clean stop: SIGINT, and it says so.
     let _ = Command::new("kill").args(["-INT", &second.id().to_string()]).status();
