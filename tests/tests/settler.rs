@@ -133,6 +133,21 @@ fn outbox_counts(db: &Path) -> HashMap<String, u64> {
         .unwrap()
 }
 
+/// Jobs in release transactions whose receipt the outbox has seen (the settler counts a release
+/// then, which can be a head after the indexer committed it).
+fn mined_releases(db: &Path) -> i64 {
+    let Ok(store) = Store::open_readonly(db) else { return 0 };
+    store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
+             WHERE o.kind = 'release' AND o.status = 'mined'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+}
+
 async fn all_released(db: &Path, n: u64, timeout: Duration) -> bool {
     wait_until(timeout, || async {
         let r = releases(db);
@@ -163,6 +178,7 @@ async fn every_job_lands_in_the_first_block_after_its_window_through_a_window_ch
     let report = sim.await.unwrap().expect("simulation");
     assert_eq!(report.completed, 240);
     assert!(all_released(&db, 240, Duration::from_secs(90)).await, "every job released");
+    wait_until(Duration::from_secs(30), || async { mined_releases(&db) >= 240 }).await;
     let summary = keeper.finish().await;
     indexer.finish().await;
     let lags = lags(&db);
@@ -349,7 +365,7 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
             .ok()
     };
     // As above, the settler may read the receipt a head after the indexer saw the release.
-    wait_until(Duration::from_secs(30), || async { settled().await.is_some() }).await;
+    wait_until(Duration::from_secs(30), || async { settled().await.is_some() && mined_releases(&db) >= 30 }).await;
     let summary = keeper.finish().await;
     indexer.finish().await;
     let store = Store::open_readonly(&db).unwrap();
