@@ -275,21 +275,25 @@ impl Job {
     /// Every event of the job, in chain order.
     async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<JobEvent>> {
         let id = self.row.job_id;
+        let fetched;
         let logs = match &self.timeline {
-            Some(logs) => logs.clone(),
-            None => crate::api::db(ctx)?
-                .read(move |conn| Ok(lcw_schema::store::raw::RawLog::of_job(conn, id)?))
-                .await
-                .map_err(crate::api::gql)?,
+            Some(logs) => logs,
+            None => {
+                fetched = crate::api::db(ctx)?
+                    .read(move |conn| Ok(lcw_schema::store::raw::RawLog::of_job(conn, id)?))
+                    .await
+                    .map_err(crate::api::gql)?;
+                &fetched
+            }
         };
         Ok(logs
-            .into_iter()
+            .iter()
             .map(|l| {
                 let fields = crate::decode::fields(&l.topics, &l.data).unwrap_or_else(|e| {
                     vec![crate::decode::Field { name: "decodeError".into(), ty: "string".into(), value: e }]
                 });
                 JobEvent {
-                    name: l.event.unwrap_or_else(|| "(undecodable)".into()),
+                    name: l.event.clone().unwrap_or_else(|| "(undecodable)".into()),
                     block: l.block_number,
                     log_index: l.log_index,
                     time: Timestamp(l.block_timestamp),
