@@ -364,25 +364,33 @@ fn cpu_secs(pid: u32) -> Option<f64> {
 /// events/s). Small steps: on a large state anvil takes seconds per block, past any sensible
 /// request timeout.
 async fn make_final(client: &reqwest::Client, rpc: &str, profile: &Profile) -> anyhow::Result<()> {
-    let mut announced = false;
-    loop {
-        let finalized = rpc_call(client, rpc, "eth_getBlockByNumber", serde_json::json!(["finalized", false]))
+    let finalized = || async {
+        let block = rpc_call(client, rpc, "eth_getBlockByNumber", serde_json::json!(["finalized", false]))
             .await
             .context("reading the finalized block")?;
-        let finalized = parse_quantity(&finalized["number"]).context("the node has no finalized block")?;
-        let head = parse_quantity(&rpc_call(client, rpc, "eth_blockNumber", serde_json::json!([])).await?)?;
-        let open = rpc_call(client, rpc, "eth_getLogs", filter(profile, finalized + 1, head)).await?;
-        if open.as_array().is_none_or(|logs| logs.is_empty()) {
-            return Ok(());
+        parse_quantity(&block["number"]).context("the node has no finalized block")
+    };
+    // The newest block above the finalized one that holds a log of the workload, if any: walked
+    // down one block at a time, so no request asks for more than one block's logs.
+    let floor = finalized().await?;
+    let mut last = parse_quantity(&rpc_call(client, rpc, "eth_blockNumber", serde_json::json!([])).await?)?;
+    while last > floor {
+        let logs = rpc_call(client, rpc, "eth_getLogs", filter(profile, last, last)).await?;
+        if logs.as_array().is_some_and(|l| !l.is_empty()) {
+            break;
         }
-        if !announced {
-            eprintln!("mining empty blocks until the workload is below the finalized block {finalized}");
-            announced = true;
-        }
+        last -= 1;
+    }
+    if last <= floor {
+        return Ok(());
+    }
+    eprintln!("mining empty blocks until block {last}, the last with logs, is final (finalized: {floor})");
+    while finalized().await? < last {
         rpc_call(client, rpc, "anvil_mine", serde_json::json!(["0x8"]))
             .await
             .context("mining empty blocks to finalize the workload")?;
     }
+    Ok(())
 }
 
 async fn rpc_call(
