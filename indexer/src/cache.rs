@@ -14,6 +14,7 @@ use lcw_schema::store::rows::{
     EventCountRow, JobRow, ModelRow, ProjectionRow, RollupRow, SessionRow, WorkerModelRow, WorkerRow,
 };
 use lcw_schema::store::undo::UndoEntry;
+use lcw_schema::types::JobState;
 use rusqlite::Connection;
 
 /// Rows are boxed: a job row is ~900 bytes, and an inline table of tens of thousands of
@@ -190,6 +191,36 @@ impl<'c> Projector<'c> {
             s.dirty = true;
         }
         Ok(s.current.as_deref_mut())
+    }
+    /// Job rows held (changed or read) by this transaction.
+    pub fn jobs_in_memory(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Writes the jobs that reached an end (released or timed out) and lets them go: nothing
+    /// but a late keeper bounty or refund touches them again, and those read them back. Keeps
+    /// a long backfill transaction's memory to the jobs still in flight. Not for transactions
+    /// that record undo images.
+    pub fn write_finished_jobs(&mut self) -> StoreResult<u64> {
+        debug_assert!(!self.track_before, "undo images are recorded at flush");
+        let finished =
+            |row: &JobRow| row.state == JobState::Released.as_str() || row.state == JobState::TimedOut.as_str();
+        let mut done: Vec<u64> =
+            self.jobs.iter().filter(|(_, s)| s.current.as_deref().is_some_and(finished)).map(|(id, _)| *id).collect();
+        // In key order, as in `flush`.
+        done.sort_unstable();
+        let mut written = 0;
+        for id in done {
+            let Some(s) = self.jobs.remove(&id) else { continue };
+            if s.dirty
+                && s.stored != s.current
+                && let Some(row) = &s.current
+            {
+                row.write(self.conn, s.stored.as_deref())?;
+                written += 1;
+            }
+        }
+        Ok(written)
     }
     getter!(session, sessions, u64, SessionRow, |conn, k| SessionRow::get(conn, *k));
     getter_mut!(session_mut, sessions, u64, SessionRow, |conn, k| SessionRow::get(conn, *k));

@@ -7,7 +7,8 @@
 //! - [`rpc`]: JSON-RPC with retries, backoff and failover; range refusals recognised.
 //! - [`backfill`]: concurrent adaptive `eth_getLogs` over the final part of the chain, in order.
 //! - [`live`]: head following with parent-hash checks and unwinding to the common ancestor.
-//! - [`writer`]: the single writer thread; one transaction per commit, cursor included.
+//! - [`writer`]: the single writer thread; one transaction per commit, cursor included
+//!   ([`checkpoint`] copies the WAL into the database beside it).
 //! - [`decode`] and [`apply`] (with [`cache`]): the pure core, log → event → projection rows.
 //! - [`replay`]: projections rebuilt from raw logs alone and compared with the store.
 //! - [`verify`]: the store checked against the chain.
@@ -19,6 +20,7 @@
 pub mod apply;
 pub mod backfill;
 pub mod cache;
+pub mod checkpoint;
 pub mod decode;
 pub mod live;
 pub mod metrics;

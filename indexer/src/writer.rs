@@ -8,18 +8,26 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use alloy::primitives::B256;
-use lcw_schema::store::raw::{BlockRow, Cursor, RangeRow, RawLog};
-use lcw_schema::store::{Identity, Store, StoreResult, ledger, raw, undo};
+use lcw_schema::store::raw::{BlockRow, Cursor, LogInserter, RangeRow, RawLog};
+use lcw_schema::store::{Identity, Store, StoreError, StoreResult, ledger, raw, undo};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::Meta;
-use crate::cache::Projector;
+use crate::cache::{JobCache, Projector};
+use crate::checkpoint::Checkpointer;
 use crate::decode::Decoder;
 use crate::segment::Segment;
 use crate::{IndexerError, IndexerResult};
 
-/// Logs per backfill transaction: large enough to amortise commits, small enough to bound memory.
-const COMMIT_LOGS: usize = 15_000;
+/// Logs per backfill transaction at most. A job's events span several blocks; in a large
+/// transaction most jobs are inserted once, complete, instead of inserted and then updated at
+/// every step. Memory does not grow with it: logs are written as they arrive.
+const BATCH_LOGS: u64 = 200_000;
+
+/// Jobs held in memory by an open backfill transaction at most (finished jobs are written out
+/// as they finish; this bounds the ones still in flight).
+const BATCH_JOBS: usize = 20_000;
 
 /// What a commit did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,6 +64,9 @@ impl Writer {
     /// Opens the store (checking its identity) and starts the writer thread.
     pub fn start(path: PathBuf, identity: Identity, commits: Commits) -> IndexerResult<(Writer, Option<Cursor>)> {
         let store = Store::open(&path, &identity)?;
+        // Checkpoints run on their own thread (see `checkpoint`), never inside a commit here.
+        store.conn().pragma_update(None, "wal_autocheckpoint", 0).map_err(StoreError::from)?;
+        let checkpointer = Checkpointer::start(&path)?;
         let cursor = Cursor::get(store.conn())?;
         let decoder = Decoder::new(identity.contracts);
         let (tx, rx) = mpsc::channel::<Cmd>(2);
@@ -63,7 +74,7 @@ impl Writer {
         let slot = failure.clone();
         std::thread::Builder::new()
             .name("lcw-store-writer".into())
-            .spawn(move || writer_loop(store, decoder, rx, commits, slot))
+            .spawn(move || writer_loop(store, decoder, rx, commits, slot, checkpointer))
             .map_err(|e| IndexerError::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok((Writer { tx, failure }, cursor))
     }
@@ -99,106 +110,96 @@ impl Writer {
 }
 
 fn writer_loop(
-    mut store: Store,
+    store: Store,
     decoder: Decoder,
     mut rx: mpsc::Receiver<Cmd>,
     commits: Commits,
     failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    checkpointer: Checkpointer,
 ) {
-    let mut pending: Vec<Segment> = Vec::new();
-    let mut pending_logs = 0usize;
-    let mut cache = crate::cache::JobCache::default();
-    let mut failed: Option<lcw_schema::store::StoreError> = None;
+    let conn = store.conn();
+    let mut cache = JobCache::default();
+    let mut failed: Option<StoreError> = None;
     let mut last = Committed::default();
-    let commit_pending = |store: &mut Store,
-                          cache: &mut crate::cache::JobCache,
-                          pending: &mut Vec<Segment>,
-                          failed: &mut Option<_>,
-                          last: &mut Committed| {
-        if pending.is_empty() || failed.is_some() {
-            return;
+    // Marks the writer failed: later commands are refused with the first error.
+    let fail = |e: StoreError, cache: &mut JobCache, failed: &mut Option<StoreError>| {
+        cache.clear();
+        tracing::error!(error = %e, "commit failed; nothing after the last committed block was written");
+        if let Ok(mut g) = failure.lock() {
+            *g = Some(e.to_string());
         }
-        let started = Instant::now();
-        match commit(store, cache, &decoder, pending, None, "backfill") {
-            Ok(c) => {
-                tracing::debug!(block = c.block, logs = c.logs, ms = started.elapsed().as_millis() as u64, "committed");
-                *last = c;
-                let _ = commits.send(c);
-            }
-            Err(e) => {
-                cache.clear();
-                tracing::error!(error = %e, "commit failed; nothing after the last committed block was written");
-                if let Ok(mut g) = failure.lock() {
-                    *g = Some(e.to_string());
-                }
-                *failed = Some(e);
-            }
-        }
-        pending.clear();
+        *failed = Some(e);
     };
+    let mut next: Option<Cmd> = None;
     loop {
-        let cmd = match rx.try_recv() {
-            Ok(cmd) => cmd,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                // Nothing queued right now: commit what we have instead of waiting.
-                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
-                pending_logs = 0;
-                match rx.blocking_recv() {
-                    Some(cmd) => cmd,
-                    None => return,
-                }
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
-                return;
-            }
+        let cmd = match next.take() {
+            Some(cmd) => cmd,
+            None => match rx.blocking_recv() {
+                Some(cmd) => cmd,
+                None => return,
+            },
         };
         match cmd {
             Cmd::Backfill(segment) => {
-                pending_logs += segment.logs.len();
-                pending.push(segment);
-                if pending_logs >= COMMIT_LOGS {
-                    commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
-                    pending_logs = 0;
+                if failed.is_some() {
+                    continue;
+                }
+                let started = Instant::now();
+                checkpointer.before_transaction();
+                let (result, after) = backfill_batch(conn, &mut cache, &decoder, segment, &mut rx);
+                match result {
+                    Ok(c) => {
+                        checkpointer.request();
+                        tracing::debug!(
+                            block = c.block,
+                            logs = c.logs,
+                            ms = started.elapsed().as_millis() as u64,
+                            "committed"
+                        );
+                        last = c;
+                        let _ = commits.send(c);
+                    }
+                    Err(e) => fail(e, &mut cache, &mut failed),
+                }
+                match after {
+                    After::Idle => {}
+                    After::Cmd(cmd) => next = Some(*cmd),
+                    After::Closed => return,
                 }
             }
             Cmd::Flush(reply) => {
-                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
-                pending_logs = 0;
+                // A backfill ended: leave no large WAL behind (the next commit would only reuse it).
+                checkpointer.truncate(conn);
                 let _ = reply.send(match &failed {
                     Some(e) => Err(earlier(e)),
                     None => Ok(last),
                 });
             }
             Cmd::Block { segment, finalized, reply } => {
-                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
-                pending_logs = 0;
+                checkpointer.before_transaction();
                 let result = match &failed {
                     Some(e) => Err(earlier(e)),
-                    None => commit(
-                        &mut store,
-                        &mut cache,
-                        &decoder,
-                        std::slice::from_ref(&segment),
-                        Some(finalized),
-                        "live",
-                    ),
+                    None => Batch::begin(conn, &mut cache, Some(finalized), &segment)
+                        .and_then(|mut b| b.add(&decoder, &segment).and_then(|()| b.commit())),
                 };
-                if result.is_err() {
-                    cache.clear();
-                }
-                if let Ok(c) = &result {
-                    last = *c;
-                    let _ = commits.send(*c);
+                match &result {
+                    Ok(c) => {
+                        checkpointer.request();
+                        last = *c;
+                        let _ = commits.send(*c);
+                    }
+                    // A live block that fails leaves the store at the previous block; the
+                    // follower retries or stops, so the writer stays usable.
+                    Err(_) => cache.clear(),
                 }
                 let _ = reply.send(result);
             }
             Cmd::Unwind { to, reply } => {
-                commit_pending(&mut store, &mut cache, &mut pending, &mut failed, &mut last);
-                pending_logs = 0;
                 cache.clear();
-                let result = unwind(&mut store, to);
+                checkpointer.before_transaction();
+                let result = unwind(conn, to);
                 if result.is_ok() {
+                    checkpointer.request();
                     last.block = to;
                     let _ = commits.send(last);
                 }
@@ -208,39 +209,119 @@ fn writer_loop(
     }
 }
 
-fn earlier(e: &lcw_schema::store::StoreError) -> lcw_schema::store::StoreError {
-    lcw_schema::store::StoreError::Corrupt { what: "an earlier commit".into(), value: e.to_string() }
+/// What the writer found after closing a backfill transaction.
+enum After {
+    /// Nothing queued.
+    Idle,
+    /// A command that is not a backfill segment (handled after the commit).
+    Cmd(Box<Cmd>),
+    /// Every sender is gone.
+    Closed,
 }
 
-/// Commits segments in one transaction. `live_finalized` is Some for a block followed live:
-/// it then records undo images unless the block is already final, merges live ranges, and prunes
-/// undo entries at or below the finalized block.
-fn commit(
-    store: &mut Store,
-    cache: &mut crate::cache::JobCache,
+/// Applies `first` and every backfill segment already queued behind it in one transaction,
+/// up to [`BATCH_LOGS`] logs or [`BATCH_JOBS`] jobs in memory, and commits. Segments are
+/// written as they arrive, so memory holds the projection rows in play, not the logs.
+fn backfill_batch(
+    conn: &Connection,
+    cache: &mut JobCache,
     decoder: &Decoder,
-    segments: &[Segment],
-    live_finalized: Option<u64>,
-    source: &str,
-) -> StoreResult<Committed> {
-    let (Some(first), Some(last)) = (segments.first(), segments.last()) else { return Ok(Committed::default()) };
-    let tx = store.begin()?;
-    for s in segments {
-        for (hash, block, value) in &s.tx_values {
-            raw::put_tx_value(&tx, hash, *block, value)?;
+    first: Segment,
+    rx: &mut mpsc::Receiver<Cmd>,
+) -> (StoreResult<Committed>, After) {
+    let mut batch = match Batch::begin(conn, cache, None, &first) {
+        Ok(b) => b,
+        Err(e) => return (Err(e), After::Idle),
+    };
+    let mut segment = first;
+    let after = loop {
+        if let Err(e) = batch.add(decoder, &segment) {
+            return (Err(e), After::Idle);
         }
+        drop(segment);
+        if batch.stats.logs >= BATCH_LOGS || batch.projector.jobs_in_memory() >= BATCH_JOBS {
+            break After::Idle;
+        }
+        segment = match rx.try_recv() {
+            Ok(Cmd::Backfill(s)) => s,
+            Ok(cmd) => break After::Cmd(Box::new(cmd)),
+            // Nothing queued right now: commit what we have instead of waiting.
+            Err(mpsc::error::TryRecvError::Empty) => break After::Idle,
+            Err(mpsc::error::TryRecvError::Disconnected) => break After::Closed,
+        };
+    };
+    (batch.commit(), after)
+}
+
+fn earlier(e: &StoreError) -> StoreError {
+    StoreError::Corrupt { what: "an earlier commit".into(), value: e.to_string() }
+}
+
+/// The last block of a batch (its cursor).
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    to: u64,
+    hash: B256,
+    parent: Option<B256>,
+    timestamp: u64,
+}
+
+/// An open write transaction that segments are applied into: raw logs inserted as they come,
+/// projection rows changed in memory and written on commit, with the blocks, the range and the
+/// cursor. Dropping it without committing rolls everything back.
+struct Batch<'c> {
+    tx: rusqlite::Transaction<'c>,
+    projector: Projector<'c>,
+    inserter: LogInserter<'c>,
+    blocks: BTreeMap<u64, (B256, u64, u64)>,
+    stats: Committed,
+    from: u64,
+    tail: Tail,
+    /// Some for a block followed live: the finalized block then.
+    live_finalized: Option<u64>,
+    /// The block undo images are recorded under (a live block above the finalized one).
+    undo_block: Option<u64>,
+}
+
+impl<'c> Batch<'c> {
+    /// Opens a transaction for `first` and what may follow it. `live_finalized` is Some for a
+    /// block followed live: it then records undo images unless the block is already final,
+    /// merges live ranges, and prunes undo entries at or below the finalized block.
+    fn begin(
+        conn: &'c Connection,
+        cache: &'c mut JobCache,
+        live_finalized: Option<u64>,
+        first: &Segment,
+    ) -> StoreResult<Batch<'c>> {
+        let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        let undo_block = live_finalized.filter(|f| first.to > *f).map(|_| first.to);
+        // The projector and inserter borrow the connection, not the transaction: both live
+        // exactly as long as it does, and everything they write is inside it.
+        let projector = Projector::with_cache(conn, undo_block.is_some(), cache)?;
+        let inserter = LogInserter::new(conn)?;
+        Ok(Batch {
+            tx,
+            projector,
+            inserter,
+            blocks: BTreeMap::new(),
+            stats: Committed::default(),
+            from: first.from,
+            tail: Tail { to: first.to, hash: first.to_hash, parent: first.to_parent, timestamp: first.to_timestamp },
+            live_finalized,
+            undo_block,
+        })
     }
-    let undo_block = live_finalized.filter(|f| last.to > *f).map(|_| last.to);
-    let mut projector = Projector::with_cache(&tx, undo_block.is_some(), cache)?;
-    let mut inserter = lcw_schema::store::raw::LogInserter::new(&tx)?;
-    let mut blocks: BTreeMap<u64, (B256, u64, u64)> = BTreeMap::new();
-    let mut stats = Committed { block: last.to, ..Default::default() };
-    for s in segments {
+
+    /// Applies a segment (the next blocks after what the batch holds).
+    fn add(&mut self, decoder: &Decoder, s: &Segment) -> StoreResult<()> {
+        for (hash, block, value) in &s.tx_values {
+            raw::put_tx_value(&self.tx, hash, *block, value)?;
+        }
         for log in &s.logs {
             let (block_number, block_hash, log_index) = (log.block_number, log.block_hash, log.log_index);
             let timestamp = s.time_of(log);
             let decoded = decoder.decode(&log.log);
-            inserter.insert(RawLog {
+            self.inserter.insert(RawLog {
                 block_number,
                 log_index,
                 block_hash,
@@ -254,57 +335,72 @@ fn commit(
                 decode_error: decoded.event.as_ref().err().cloned(),
                 job_id: decoded.job_id,
             })?;
-            blocks.entry(block_number).or_insert((block_hash, timestamp, 0)).2 += 1;
-            stats.logs += 1;
+            self.blocks.entry(block_number).or_insert((block_hash, timestamp, 0)).2 += 1;
+            self.stats.logs += 1;
             match &decoded.event {
                 Ok(event) => {
-                    projector.count_event(decoded.name.unwrap_or("(unknown)"))?;
+                    self.projector.count_event(decoded.name.unwrap_or("(unknown)"))?;
                     let meta = Meta { block: block_number, log_index, timestamp, tx_hash: log.tx_hash };
-                    projector.apply(event, &meta)?;
+                    self.projector.apply(event, &meta)?;
                 }
                 Err(reason) => {
-                    stats.undecodable += 1;
-                    projector.count_event("(undecodable)")?;
+                    self.stats.undecodable += 1;
+                    self.projector.count_event("(undecodable)")?;
                     tracing::warn!(block = block_number, log_index, %reason, "undecodable log kept raw");
                 }
             }
         }
-    }
-    inserter.finish()?;
-    stats.unattributed = projector.unattributed;
-    projector.flush(undo_block)?;
-    for (number, (hash, timestamp, count)) in &blocks {
-        let parent = if *number == last.to { last.to_parent } else { None };
-        BlockRow { number: *number, hash: *hash, parent_hash: parent, timestamp: *timestamp, log_count: *count }
-            .put(&tx)?;
-    }
-    if !blocks.contains_key(&last.to) {
-        BlockRow {
-            number: last.to,
-            hash: last.to_hash,
-            parent_hash: last.to_parent,
-            timestamp: last.to_timestamp,
-            log_count: 0,
+        self.tail = Tail { to: s.to, hash: s.to_hash, parent: s.to_parent, timestamp: s.to_timestamp };
+        if self.undo_block.is_none() {
+            // Jobs that reached an end leave memory now; the events of one block arrive in one
+            // segment, so whatever follows a release or time-out in its transaction is in.
+            self.projector.write_finished_jobs()?;
         }
-        .put(&tx)?;
+        Ok(())
     }
-    let log_count = stats.logs;
-    if source == "live" {
-        RangeRow::extend_live(&tx, first.from, last.to, log_count)?;
-    } else {
-        RangeRow { from_block: first.from, to_block: last.to, log_count, source: source.into() }.insert(&tx)?;
+
+    /// Writes the projection rows, blocks, range and cursor, and commits.
+    fn commit(mut self) -> StoreResult<Committed> {
+        let tx = &self.tx;
+        let tail = self.tail;
+        self.inserter.finish()?;
+        self.stats.unattributed = self.projector.unattributed;
+        self.stats.block = tail.to;
+        self.projector.flush(self.undo_block)?;
+        for (number, (hash, timestamp, count)) in &self.blocks {
+            let parent = if *number == tail.to { tail.parent } else { None };
+            BlockRow { number: *number, hash: *hash, parent_hash: parent, timestamp: *timestamp, log_count: *count }
+                .put(tx)?;
+        }
+        if !self.blocks.contains_key(&tail.to) {
+            BlockRow {
+                number: tail.to,
+                hash: tail.hash,
+                parent_hash: tail.parent,
+                timestamp: tail.timestamp,
+                log_count: 0,
+            }
+            .put(tx)?;
+        }
+        let log_count = self.stats.logs;
+        match self.live_finalized {
+            Some(_) => RangeRow::extend_live(tx, self.from, tail.to, log_count)?,
+            None => RangeRow { from_block: self.from, to_block: tail.to, log_count, source: "backfill".into() }
+                .insert(tx)?,
+        }
+        let finalized = self.live_finalized.unwrap_or(tail.to);
+        Cursor { block_number: tail.to, block_hash: tail.hash, finalized_number: finalized }.set(tx)?;
+        // The undo floor: blocks at or below it have no before-images and cannot be unwound.
+        let floor = undo_floor(tx)?;
+        let new_floor = if self.undo_block.is_some() { floor.max(finalized.min(tail.to)) } else { tail.to };
+        if new_floor != floor {
+            lcw_schema::store::meta_set(tx, UNDO_FLOOR, &new_floor.to_string())?;
+        }
+        undo::prune(tx, new_floor)?;
+        let stats = self.stats;
+        self.tx.commit()?;
+        Ok(stats)
     }
-    let finalized = live_finalized.unwrap_or(last.to);
-    Cursor { block_number: last.to, block_hash: last.to_hash, finalized_number: finalized }.set(&tx)?;
-    // The undo floor: blocks at or below it have no before-images and cannot be unwound.
-    let floor = undo_floor(&tx)?;
-    let new_floor = if undo_block.is_some() { floor.max(finalized.min(last.to)) } else { last.to };
-    if new_floor != floor {
-        lcw_schema::store::meta_set(&tx, UNDO_FLOOR, &new_floor.to_string())?;
-    }
-    undo::prune(&tx, new_floor)?;
-    tx.commit()?;
-    Ok(stats)
 }
 
 /// `meta` key of the undo floor.
@@ -316,8 +412,8 @@ pub fn undo_floor(conn: &rusqlite::Connection) -> StoreResult<u64> {
 }
 
 /// Unwinds everything above `to` in one transaction; returns the number of rows restored.
-fn unwind(store: &mut Store, to: u64) -> StoreResult<u64> {
-    let tx = store.begin()?;
+fn unwind(conn: &Connection, to: u64) -> StoreResult<u64> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let floor = undo_floor(&tx)?;
     if to < floor {
         return Err(lcw_schema::store::StoreError::Corrupt {

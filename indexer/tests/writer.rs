@@ -1,0 +1,204 @@
+//! The writer on its own, without a chain: segments of synthetic job lifecycles go in, and the
+//! store must not depend on how they were grouped into transactions, must never hold part of a
+//! failed transaction, and must not keep a large WAL behind after a backfill.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use alloy::primitives::{Address, B256, Log, U256, address};
+use alloy::sol_types::SolEvent;
+use lcw_indexer::rpc::FetchedLog;
+use lcw_indexer::segment::Segment;
+use lcw_indexer::writer::Writer;
+use lcw_indexer::{Committed, IndexerError};
+use lcw_schema::bindings::JobRegistry;
+use lcw_schema::profile::Contracts;
+use lcw_schema::store::raw::{Cursor, RawLog};
+use lcw_schema::store::rows::{JobRow, ProjectionRow};
+use lcw_schema::store::{Identity, Store};
+
+const JOB_REGISTRY: Address = address!("0x00000000000000000000000000000000000000a2");
+const WORKER: Address = address!("0x00000000000000000000000000000000000000b1");
+
+fn identity() -> Identity {
+    Identity {
+        chain_id: 31337,
+        contracts: Contracts {
+            worker_registry: address!("0x00000000000000000000000000000000000000a1"),
+            job_registry: JOB_REGISTRY,
+            ai_config: address!("0x00000000000000000000000000000000000000a3"),
+        },
+        start_block: 1,
+    }
+}
+
+fn block_hash(n: u64) -> B256 {
+    B256::left_padding_from(&n.to_be_bytes())
+}
+
+/// Blocks `1..=blocks`; in block `b`, job `b` is submitted, job `b - 1` acknowledged, job `b - 2`
+/// completed and job `b - 3` released: every job's events span four blocks, as on a real chain.
+fn blocks(count: u64) -> Vec<Segment> {
+    (1..=count)
+        .map(|b| {
+            let mut events: Vec<alloy::primitives::LogData> = Vec::new();
+            let job = |k: u64| U256::from(b - k);
+            events.push(
+                JobRegistry::JobSubmitted { jobId: job(0), sessionId: U256::from(1), worker: WORKER }.encode_log_data(),
+            );
+            if b > 1 {
+                events.push(JobRegistry::JobAcknowledged { jobId: job(1), worker: WORKER }.encode_log_data());
+            }
+            if b > 2 {
+                events.push(
+                    JobRegistry::JobCompleted {
+                        jobId: job(2),
+                        worker: WORKER,
+                        responseBlobHash: B256::repeat_byte(1),
+                        responseCiphertextHash: B256::repeat_byte(2),
+                    }
+                    .encode_log_data(),
+                );
+            }
+            if b > 3 {
+                events.push(
+                    JobRegistry::JobReleased {
+                        jobId: job(3),
+                        workerShare: U256::from(90),
+                        protocolShare: U256::from(5),
+                        feePoolShare: U256::from(5),
+                    }
+                    .encode_log_data(),
+                );
+            }
+            let logs = events
+                .into_iter()
+                .enumerate()
+                .map(|(i, data)| FetchedLog {
+                    log: Log { address: JOB_REGISTRY, data },
+                    block_number: b,
+                    block_hash: block_hash(b),
+                    block_timestamp: Some(1_700_000_000 + 12 * b),
+                    tx_hash: B256::left_padding_from(&(b * 100 + i as u64).to_be_bytes()),
+                    tx_index: i as u64,
+                    log_index: i as u64,
+                    removed: false,
+                })
+                .collect();
+            Segment {
+                from: b,
+                to: b,
+                to_hash: block_hash(b),
+                to_parent: None,
+                to_timestamp: 1_700_000_000 + 12 * b,
+                logs,
+                block_times: HashMap::new(),
+                tx_values: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+fn start(path: &Path) -> Writer {
+    let (commits, _) = tokio::sync::watch::channel(Committed::default());
+    let (writer, cursor) = Writer::start(path.to_owned(), identity(), commits).expect("writer starts");
+    assert!(cursor.is_none(), "a new store has no cursor");
+    writer
+}
+
+fn jobs(path: &Path) -> Vec<JobRow> {
+    let store = Store::open_readonly(path).expect("store opens");
+    JobRow::all(store.conn()).expect("jobs read")
+}
+
+#[tokio::test]
+async fn the_store_does_not_depend_on_how_segments_are_grouped_into_transactions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (one_by_one, queued) = (dir.path().join("one.db"), dir.path().join("queued.db"));
+    let segments = blocks(40);
+
+    // One transaction per block: each segment is flushed before the next is sent.
+    let writer = start(&one_by_one);
+    for s in segments.clone() {
+        writer.backfill(s).await.expect("queued");
+        writer.flush().await.expect("committed");
+    }
+    drop(writer);
+    // Everything queued at once: the writer groups as it likes.
+    let writer = start(&queued);
+    for s in segments {
+        writer.backfill(s).await.expect("queued");
+    }
+    let last = writer.flush().await.expect("committed");
+    drop(writer);
+    assert_eq!(last.block, 40);
+
+    let diffs = lcw_indexer::replay::compare(&one_by_one, &queued).expect("compared");
+    assert!(diffs.is_empty(), "projections differ: {diffs:?}");
+    let rows = jobs(&queued);
+    assert_eq!(rows.len(), 40);
+    let released: Vec<u64> = rows.iter().filter(|j| j.state == "RELEASED").map(|j| j.job_id).collect();
+    assert_eq!(released, (1..=37).collect::<Vec<_>>(), "jobs 1..=37 were released in blocks 4..=40");
+    let open: Vec<(u64, &str)> =
+        rows.iter().filter(|j| j.state != "RELEASED").map(|j| (j.job_id, j.state.as_str())).collect();
+    assert_eq!(open, vec![(38, "COMPLETED"), (39, "ACKNOWLEDGED"), (40, "SUBMITTED")]);
+    let job_1 = &rows[0];
+    assert_eq!((job_1.submitted_block, job_1.acknowledged_block), (1, Some(2)));
+    assert_eq!((job_1.completed_block, job_1.released_block), (Some(3), Some(4)));
+    assert_eq!(job_1.worker_share_wei, Some(U256::from(90)));
+}
+
+#[tokio::test]
+async fn a_failed_transaction_leaves_no_part_of_itself_and_stops_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.db");
+    let mut segments = blocks(12);
+    // Block 12 repeats a log index: its insert fails inside whatever transaction holds it.
+    let dup = segments[11].logs[0].clone();
+    segments[11].logs.push(dup);
+
+    let writer = start(&path);
+    for s in segments.drain(..6) {
+        writer.backfill(s).await.expect("queued");
+    }
+    assert_eq!(writer.flush().await.expect("committed").block, 6);
+    for s in segments {
+        // Once the failure is seen, later segments are refused; either way none is stored.
+        if writer.backfill(s).await.is_err() {
+            break;
+        }
+    }
+    let err = writer.flush().await.expect_err("the duplicate log fails its transaction");
+    assert!(err.to_string().contains("UNIQUE"), "the error names the cause: {err}");
+    assert!(matches!(writer.backfill(blocks(1).remove(0)).await, Err(IndexerError::Commit(_))));
+    drop(writer);
+
+    let store = Store::open_readonly(&path).expect("store opens");
+    let cursor = Cursor::get(store.conn()).expect("cursor read").expect("cursor set");
+    assert!((6..12).contains(&cursor.block_number), "cursor at {}", cursor.block_number);
+    // Everything up to the cursor, nothing after it.
+    let logs = RawLog::count(store.conn(), 0, i64::MAX as u64).expect("logs counted");
+    let expected: u64 = (1..=cursor.block_number).map(|b| b.min(4)).sum();
+    assert_eq!(logs, expected, "logs of blocks 1..={} only", cursor.block_number);
+    assert_eq!(RawLog::count(store.conn(), cursor.block_number + 1, i64::MAX as u64).expect("counted"), 0);
+    let job_rows = JobRow::all(store.conn()).expect("jobs read");
+    assert_eq!(job_rows.len() as u64, cursor.block_number, "one job per committed block");
+}
+
+#[tokio::test]
+async fn a_backfill_leaves_no_large_wal_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.db");
+    let writer = start(&path);
+    for s in blocks(300) {
+        writer.backfill(s).await.expect("queued");
+    }
+    writer.flush().await.expect("committed");
+    let wal = dir.path().join("store.db-wal");
+    let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(size, 0, "the WAL is emptied into the database when a backfill ends");
+    // The pages were copied into the database file itself.
+    let bytes = std::fs::metadata(&path).expect("database file").len();
+    assert!(bytes > 100 * 1024, "the database file holds the logs ({bytes} bytes)");
+    drop(writer);
+}
