@@ -117,6 +117,23 @@ pub(crate) async fn registration_values(
     Ok(out)
 }
 
+/// The ranges to fetch instead of a refused `a..=b` (a < b). A node's suggested last block
+/// wins; an answer refused for the response cap says how large it was, so the range is cut into
+/// parts of about half the cap each (blocks are uneven) in one step instead of halving it again
+/// and again, each refusal costing the node a full answer; otherwise it is halved.
+fn split_range(a: u64, b: u64, suggested_to: Option<u64>, answer_bytes: Option<u64>, cap: usize) -> Vec<(u64, u64)> {
+    if let Some(mid) = suggested_to.filter(|s| *s >= a && *s < b) {
+        return vec![(a, mid), (mid + 1, b)];
+    }
+    let blocks = b - a + 1;
+    let parts = match answer_bytes {
+        Some(bytes) => (bytes.saturating_mul(2)).div_ceil((cap as u64).max(1)).clamp(2, blocks),
+        None => 2,
+    };
+    let part = blocks.div_ceil(parts);
+    (0..parts).map(|i| a + i * part).take_while(|x| *x <= b).map(|x| (x, (x + part - 1).min(b))).collect()
+}
+
 /// Backfills `from..=to` (all final) into the writer. Returns the number of logs delivered.
 #[allow(clippy::too_many_arguments)]
 pub async fn backfill(
@@ -187,7 +204,7 @@ pub async fn backfill(
                 buffered_logs += n;
                 ready.insert(a, segment);
             }
-            Err(RpcError::RangeTooLarge { message, suggested_to, .. }) => {
+            Err(RpcError::RangeTooLarge { message, suggested_to, answer_bytes, .. }) => {
                 progress.splits.fetch_add(1, Ordering::Relaxed);
                 if a == b {
                     return Err(IndexerError::Rpc(RpcError::RangeTooLarge {
@@ -196,17 +213,17 @@ pub async fn backfill(
                             "block {a} alone has more logs than the RPC returns ({message}); use a provider without this limit"
                         ),
                         suggested_to: None,
+                        answer_bytes: None,
                     }));
                 }
-                let mid = suggested_to.filter(|s| *s >= a && *s < b).unwrap_or(a + (b - a) / 2);
-                tracing::debug!(from = a, to = b, split_at = mid, %message, "range refused; splitting");
-                retry.push_front((mid + 1, b));
-                retry.push_front((a, mid));
+                let parts = split_range(a, b, suggested_to, answer_bytes, options.max_response_bytes);
+                tracing::debug!(from = a, to = b, parts = parts.len(), %message, "range refused; splitting");
+                // Later ranges: the parts' size when the answer's size showed it fits, else less.
+                let largest = parts.iter().map(|(x, y)| y - x + 1).max().unwrap_or(1);
+                size = if answer_bytes.is_some() { largest } else { largest.div_ceil(2) }.max(1);
+                retry.extend(parts);
                 // Keep the retry queue in block order (splits of earlier ranges come first).
-                let mut v: Vec<_> = retry.drain(..).collect();
-                v.sort();
-                retry.extend(v);
-                size = (mid - a + 1).div_ceil(2).max(1);
+                retry.make_contiguous().sort_unstable();
             }
             Err(e) => return Err(IndexerError::Rpc(e)),
         }
@@ -224,4 +241,28 @@ pub async fn backfill(
         return Err(IndexerError::Internal(format!("backfill stopped at block {deliver_from}, before {to}")));
     }
     Ok(delivered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_range;
+
+    const CAP: usize = 24 << 20;
+
+    #[test]
+    fn a_range_over_the_cap_is_cut_to_fit_in_one_step() {
+        // 4 blocks answering 50 MB: single blocks of ~12.5 MB each.
+        assert_eq!(split_range(22, 25, None, Some(50 << 20), CAP), vec![(22, 22), (23, 23), (24, 24), (25, 25)]);
+        // 100 blocks answering 30 MB: parts of about half the cap.
+        let parts = split_range(1, 100, None, Some(30 << 20), CAP);
+        assert_eq!(parts, vec![(1, 34), (35, 68), (69, 100)]);
+    }
+
+    #[test]
+    fn without_a_size_the_range_is_halved_or_cut_where_the_node_says() {
+        assert_eq!(split_range(10, 19, None, None, CAP), vec![(10, 14), (15, 19)]);
+        assert_eq!(split_range(10, 19, Some(12), None, CAP), vec![(10, 12), (13, 19)]);
+        // A suggestion outside the range is ignored.
+        assert_eq!(split_range(10, 11, Some(40), None, CAP), vec![(10, 10), (11, 11)]);
+    }
 }

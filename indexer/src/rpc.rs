@@ -37,6 +37,8 @@ pub enum RpcError {
         message: String,
         /// The last block of a range the node suggested, if it did.
         suggested_to: Option<u64>,
+        /// Size of the refused answer in bytes, when it was refused for the response cap.
+        answer_bytes: Option<u64>,
     },
     /// Every endpoint kept failing with retryable errors.
     #[error(
@@ -72,7 +74,8 @@ pub enum RpcError {
 pub type RpcResult<T> = Result<T, RpcError>;
 
 enum Class {
-    Range(String, Option<u64>),
+    /// Refused range: message, suggested last block, size of an answer over the cap.
+    Range(String, Option<u64>, Option<u64>),
     Retry(String),
     Fatal(String),
 }
@@ -118,7 +121,7 @@ fn classify(e: &AlloyRpcError<TransportErrorKind>) -> Class {
         AlloyRpcError::ErrorResp(p) => {
             let msg = p.message.to_lowercase();
             if RANGE_PHRASES.iter().any(|k| msg.contains(k)) {
-                Class::Range(truncate(&p.message), suggested_end(&p.message))
+                Class::Range(truncate(&p.message), suggested_end(&p.message), None)
             } else if p.code == 429
                 || msg.contains("rate limit")
                 || msg.contains("too many requests")
@@ -136,7 +139,7 @@ fn classify(e: &AlloyRpcError<TransportErrorKind>) -> Class {
         }
         AlloyRpcError::Transport(TransportErrorKind::HttpError(h))
         | AlloyRpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter { error: h, .. }) => match h.status {
-            413 => Class::Range(format!("HTTP 413 {}", truncate(&h.body)), None),
+            413 => Class::Range(format!("HTTP 413 {}", truncate(&h.body)), None, None),
             429 | 408 | 500..=599 => Class::Retry(format!("HTTP {} {}", h.status, truncate(&h.body))),
             s => Class::Fatal(format!("HTTP {s} {}", truncate(&h.body))),
         },
@@ -294,6 +297,7 @@ async fn logs_attempt(ep: &Endpoint, body: Vec<u8>, max_bytes: Option<usize>) ->
         Class::Range(
             format!("the answer exceeds the response cap of {cap} bytes (at least {n}); splitting the range"),
             None,
+            Some(n as u64),
         )
     };
     let limit = max_bytes.unwrap_or(usize::MAX);
@@ -413,10 +417,10 @@ impl Rpc {
                     ep.succeeded();
                     return Ok(r);
                 }
-                Err(Class::Range(message, suggested_to)) => {
+                Err(Class::Range(message, suggested_to, answer_bytes)) => {
                     ep.succeeded();
                     self.stats.range_splits.fetch_add(1, Ordering::Relaxed);
-                    return Err(RpcError::RangeTooLarge { method, message, suggested_to });
+                    return Err(RpcError::RangeTooLarge { method, message, suggested_to, answer_bytes });
                 }
                 Err(Class::Fatal(message)) => {
                     return Err(RpcError::Rejected { method, endpoint: ep.label.clone(), message });
@@ -526,7 +530,7 @@ mod tests {
         ] {
             assert!(matches!(classify(&resp(-32005, m)), Class::Range(..)), "{m}");
         }
-        let Class::Range(_, s) = classify(&resp(-32602, "this block range should work: [0x10, 0x20]")) else {
+        let Class::Range(_, s, _) = classify(&resp(-32602, "this block range should work: [0x10, 0x20]")) else {
             panic!()
         };
         assert_eq!(s, Some(0x20));
