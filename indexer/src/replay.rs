@@ -138,7 +138,10 @@ pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
         tx.commit()?;
     }
     // The scratch store is thrown away on any failure, so it need not survive a power cut.
-    target.conn().execute_batch("PRAGMA synchronous = OFF")?;
+    // Nor does it need a journal: without one, pages are written once, into the database,
+    // instead of into the WAL and then copied by checkpoints.
+    target.conn().pragma_update(None, "synchronous", "OFF")?;
+    target.conn().pragma_update(None, "journal_mode", "OFF")?;
     let indexes = lcw_schema::store::projections::drop_indexes(target.conn())?;
     let (reader, chunks) = spawn_reader(source.path().to_owned(), decoder, cursor.block_number)?;
     let mut count = 0u64;
