@@ -20,11 +20,32 @@ use rusqlite::Connection;
 /// Rows are boxed: a job row is ~900 bytes, and an inline table of tens of thousands of
 /// double-image slots costs tens of MB, doubled while the table grows (measured with heaptrack).
 struct Slot<R> {
-    /// The row as stored before this transaction (None: absent). Flush diffs against it, and
-    /// it is the undo before-image.
+    /// The row as stored before this transaction (None: absent, or not kept: see `existed`).
+    /// Flush diffs against it, and it is the undo before-image.
     stored: Option<Box<R>>,
     current: Option<Box<R>>,
     dirty: bool,
+    /// The row was stored before this transaction. Set without `stored` for jobs when no undo
+    /// images are kept: a second copy of every job in flight would be the largest part of a
+    /// backfill's memory, and flush then overwrites the row's changeable columns instead.
+    existed: bool,
+}
+
+impl<R: ProjectionRow> Slot<R> {
+    /// Writes the row if it changed; returns whether it did.
+    fn write(&self, conn: &Connection) -> StoreResult<bool> {
+        if !self.dirty || self.stored == self.current {
+            return Ok(false);
+        }
+        match (&self.current, &self.stored) {
+            (Some(row), Some(stored)) => row.write(conn, Some(stored))?,
+            (Some(row), None) if self.existed => row.overwrite(conn)?,
+            (Some(row), None) => row.write(conn, None)?,
+            (None, Some(gone)) => gone.delete(conn)?,
+            (None, None) => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 type Map<K, R> = HashMap<K, Slot<R>>;
@@ -39,7 +60,7 @@ fn slot<K: Eq + Hash, R: Clone>(
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(v) => {
             let row = load()?.map(Box::new);
-            v.insert(Slot { stored: row.clone(), current: row, dirty: false })
+            v.insert(Slot { stored: row.clone(), existed: row.is_some(), current: row, dirty: false })
         }
     })
 }
@@ -182,11 +203,17 @@ impl<'c> Projector<'c> {
     /// The job for changing, if it exists (from the cross-commit cache when it holds it).
     pub(crate) fn job_mut(&mut self, id: u64) -> StoreResult<Option<&mut JobRow>> {
         let conn = self.conn;
-        let cached = if self.jobs.contains_key(&id) { None } else { self.job_cache.as_mut().and_then(|c| c.take(id)) };
-        let s = slot(&mut self.jobs, id, || match cached {
-            Some(row) => Ok(Some(*row)),
-            None => JobRow::get(conn, id),
-        })?;
+        let s = match self.jobs.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let row = match self.job_cache.as_mut().and_then(|c| c.take(id)) {
+                    Some(row) => Some(row),
+                    None => JobRow::get(conn, id)?.map(Box::new),
+                };
+                let stored = if self.track_before { row.clone() } else { None };
+                v.insert(Slot { stored, existed: row.is_some(), current: row, dirty: false })
+            }
+        };
         if s.current.is_some() {
             s.dirty = true;
         }
@@ -212,11 +239,7 @@ impl<'c> Projector<'c> {
         let mut written = 0;
         for id in done {
             let Some(s) = self.jobs.remove(&id) else { continue };
-            if s.dirty
-                && s.stored != s.current
-                && let Some(row) = &s.current
-            {
-                row.write(self.conn, s.stored.as_deref())?;
+            if s.write(self.conn)? {
                 written += 1;
             }
         }
@@ -346,16 +369,11 @@ impl<'c> Projector<'c> {
             let mut slots: Vec<(K, Slot<R>)> = map.into_iter().collect();
             slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (_, s) in slots {
-                if !s.dirty || s.stored == s.current {
+                if !s.write(conn)? {
                     if let Some(row) = s.current {
                         keep(row);
                     }
                     continue;
-                }
-                match (&s.current, &s.stored) {
-                    (Some(row), stored) => row.write(conn, stored.as_deref())?,
-                    (None, Some(gone)) => gone.delete(conn)?,
-                    (None, None) => continue,
                 }
                 stats.rows += 1;
                 if let Some(block) = undo_block {

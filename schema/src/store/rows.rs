@@ -23,6 +23,10 @@ pub trait ProjectionRow: Sized + Clone + PartialEq + serde::Serialize + serde::d
     /// only the columns that changed (nothing when none did). Much cheaper than `put` for wide
     /// rows that change a few columns at a time.
     fn write(&self, conn: &Connection, stored: Option<&Self>) -> StoreResult<()>;
+    /// Overwrites the stored row with this one without knowing its previous image: every
+    /// column but the key and the columns that never change once the row exists (`fixed` in
+    /// the table's definition, which keeps the indexes on them untouched).
+    fn overwrite(&self, conn: &Connection) -> StoreResult<()>;
     /// Deletes the row with this row's key.
     fn delete(&self, conn: &Connection) -> StoreResult<()>;
     /// Every row of the table in key order (comparisons, replay checks).
@@ -32,7 +36,7 @@ pub trait ProjectionRow: Sized + Clone + PartialEq + serde::Serialize + serde::d
 macro_rules! projection_rows {
     ($(
         $(#[$meta:meta])*
-        $name:ident in $table:literal, key($($key:ident),+) {
+        $name:ident in $table:literal, key($($key:ident),+) $(fixed($($fixed:ident),+))? {
             $($(#[$fmeta:meta])* $field:ident: $ty:ty,)+
         }
     )+) => {$(
@@ -45,6 +49,20 @@ macro_rules! projection_rows {
         impl $name {
             pub(crate) const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
             const KEYS: &'static [&'static str] = &[$(stringify!($key)),+];
+            const FIXED: &'static [&'static str] = &[$($(stringify!($fixed)),+)?];
+
+            fn overwrite_sql() -> &'static str {
+                static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                SQL.get_or_init(|| {
+                    let set: Vec<String> = Self::COLUMNS
+                        .iter()
+                        .filter(|c| !Self::KEYS.contains(c) && !Self::FIXED.contains(c))
+                        .map(|c| format!("{c} = ?"))
+                        .collect();
+                    let keys = Self::KEYS.iter().map(|k| format!("{k} = ?")).collect::<Vec<_>>().join(" AND ");
+                    format!("UPDATE {} SET {} WHERE {keys}", $table, set.join(", "))
+                })
+            }
 
             fn select_sql() -> &'static str {
                 static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -133,6 +151,19 @@ macro_rules! projection_rows {
                 Ok(())
             }
 
+            fn overwrite(&self, conn: &Connection) -> StoreResult<()> {
+                let mut values: Vec<rusqlite::types::ToSqlOutput<'_>> = Vec::with_capacity(Self::COLUMNS.len());
+                $(
+                    let name = stringify!($field);
+                    if !Self::KEYS.contains(&name) && !Self::FIXED.contains(&name) {
+                        values.push(Col::out(&self.$field));
+                    }
+                )+
+                values.extend([$(Col::out(&self.$key)),+]);
+                conn.prepare_cached(Self::overwrite_sql())?.execute(rusqlite::params_from_iter(values.iter()))?;
+                Ok(())
+            }
+
             fn delete(&self, conn: &Connection) -> StoreResult<()> {
                 let keys = [$(Col::out(&self.$key)),+];
                 conn.prepare_cached(Self::delete_sql())?.execute(rusqlite::params_from_iter(keys.iter()))?;
@@ -209,7 +240,7 @@ projection_rows! {
     }
 
     /// A job and its whole lifecycle.
-    JobRow in "jobs", key(job_id) {
+    JobRow in "jobs", key(job_id) fixed(session_id, worker, consumer, model_id, submitted_block, submitted_at, submit_tx) {
         job_id: u64,
         session_id: u64,
         worker: Address,
