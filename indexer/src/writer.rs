@@ -1,7 +1,8 @@
 //! The store's single writer: a dedicated thread that owns the write connection and commits
-//! segments, one transaction each (backfill segments are coalesced up to a log budget), with the
-//! cursor moved in the same transaction. It also unwinds reorgs. Async callers talk to it
-//! through a channel; nothing else writes the store.
+//! segments with the cursor moved in the same transaction: a live block alone, backfill
+//! segments applied into one open transaction as they arrive (see `BATCH_LOGS`). It also
+//! unwinds reorgs. Async callers talk to it through a channel; nothing else writes the store,
+//! and [`crate::checkpoint`] copies its WAL into the database beside it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
