@@ -13,7 +13,9 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use lcw_schema::store::{Store, StoreResult};
+use lcw_schema::store::{Store, StoreError};
+
+use crate::{IndexerError, IndexerResult};
 
 /// WAL pages (4 KiB each) after which the writer lets the checkpointer catch up so the WAL
 /// starts over: about 256 MiB of disk, reached about every 600,000 backfilled logs.
@@ -45,11 +47,11 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Starts the checkpointer thread for the store at `path`.
-    pub fn start(path: &Path) -> StoreResult<Checkpointer> {
+    pub fn start(path: &Path) -> IndexerResult<Checkpointer> {
         let conn = Store::connect(path)?;
         // A checkpoint copies pages from the WAL file to the database file without the page
         // cache; the default 16 MiB would only add to the process's memory.
-        conn.pragma_update(None, "cache_size", -1024).map_err(lcw_schema::store::StoreError::from)?;
+        conn.pragma_update(None, "cache_size", -1024).map_err(StoreError::from)?;
         let shared = Arc::new((Mutex::new(State { complete: true, ..State::default() }), Condvar::new()));
         let handle = Checkpointer { shared: shared.clone() };
         let spawned = std::thread::Builder::new().name("lcw-checkpoint".into()).spawn(move || {
@@ -88,10 +90,7 @@ impl Checkpointer {
                 cvar.notify_all();
             }
         });
-        spawned.map_err(|e| lcw_schema::store::StoreError::Corrupt {
-            what: "checkpointer thread".into(),
-            value: e.to_string(),
-        })?;
+        spawned.map_err(|e| IndexerError::Internal(format!("cannot start the WAL checkpoint thread: {e}")))?;
         Ok(handle)
     }
 
