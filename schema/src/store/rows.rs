@@ -51,13 +51,22 @@ macro_rules! projection_rows {
             const KEYS: &'static [&'static str] = &[$(stringify!($key)),+];
             const FIXED: &'static [&'static str] = &[$($(stringify!($fixed)),+)?];
 
+            /// Per column, in `COLUMNS` order: whether `overwrite` sets it.
+            fn overwritten() -> &'static [bool] {
+                static MASK: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
+                MASK.get_or_init(|| {
+                    Self::COLUMNS.iter().map(|c| !Self::KEYS.contains(c) && !Self::FIXED.contains(c)).collect()
+                })
+            }
+
             fn overwrite_sql() -> &'static str {
                 static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
                 SQL.get_or_init(|| {
                     let set: Vec<String> = Self::COLUMNS
                         .iter()
-                        .filter(|c| !Self::KEYS.contains(c) && !Self::FIXED.contains(c))
-                        .map(|c| format!("{c} = ?"))
+                        .zip(Self::overwritten())
+                        .filter(|(_, set)| **set)
+                        .map(|(c, _)| format!("{c} = ?"))
                         .collect();
                     let keys = Self::KEYS.iter().map(|k| format!("{k} = ?")).collect::<Vec<_>>().join(" AND ");
                     format!("UPDATE {} SET {} WHERE {keys}", $table, set.join(", "))
@@ -153,9 +162,9 @@ macro_rules! projection_rows {
 
             fn overwrite(&self, conn: &Connection) -> StoreResult<()> {
                 let mut values: Vec<rusqlite::types::ToSqlOutput<'_>> = Vec::with_capacity(Self::COLUMNS.len());
+                let mut set = Self::overwritten().iter();
                 $(
-                    let name = stringify!($field);
-                    if !Self::KEYS.contains(&name) && !Self::FIXED.contains(&name) {
+                    if set.next().copied().unwrap_or(false) {
                         values.push(Col::out(&self.$field));
                     }
                 )+
