@@ -185,12 +185,17 @@ pub async fn backfill(
             };
             let rpc = rpc.clone();
             let cap = options.max_response_bytes;
-            in_flight.push(async move { (a, b, fetch(&rpc, &contracts, a, b, cap).await) });
+            in_flight.push(async move {
+                let started = std::time::Instant::now();
+                let result = fetch(&rpc, &contracts, a, b, cap).await;
+                (a, b, started.elapsed(), result)
+            });
         }
-        let Some((a, b, result)) = in_flight.next().await else { break };
+        let Some((a, b, took, result)) = in_flight.next().await else { break };
         match result {
             Ok(segment) => {
                 let n = segment.logs.len() as u64;
+                tracing::debug!(from = a, to = b, logs = n, ms = took.as_millis() as u64, "range fetched");
                 let blocks = b - a + 1;
                 calibrated = true;
                 if n > options.target_logs {

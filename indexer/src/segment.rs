@@ -23,15 +23,9 @@ pub struct Segment {
     pub to_timestamp: u64,
     /// The logs, in chain order, each with block number, hash and index.
     pub logs: Vec<FetchedLog>,
-    /// Timestamps of blocks whose logs did not carry `blockTimestamp`.
+    /// Timestamps of blocks whose logs did not carry `blockTimestamp` (a log missing from here
+    /// too is given `to_timestamp`).
     pub block_times: HashMap<u64, u64>,
     /// Values of WorkerRegistered transactions (the stake is their msg.value): (tx, block, value).
     pub tx_values: Vec<(B256, u64, U256)>,
-}
-
-impl Segment {
-    /// The timestamp of a log's block (from the log, or fetched).
-    pub fn time_of(&self, log: &FetchedLog) -> u64 {
-        log.block_timestamp.or_else(|| self.block_times.get(&log.block_number).copied()).unwrap_or(self.to_timestamp)
-    }
 }

@@ -18,6 +18,7 @@ use crate::apply::Meta;
 use crate::cache::{JobCache, Projector};
 use crate::checkpoint::Checkpointer;
 use crate::decode::Decoder;
+use crate::rpc::FetchedLog;
 use crate::segment::Segment;
 use crate::{IndexerError, IndexerResult};
 
@@ -181,7 +182,7 @@ fn writer_loop(
                 let result = match &failed {
                     Some(e) => Err(earlier(e)),
                     None => Batch::begin(conn, &mut cache, Some(finalized), &segment)
-                        .and_then(|mut b| b.add(&decoder, &segment).and_then(|()| b.commit())),
+                        .and_then(|mut b| b.add(&decoder, segment).and_then(|()| b.commit())),
                 };
                 match &result {
                     Ok(c) => {
@@ -236,10 +237,9 @@ fn backfill_batch(
     };
     let mut segment = first;
     let after = loop {
-        if let Err(e) = batch.add(decoder, &segment) {
+        if let Err(e) = batch.add(decoder, segment) {
             return (Err(e), After::Idle);
         }
-        drop(segment);
         if batch.stats.logs >= BATCH_LOGS || batch.projector.jobs_in_memory() >= BATCH_JOBS {
             break After::Idle;
         }
@@ -313,35 +313,24 @@ impl<'c> Batch<'c> {
         })
     }
 
-    /// Applies a segment (the next blocks after what the batch holds).
-    fn add(&mut self, decoder: &Decoder, s: &Segment) -> StoreResult<()> {
+    /// Applies a segment (the next blocks after what the batch holds). The logs are consumed:
+    /// their topics and data move into the rows instead of being copied.
+    fn add(&mut self, decoder: &Decoder, s: Segment) -> StoreResult<()> {
         for (hash, block, value) in &s.tx_values {
             raw::put_tx_value(&self.tx, hash, *block, value)?;
         }
-        for log in &s.logs {
-            let (block_number, block_hash, log_index) = (log.block_number, log.block_hash, log.log_index);
-            let timestamp = s.time_of(log);
-            let decoded = decoder.decode(&log.log);
-            self.inserter.insert(RawLog {
-                block_number,
-                log_index,
-                block_hash,
-                block_timestamp: timestamp,
-                tx_hash: log.tx_hash,
-                tx_index: log.tx_index,
-                address: log.log.address,
-                topics: log.log.topics().to_vec(),
-                data: log.log.data.data.clone(),
-                event: decoded.name.map(str::to_owned),
-                decode_error: decoded.event.as_ref().err().cloned(),
-                job_id: decoded.job_id,
-            })?;
+        let (block_times, last_timestamp) = (&s.block_times, s.to_timestamp);
+        for log in s.logs {
+            let timestamp =
+                log.block_timestamp.or_else(|| block_times.get(&log.block_number).copied()).unwrap_or(last_timestamp);
+            let FetchedLog { log, block_number, block_hash, log_index, tx_hash, tx_index, .. } = log;
+            let decoded = decoder.decode(&log);
             self.blocks.entry(block_number).or_insert((block_hash, timestamp, 0)).2 += 1;
             self.stats.logs += 1;
             match &decoded.event {
                 Ok(event) => {
                     self.projector.count_event(decoded.name.unwrap_or("(unknown)"))?;
-                    let meta = Meta { block: block_number, log_index, timestamp, tx_hash: log.tx_hash };
+                    let meta = Meta { block: block_number, log_index, timestamp, tx_hash };
                     self.projector.apply(event, &meta)?;
                 }
                 Err(reason) => {
@@ -350,6 +339,21 @@ impl<'c> Batch<'c> {
                     tracing::warn!(block = block_number, log_index, %reason, "undecodable log kept raw");
                 }
             }
+            let (topics, data) = log.data.split();
+            self.inserter.insert(RawLog {
+                block_number,
+                log_index,
+                block_hash,
+                block_timestamp: timestamp,
+                tx_hash,
+                tx_index,
+                address: log.address,
+                topics,
+                data,
+                event: decoded.name.map(str::to_owned),
+                decode_error: decoded.event.err(),
+                job_id: decoded.job_id,
+            })?;
         }
         self.tail = Tail { to: s.to, hash: s.to_hash, parent: s.to_parent, timestamp: s.to_timestamp };
         if self.undo_block.is_none() {
