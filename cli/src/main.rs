@@ -128,9 +128,16 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            // Errors that embed their source's text (`cannot read ...: No such file`) would
+            // print it twice: a cause already shown is skipped.
+            let mut shown = e.to_string();
+            eprintln!("error: {shown}");
+            for cause in e.chain().skip(1).map(|c| c.to_string()) {
+                if !shown.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                    shown.push('\n');
+                    shown.push_str(&cause);
+                }
             }
             std::process::ExitCode::FAILURE
         }

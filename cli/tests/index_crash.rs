@@ -127,3 +127,25 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let replayed = lcw_indexer::replay::replay(&db, false).unwrap();
     assert!(replayed.equal(), "seed {seed}: {:?}", replayed.differences);
 }
+
+/// Bad input before anything starts: a network profile that is not there is named, with the
+/// reason given once, and the command fails without creating a store.
+#[test]
+fn a_missing_network_profile_is_named_and_its_reason_given_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-profile.json");
+    let db = dir.path().join("lcw.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_lcw"))
+        .args(["index", "--until-head", "--progress", "off", "--network"])
+        .arg(&missing)
+        .arg("--db")
+        .arg(&db)
+        .env("LCW_LOG", "warn")
+        .output()
+        .expect("run lcw index");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a missing profile must fail: {stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "the profile's path is named: {stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "the reason is given once: {stderr}");
+    assert!(!db.exists(), "no store is created for a network that could not be read");
+}
