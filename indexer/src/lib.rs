@@ -19,6 +19,7 @@
 
 pub mod apply;
 pub mod backfill;
+mod batch;
 pub mod cache;
 pub mod checkpoint;
 pub mod decode;
