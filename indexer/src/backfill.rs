@@ -48,7 +48,9 @@ impl Default for BackfillOptions {
             max_range: 100_000,
             target_logs: 10_000,
             max_buffered_logs: 10_000,
-            max_response_bytes: 24 << 20,
+            // A block of 12,000 logs answers about 11 MB; four answers in flight stay under
+            // 64 MB (24 MB cost 12 MB more peak RSS on the 1M-event bench, no speed).
+            max_response_bytes: 16 << 20,
         }
     }
 }
