@@ -26,6 +26,7 @@ fn top_level_has_only_the_documented_entries() {
         "Makefile",
         "rustfmt.toml",
         ".ci",
+        ".cargo",
         ".gitignore",
         ".git",
         "target",

@@ -164,3 +164,18 @@ fn raw_logs_blocks_and_cursor_are_stored_verbatim() {
     assert_eq!(Cursor::get(store.conn()).unwrap().unwrap().block_number, 7);
     assert_eq!(BlockRow::at_or_below(store.conn(), 100).unwrap().unwrap().number, 7);
 }
+
+/// The workspace builds SQLite without global memory statistics (`.cargo/config.toml`): a build
+/// that lost the flag would be ~10 % slower at backfill and nothing else would say so.
+#[test]
+fn sqlite_is_built_without_memory_statistics() {
+    let conn = Connection::open_in_memory().expect("in-memory database");
+    let options: Vec<String> = conn
+        .prepare("PRAGMA compile_options")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("compile options");
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "SQLite was built without LIBSQLITE3_FLAGS=-DSQLITE_DEFAULT_MEMSTATUS=0 (run cargo from the workspace root so .cargo/config.toml applies): {options:?}"
+    );
+}
