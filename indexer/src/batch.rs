@@ -17,7 +17,7 @@ use crate::writer::{Committed, UNDO_FLOOR, undo_floor};
 
 /// The last block of a batch (its cursor).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Tail {
+struct Tail {
     to: u64,
     hash: B256,
     parent: Option<B256>,
