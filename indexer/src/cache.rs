@@ -11,7 +11,7 @@ use lcw_schema::store::StoreResult;
 use lcw_schema::store::ledger::{Bounty, ConfigChange, Slash, Withdrawal};
 use lcw_schema::store::raw;
 use lcw_schema::store::rows::{
-    EventCountRow, JobRow, ModelRow, ProjectionRow, RollupRow, SessionRow, WorkerModelRow, WorkerRow,
+    EventCountRow, JobRow, ModelRow, ProjectionRow, RollupRow, SessionRow, TableWriter, WorkerModelRow, WorkerRow,
 };
 use lcw_schema::store::undo::UndoEntry;
 use lcw_schema::types::JobState;
@@ -33,15 +33,15 @@ struct Slot<R> {
 
 impl<R: ProjectionRow> Slot<R> {
     /// Writes the row if it changed; returns whether it did.
-    fn write(&self, conn: &Connection) -> StoreResult<bool> {
+    fn write(&self, w: &mut TableWriter<'_, R>) -> StoreResult<bool> {
         if !self.dirty || self.stored == self.current {
             return Ok(false);
         }
         match (&self.current, &self.stored) {
-            (Some(row), Some(stored)) => row.write(conn, Some(stored))?,
-            (Some(row), None) if self.existed => row.overwrite(conn)?,
-            (Some(row), None) => row.write(conn, None)?,
-            (None, Some(gone)) => gone.delete(conn)?,
+            (Some(row), Some(stored)) => row.write(w, Some(stored))?,
+            (Some(row), None) if self.existed => row.overwrite(w)?,
+            (Some(row), None) => row.write(w, None)?,
+            (None, Some(gone)) => gone.delete(w.conn())?,
             (None, None) => return Ok(false),
         }
         Ok(true)
@@ -237,9 +237,10 @@ impl<'c> Projector<'c> {
         // In key order, as in `flush`.
         done.sort_unstable();
         let mut written = 0;
+        let mut w = JobRow::writer(self.conn)?;
         for id in done {
             let Some(s) = self.jobs.remove(&id) else { continue };
-            if s.write(self.conn)? {
+            if s.write(&mut w)? {
                 written += 1;
             }
         }
@@ -368,8 +369,9 @@ impl<'c> Projector<'c> {
         ) -> StoreResult<()> {
             let mut slots: Vec<(K, Slot<R>)> = map.into_iter().collect();
             slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut w = R::writer(conn)?;
             for (_, s) in slots {
-                if !s.write(conn)? {
+                if !s.write(&mut w)? {
                     if let Some(row) = s.current {
                         keep(row);
                     }
@@ -402,18 +404,10 @@ impl<'c> Projector<'c> {
                 cache.keep(row);
             }
         }
-        for c in &self.config {
-            c.insert(conn)?;
-        }
-        for w in &self.withdrawals {
-            w.insert(conn)?;
-        }
-        for b in &self.bounties {
-            b.insert(conn)?;
-        }
-        for s in &self.slashes {
-            s.insert(conn)?;
-        }
+        ConfigChange::insert_all(conn, &self.config)?;
+        Withdrawal::insert_all(conn, &self.withdrawals)?;
+        Bounty::insert_all(conn, &self.bounties)?;
+        Slash::insert_all(conn, &self.slashes)?;
         Ok(stats)
     }
 }

@@ -32,19 +32,21 @@ pub struct ConfigChange {
 }
 
 impl ConfigChange {
-    /// Records the change.
-    pub fn insert(&self, conn: &Connection) -> StoreResult<()> {
-        conn.prepare_cached(
+    /// Records `rows`, in order, with one prepared statement.
+    pub fn insert_all(conn: &Connection, rows: &[Self]) -> StoreResult<()> {
+        let mut stmt = conn.prepare_cached(
             "INSERT OR REPLACE INTO config_history (block_number, log_index, param, value, block_timestamp) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(rusqlite::params![
-            self.at.block_number as i64,
-            self.at.log_index as i64,
-            self.param,
-            self.value,
-            self.at.block_timestamp as i64
-        ])?;
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for row in rows {
+            stmt.execute(rusqlite::params![
+                row.at.block_number as i64,
+                row.at.log_index as i64,
+                row.param,
+                row.value,
+                row.at.block_timestamp as i64
+            ])?;
+        }
         Ok(())
     }
 }
@@ -91,20 +93,22 @@ pub struct Withdrawal {
 }
 
 impl Withdrawal {
-    /// Records it.
-    pub fn insert(&self, conn: &Connection) -> StoreResult<()> {
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO withdrawals (block_number, log_index, worker, amount_wei, tx_hash, block_timestamp) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(rusqlite::params![
-            self.at.block_number as i64,
-            self.at.log_index as i64,
-            self.worker.as_slice(),
-            self.amount.out(),
-            self.at.tx_hash.as_slice(),
-            self.at.block_timestamp as i64
-        ])?;
+    /// Records `rows`, in order, with one prepared statement.
+    pub fn insert_all(conn: &Connection, rows: &[Self]) -> StoreResult<()> {
+        let mut stmt = conn.prepare_cached(
+                "INSERT OR REPLACE INTO withdrawals (block_number, log_index, worker, amount_wei, tx_hash, block_timestamp) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for row in rows {
+            stmt.execute(rusqlite::params![
+                row.at.block_number as i64,
+                row.at.log_index as i64,
+                row.worker.as_slice(),
+                row.amount.out(),
+                row.at.tx_hash.as_slice(),
+                row.at.block_timestamp as i64
+            ])?;
+        }
         Ok(())
     }
 }
@@ -127,23 +131,25 @@ pub struct Bounty {
 }
 
 impl Bounty {
-    /// Records it.
-    pub fn insert(&self, conn: &Connection) -> StoreResult<()> {
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO bounties (block_number, log_index, job_id, keeper, worker, amount_wei, kind, tx_hash, \
-             block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(rusqlite::params![
-            self.at.block_number as i64,
-            self.at.log_index as i64,
-            self.job_id as i64,
-            self.keeper.as_slice(),
-            self.worker.as_ref().map(|w| w.as_slice()),
-            self.amount.out(),
-            self.kind,
-            self.at.tx_hash.as_slice(),
-            self.at.block_timestamp as i64
-        ])?;
+    /// Records `rows`, in order, with one prepared statement.
+    pub fn insert_all(conn: &Connection, rows: &[Self]) -> StoreResult<()> {
+        let mut stmt = conn.prepare_cached(
+                "INSERT OR REPLACE INTO bounties (block_number, log_index, job_id, keeper, worker, amount_wei, kind, tx_hash, \
+                 block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for row in rows {
+            stmt.execute(rusqlite::params![
+                row.at.block_number as i64,
+                row.at.log_index as i64,
+                row.job_id as i64,
+                row.keeper.as_slice(),
+                row.worker.as_ref().map(|w| w.as_slice()),
+                row.amount.out(),
+                row.kind,
+                row.at.tx_hash.as_slice(),
+                row.at.block_timestamp as i64
+            ])?;
+        }
         Ok(())
     }
 }
@@ -166,23 +172,25 @@ pub struct Slash {
 }
 
 impl Slash {
-    /// Records it.
-    pub fn insert(&self, conn: &Connection) -> StoreResult<()> {
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO slashes (block_number, log_index, worker, amount_wei, new_stake_wei, job_id, reason, \
-             tx_hash, block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(rusqlite::params![
-            self.at.block_number as i64,
-            self.at.log_index as i64,
-            self.worker.as_slice(),
-            self.amount.out(),
-            self.new_stake.out(),
-            self.job_id.map(|j| j as i64),
-            self.reason,
-            self.at.tx_hash.as_slice(),
-            self.at.block_timestamp as i64
-        ])?;
+    /// Records `rows`, in order, with one prepared statement.
+    pub fn insert_all(conn: &Connection, rows: &[Self]) -> StoreResult<()> {
+        let mut stmt = conn.prepare_cached(
+                "INSERT OR REPLACE INTO slashes (block_number, log_index, worker, amount_wei, new_stake_wei, job_id, reason, \
+                 tx_hash, block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for row in rows {
+            stmt.execute(rusqlite::params![
+                row.at.block_number as i64,
+                row.at.log_index as i64,
+                row.worker.as_slice(),
+                row.amount.out(),
+                row.new_stake.out(),
+                row.job_id.map(|j| j as i64),
+                row.reason,
+                row.at.tx_hash.as_slice(),
+                row.at.block_timestamp as i64
+            ])?;
+        }
         Ok(())
     }
 }

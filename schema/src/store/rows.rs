@@ -19,18 +19,44 @@ pub trait ProjectionRow: Sized + Clone + PartialEq + serde::Serialize + serde::d
     const TABLE: &'static str;
     /// Inserts or replaces the row.
     fn put(&self, conn: &Connection) -> StoreResult<()>;
+    /// Prepares the statements of a run of [`write`](Self::write)s and
+    /// [`overwrite`](Self::overwrite)s to this table.
+    fn writer(conn: &Connection) -> StoreResult<TableWriter<'_, Self>>;
     /// Writes the row given its stored image: INSERT when there is none, otherwise an UPDATE of
     /// only the columns that changed (nothing when none did). Much cheaper than `put` for wide
     /// rows that change a few columns at a time.
-    fn write(&self, conn: &Connection, stored: Option<&Self>) -> StoreResult<()>;
+    fn write(&self, w: &mut TableWriter<'_, Self>, stored: Option<&Self>) -> StoreResult<()>;
     /// Overwrites the stored row with this one without knowing its previous image: every
     /// column but the key and the columns that never change once the row exists (`fixed` in
     /// the table's definition, which keeps the indexes on them untouched).
-    fn overwrite(&self, conn: &Connection) -> StoreResult<()>;
+    fn overwrite(&self, w: &mut TableWriter<'_, Self>) -> StoreResult<()>;
     /// Deletes the row with this row's key.
     fn delete(&self, conn: &Connection) -> StoreResult<()>;
     /// Every row of the table in key order (comparisons, replay checks).
     fn all(conn: &Connection) -> StoreResult<Vec<Self>>;
+}
+
+/// The statements a run of writes to one table shares, prepared once. Looking a statement up in
+/// the connection's cache hashes its whole SQL text, which for a wide row costs about as much
+/// as binding the row; a flush writes thousands of rows per table.
+pub struct TableWriter<'c, R> {
+    conn: &'c Connection,
+    insert: rusqlite::CachedStatement<'c>,
+    overwrite: rusqlite::CachedStatement<'c>,
+    rows: std::marker::PhantomData<fn(&R)>,
+}
+
+impl<R: ProjectionRow> std::fmt::Debug for TableWriter<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriter").field("table", &R::TABLE).finish()
+    }
+}
+
+impl<'c, R: ProjectionRow> TableWriter<'c, R> {
+    /// The connection written to.
+    pub fn conn(&self) -> &'c Connection {
+        self.conn
+    }
 }
 
 macro_rules! projection_rows {
@@ -129,10 +155,19 @@ macro_rules! projection_rows {
                 Ok(())
             }
 
-            fn write(&self, conn: &Connection, stored: Option<&Self>) -> StoreResult<()> {
+            fn writer(conn: &Connection) -> StoreResult<TableWriter<'_, Self>> {
+                Ok(TableWriter {
+                    conn,
+                    insert: conn.prepare_cached(Self::insert_new_sql())?,
+                    overwrite: conn.prepare_cached(Self::overwrite_sql())?,
+                    rows: std::marker::PhantomData,
+                })
+            }
+
+            fn write(&self, w: &mut TableWriter<'_, Self>, stored: Option<&Self>) -> StoreResult<()> {
                 let Some(old) = stored else {
                     let values = [$(Col::out(&self.$field)),+];
-                    conn.prepare_cached(Self::insert_new_sql())?.execute(rusqlite::params_from_iter(values.iter()))?;
+                    w.insert.execute(rusqlite::params_from_iter(values.iter()))?;
                     return Ok(());
                 };
                 let mut sql = String::with_capacity(256);
@@ -156,11 +191,11 @@ macro_rules! projection_rows {
                     full.push_str(" = ?");
                 }
                 values.extend(keys);
-                conn.prepare_cached(&full)?.execute(rusqlite::params_from_iter(values.iter()))?;
+                w.conn.prepare_cached(&full)?.execute(rusqlite::params_from_iter(values.iter()))?;
                 Ok(())
             }
 
-            fn overwrite(&self, conn: &Connection) -> StoreResult<()> {
+            fn overwrite(&self, w: &mut TableWriter<'_, Self>) -> StoreResult<()> {
                 let mut values: Vec<rusqlite::types::ToSqlOutput<'_>> = Vec::with_capacity(Self::COLUMNS.len());
                 let mut set = Self::overwritten().iter();
                 $(
@@ -169,7 +204,7 @@ macro_rules! projection_rows {
                     }
                 )+
                 values.extend([$(Col::out(&self.$key)),+]);
-                conn.prepare_cached(Self::overwrite_sql())?.execute(rusqlite::params_from_iter(values.iter()))?;
+                w.overwrite.execute(rusqlite::params_from_iter(values.iter()))?;
                 Ok(())
             }
 
