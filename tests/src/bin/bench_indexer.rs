@@ -9,6 +9,10 @@
 //! 3. Backfill: `lcw index --until-head` into a new store, as a separate process; wall time, events/s,
 //!    peak RSS (VmHWM) and CPU seconds of lcw and of anvil during the run.
 //! 4. Replay: `lcw replay` of that store; rebuild events/s and peak RSS.
+//! 5. The CPU budget, when anvil is local (started here, or found listening on the profile's
+//!    port): anvil's and lcw's CPU per event, and the most lcw may spend per event for a backfill
+//!    at half the raw rate on this machine's cores. Both processes share the cores, so that
+//!    figure, not the raw rate alone, says what a backfill here can reach.
 //!
 //! The figures are printed as a table and, with `--json`, as one JSON object. Nothing here
 //! asserts a time: the targets are in the README and the closing notes quote these figures.
@@ -85,6 +89,20 @@ struct Report {
     backfill_peak_rss_mb: f64,
     backfill_lcw_cpu_secs: f64,
     backfill_anvil_cpu_secs: Option<f64>,
+    /// Anvil's CPU seconds during the fastest raw scan.
+    raw_anvil_cpu_secs: Option<f64>,
+    /// Cores this machine offers.
+    cores: usize,
+    /// Anvil's CPU per event served: in the raw scan, and during the backfill (µs).
+    anvil_us_per_event_raw: Option<f64>,
+    anvil_us_per_event_backfill: Option<f64>,
+    /// lcw's CPU per event during the backfill (µs).
+    lcw_us_per_event: f64,
+    /// The fastest backfill the cores allow with both processes' measured CPU, perfectly overlapped.
+    backfill_cpu_bound_events_per_sec: Option<f64>,
+    /// The most CPU lcw may spend per event for a backfill at half the raw rate, with anvil
+    /// serving at its raw-scan cost and perfect overlap (µs; negative: unreachable).
+    lcw_us_per_event_for_half_raw: Option<f64>,
     store_mb: f64,
     replay_events: u64,
     replay_secs: f64,
@@ -133,7 +151,11 @@ async fn main() -> anyhow::Result<()> {
     let (profile, profile_path, anvil_pid) = match &args.profile {
         Some(path) => {
             let profile = Profile::load(path).with_context(|| format!("reading {}", path.display()))?;
-            (profile, path.clone(), None)
+            let pid = local_listener_pid(&profile.rpc_url);
+            if pid.is_none() {
+                eprintln!("anvil's process was not found (not local?): its CPU is left out of the report");
+            }
+            (profile, path.clone(), pid)
         }
         None => {
             let mut options = DevnetOptions::new(dir.join("devnet"));
@@ -225,17 +247,20 @@ async fn measure(
         ((args.target_logs as f64 / per_block.max(1e-9)) as u64).clamp(1, 100_000)
     };
     report.raw_range_blocks = range;
-    let mut best: Option<(u64, f64, u64)> = None;
+    let mut best: Option<(u64, f64, u64, Option<f64>)> = None;
     for _ in 0..2 {
+        let before = anvil_pid.and_then(cpu_secs);
         let (logs, secs, requests) = raw_scan(client, rpc, profile, head, range, args.concurrency).await?;
-        if best.is_none_or(|(_, s, _)| secs < s) {
-            best = Some((logs, secs, requests));
+        let anvil_cpu = before.zip(anvil_pid.and_then(cpu_secs)).map(|(a, b)| b - a);
+        if best.is_none_or(|(_, s, _, _)| secs < s) {
+            best = Some((logs, secs, requests, anvil_cpu));
         }
     }
-    let (raw_logs, raw_secs, raw_requests) = best.expect("two scans");
+    let (raw_logs, raw_secs, raw_requests, raw_anvil_cpu) = best.expect("two scans");
     report.raw_logs = raw_logs;
     report.raw_secs = raw_secs;
     report.raw_requests = raw_requests;
+    report.raw_anvil_cpu_secs = raw_anvil_cpu;
     report.raw_events_per_sec = raw_logs as f64 / raw_secs;
     eprintln!("raw eth_getLogs: {raw_logs} logs in {raw_secs:.2} s ({:.0}/s)", report.raw_events_per_sec);
 
@@ -270,6 +295,7 @@ async fn measure(
         .map(|m| m.len() as f64 / 1e6)
         .sum();
     eprintln!("backfill: {} events in {:.2} s", summary.indexed_this_run, summary.elapsed_secs);
+    budget(report);
 
     // 4. Replay.
     let mut replay = Command::new(lcw);
@@ -284,6 +310,47 @@ async fn measure(
     report.replay_events_per_sec = summary.events_per_sec;
     report.replay_peak_rss_mb = peak;
     Ok(())
+}
+
+/// The CPU budget of a backfill on this machine, from the measured CPU of both processes.
+fn budget(r: &mut Report) {
+    let events = r.backfill_events.max(1) as f64;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    r.cores = cores;
+    r.lcw_us_per_event = r.backfill_lcw_cpu_secs / events * 1e6;
+    r.anvil_us_per_event_raw = r.raw_anvil_cpu_secs.map(|c| c / r.raw_logs.max(1) as f64 * 1e6);
+    r.anvil_us_per_event_backfill = r.backfill_anvil_cpu_secs.map(|c| c / events * 1e6);
+    r.backfill_cpu_bound_events_per_sec =
+        r.backfill_anvil_cpu_secs.map(|anvil| events / ((anvil + r.backfill_lcw_cpu_secs) / cores as f64));
+    // At half the raw rate the run lasts 2 / raw per event, and the cores give `cores` times that.
+    r.lcw_us_per_event_for_half_raw =
+        r.anvil_us_per_event_raw.map(|anvil| cores as f64 * 2.0 / r.raw_events_per_sec.max(1e-9) * 1e6 - anvil);
+}
+
+/// The pid of the local process listening on the TCP port of `url` (Linux), if any.
+fn local_listener_pid(url: &str) -> Option<u32> {
+    let url = reqwest::Url::parse(url).ok()?;
+    if !matches!(url.host_str()?, "127.0.0.1" | "localhost" | "[::1]" | "::1") {
+        return None;
+    }
+    let port = url.port_or_known_default()?;
+    // /proc/net/tcp{,6}: `local_address` is HEXIP:HEXPORT, `st` 0A is LISTEN, field 10 the inode.
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|table| {
+        let text = std::fs::read_to_string(table).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let listening = f.get(3) == Some(&"0A");
+            let on_port = f.get(1)?.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port);
+            (listening && on_port).then(|| f.get(9).map(|i| format!("socket:[{i}]"))).flatten()
+        })
+    })?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_str() == Some(inode.as_str())))
+            .then_some(pid)
+    })
 }
 
 fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
@@ -311,6 +378,24 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
         "lcw replay:       {:>10.0} events/s ({} events, {:.2} s; peak RSS {:.0} MB)",
         r.replay_events_per_sec, r.replay_events, r.replay_secs, r.replay_peak_rss_mb
     );
+    if let (Some(raw), Some(during), Some(bound), Some(half)) = (
+        r.anvil_us_per_event_raw,
+        r.anvil_us_per_event_backfill,
+        r.backfill_cpu_bound_events_per_sec,
+        r.lcw_us_per_event_for_half_raw,
+    ) {
+        println!(
+            "CPU per event:    anvil {raw:.1} us serving the raw scan ({:.1} of {} cores busy), {during:.1} us during the backfill; lcw {:.1} us",
+            r.raw_anvil_cpu_secs.unwrap_or_default() / r.raw_secs.max(1e-9),
+            r.cores,
+            r.lcw_us_per_event
+        );
+        println!(
+            "on {} cores:      both processes' CPU allows at most {bound:.0} events/s ({:.0} % of raw); half the raw rate needs lcw at {half:.1} us per event or less",
+            r.cores,
+            bound / r.raw_events_per_sec.max(1e-9) * 100.0
+        );
+    }
     Ok(())
 }
 
