@@ -8,6 +8,7 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 use crate::args::DataArgs;
+use lcw_schema::profile::redact_urls;
 
 #[derive(Debug, Parser)]
 #[command(name = "lcw", version, about = "Indexer, settler, worker and API for LightChain AI worker operators")]
@@ -130,9 +131,11 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // Errors that embed their source's text (`cannot read ...: No such file`) would
             // print it twice: a cause already shown is skipped.
-            let mut shown = e.to_string();
+            // Every URL is redacted on the way out: a node's URL may carry an API key, and not
+            // every library keeps it out of its error text.
+            let mut shown = redact_urls(&e.to_string());
             eprintln!("error: {shown}");
-            for cause in e.chain().skip(1).map(|c| c.to_string()) {
+            for cause in e.chain().skip(1).map(|c| redact_urls(&c.to_string())) {
                 if !shown.contains(&cause) {
                     eprintln!("  caused by: {cause}");
                     shown.push('\n');
@@ -147,9 +150,14 @@ fn main() -> std::process::ExitCode {
 /// Logs go to stderr; `LCW_LOG` (or `RUST_LOG`) filters, `LCW_LOG_FORMAT=json` switches format.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LCW_LOG")
+    let mut filter = EnvFilter::try_from_env("LCW_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn,alloy_pubsub=warn"));
+    // alloy's HTTP transport puts the whole RPC URL, API key included, on its debug span, and
+    // logs nothing else under that target: it is off whatever the user asked for.
+    if let Ok(off) = "alloy_transport_http=off".parse() {
+        filter = filter.add_directive(off);
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("LCW_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

@@ -1,6 +1,7 @@
 //! Crash safety of `lcw index`: SIGKILL at random moments during backfill and during live
 //! indexing loses nothing and duplicates nothing; every restart resumes from the cursor, and the
-//! final store equals a fresh index of the same chain.
+//! final store equals a fresh index of the same chain. Also bad input before anything starts: a
+//! missing network profile, and an RPC URL whose API key must not reach the output.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -148,4 +149,37 @@ fn a_missing_network_profile_is_named_and_its_reason_given_once() {
     assert!(stderr.contains(&missing.display().to_string()), "the profile's path is named: {stderr}");
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "the reason is given once: {stderr}");
     assert!(!db.exists(), "no store is created for a network that could not be read");
+}
+
+/// An API key in the RPC URL (here in the query, as some providers take it) never reaches the
+/// output when the node cannot be reached: the operator verbs say which node failed, redacted.
+#[test]
+fn an_api_key_in_the_rpc_url_never_reaches_the_output() {
+    const KEY: &str = "K3yOfTheOperator";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let profile = dir.path().join("network.json");
+    // Port 1 on loopback: refused at once, and reqwest quotes the whole URL in its error.
+    let text = format!(
+        r#"{{ "name": "leaky", "chain_id": 31337, "rpc_url": "http://127.0.0.1:1/rpc?apikey={KEY}", "start_block": 0,
+             "contracts": {{ "worker_registry": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+                            "job_registry": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512",
+                            "ai_config": "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0" }},
+             "accounts": [] }}"#
+    );
+    std::fs::write(&profile, text).expect("write profile");
+    for verb in ["balance", "status", "exit-plan"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lcw"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([verb, "--worker", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "--network"])
+            .arg(&profile)
+            .env("LCW_LOG", "debug")
+            .env_remove("RPC_URL")
+            .output()
+            .expect("run lcw");
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "`lcw {verb}` without a node must fail: {all}");
+        assert!(!all.contains(KEY), "`lcw {verb}` printed the API key: {all}");
+        assert!(all.contains("http://127.0.0.1:1/…"), "`lcw {verb}` names the node, redacted: {all}");
+    }
 }

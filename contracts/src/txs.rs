@@ -39,7 +39,8 @@ pub enum TxError {
 pub type TxResult<T> = Result<T, TxError>;
 
 fn rpc_err(e: impl std::fmt::Display) -> TxError {
-    TxError::Rpc(e.to_string())
+    // reqwest quotes the request URL, API key included.
+    TxError::Rpc(lcw_schema::profile::redact_urls(&e.to_string()))
 }
 
 /// A contract call (or plain transfer) to sign.

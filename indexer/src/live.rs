@@ -73,6 +73,7 @@ fn spawn_head_watcher(url: String, notify: Arc<Notify>) -> tokio::task::JoinHand
     tokio::spawn(async move {
         use alloy::providers::{Provider, ProviderBuilder, WsConnect};
         use futures::StreamExt;
+        use lcw_schema::profile::redact_urls;
         let mut backoff = Duration::from_secs(1);
         loop {
             match ProviderBuilder::new().connect_ws(WsConnect::new(url.clone())).await {
@@ -85,9 +86,12 @@ fn spawn_head_watcher(url: String, notify: Arc<Notify>) -> tokio::task::JoinHand
                         }
                         tracing::debug!("newHeads subscription ended; falling back to polling until it reconnects");
                     }
-                    Err(e) => tracing::debug!(error = %e, "newHeads subscription refused; polling"),
+                    Err(e) => {
+                        tracing::debug!(error = %redact_urls(&e.to_string()), "newHeads subscription refused; polling")
+                    }
                 },
-                Err(e) => tracing::debug!(error = %e, "WebSocket unavailable; polling"),
+                // A WebSocket error may quote the URL, API key included.
+                Err(e) => tracing::debug!(error = %redact_urls(&e.to_string()), "WebSocket unavailable; polling"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));

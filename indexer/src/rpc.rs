@@ -15,7 +15,7 @@ use alloy::rpc::client::RpcClient;
 use alloy::rpc::json_rpc::{RpcRecv, RpcSend};
 use alloy::rpc::types::Filter;
 use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
-use lcw_schema::profile::redact_url;
+use lcw_schema::profile::{redact_url, redact_urls};
 use serde::Deserialize;
 
 /// A call keeps retrying for this long before it gives up.
@@ -80,8 +80,11 @@ enum Class {
     Fatal(String),
 }
 
+/// A node's or transport's message, shortened, with any URL in it redacted (reqwest quotes the
+/// request URL, API key included).
 fn truncate(s: &str) -> String {
-    let s = s.trim();
+    let s = redact_urls(s.trim());
+    let s = s.as_str();
     if s.len() > 300 { format!("{}…", &s[..s.floor_char_boundary(300)]) } else { s.to_owned() }
 }
 
@@ -516,6 +519,15 @@ mod tests {
 
     fn resp(code: i64, message: &str) -> AlloyRpcError<TransportErrorKind> {
         AlloyRpcError::ErrorResp(ErrorPayload { code, message: message.to_owned().into(), data: None })
+    }
+
+    #[test]
+    fn urls_in_transport_errors_are_redacted() {
+        let e = TransportErrorKind::custom_str(
+            "error sending request for url (https://eth.example/v2/K3yOfTheOperator): connection refused",
+        );
+        let Class::Retry(message) = classify(&e) else { panic!("a transport error is retried") };
+        assert_eq!(message, "error sending request for url (https://eth.example/…): connection refused");
     }
 
     #[test]

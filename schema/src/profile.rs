@@ -326,23 +326,46 @@ impl Profile {
     }
 }
 
-/// Hides credentials in a URL (`https://user:pass@host/key` → `https://***@host/…`): RPC URLs
-/// often embed API keys, and they must not reach logs.
+/// Hides what may be a credential in a URL: RPC URLs often embed API keys (in the user info,
+/// the path or the query), and they must not reach logs, errors or the API. User info becomes
+/// `***@`; the path and query of a remote node become `/…`. A loopback URL keeps its path unless
+/// it has a query or a long opaque segment (`…/v2/<key>`).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (host, path) = match rest.find('/') {
+    let (host, path) = match rest.find(['/', '?', '#']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
-    let host = match host.rsplit_once('@') {
-        Some((_, h)) => format!("***@{h}"),
-        None => host.to_owned(),
+    let (host, hidden_user) = match host.rsplit_once('@') {
+        Some((_, h)) => (h, true),
+        None => (host, false),
     };
-    // Long opaque path segments are usually API keys (…/v2/<key>).
-    let path: String = if path.split('/').any(|seg| seg.len() >= 20) { "/…".into() } else { path.to_owned() };
-    format!("{scheme}://{host}{path}")
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let loopback = matches!(name, "127.0.0.1" | "localhost" | "[::1]");
+    let opaque = path.contains(['?', '#']) || path.split('/').any(|seg| seg.len() >= 20);
+    let path = if path.is_empty() || path == "/" || (loopback && !opaque) { path } else { "/…" };
+    format!("{scheme}://{}{host}{path}", if hidden_user { "***@" } else { "" })
+}
+
+/// [`redact_url`] applied to every URL in `text` (an error message that may quote one, such as
+/// reqwest's "error sending request for url (…)").
+pub fn redact_urls(text: &str) -> String {
+    const SCHEMES: [&str; 4] = ["https://", "http://", "wss://", "ws://"];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = SCHEMES.iter().filter_map(|s| rest.find(s)).min() {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| c.is_whitespace() || "()<>\"'`[]{}".contains(c)).unwrap_or(tail.len());
+        // Punctuation that ends a sentence is not part of the URL.
+        let url = tail[..end].trim_end_matches(['.', ',', ';', ':']);
+        out.push_str(&redact_url(url));
+        rest = &tail[url.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -407,6 +430,33 @@ mod tests {
             "https://***@rpc.example/…"
         );
         assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+    }
+
+    #[test]
+    fn keys_in_paths_and_queries_are_hidden_wherever_a_url_appears() {
+        // Remote nodes: the whole path and query, however short the key.
+        assert_eq!(redact_url("https://eth.example/v2/SHORTKEY"), "https://eth.example/…");
+        assert_eq!(redact_url("https://rpc.example/?apikey=abc"), "https://rpc.example/…");
+        assert_eq!(redact_url("https://rpc.example?apikey=abc"), "https://rpc.example/…");
+        assert_eq!(redact_url("https://rpc.example/"), "https://rpc.example/");
+        // Loopback: the path stays (an LLM server's endpoint), a key in it does not.
+        assert_eq!(
+            redact_url("http://127.0.0.1:8080/v1/chat/completions"),
+            "http://127.0.0.1:8080/v1/chat/completions"
+        );
+        assert_eq!(redact_url("http://localhost:1/v2/0123456789abcdef0123"), "http://localhost:1/…");
+        assert_eq!(redact_url("http://127.0.0.1:1/x?key=1"), "http://127.0.0.1:1/…");
+        // In text: reqwest quotes the URL in parentheses; sentence punctuation survives.
+        let e = "eth_chainId: error sending request for url (https://u:pw@eth.example/v2/KEY123): refused. See http://127.0.0.1:8545.";
+        assert_eq!(
+            redact_urls(e),
+            "eth_chainId: error sending request for url (https://***@eth.example/…): refused. See http://127.0.0.1:8545."
+        );
+        assert_eq!(redact_urls("no url here"), "no url here");
+        assert_eq!(
+            redact_urls("wss://node.example/ws/KEY and ws://127.0.0.1:8546"),
+            "wss://node.example/… and ws://127.0.0.1:8546"
+        );
     }
 
     #[test]

@@ -73,13 +73,16 @@ pub struct Chain {
 }
 
 fn rpc_err(what: &str) -> impl Fn(alloy::transports::TransportError) -> SettlerError + '_ {
-    move |e| SettlerError::Rpc(format!("{what}: {e}"))
+    // reqwest quotes the request URL, API key included.
+    move |e| SettlerError::Rpc(lcw_schema::profile::redact_urls(&format!("{what}: {e}")))
 }
 
 impl Chain {
     /// Connects over HTTP and reads the chain id.
     pub async fn connect(url: &str, timeout: Duration) -> SettlerResult<Self> {
-        let parsed: reqwest::Url = url.parse().map_err(|e| SettlerError::Config(format!("RPC URL `{url}`: {e}")))?;
+        let parsed: reqwest::Url = url
+            .parse()
+            .map_err(|e| SettlerError::Config(format!("RPC URL `{}`: {e}", lcw_schema::profile::redact_url(url))))?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()

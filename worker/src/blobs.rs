@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use alloy::primitives::{B256, Bytes};
 use alloy::providers::{DynProvider, Provider};
+use lcw_schema::profile::redact_urls;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -153,14 +154,14 @@ struct Sidecar {
 }
 
 async fn beacon_get<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> Result<Option<T>, BlobError> {
-    let r = http.get(url).send().await.map_err(|e| BlobError::Source(format!("GET {url}: {e}")))?;
+    let r = http.get(url).send().await.map_err(|e| BlobError::Source(redact_urls(&format!("GET {url}: {e}"))))?;
     if r.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
     if !r.status().is_success() {
-        return Err(BlobError::Source(format!("GET {url}: HTTP {}", r.status())));
+        return Err(BlobError::Source(redact_urls(&format!("GET {url}: HTTP {}", r.status()))));
     }
-    r.json().await.map(Some).map_err(|e| BlobError::Source(format!("GET {url}: {e}")))
+    r.json().await.map(Some).map_err(|e| BlobError::Source(redact_urls(&format!("GET {url}: {e}"))))
 }
 
 async fn beacon_blob(

@@ -16,7 +16,7 @@ use alloy::providers::Provider;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use lcw_schema::bindings::{AIConfig, WorkerRegistry};
-use lcw_schema::profile::{Profile, Role, redact_url};
+use lcw_schema::profile::{Profile, Role, redact_url, redact_urls};
 use lcw_schema::types::{Lcai, ModelId};
 use lcw_settler::chain::Chain;
 use lcw_worker::blobs::BlobSource;
@@ -99,8 +99,10 @@ struct Check {
 }
 
 impl Check {
+    /// Details quote errors, which may quote a URL with its API key: URLs are redacted here, for
+    /// the text and the JSON report alike.
     fn new(name: impl Into<String>, status: Status, detail: impl Into<String>, fix: Option<String>) -> Check {
-        Check { name: name.into(), status, detail: detail.into(), fix }
+        Check { name: name.into(), status, detail: redact_urls(&detail.into()), fix }
     }
     fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
         Check::new(name, Status::Ok, detail, None)
@@ -162,7 +164,7 @@ pub(crate) async fn run(args: PreflightArgs, data: DataArgs) -> anyhow::Result<(
         }
     };
     checks.push(match &chain {
-        Some(chain) => gas_check(&ctx, chain).await.unwrap_or_else(|e| rpc_failed(&ctx, "gas money", e)),
+        Some(chain) => gas_check(&ctx, chain).await.unwrap_or_else(|e| rpc_failed("gas money", e)),
         None => Check::skip("gas money", "the RPC check failed"),
     });
     checks.push(key_check(&ctx, reg.as_ref()));
@@ -170,7 +172,7 @@ pub(crate) async fn run(args: PreflightArgs, data: DataArgs) -> anyhow::Result<(
         checks.push(match (&chain, contracts) {
             (Some(chain), true) => model_check(&ctx, chain, model, reg.as_ref())
                 .await
-                .unwrap_or_else(|e| rpc_failed(&ctx, &format!("model {model}"), e)),
+                .unwrap_or_else(|e| rpc_failed(&format!("model {model}"), e)),
             (None, _) => Check::skip(format!("model {model}"), "the RPC check failed"),
             (Some(_), false) => Check::skip(format!("model {model}"), "no contracts at the profile's addresses"),
         });
@@ -225,10 +227,11 @@ fn keystore_address(path: &Path) -> anyhow::Result<Address> {
 }
 
 /// A check whose reads failed midway: the node stopped answering.
-fn rpc_failed(ctx: &Ctx, name: &str, e: anyhow::Error) -> Check {
+/// Transport errors quote the URL, and RPC URLs often carry API keys: it is redacted.
+fn rpc_failed(name: &str, e: anyhow::Error) -> Check {
     Check::fail(
         name,
-        scrub(&format!("reading the chain failed: {e:#}"), &ctx.profile.rpc_url),
+        redact_urls(&format!("reading the chain failed: {e:#}")),
         "check the RPC node (--rpc-url, RPC_URL) and run this again",
     )
 }
@@ -239,7 +242,7 @@ async fn rpc_check(ctx: &Ctx, checks: &mut Vec<Check>) -> Option<Chain> {
         Ok(chain) => chain,
         Err(e) => {
             let fix = "start the node, or point --rpc-url (RPC_URL) or --network at one that answers";
-            checks.push(Check::fail("rpc", scrub(&format!("{url} does not answer: {e}"), &ctx.profile.rpc_url), fix));
+            checks.push(Check::fail("rpc", redact_urls(&format!("{url} does not answer: {e}")), fix));
             return None;
         }
     };
@@ -254,7 +257,7 @@ async fn rpc_check(ctx: &Ctx, checks: &mut Vec<Check>) -> Option<Chain> {
     let head = match chain.head().await {
         Ok(head) => head,
         Err(e) => {
-            let detail = scrub(&format!("{url}: {e}"), &ctx.profile.rpc_url);
+            let detail = redact_urls(&format!("{url}: {e}"));
             checks.push(Check::fail("rpc", detail, "check the RPC node and run this again"));
             return None;
         }
@@ -277,7 +280,7 @@ async fn contracts_check(ctx: &Ctx, chain: &Chain, checks: &mut Vec<Check>) -> b
             Ok(code) if !code.is_empty() => {}
             Ok(_) => missing.push(format!("{name} {address}")),
             Err(e) => {
-                checks.push(rpc_failed(ctx, "contracts", anyhow!("eth_getCode({address}): {e}")));
+                checks.push(rpc_failed("contracts", anyhow!("eth_getCode({address}): {e}")));
                 return false;
             }
         }
@@ -300,7 +303,7 @@ async fn registration_checks(ctx: &Ctx, chain: &Chain, checks: &mut Vec<Check>) 
     let reg = match registration(chain, &ctx.profile, ctx.worker).await {
         Ok(reg) => reg,
         Err(e) => {
-            checks.push(rpc_failed(ctx, "registration", e));
+            checks.push(rpc_failed("registration", e));
             checks.push(Check::skip("stake", "the registration could not be read"));
             return None;
         }
@@ -311,8 +314,8 @@ async fn registration_checks(ctx: &Ctx, chain: &Chain, checks: &mut Vec<Check>) 
         checks.push(Check::skip("stake", "the worker is not registered"));
         return Some(reg);
     }
-    checks.push(suspension_check(ctx, chain).await.unwrap_or_else(|e| rpc_failed(ctx, "registration", e)));
-    checks.push(stake_check(ctx, chain, &reg).await.unwrap_or_else(|e| rpc_failed(ctx, "stake", e)));
+    checks.push(suspension_check(ctx, chain).await.unwrap_or_else(|e| rpc_failed("registration", e)));
+    checks.push(stake_check(ctx, chain, &reg).await.unwrap_or_else(|e| rpc_failed("stake", e)));
     Some(reg)
 }
 
@@ -552,15 +555,8 @@ async fn blob_check(ctx: &Ctx, chain: &Chain) -> Check {
     };
     match probe {
         Ok(version) => Check::ok(NAME, format!("beacon node {shown} answers ({version})")),
-        Err(e) => Check::fail(NAME, scrub(&format!("beacon node {shown}: {e}"), url), fix),
+        Err(e) => Check::fail(NAME, redact_urls(&format!("beacon node {shown}: {e}")), fix),
     }
-}
-
-/// `message` with `url` (as given, or as an HTTP client prints it) redacted: transport errors
-/// quote the URL, and RPC and beacon URLs often carry API keys.
-fn scrub(message: &str, url: &str) -> String {
-    let raw = url.trim_end_matches('/');
-    if raw.is_empty() { message.to_owned() } else { message.replace(raw, &redact_url(raw)) }
 }
 
 /// The report as text: one line per check, the fix indented under it, then a summary.
@@ -604,8 +600,7 @@ mod tests {
     fn urls_in_transport_errors_are_redacted() {
         let url = "https://user:secret@rpc.example/v2/0123456789abcdef0123456789";
         let e = format!("error sending request for url ({url}/)");
-        assert_eq!(scrub(&e, url), "error sending request for url (https://***@rpc.example/…/)");
-        assert_eq!(scrub("no url here", ""), "no url here");
+        assert_eq!(redact_urls(&e), "error sending request for url (https://***@rpc.example/…)");
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()>
 async fn watch_head(url: String) -> anyhow::Result<Arc<AtomicU64>> {
     let chain = lcw_settler::chain::Chain::connect(&url, Duration::from_secs(10))
         .await
-        .with_context(|| format!("connecting to {url}"))?;
+        .with_context(|| format!("connecting to {}", lcw_schema::profile::redact_url(&url)))?;
     let head = Arc::new(AtomicU64::new(chain.head().await.map(|h| h.number).unwrap_or(0)));
     let shared = head.clone();
     tokio::spawn(async move {
