@@ -227,11 +227,10 @@ fn keystore_address(path: &Path) -> anyhow::Result<Address> {
 }
 
 /// A check whose reads failed midway: the node stopped answering.
-/// Transport errors quote the URL, and RPC URLs often carry API keys: it is redacted.
 fn rpc_failed(name: &str, e: anyhow::Error) -> Check {
     Check::fail(
         name,
-        redact_urls(&format!("reading the chain failed: {e:#}")),
+        format!("reading the chain failed: {e:#}"),
         "check the RPC node (--rpc-url, RPC_URL) and run this again",
     )
 }
@@ -242,7 +241,7 @@ async fn rpc_check(ctx: &Ctx, checks: &mut Vec<Check>) -> Option<Chain> {
         Ok(chain) => chain,
         Err(e) => {
             let fix = "start the node, or point --rpc-url (RPC_URL) or --network at one that answers";
-            checks.push(Check::fail("rpc", redact_urls(&format!("{url} does not answer: {e}")), fix));
+            checks.push(Check::fail("rpc", format!("{url} does not answer: {e}"), fix));
             return None;
         }
     };
@@ -257,8 +256,7 @@ async fn rpc_check(ctx: &Ctx, checks: &mut Vec<Check>) -> Option<Chain> {
     let head = match chain.head().await {
         Ok(head) => head,
         Err(e) => {
-            let detail = redact_urls(&format!("{url}: {e}"));
-            checks.push(Check::fail("rpc", detail, "check the RPC node and run this again"));
+            checks.push(Check::fail("rpc", format!("{url}: {e}"), "check the RPC node and run this again"));
             return None;
         }
     };
@@ -555,7 +553,7 @@ async fn blob_check(ctx: &Ctx, chain: &Chain) -> Check {
     };
     match probe {
         Ok(version) => Check::ok(NAME, format!("beacon node {shown} answers ({version})")),
-        Err(e) => Check::fail(NAME, redact_urls(&format!("beacon node {shown}: {e}")), fix),
+        Err(e) => Check::fail(NAME, format!("beacon node {shown}: {e}"), fix),
     }
 }
 
@@ -600,7 +598,8 @@ mod tests {
     fn urls_in_transport_errors_are_redacted() {
         let url = "https://user:secret@rpc.example/v2/0123456789abcdef0123456789";
         let e = format!("error sending request for url ({url}/)");
-        assert_eq!(redact_urls(&e), "error sending request for url (https://***@rpc.example/…)");
+        let check = Check::fail("rpc", e, "check the node");
+        assert_eq!(check.detail, "error sending request for url (https://***@rpc.example/…)");
     }
 
     #[test]
