@@ -7,6 +7,20 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreResult;
 use super::col::{self, Col};
 
+/// Executes `sql` once per row, in order, with one prepared statement and `bind` binding it.
+fn insert_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    rows: &[T],
+    bind: impl Fn(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
+) -> StoreResult<()> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    for row in rows {
+        bind(&mut stmt, row)?;
+    }
+    Ok(())
+}
+
 /// Where a ledger row came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct LogRef {
@@ -34,20 +48,21 @@ pub struct ConfigChange {
 impl ConfigChange {
     /// Records `rows`, in order, with one prepared statement.
     pub fn insert_all(conn: &Connection, rows: &[Self]) -> StoreResult<()> {
-        let mut stmt = conn.prepare_cached(
+        insert_rows(
+            conn,
             "INSERT OR REPLACE INTO config_history (block_number, log_index, param, value, block_timestamp) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for row in rows {
-            stmt.execute(rusqlite::params![
-                row.at.block_number as i64,
-                row.at.log_index as i64,
-                row.param,
-                row.value,
-                row.at.block_timestamp as i64
-            ])?;
-        }
-        Ok(())
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rows,
+            |stmt, row| {
+                stmt.execute(rusqlite::params![
+                    row.at.block_number as i64,
+                    row.at.log_index as i64,
+                    row.param,
+                    row.value,
+                    row.at.block_timestamp as i64
+                ])
+            },
+        )
     }
 }
 
@@ -95,21 +110,22 @@ pub struct Withdrawal {
 impl Withdrawal {
     /// Records `rows`, in order, with one prepared statement.
     pub fn insert_all(conn: &Connection, rows: &[Self]) -> StoreResult<()> {
-        let mut stmt = conn.prepare_cached(
-                "INSERT OR REPLACE INTO withdrawals (block_number, log_index, worker, amount_wei, tx_hash, block_timestamp) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for row in rows {
-            stmt.execute(rusqlite::params![
-                row.at.block_number as i64,
-                row.at.log_index as i64,
-                row.worker.as_slice(),
-                row.amount.out(),
-                row.at.tx_hash.as_slice(),
-                row.at.block_timestamp as i64
-            ])?;
-        }
-        Ok(())
+        insert_rows(
+            conn,
+            "INSERT OR REPLACE INTO withdrawals (block_number, log_index, worker, amount_wei, tx_hash, block_timestamp) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rows,
+            |stmt, row| {
+                stmt.execute(rusqlite::params![
+                    row.at.block_number as i64,
+                    row.at.log_index as i64,
+                    row.worker.as_slice(),
+                    row.amount.out(),
+                    row.at.tx_hash.as_slice(),
+                    row.at.block_timestamp as i64
+                ])
+            },
+        )
     }
 }
 
@@ -133,24 +149,25 @@ pub struct Bounty {
 impl Bounty {
     /// Records `rows`, in order, with one prepared statement.
     pub fn insert_all(conn: &Connection, rows: &[Self]) -> StoreResult<()> {
-        let mut stmt = conn.prepare_cached(
-                "INSERT OR REPLACE INTO bounties (block_number, log_index, job_id, keeper, worker, amount_wei, kind, tx_hash, \
-                 block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        for row in rows {
-            stmt.execute(rusqlite::params![
-                row.at.block_number as i64,
-                row.at.log_index as i64,
-                row.job_id as i64,
-                row.keeper.as_slice(),
-                row.worker.as_ref().map(|w| w.as_slice()),
-                row.amount.out(),
-                row.kind,
-                row.at.tx_hash.as_slice(),
-                row.at.block_timestamp as i64
-            ])?;
-        }
-        Ok(())
+        insert_rows(
+            conn,
+            "INSERT OR REPLACE INTO bounties (block_number, log_index, job_id, keeper, worker, amount_wei, kind, tx_hash, \
+             block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            rows,
+            |stmt, row| {
+                stmt.execute(rusqlite::params![
+                    row.at.block_number as i64,
+                    row.at.log_index as i64,
+                    row.job_id as i64,
+                    row.keeper.as_slice(),
+                    row.worker.as_ref().map(|w| w.as_slice()),
+                    row.amount.out(),
+                    row.kind,
+                    row.at.tx_hash.as_slice(),
+                    row.at.block_timestamp as i64
+                ])
+            },
+        )
     }
 }
 
@@ -174,24 +191,25 @@ pub struct Slash {
 impl Slash {
     /// Records `rows`, in order, with one prepared statement.
     pub fn insert_all(conn: &Connection, rows: &[Self]) -> StoreResult<()> {
-        let mut stmt = conn.prepare_cached(
-                "INSERT OR REPLACE INTO slashes (block_number, log_index, worker, amount_wei, new_stake_wei, job_id, reason, \
-                 tx_hash, block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        for row in rows {
-            stmt.execute(rusqlite::params![
-                row.at.block_number as i64,
-                row.at.log_index as i64,
-                row.worker.as_slice(),
-                row.amount.out(),
-                row.new_stake.out(),
-                row.job_id.map(|j| j as i64),
-                row.reason,
-                row.at.tx_hash.as_slice(),
-                row.at.block_timestamp as i64
-            ])?;
-        }
-        Ok(())
+        insert_rows(
+            conn,
+            "INSERT OR REPLACE INTO slashes (block_number, log_index, worker, amount_wei, new_stake_wei, job_id, reason, \
+             tx_hash, block_timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            rows,
+            |stmt, row| {
+                stmt.execute(rusqlite::params![
+                    row.at.block_number as i64,
+                    row.at.log_index as i64,
+                    row.worker.as_slice(),
+                    row.amount.out(),
+                    row.new_stake.out(),
+                    row.job_id.map(|j| j as i64),
+                    row.reason,
+                    row.at.tx_hash.as_slice(),
+                    row.at.block_timestamp as i64
+                ])
+            },
+        )
     }
 }
 
