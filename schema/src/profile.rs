@@ -342,8 +342,12 @@ pub fn redact_url(url: &str) -> String {
         Some((_, h)) => (h, true),
         None => (host, false),
     };
-    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
-    let loopback = matches!(name, "127.0.0.1" | "localhost" | "[::1]");
+    // The host without its port; an IPv6 address is bracketed and full of colons.
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    let loopback = matches!(name, "127.0.0.1" | "localhost" | "::1");
     let opaque = path.contains(['?', '#']) || path.split('/').any(|seg| seg.len() >= 20);
     let path = if path.is_empty() || path == "/" || (loopback && !opaque) { path } else { "/…" };
     format!("{scheme}://{}{host}{path}", if hidden_user { "***@" } else { "" })
@@ -446,6 +450,8 @@ mod tests {
         );
         assert_eq!(redact_url("http://localhost:1/v2/0123456789abcdef0123"), "http://localhost:1/…");
         assert_eq!(redact_url("http://127.0.0.1:1/x?key=1"), "http://127.0.0.1:1/…");
+        assert_eq!(redact_url("http://[::1]/v1"), "http://[::1]/v1");
+        assert_eq!(redact_url("http://[::1]:8080/v1"), "http://[::1]:8080/v1");
         // In text: reqwest quotes the URL in parentheses; sentence punctuation survives.
         let e = "eth_chainId: error sending request for url (https://u:pw@eth.example/v2/KEY123): refused. See http://127.0.0.1:8545.";
         assert_eq!(
