@@ -7,7 +7,7 @@ const fs = require('fs');
 const path = require('path');
 const solc = require('solc');
 
-const CONTRACTS = ['AIConfig', 'WorkerRegistry', 'JobRegistry'];
+const CONTRACTS = ['AIConfig', 'WorkerRegistry', 'JobRegistry', 'SessionManager', 'ReputationRegistry'];
 const here = __dirname;
 const srcDir = path.join(here, 'src');
 const outDir = path.join(here, 'out');

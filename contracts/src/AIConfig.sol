@@ -8,11 +8,22 @@ import {Owned} from "./Owned.sol";
 /// getters, setters and events. Every parameter is emitted once at construction, so an indexer that
 /// starts at the deployment block sees the complete parameter history in events.
 contract AIConfig is Owned {
-    /// A setter was given a value outside its allowed range (see contracts/README.md).
-    error InvalidParameter(string name, uint256 value);
-    error ZeroAddress();
-    error ModelNotRegistered(bytes32 modelId);
+    error FeeInvariantViolation(uint256 sum, uint256 expected);
+    error ModelAlreadyEnabled(bytes32 modelId);
     error ModelAlreadyRegistered(bytes32 modelId);
+    error ModelNotConfigured(bytes32 modelId);
+    error ParameterOutOfBounds(string param, uint256 value, uint256 min, uint256 max);
+    error RetentionInvariantViolation(uint256 retention, uint256 required);
+    error ZeroAddress();
+    // Declared for ABI parity with upstream (OZ Initializable/UUPS set); the devnet never throws them.
+    error AddressEmptyCode(address target);
+    error ERC1967InvalidImplementation(address implementation);
+    error ERC1967NonPayable();
+    error FailedCall();
+    error InvalidInitialization();
+    error NotInitializing();
+    error UUPSUnauthorizedCallContext();
+    error UUPSUnsupportedProxiableUUID(bytes32 slot);
 
     event DisputeParamsUpdated(uint256 bondMultiplier, uint256 window, uint256 resolutionTimeout);
     event ClaimWindowBlocksUpdated(uint256 value);
@@ -36,6 +47,7 @@ contract AIConfig is Owned {
     event Upgraded(address indexed implementation);
 
     uint256 private constant BPS = 10_000;
+    uint256 private constant NO_MAX = type(uint256).max;
 
     struct Model {
         uint256 fee;
@@ -128,7 +140,9 @@ contract AIConfig is Owned {
     }
 
     function enableModel(bytes32 modelId) external onlyOwner {
-        _model(modelId).enabled = true;
+        Model storage m = _model(modelId);
+        if (m.enabled) revert ModelAlreadyEnabled(modelId);
+        m.enabled = true;
         emit ModelEnabled(modelId);
     }
 
@@ -168,7 +182,7 @@ contract AIConfig is Owned {
 
     function _model(bytes32 modelId) private view returns (Model storage m) {
         m = models[modelId];
-        if (!m.registered) revert ModelNotRegistered(modelId);
+        if (!m.registered) revert ModelNotConfigured(modelId);
     }
 
     function _modelView(bytes32 modelId) private view returns (Model storage) {
@@ -178,43 +192,47 @@ contract AIConfig is Owned {
     // ---------------------------------------------------------------- timeouts and windows
 
     function setAckTimeout(uint256 timeout) external onlyOwner {
-        if (timeout < minAckTimeout) revert InvalidParameter("ackTimeout", timeout);
+        if (timeout < minAckTimeout) revert ParameterOutOfBounds("ackTimeout", timeout, minAckTimeout, NO_MAX);
         ackTimeout = timeout;
         emit InfraParamsUpdated("ackTimeout", timeout);
     }
 
     function setMinAckTimeout(uint256 value) external onlyOwner {
-        if (value == 0) revert InvalidParameter("minAckTimeout", value);
+        if (value == 0) revert ParameterOutOfBounds("minAckTimeout", value, 1, NO_MAX);
         minAckTimeout = value;
         emit InfraParamsUpdated("minAckTimeout", value);
     }
 
     function setCompletionTimeout(uint256 timeout) external onlyOwner {
-        if (timeout == 0) revert InvalidParameter("completionTimeout", timeout);
+        if (timeout == 0) revert ParameterOutOfBounds("completionTimeout", timeout, 1, NO_MAX);
         completionTimeout = timeout;
         emit InfraParamsUpdated("completionTimeout", timeout);
     }
 
     function setDisputeWindow(uint256 window) external onlyOwner {
-        if (window < minDisputeWindow) revert InvalidParameter("disputeWindow", window);
+        if (window < minDisputeWindow) {
+            revert ParameterOutOfBounds("disputeWindow", window, minDisputeWindow, NO_MAX);
+        }
         disputeWindow = window;
         emit DisputeParamsUpdated(disputeBondMultiplier, window, resolutionTimeout);
     }
 
     function setMinDisputeWindow(uint256 window) external onlyOwner {
-        if (window == 0) revert InvalidParameter("minDisputeWindow", window);
+        if (window == 0) revert ParameterOutOfBounds("minDisputeWindow", window, 1, NO_MAX);
         minDisputeWindow = window;
         emit InfraParamsUpdated("minDisputeWindow", window);
     }
 
     function setResolutionTimeout(uint256 timeout) external onlyOwner {
-        if (timeout < minResolutionTimeout) revert InvalidParameter("resolutionTimeout", timeout);
+        if (timeout < minResolutionTimeout) {
+            revert ParameterOutOfBounds("resolutionTimeout", timeout, minResolutionTimeout, NO_MAX);
+        }
         resolutionTimeout = timeout;
         emit DisputeParamsUpdated(disputeBondMultiplier, disputeWindow, timeout);
     }
 
     function setMinResolutionTimeout(uint256 timeout) external onlyOwner {
-        if (timeout == 0) revert InvalidParameter("minResolutionTimeout", timeout);
+        if (timeout == 0) revert ParameterOutOfBounds("minResolutionTimeout", timeout, 1, NO_MAX);
         minResolutionTimeout = timeout;
         emit InfraParamsUpdated("minResolutionTimeout", timeout);
     }
@@ -224,7 +242,11 @@ contract AIConfig is Owned {
         emit InfraParamsUpdated("sessionInactivityTimeout", timeout);
     }
 
+    /// @notice Blobs must outlive every dispute: the period covers the dispute window plus the
+    /// resolution timeout.
     function setBlobRetentionPeriod(uint256 period) external onlyOwner {
+        uint256 required = disputeWindow + resolutionTimeout;
+        if (period < required) revert RetentionInvariantViolation(period, required);
         blobRetentionPeriod = period;
         emit InfraParamsUpdated("blobRetentionPeriod", period);
     }
@@ -278,7 +300,7 @@ contract AIConfig is Owned {
 
     function setFeeDistribution(uint256 workerBps, uint256 protocolBps, uint256 feePoolBps) external onlyOwner {
         if (workerBps + protocolBps + feePoolBps != BPS) {
-            revert InvalidParameter("feeDistribution", workerBps + protocolBps + feePoolBps);
+            revert FeeInvariantViolation(workerBps + protocolBps + feePoolBps, BPS);
         }
         workerFeeBps = workerBps;
         protocolFeeBps = protocolBps;
@@ -287,13 +309,13 @@ contract AIConfig is Owned {
     }
 
     function setReleaseBountyBps(uint256 bps) external onlyOwner {
-        if (bps > BPS) revert InvalidParameter("releaseBountyBps", bps);
+        if (bps > BPS) revert ParameterOutOfBounds("releaseBountyBps", bps, 0, BPS);
         releaseBountyBps = bps;
         emit KeeperParamsUpdated(timeoutBountyBps, bps);
     }
 
     function setTimeoutBountyBps(uint256 bps) external onlyOwner {
-        if (bps > BPS) revert InvalidParameter("timeoutBountyBps", bps);
+        if (bps > BPS) revert ParameterOutOfBounds("timeoutBountyBps", bps, 0, BPS);
         timeoutBountyBps = bps;
         emit KeeperParamsUpdated(bps, releaseBountyBps);
     }
@@ -321,25 +343,25 @@ contract AIConfig is Owned {
     // ---------------------------------------------------------------- slashing and disputes
 
     function setTimeoutSlashBps(uint256 bps) external onlyOwner {
-        if (bps > BPS) revert InvalidParameter("timeoutSlashBps", bps);
+        if (bps > BPS) revert ParameterOutOfBounds("timeoutSlashBps", bps, 0, BPS);
         timeoutSlashBps = bps;
         emit SlashingParamsUpdated(bps, completionTimeoutSlashBps, disputeSlashBps);
     }
 
     function setCompletionTimeoutSlashBps(uint256 bps) external onlyOwner {
-        if (bps > BPS) revert InvalidParameter("completionTimeoutSlashBps", bps);
+        if (bps > BPS) revert ParameterOutOfBounds("completionTimeoutSlashBps", bps, 0, BPS);
         completionTimeoutSlashBps = bps;
         emit SlashingParamsUpdated(timeoutSlashBps, bps, disputeSlashBps);
     }
 
     function setDisputeSlashBps(uint256 bps) external onlyOwner {
-        if (bps > BPS) revert InvalidParameter("disputeSlashBps", bps);
+        if (bps > BPS) revert ParameterOutOfBounds("disputeSlashBps", bps, 0, BPS);
         disputeSlashBps = bps;
         emit SlashingParamsUpdated(timeoutSlashBps, completionTimeoutSlashBps, bps);
     }
 
     function setMaxSlashBps(uint256 bps) external onlyOwner {
-        if (bps > BPS) revert InvalidParameter("maxSlashBps", bps);
+        if (bps > BPS) revert ParameterOutOfBounds("maxSlashBps", bps, 0, BPS);
         maxSlashBps = bps;
         emit InfraParamsUpdated("maxSlashBps", bps);
     }
@@ -372,13 +394,13 @@ contract AIConfig is Owned {
     // ---------------------------------------------------------------- similarity
 
     function setSimilarityThreshold(uint256 bps) external onlyOwner {
-        if (bps > BPS) revert InvalidParameter("similarityThreshold", bps);
+        if (bps > BPS) revert ParameterOutOfBounds("similarityThreshold", bps, 0, BPS);
         similarityThreshold = bps;
         emit InfraParamsUpdated("similarityThreshold", bps);
     }
 
     function setCanarySimilarityThreshold(uint256 bps) external onlyOwner {
-        if (bps > BPS) revert InvalidParameter("canarySimilarityThreshold", bps);
+        if (bps > BPS) revert ParameterOutOfBounds("canarySimilarityThreshold", bps, 0, BPS);
         canarySimilarityThreshold = bps;
         emit InfraParamsUpdated("canarySimilarityThreshold", bps);
     }
@@ -409,7 +431,7 @@ contract AIConfig is Owned {
     }
 
     function setSamplingRateBps(uint256 bps) external onlyOwner {
-        if (bps > BPS) revert InvalidParameter("samplingRateBps", bps);
+        if (bps > BPS) revert ParameterOutOfBounds("samplingRateBps", bps, 0, BPS);
         samplingRateBps = bps;
         emit InfraParamsUpdated("samplingRateBps", bps);
     }
@@ -438,7 +460,7 @@ contract AIConfig is Owned {
     }
 
     function setSuspensionThreshold(uint256 count) external onlyOwner {
-        if (count == 0) revert InvalidParameter("suspensionThreshold", count);
+        if (count == 0) revert ParameterOutOfBounds("suspensionThreshold", count, 1, NO_MAX);
         suspensionThreshold = count;
         emit SuspensionParamsUpdated(count, suspensionCooldown);
     }
@@ -466,6 +488,7 @@ contract AIConfig is Owned {
     }
 
     function setSessionManagerAddress(address value) external onlyOwner {
+        if (value == address(0)) revert ZeroAddress();
         sessionManager = value;
         emit SessionManagerAddressUpdated(value);
     }

@@ -45,14 +45,14 @@ contract JobRegistry is Owned {
     error EnforcedPause();
     error ExpectedPause();
     error ReentrancyGuardReentrantCall();
+    error NotSessionManager();
+    error SortitionDisabled();
     // Declared for ABI parity with upstream (paths the devnet does not implement, OZ/UUPS set): a
     // revert from the real network decodes with the same bindings.
     error NoBlobMismatch(uint256 jobId);
     error SessionNotReassigning(uint256 sessionId);
     error MaxReassignmentsExceeded(uint256 sessionId, uint256 max);
-    error NotSessionManager();
     error NoAvailableWorker(bytes32 modelId);
-    error SortitionDisabled();
     error InsufficientDelegateAllowance(address user, address delegate, uint256 required, uint256 available);
     error UnexpectedETH();
     error InvalidWorkerSignature();
@@ -103,9 +103,9 @@ contract JobRegistry is Owned {
     event TransferFailed(address indexed to, uint256 amount);
     event Paused(address account);
     event Unpaused(address account);
+    event DelegateAuthorizationSet(address indexed user, address indexed delegate, bool authorized);
     // Declared for ABI parity with upstream; the devnet never emits them.
     event DelegateAllowanceSet(address indexed user, address indexed delegate, uint256 allowance);
-    event DelegateAuthorizationSet(address indexed user, address indexed delegate, bool authorized);
     event ReputationRegistryUpdated(address registry);
     event GuardianUpdated(address indexed oldGuardian, address indexed newGuardian);
     event Upgraded(address indexed implementation);
@@ -214,6 +214,7 @@ contract JobRegistry is Owned {
     mapping(address => uint256) private prepaid;
     mapping(address => uint256) private refunds;
     mapping(address => uint256) private nonces;
+    mapping(address => mapping(address => bool)) private delegates;
 
     constructor(address initialOwner, address workerRegistry_, address aiConfig_, address treasury_, address feePool_)
         Owned(initialOwner)
@@ -251,9 +252,6 @@ contract JobRegistry is Owned {
         uint256 expiry
     ) external payable whenNotPaused returns (uint256 sessionId) {
         if (block.timestamp > expiry) revert SignatureExpired(expiry, block.timestamp);
-        if (!aiConfig.isModelEnabled(modelId)) revert ModelDisabled(modelId);
-        if (!workerRegistry.isEligible(worker, modelId)) revert WorkerNotEligible(worker, modelId);
-        _checkWrappedKeys(worker, encWorkerKey, encDisputerKey);
         bytes32 digest = keccak256(
             abi.encode(
                 CREATE_SESSION_TYPE,
@@ -270,19 +268,48 @@ contract JobRegistry is Owned {
         );
         _checkDispatcher(digest, dispatcherSignature);
         nonces[msg.sender] += 1;
+        sessionId = _openSession(msg.sender, modelId, worker, encWorkerKey, encDisputerKey);
+        sessions[sessionId].deposit = msg.value;
+        emit SessionCreated(sessionId, msg.sender, modelId, worker, encWorkerKey, encDisputerKey);
+        if (msg.value > 0) _credit(msg.sender, msg.value);
+    }
 
+    /// @notice Opens the session a sortition request was claimed for: called by the SessionManager
+    /// (AIConfig.getSessionManagerAddress) when the requester provides the wrapped keys. Emits
+    /// SessionAdopted only; the keys are read with getSession.
+    function adoptSession(
+        address user,
+        bytes32 modelId,
+        address worker,
+        bytes calldata encWorkerKey,
+        bytes calldata encDisputerKey
+    ) external whenNotPaused returns (uint256 sessionId) {
+        if (msg.sender != aiConfig.getSessionManagerAddress()) revert NotSessionManager();
+        if (!aiConfig.getSortitionEnabled()) revert SortitionDisabled();
+        if (user == address(0)) revert ZeroAddress();
+        sessionId = _openSession(user, modelId, worker, encWorkerKey, encDisputerKey);
+        emit SessionAdopted(sessionId, user, worker);
+    }
+
+    function _openSession(
+        address user,
+        bytes32 modelId,
+        address worker,
+        bytes calldata encWorkerKey,
+        bytes calldata encDisputerKey
+    ) private returns (uint256 sessionId) {
+        if (!aiConfig.isModelEnabled(modelId)) revert ModelDisabled(modelId);
+        if (!workerRegistry.isEligible(worker, modelId)) revert WorkerNotEligible(worker, modelId);
+        _checkWrappedKeys(worker, encWorkerKey, encDisputerKey);
         sessionId = ++sessionCount;
         Session storage s = sessions[sessionId];
-        s.user = msg.sender;
+        s.user = user;
         s.modelId = modelId;
         s.worker = worker;
         s.status = uint8(SessionStatus.Active);
         s.encWorkerKey = encWorkerKey;
         s.encDisputerKey = encDisputerKey;
         s.lastActivityAt = block.timestamp;
-        s.deposit = msg.value;
-        emit SessionCreated(sessionId, msg.sender, modelId, worker, encWorkerKey, encDisputerKey);
-        if (msg.value > 0) _credit(msg.sender, msg.value);
     }
 
     /// @notice Replaces the wrapped session keys (key rotation); dispatcher-signed like createSession.
@@ -562,6 +589,18 @@ contract JobRegistry is Owned {
 
     function prepaidBalanceOf(address user) external view returns (uint256) {
         return prepaid[user];
+    }
+
+    /// @notice Lets `delegate` act for the caller where upstream allows a delegate (on the devnet:
+    /// SessionManager's requestSessionFor and provideSessionKeyFor).
+    function setDelegateAuthorization(address delegate, bool authorized) external {
+        if (delegate == address(0)) revert ZeroAddress();
+        delegates[msg.sender][delegate] = authorized;
+        emit DelegateAuthorizationSet(msg.sender, delegate, authorized);
+    }
+
+    function isDelegateAuthorized(address user, address delegate) external view returns (bool) {
+        return delegates[user][delegate];
     }
 
     function claimRefund() external nonReentrant {

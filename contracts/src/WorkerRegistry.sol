@@ -24,18 +24,20 @@ contract WorkerRegistry is Owned {
     error WorkerNotRegistered(address worker);
     error WorkerNotSuspended(address worker);
     error ZeroAddress();
-    // Declared for ABI parity with upstream (capabilities, checkpoints, guardian, OZ set).
     error CapabilityExists(string name);
     error CapabilityLimitReached();
+    error UnknownCapabilityBits(uint256 mask);
+    // Declared for ABI parity with upstream (checkpoints, guardian, OZ set).
     error CheckpointUnorderedInsertion();
     error ModelNotRegistered(bytes32 modelId);
     error NoEligibleWorkers();
     error NotGuardianOrOwner(address caller);
-    error UnknownCapabilityBits(uint256 mask);
     error WorkerIsSuspended(address worker, uint256 until);
     error WorkerNotInEligibleSet(address worker, bytes32 modelId);
     error EnforcedPause();
     error ExpectedPause();
+    error GuardianAlreadySunset();
+    error ReentrancyGuardReentrantCall();
 
     event WorkerRegistered(address indexed worker, bytes encryptionPubKey);
     event WorkerDeregistered(address indexed worker);
@@ -51,9 +53,9 @@ contract WorkerRegistry is Owned {
     event ModelRemoved(address indexed worker, bytes32 indexed modelId);
     event ModelWhitelisted(bytes32 indexed modelId);
     event ModelDelisted(bytes32 indexed modelId);
-    // Declared for ABI parity with upstream; the devnet never emits them.
     event WorkerCapabilitiesSet(address indexed worker, uint256 mask);
     event CapabilityRegistered(uint8 indexed bit, string name);
+    // Declared for ABI parity with upstream; the devnet never emits them.
     event GuardianUpdated(address indexed oldGuardian, address indexed newGuardian);
     event Paused(address account);
     event Unpaused(address account);
@@ -82,6 +84,9 @@ contract WorkerRegistry is Owned {
     mapping(bytes32 => address[]) private modelWorkers;
     mapping(bytes32 => mapping(address => uint256)) private modelWorkerIndex; // index + 1
     uint256 private slashedFunds;
+    string[] private capabilityNames; // by bit
+    mapping(bytes32 => uint256) private capabilityBit; // keccak256(name) => bit + 1
+    mapping(address => uint256) private workerCapabilities;
 
     constructor(address initialOwner, address aiConfig_, address jobRegistry_) Owned(initialOwner) {
         if (aiConfig_ == address(0) || jobRegistry_ == address(0)) revert ZeroAddress();
@@ -202,6 +207,48 @@ contract WorkerRegistry is Owned {
     function removeWhitelistedModel(bytes32 modelId) external onlyOwner {
         whitelisted[modelId] = false;
         emit ModelDelisted(modelId);
+    }
+
+    // ---------------------------------------------------------------- capabilities
+
+    /// @notice Registers a capability name (governance) at the next free bit of the mask.
+    function registerCapability(string calldata name) external onlyOwner returns (uint8 bit) {
+        bytes32 key = keccak256(bytes(name));
+        if (capabilityBit[key] != 0) revert CapabilityExists(name);
+        uint256 count = capabilityNames.length;
+        if (count >= 256) revert CapabilityLimitReached();
+        bit = uint8(count);
+        capabilityNames.push(name);
+        capabilityBit[key] = count + 1;
+        emit CapabilityRegistered(bit, name);
+    }
+
+    /// @notice Sets (overwrites, does not merge) the caller's capability mask; only registered
+    /// bits are accepted. Capabilities survive deregistration, like the offense count.
+    function setCapabilities(uint256 mask) external {
+        _registered(msg.sender);
+        if (mask >> capabilityNames.length != 0) revert UnknownCapabilityBits(mask);
+        workerCapabilities[msg.sender] = mask;
+        emit WorkerCapabilitiesSet(msg.sender, mask);
+    }
+
+    function getCapabilityCount() external view returns (uint16) {
+        return uint16(capabilityNames.length);
+    }
+
+    /// @notice The mask bit of `name`, or 0 when it is not registered.
+    function getCapabilityMask(string calldata name) external view returns (uint256) {
+        uint256 bit = capabilityBit[keccak256(bytes(name))];
+        return bit == 0 ? 0 : 1 << (bit - 1);
+    }
+
+    /// @notice The name at `bit`, or "" when none is registered there.
+    function getCapabilityName(uint8 bit) external view returns (string memory) {
+        return bit < capabilityNames.length ? capabilityNames[bit] : "";
+    }
+
+    function getWorkerCapabilities(address worker) external view returns (uint256) {
+        return workerCapabilities[worker];
     }
 
     // ---------------------------------------------------------------- called by JobRegistry

@@ -1,5 +1,6 @@
-//! Deploys and configures the three devnet contracts against any node (`lcw deploy --rpc URL`,
-//! and `lcw devnet` on its own anvil).
+//! Deploys and configures the devnet contracts against any node (`lcw deploy --rpc URL`, and
+//! `lcw devnet` on its own anvil): AIConfig, WorkerRegistry, JobRegistry and the SessionManager
+//! (sortition), whose address AIConfig publishes as on the real network.
 //!
 //! WorkerRegistry and JobRegistry need each other's address; instead of a setter the upstream ABI
 //! does not have, JobRegistry's address is predicted from the deployer's nonce (CREATE addresses
@@ -10,12 +11,16 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
-use lcw_schema::bindings::{AIConfig, JobRegistry, WorkerRegistry};
+use lcw_schema::bindings::{AIConfig, JobRegistry, SessionManager, WorkerRegistry};
 use lcw_schema::profile::Contracts;
 use lcw_schema::types::{Lcai, ModelId};
 
 /// The model every devnet registers: the real small model the worker tests run.
 pub const DEFAULT_MODEL: &str = "gemma3-270m";
+
+/// Capability names a devnet registers (WorkerRegistry bits 0, 1, ...): `search` is the one the
+/// official worker advertises; `vision` gives the tests a second bit.
+pub const DEFAULT_CAPABILITIES: [&str; 2] = ["search", "vision"];
 
 /// A model to whitelist (WorkerRegistry) and register (AIConfig).
 #[derive(Debug, Clone)]
@@ -53,11 +58,22 @@ pub struct DeployConfig {
     pub treasury: Option<Address>,
     /// Receives the fee-pool share; `None` = the deployer.
     pub fee_pool: Option<Address>,
+    /// Sessions are assigned by SessionManager's sortition (AIConfig.setSortitionEnabled), as on
+    /// today's testnet; otherwise by the dispatcher's signature (the legacy path).
+    pub sortition: bool,
+    /// Blocks over which a session request's claim window widens to every eligible worker.
+    pub claim_window_blocks: u64,
+    /// A worker with this many active jobs cannot claim more sessions.
+    pub max_concurrent_jobs: u64,
+    /// Capability names to register, in bit order.
+    pub capabilities: Vec<String>,
 }
 
 impl DeployConfig {
     /// Short devnet defaults: 30 s ack, 60 s completion, 60 s dispute window and resolution,
-    /// 100 LCAI minimum stake, gemma3-270m at 0.01 LCAI per job.
+    /// 100 LCAI minimum stake, gemma3-270m at 0.01 LCAI per job; the dispatcher assigns sessions
+    /// (sortition off) and, when sortition is on, a claim window of 5 blocks and 64 active jobs
+    /// per worker.
     pub fn devnet(dispatcher: Address, disputer: Address) -> Self {
         DeployConfig {
             ack_timeout: 30,
@@ -75,6 +91,10 @@ impl DeployConfig {
             disputer,
             treasury: None,
             fee_pool: None,
+            sortition: false,
+            claim_window_blocks: 5,
+            max_concurrent_jobs: 64,
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
         }
     }
 }
@@ -82,8 +102,10 @@ impl DeployConfig {
 /// What was deployed.
 #[derive(Debug, Clone)]
 pub struct Deployment {
-    /// The three addresses.
+    /// The three addresses a profile names.
     pub contracts: Contracts,
+    /// The SessionManager (AIConfig.getSessionManagerAddress names it; profiles do not).
+    pub session_manager: Address,
     /// The block of the first deployment (where indexing starts).
     pub start_block: u64,
     /// Chain id of the node.
@@ -177,6 +199,12 @@ pub async fn deploy(
         .send()
         .await
         .map_err(contract_rpc("deploy JobRegistry"))?;
+    let sm =
+        SessionManager::deploy_builder(&provider, owner, predicted_job_registry, wr_address, ai_address, Address::ZERO)
+            .nonce(nonce + 3)
+            .send()
+            .await
+            .map_err(contract_rpc("deploy SessionManager"))?;
 
     let ai_receipt = confirm(ai.get_receipt().await.map_err(pending("deploy AIConfig"))?, "deploy AIConfig")?;
     confirm(wr.get_receipt().await.map_err(pending("deploy WorkerRegistry"))?, "deploy WorkerRegistry")?;
@@ -185,15 +213,20 @@ pub async fn deploy(
     if jr_address != predicted_job_registry {
         return Err(DeployError::AddressMismatch { predicted: predicted_job_registry, actual: jr_address });
     }
+    let sm_receipt =
+        confirm(sm.get_receipt().await.map_err(pending("deploy SessionManager"))?, "deploy SessionManager")?;
+    let session_manager = sm_receipt.contract_address.unwrap_or_default();
     let contracts = Contracts { worker_registry: wr_address, job_registry: jr_address, ai_config: ai_address };
-    configure(&provider, &contracts, config).await?;
-    Ok(Deployment { contracts, start_block: ai_receipt.block_number.unwrap_or_default(), chain_id })
+    configure(&provider, &contracts, session_manager, config).await?;
+    Ok(Deployment { contracts, session_manager, start_block: ai_receipt.block_number.unwrap_or_default(), chain_id })
 }
 
-/// Applies the governance parameters and models of `config` (as the contracts' owner).
+/// Applies the governance parameters, models, capabilities and sortition settings of `config`
+/// (as the contracts' owner), and publishes `session_manager` in AIConfig.
 pub async fn configure(
     provider: &DynProvider,
     contracts: &Contracts,
+    session_manager: Address,
     config: &DeployConfig,
 ) -> Result<(), DeployError> {
     let ai = AIConfig::new(contracts.ai_config, provider);
@@ -212,6 +245,15 @@ pub async fn configure(
     send!("setResolutionTimeout", ai.setResolutionTimeout(U256::from(config.resolution_timeout)));
     send!("setMinWorkerStake", ai.setMinWorkerStake(config.min_worker_stake.wei()));
     send!("setSuspensionCooldown", ai.setSuspensionCooldown(U256::from(config.suspension_cooldown)));
+    send!("setSessionManagerAddress", ai.setSessionManagerAddress(session_manager));
+    send!("setClaimWindowBlocks", ai.setClaimWindowBlocks(U256::from(config.claim_window_blocks)));
+    send!("setMaxConcurrentJobs", ai.setMaxConcurrentJobs(U256::from(config.max_concurrent_jobs)));
+    if config.sortition {
+        send!("setSortitionEnabled", ai.setSortitionEnabled(true));
+    }
+    for name in &config.capabilities {
+        send!(format!("registerCapability({name})"), wr.registerCapability(name.clone()));
+    }
     for model in &config.models {
         let id = ModelId::from_name(&model.name).0;
         send!(

@@ -1,9 +1,11 @@
-//! A complete devnet in one call: anvil, the three contracts deployed and configured, the dev
-//! accounts given roles, and the network profile written to the data dir. Used by `lcw devnet`
+//! A complete devnet in one call: anvil, the contracts deployed and configured (SessionManager
+//! included; sortition on or off), the dev accounts given roles, and the network profile written
+//! to the data dir. Used by `lcw devnet`
 //! and by every end-to-end test (each on its own port and data dir).
 
 use std::path::{Path, PathBuf};
 
+use alloy::primitives::Address;
 use alloy::providers::{ProviderBuilder, ext::AnvilApi};
 use alloy::signers::local::PrivateKeySigner;
 use lcw_schema::profile::{DevAccount, Profile, Role};
@@ -85,6 +87,8 @@ pub struct Devnet {
     pub anvil: AnvilProcess,
     /// The profile describing it.
     pub profile: Profile,
+    /// The SessionManager (also published by AIConfig.getSessionManagerAddress).
+    pub session_manager: Address,
     /// Where the profile was written.
     pub profile_path: PathBuf,
 }
@@ -144,7 +148,7 @@ impl Devnet {
         };
         let profile_path = dir.join("devnet.json");
         profile.save(&profile_path).map_err(|source| DevnetError::DataDir { path: profile_path.clone(), source })?;
-        Ok(Devnet { anvil, profile, profile_path })
+        Ok(Devnet { anvil, profile, profile_path, session_manager: deployment.session_manager })
     }
 
     /// The data dir's profile path for `data_dir`.

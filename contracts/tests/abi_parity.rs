@@ -1,30 +1,30 @@
 //! ABI parity with the real LightChain contracts.
 //!
-//! Reads `../shared/reference/upstream.md` (the upstream reference every developer and CI has
-//! beside the project) and checks the committed artifacts in `contracts/out` against it:
-//! - every event and custom error listed for JobRegistry, WorkerRegistry and AIConfig exists with
-//!   the same parameter types, `indexed` flags and names;
+//! Reads `tests/fixtures/upstream-abi.txt` (the upstream ABI facts, each section with its source)
+//! and checks the committed artifacts in `contracts/out` against it:
+//! - every event and custom error listed for JobRegistry, WorkerRegistry, AIConfig, SessionManager
+//!   and ReputationRegistry exists with the same parameter types, `indexed` flags and names;
 //! - every listed function exists with the same parameter types, except the few the devnet
 //!   deliberately leaves out (listed below with the reason);
-//! - every topic0 and selector in the reference's table equals the one our ABI produces;
-//! - the Job and Session structs returned by getJob / getSession have the upstream field order.
+//! - every topic0 and selector in the fixture's hash list equals the one our ABI produces;
+//! - the Job, Session and Request structs returned by getJob / getSession / getRequest have the
+//!   upstream field order.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use alloy::json_abi::{JsonAbi, Param};
 
+const CONTRACTS: [&str; 5] = ["JobRegistry", "WorkerRegistry", "AIConfig", "SessionManager", "ReputationRegistry"];
+
 /// Functions of the upstream ABI the devnet does not implement, and why.
 const NOT_IMPLEMENTED: &[(&str, &str, &str)] = &[
-    ("JobRegistry", "adoptSession", "SessionManager (sortition) path; the devnet dispatcher signs sessions"),
     ("JobRegistry", "reassignSession", "session reassignment is not simulated"),
     ("JobRegistry", "disputeResponseMismatch", "needs the worker's signed stream frames from a gateway"),
-    ("JobRegistry", "submitJobOnBehalf", "gateway delegation is not simulated"),
-    ("JobRegistry", "depositAndAuthorize", "gateway delegation is not simulated"),
-    ("JobRegistry", "setDelegateAllowance", "gateway delegation is not simulated"),
-    ("JobRegistry", "delegateAllowance", "gateway delegation is not simulated"),
-    ("JobRegistry", "setDelegateAuthorization", "gateway delegation is not simulated"),
-    ("JobRegistry", "isDelegateAuthorized", "gateway delegation is not simulated"),
+    ("JobRegistry", "submitJobOnBehalf", "gateway delegation of job fees is not simulated"),
+    ("JobRegistry", "depositAndAuthorize", "gateway delegation of job fees is not simulated"),
+    ("JobRegistry", "setDelegateAllowance", "gateway delegation of job fees is not simulated"),
+    ("JobRegistry", "delegateAllowance", "gateway delegation of job fees is not simulated"),
     ("JobRegistry", "reputationRegistry", "no ReputationRegistry on the devnet"),
     ("JobRegistry", "setReputationRegistry", "no ReputationRegistry on the devnet"),
     ("JobRegistry", "guardian", "no guardian: the owner pauses"),
@@ -33,32 +33,11 @@ const NOT_IMPLEMENTED: &[(&str, &str, &str)] = &[
     ("JobRegistry", "upgradeToAndCall", "devnet contracts are not upgradeable"),
     ("JobRegistry", "proxiableUUID", "devnet contracts are not upgradeable"),
     ("JobRegistry", "UPGRADE_INTERFACE_VERSION", "devnet contracts are not upgradeable"),
-    ("WorkerRegistry", "registerCapability", "capabilities only gate sortition claims"),
-    ("WorkerRegistry", "setCapabilities", "capabilities only gate sortition claims"),
-    ("WorkerRegistry", "getCapabilityCount", "capabilities only gate sortition claims"),
-    ("WorkerRegistry", "getCapabilityMask", "capabilities only gate sortition claims"),
-    ("WorkerRegistry", "getCapabilityName", "capabilities only gate sortition claims"),
-    ("WorkerRegistry", "getWorkerCapabilities", "capabilities only gate sortition claims"),
-    ("WorkerRegistry", "selectEligibleWorker", "the devnet dispatcher picks workers off-chain"),
+    ("WorkerRegistry", "selectEligibleWorker", "sessions are assigned by SessionManager's sortition or the dispatcher"),
     ("WorkerRegistry", "getTotalStaked", "no per-block stake checkpoints on the devnet"),
     ("WorkerRegistry", "initialize", "devnet contracts are constructed, not proxies"),
     ("AIConfig", "initialize", "devnet contracts are constructed, not proxies"),
-];
-
-/// Signatures in the reference's hash table that belong to contracts the devnet does not have.
-const OTHER_CONTRACTS: &[&str] = &[
-    "SessionRequested",
-    "SessionClaimed",
-    "SessionReady",
-    "claimSession",
-    "eligibleNow",
-    "getRequest",
-    "getRequiredCapabilities",
-    "ReputationUpdated",
-    "ReputationParamsUpdated",
-    // Legacy names of WorkerSuspended / WorkerReinstated (upstream.md §1.2).
-    "WorkerJailed",
-    "WorkerUnjailed",
+    ("SessionManager", "initialize", "devnet contracts are constructed (with the same arguments), not proxies"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,22 +45,75 @@ enum Kind {
     Function,
     Event,
     Error,
-    Struct(&'static str),
 }
 
 #[derive(Debug)]
 struct Item {
-    contract: &'static str,
+    contract: String,
     kind: Kind,
     name: String,
     params: Vec<(String, bool, Option<String>)>,
     line: usize,
 }
 
-fn upstream() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/upstream.md");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the upstream reference must be beside the project at {}: {e}", path.display()))
+#[derive(Debug, Default)]
+struct Fixture {
+    items: Vec<Item>,
+    /// (contract, struct) → fields in order: (type, name).
+    structs: BTreeMap<(String, String), Vec<(String, String)>>,
+    /// canonical signature → hash, with the fixture line.
+    hashes: Vec<(String, String, usize)>,
+    /// Names the docs list that are not in any ABI.
+    legacy: Vec<String>,
+}
+
+fn fixture() -> Fixture {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upstream-abi.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut f = Fixture::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words: Vec<&str> = line.splitn(3, ' ').collect();
+        let [first, second, rest] = words[..] else { panic!("fixture line {}: `{line}` is not a fact", i + 1) };
+        if first == "hash" {
+            let (sig, hash) = (second, rest);
+            f.hashes.push((sig.to_owned(), hash.to_owned(), i + 1));
+            continue;
+        }
+        let contract = first.to_owned();
+        let kind = match second {
+            "function" => Kind::Function,
+            "event" => Kind::Event,
+            "error" => Kind::Error,
+            "legacy-event" => {
+                f.legacy.push(rest.split('(').next().unwrap_or_default().to_owned());
+                continue;
+            }
+            "struct" => {
+                // "<Struct> <index> <type> <name>"
+                let parts: Vec<&str> = rest.split_whitespace().collect();
+                let [name, index, ty, field] = parts[..] else { panic!("fixture line {}: bad struct line", i + 1) };
+                let fields = f.structs.entry((contract, name.to_owned())).or_default();
+                assert_eq!(index.parse::<usize>().ok(), Some(fields.len() + 1), "fixture line {}: field order", i + 1);
+                fields.push((ty.to_owned(), field.to_owned()));
+                continue;
+            }
+            other => panic!("fixture line {}: unknown kind `{other}`", i + 1),
+        };
+        let open = rest.find('(').unwrap_or_else(|| panic!("fixture line {}: no parameter list", i + 1));
+        let close = rest.rfind(')').unwrap_or_else(|| panic!("fixture line {}: no parameter list", i + 1));
+        f.items.push(Item {
+            contract,
+            kind,
+            name: rest[..open].to_owned(),
+            params: parse_params(&rest[open + 1..close]),
+            line: i + 1,
+        });
+    }
+    f
 }
 
 fn abi(name: &str) -> JsonAbi {
@@ -103,84 +135,16 @@ fn parse_params(s: &str) -> Vec<(String, bool, Option<String>)> {
         .collect()
 }
 
-/// Backticked `name(params)` items of §1.1–§1.3, with the contract and section kind they sit in.
-fn parse_reference(text: &str) -> Vec<Item> {
-    let mut items = Vec::new();
-    let mut contract: Option<&'static str> = None;
-    let mut kind = Kind::Function;
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.starts_with("### 1.1") {
-            contract = Some("JobRegistry");
-        } else if t.starts_with("### 1.2") {
-            contract = Some("WorkerRegistry");
-        } else if t.starts_with("### 1.3") {
-            contract = Some("AIConfig");
-        } else if t.starts_with("### ") || t.starts_with("## ") {
-            contract = None;
-        }
-        let Some(c) = contract else { continue };
-        if t.starts_with("**Functions") || t.starts_with("Views") || t.starts_with("Setters") {
-            kind = Kind::Function;
-        } else if t.starts_with("**Events") || t.starts_with("Events:") {
-            kind = Kind::Event;
-        } else if t.starts_with("**Custom errors") || t.starts_with("**Errors") {
-            kind = Kind::Error;
-        } else if t.starts_with("**struct Job**") {
-            kind = Kind::Struct("Job");
-        } else if t.starts_with("**struct Session**") {
-            kind = Kind::Struct("Session");
-        } else if t.starts_with("**Enums") || t.starts_with("Documented defaults") || t.starts_with("Notes on") {
-            kind = Kind::Struct("none");
-        }
-        if t.starts_with("Not in this ABI") {
-            continue;
-        }
-        if let Kind::Struct(s) = kind {
-            // "1. `uint256 sessionId`"
-            if s != "none"
-                && let Some(rest) = t.split_once(". `").map(|(_, r)| r.trim_end_matches('`'))
-            {
-                let words: Vec<&str> = rest.split_whitespace().collect();
-                if words.len() == 2 {
-                    items.push(Item {
-                        contract: c,
-                        kind,
-                        name: s.to_owned(),
-                        params: vec![(words[0].to_owned(), false, Some(words[1].to_owned()))],
-                        line: i + 1,
-                    });
-                }
-            }
-            continue;
-        }
-        for (n, chunk) in t.split('`').enumerate() {
-            if n % 2 == 0 {
-                continue;
-            }
-            let Some(open) = chunk.find('(') else { continue };
-            let name = &chunk[..open];
-            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-                continue;
-            }
-            let Some(close) = chunk[open..].find(')') else { continue };
-            let params = parse_params(&chunk[open + 1..open + close]);
-            items.push(Item { contract: c, kind, name: name.to_owned(), params, line: i + 1 });
-        }
-    }
-    items
-}
-
-fn ours(params: &[Param]) -> Vec<(String, String)> {
-    params.iter().map(|p| (p.selector_type().into_owned(), p.name.clone())).collect()
+fn ours(params: &[Param]) -> Vec<(String, bool, String)> {
+    params.iter().map(|p| (p.selector_type().into_owned(), false, p.name.clone())).collect()
 }
 
 fn check_params(item: &Item, ours: &[(String, bool, String)], problems: &mut Vec<String>) {
-    let theirs: Vec<(String, bool, Option<String>)> = item.params.clone();
+    let theirs = &item.params;
     let types_ok = theirs.len() == ours.len() && theirs.iter().zip(ours).all(|(t, o)| t.0 == o.0);
     if !types_ok {
         problems.push(format!(
-            "{}.{} (upstream.md line {}): upstream types {:?}, ours {:?}",
+            "{}.{} (fixture line {}): upstream types {:?}, ours {:?}",
             item.contract,
             item.name,
             item.line,
@@ -192,7 +156,7 @@ fn check_params(item: &Item, ours: &[(String, bool, String)], problems: &mut Vec
     for (t, o) in theirs.iter().zip(ours) {
         if item.kind == Kind::Event && t.1 != o.1 {
             problems.push(format!(
-                "{}.{} (line {}): parameter {:?} indexed={} upstream, indexed={} ours",
+                "{}.{} (fixture line {}): parameter {:?} indexed={} upstream, indexed={} ours",
                 item.contract, item.name, item.line, t.2, t.1, o.1
             ));
         }
@@ -200,7 +164,7 @@ fn check_params(item: &Item, ours: &[(String, bool, String)], problems: &mut Vec
             && name != &o.2
         {
             problems.push(format!(
-                "{}.{} (line {}): parameter named `{name}` upstream, `{}` ours",
+                "{}.{} (fixture line {}): parameter named `{name}` upstream, `{}` ours",
                 item.contract, item.name, item.line, o.2
             ));
         }
@@ -208,97 +172,62 @@ fn check_params(item: &Item, ours: &[(String, bool, String)], problems: &mut Vec
 }
 
 #[test]
-fn events_errors_and_functions_match_upstream_reference() {
-    let text = upstream();
-    let items = parse_reference(&text);
-    assert!(items.len() > 200, "parsed only {} items from upstream.md; has its layout changed?", items.len());
-    let abis: BTreeMap<&str, JsonAbi> =
-        ["JobRegistry", "WorkerRegistry", "AIConfig"].into_iter().map(|n| (n, abi(n))).collect();
+fn events_errors_and_functions_match_upstream() {
+    let fixture = fixture();
+    assert!(fixture.items.len() > 300, "parsed only {} items from the fixture", fixture.items.len());
+    let abis: BTreeMap<&str, JsonAbi> = CONTRACTS.into_iter().map(|n| (n, abi(n))).collect();
     let mut problems = Vec::new();
     let mut checked = 0;
-    let mut job_struct = Vec::new();
-    let mut session_struct = Vec::new();
-    for item in &items {
-        let abi = &abis[item.contract];
-        if let Kind::Struct(s) = item.kind {
-            if s == "Job" {
-                job_struct.push(item.params[0].clone());
-            } else {
-                session_struct.push(item.params[0].clone());
-            }
-            continue;
-        }
-        let event = abi.events.get(&item.name).and_then(|v| v.first());
-        let error = abi.errors.get(&item.name).and_then(|v| v.first());
-        let function = abi.functions.get(&item.name).and_then(|v| v.first());
-        // The declared section decides first; a name listed in another section (an error
-        // mentioned among functions) falls back to whatever kind our ABI has.
-        let pick = match item.kind {
-            Kind::Event => event.map(|e| {
-                (
-                    Kind::Event,
-                    e.inputs
-                        .iter()
-                        .map(|p| (p.selector_type().into_owned(), p.indexed, p.name.clone()))
-                        .collect::<Vec<_>>(),
-                )
+    for item in &fixture.items {
+        let abi = abis.get(item.contract.as_str()).unwrap_or_else(|| panic!("no artifact for {}", item.contract));
+        let found = match item.kind {
+            Kind::Event => abi.events.get(&item.name).and_then(|v| v.first()).map(|e| {
+                e.inputs.iter().map(|p| (p.selector_type().into_owned(), p.indexed, p.name.clone())).collect()
             }),
-            Kind::Error => {
-                error.map(|e| (Kind::Error, ours(&e.inputs).into_iter().map(|(t, n)| (t, false, n)).collect()))
-            }
-            _ => None,
-        }
-        .or_else(|| {
-            function.map(|f| (Kind::Function, ours(&f.inputs).into_iter().map(|(t, n)| (t, false, n)).collect()))
-        })
-        .or_else(|| error.map(|e| (Kind::Error, ours(&e.inputs).into_iter().map(|(t, n)| (t, false, n)).collect())))
-        .or_else(|| {
-            event.map(|e| {
-                (
-                    Kind::Event,
-                    e.inputs.iter().map(|p| (p.selector_type().into_owned(), p.indexed, p.name.clone())).collect(),
-                )
-            })
-        });
-        match pick {
-            Some((kind, params)) => {
-                let item = Item { kind, params: item.params.clone(), name: item.name.clone(), ..*item };
-                check_params(&item, &params, &mut problems);
+            Kind::Error => abi.errors.get(&item.name).and_then(|v| v.first()).map(|e| ours(&e.inputs)),
+            Kind::Function => abi.functions.get(&item.name).and_then(|v| v.first()).map(|f| ours(&f.inputs)),
+        };
+        match found {
+            Some(params) => {
+                check_params(item, &params, &mut problems);
                 checked += 1;
             }
-            None => {
-                let excused = NOT_IMPLEMENTED.iter().any(|(c, n, _)| *c == item.contract && *n == item.name)
-                    || OTHER_CONTRACTS.contains(&item.name.as_str());
-                if !excused {
-                    problems.push(format!(
-                        "{}.{} (upstream.md line {}) is missing from contracts/out/{}.json",
-                        item.contract, item.name, item.line, item.contract
-                    ));
-                }
-            }
+            None if item.kind == Kind::Function
+                && NOT_IMPLEMENTED.iter().any(|(c, n, _)| *c == item.contract && *n == item.name) => {}
+            None => problems.push(format!(
+                "{} {:?} {} (fixture line {}) is missing from contracts/out/{}.json",
+                item.contract, item.kind, item.name, item.line, item.contract
+            )),
         }
     }
-    let get_job = &abis["JobRegistry"].functions["getJob"][0].outputs[0].components;
-    let get_session = &abis["JobRegistry"].functions["getSession"][0].outputs[0].components;
-    for (label, upstream, ours) in [("Job", &job_struct, get_job), ("Session", &session_struct, get_session)] {
-        assert!(!upstream.is_empty(), "struct {label} not found in upstream.md");
-        let theirs: Vec<(String, String)> =
-            upstream.iter().map(|(t, _, n)| (t.clone(), n.clone().unwrap_or_default())).collect();
-        let mine: Vec<(String, String)> =
-            ours.iter().map(|p| (p.selector_type().into_owned(), p.name.clone())).collect();
-        if theirs != mine {
-            problems.push(format!("struct {label}: upstream {theirs:?}\n  ours {mine:?}"));
+    let outputs = [
+        ("JobRegistry", "Job", "getJob"),
+        ("JobRegistry", "Session", "getSession"),
+        ("SessionManager", "Request", "getRequest"),
+    ];
+    for (contract, name, getter) in outputs {
+        let upstream = fixture
+            .structs
+            .get(&(contract.to_owned(), name.to_owned()))
+            .unwrap_or_else(|| panic!("struct {contract}.{name} is not in the fixture"));
+        let mine: Vec<(String, String)> = abis[contract].functions[getter][0].outputs[0]
+            .components
+            .iter()
+            .map(|p| (p.selector_type().into_owned(), p.name.clone()))
+            .collect();
+        if upstream != &mine {
+            problems.push(format!("struct {contract}.{name}: upstream {upstream:?}\n  ours {mine:?}"));
         }
     }
     assert!(problems.is_empty(), "ABI drift from upstream ({checked} items matched):\n{}", problems.join("\n"));
 }
 
 #[test]
-fn topic0_and_selectors_match_upstream_table() {
-    let text = upstream();
-    let abis = [abi("JobRegistry"), abi("WorkerRegistry"), abi("AIConfig")];
+fn topic0_and_selectors_match_upstream() {
+    let fixture = fixture();
     let mut ours: BTreeMap<String, String> = BTreeMap::new();
-    for abi in &abis {
+    for name in CONTRACTS {
+        let abi = abi(name);
         for e in abi.events() {
             ours.insert(e.signature(), e.selector().to_string());
         }
@@ -309,24 +238,30 @@ fn topic0_and_selectors_match_upstream_table() {
             ours.insert(e.signature(), e.selector().to_string());
         }
     }
-    let mut rows = 0;
     let mut problems = Vec::new();
-    for line in text.lines() {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() < 4 || !cells[2].starts_with("`0x") {
-            continue;
-        }
-        let sig = cells[1].trim_matches('`');
-        let hash = cells[2].trim_matches('`');
-        rows += 1;
+    for (sig, hash, line) in &fixture.hashes {
         let name = sig.split('(').next().unwrap_or_default();
         match ours.get(sig) {
             Some(h) if h == hash => {}
-            Some(h) => problems.push(format!("{sig}: upstream {hash}, ours {h}")),
-            None if OTHER_CONTRACTS.contains(&name) || NOT_IMPLEMENTED.iter().any(|(_, n, _)| *n == name) => {}
-            None => problems.push(format!("{sig} ({hash}) is not in our ABIs")),
+            Some(h) => problems.push(format!("{sig} (fixture line {line}): upstream {hash}, ours {h}")),
+            None if fixture.legacy.iter().any(|l| l == name) || NOT_IMPLEMENTED.iter().any(|(_, n, _)| *n == name) => {}
+            None => problems.push(format!("{sig} ({hash}, fixture line {line}) is not in our ABIs")),
         }
     }
-    assert!(rows > 100, "found only {rows} hash rows in upstream.md; has its layout changed?");
+    assert!(fixture.hashes.len() > 150, "found only {} hashes in the fixture", fixture.hashes.len());
     assert!(problems.is_empty(), "topic0/selector drift:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn every_session_manager_error_upstream_lists_is_declared_with_its_selector() {
+    // Section 12.1's SessionManager errors are what a claiming worker meets on the real network;
+    // each must decode by name (the selector list above covers them, this names the set).
+    let fixture = fixture();
+    let listed: Vec<&Item> =
+        fixture.items.iter().filter(|i| i.contract == "SessionManager" && i.kind == Kind::Error).collect();
+    assert!(listed.len() >= 14, "SessionManager errors in the fixture: {}", listed.len());
+    let abi = abi("SessionManager");
+    for item in listed {
+        assert!(abi.errors.contains_key(&item.name), "SessionManager lacks error {}", item.name);
+    }
 }

@@ -1,4 +1,4 @@
-//! Generic event decoding for job timelines: every event of the three contracts, decoded from
+//! Generic event decoding for job timelines: every event of the watched contracts, decoded from
 //! the committed ABI (`contracts/out`) into named fields, so a timeline shows what the chain said
 //! without a hand-written case per event.
 
@@ -25,7 +25,9 @@ fn events() -> &'static HashMap<B256, Event> {
     static EVENTS: OnceLock<HashMap<B256, Event>> = OnceLock::new();
     EVENTS.get_or_init(|| {
         let mut map = HashMap::new();
-        for artifact in [artifacts::JOB_REGISTRY, artifacts::WORKER_REGISTRY, artifacts::AI_CONFIG] {
+        for artifact in
+            [artifacts::JOB_REGISTRY, artifacts::WORKER_REGISTRY, artifacts::AI_CONFIG, artifacts::SESSION_MANAGER]
+        {
             let abi: Option<JsonAbi> = serde_json::from_str::<serde_json::Value>(artifact)
                 .ok()
                 .and_then(|v| serde_json::from_value(v.get("abi")?.clone()).ok());

@@ -22,6 +22,7 @@ pub use lcw_schema::bindings::decode_revert;
 pub mod gate;
 pub mod llm;
 pub mod proxy;
+pub mod sortition;
 
 /// A devnet for one test; anvil stops and the data dir is removed when it is dropped.
 #[derive(Debug)]

@@ -231,7 +231,7 @@ async fn dispute_window_change_retimes_pending_releases() {
     let err = revert_of(outsider.setDisputeWindow(U256::from(5)).call().await.unwrap_err());
     assert!(err.starts_with("OwnableUnauthorizedAccount"), "{err}");
     let err = revert_of(governance.setDisputeWindow(U256::ZERO).call().await.unwrap_err());
-    assert!(err.starts_with("InvalidParameter"), "{err}");
+    assert!(err.starts_with("ParameterOutOfBounds"), "{err}");
 }
 
 #[tokio::test]
@@ -295,3 +295,6 @@ async fn registration_and_sessions_reject_bad_input() {
     );
     assert!(err.starts_with("InvalidDispatcherSignature"), "{err}");
 }
+
+#[path = "lifecycle/sortition.rs"]
+mod sortition;

@@ -11,7 +11,8 @@ use lcw_schema::types::Lcai;
 
 use crate::args::parse_address;
 
-/// Deploy WorkerRegistry, JobRegistry and AIConfig to a node and write a network profile.
+/// Deploy WorkerRegistry, JobRegistry, AIConfig and SessionManager to a node and write a network
+/// profile.
 #[derive(Debug, Args)]
 pub(crate) struct DeployArgs {
     /// JSON-RPC URL of the node.
@@ -38,6 +39,9 @@ pub(crate) struct DeployArgs {
     /// Minimum worker stake in LCAI.
     #[arg(long, default_value = "100")]
     min_stake: String,
+    /// Assign sessions by sortition (SessionManager) instead of the dispatcher's signature.
+    #[arg(long)]
+    sortition: bool,
     /// Where to write the profile (default: print it on stdout).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -55,6 +59,7 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
     config.ack_timeout = args.ack_timeout;
     config.completion_timeout = args.completion_timeout;
     config.min_worker_stake = Lcai::parse(&args.min_stake).context("--min-stake")?;
+    config.sortition = args.sortition;
     let deployment = deploy(&args.rpc, signer, &config).await?;
     let profile = Profile {
         name: "deployed".into(),
@@ -68,6 +73,7 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
         contracts: Contracts { ..deployment.contracts },
         accounts: Vec::new(),
     };
+    eprintln!("SessionManager {} (AIConfig publishes it)", deployment.session_manager);
     match args.out {
         Some(path) => {
             profile.save(&path).with_context(|| format!("writing {}", path.display()))?;

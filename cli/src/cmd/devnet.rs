@@ -1,4 +1,4 @@
-//! `lcw devnet`: anvil + the three contracts, until Ctrl-C.
+//! `lcw devnet`: anvil + the contracts, until Ctrl-C.
 
 use anyhow::Context;
 use clap::Args;
@@ -47,6 +47,16 @@ pub(crate) struct DevnetArgs {
     /// Historical block states anvil keeps in memory (0: all; each busy block costs tens of MB).
     #[arg(long, env = "LCW_DEVNET_STATES", default_value_t = 256)]
     keep_states: u64,
+    /// Assign sessions by on-chain sortition (SessionManager), as today's testnet does: consumers
+    /// request sessions and workers claim them. Without it the dispatcher signs sessions (legacy).
+    #[arg(long, env = "LCW_DEVNET_SORTITION")]
+    sortition: bool,
+    /// Blocks over which a session request's claim window widens to every eligible worker.
+    #[arg(long, env = "LCW_CLAIM_WINDOW_BLOCKS", default_value_t = 5)]
+    claim_window_blocks: u64,
+    /// Active jobs at which a worker can claim no more sessions (AIConfig maxConcurrentJobs).
+    #[arg(long, env = "LCW_DEVNET_MAX_CONCURRENT_JOBS", default_value_t = 64)]
+    max_concurrent_jobs: u64,
     /// Print the profile as JSON on stdout once the devnet is up.
     #[arg(long)]
     json: bool,
@@ -66,6 +76,9 @@ pub(crate) async fn run(args: DevnetArgs, data: DataArgs) -> anyhow::Result<()> 
     options.deploy.ack_timeout = args.ack_timeout;
     options.deploy.completion_timeout = args.completion_timeout;
     options.deploy.resolution_timeout = args.resolution_timeout;
+    options.deploy.sortition = args.sortition;
+    options.deploy.claim_window_blocks = args.claim_window_blocks;
+    options.deploy.max_concurrent_jobs = args.max_concurrent_jobs;
     options.deploy.min_worker_stake = Lcai::parse(&args.min_stake).context("--min-stake")?;
     let fee = Lcai::parse(&args.job_fee).context("--job-fee")?;
     for m in &mut options.deploy.models {
@@ -89,6 +102,15 @@ pub(crate) async fn run(args: DevnetArgs, data: DataArgs) -> anyhow::Result<()> 
         println!("WorkerRegistry: {}", p.contracts.worker_registry);
         println!("JobRegistry:    {}", p.contracts.job_registry);
         println!("AIConfig:       {}", p.contracts.ai_config);
+        println!("SessionManager: {}", devnet.session_manager);
+        if args.sortition {
+            println!(
+                "sessions by sortition: claim window {} blocks, {} active jobs per worker at most",
+                args.claim_window_blocks, args.max_concurrent_jobs
+            );
+        } else {
+            println!("sessions signed by the dispatcher (legacy; --sortition assigns them as today's testnet does)");
+        }
         println!(
             "dispute window {} s, ack timeout {} s, completion timeout {} s, block time {} s",
             args.dispute_window, args.ack_timeout, args.completion_timeout, args.block_time

@@ -4,3 +4,4 @@
 pub mod exit;
 pub mod latency;
 pub mod schedule;
+pub mod sortition;
