@@ -146,11 +146,7 @@ async fn exit_plan(c: &Ctx) -> anyhow::Result<ExitPlan> {
 
 fn set_drained(db: &std::path::Path, worker: Address, on: bool) -> anyhow::Result<()> {
     let conn = lcw_schema::store::Store::connect(db)?;
-    conn.execute(
-        "INSERT INTO operator_state (worker, key, value, updated_at) VALUES (?1, 'drained', ?2, ?3)
-         ON CONFLICT (worker, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        rusqlite::params![worker.as_slice(), if on { "1" } else { "0" }, lcw_schema::store::unix_now() as i64],
-    )?;
+    lcw_schema::store::operator::set_drained(&conn, worker, on)?;
     Ok(())
 }
 

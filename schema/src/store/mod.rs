@@ -10,12 +10,16 @@
 //! - [`ledger`]: append-only projections (config history, withdrawals, bounties, slashes).
 //! - [`projections`]: whole-projection comparison and replacement (replay).
 //! - [`undo`]: before-images of projection rows changed by blocks that are not final yet.
+//! - [`operator`] and [`claims`]: state the operator verbs and the worker keep for themselves (the
+//!   drained flag; the worker's sortition claims), beside the outbox; not projections.
 //!
 //! All SQL of lcw lives in this module tree.
 
+pub mod claims;
 pub mod col;
 pub mod ledger;
 pub mod obligations;
+pub mod operator;
 pub mod projections;
 pub mod raw;
 pub mod reads;

@@ -126,11 +126,7 @@ pub fn cursor(conn: &Connection) -> StoreResult<u64> {
 
 /// Whether the operator drained `worker` (`lcw drain`; the flag lives in `operator_state`).
 pub fn drained(conn: &Connection, worker: Address) -> StoreResult<bool> {
-    let v: Option<String> = conn
-        .prepare_cached("SELECT value FROM operator_state WHERE worker = ?1 AND key = 'drained'")?
-        .query_row([worker.as_slice()], |r| r.get(0))
-        .optional()?;
-    Ok(v.as_deref() == Some("1"))
+    Ok(super::operator::drained_since(conn, worker)?.is_some())
 }
 
 /// The chain clock as the store knows it: the cursor block and the gaps between the most

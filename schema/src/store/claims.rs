@@ -1,0 +1,269 @@
+//! The worker's record of its sortition claims (`worker_claims`, written by the worker alone):
+//! what it sent, won, lost, missed or skipped, and why. See `V9__worker_claims.sql`.
+
+use std::collections::BTreeMap;
+
+use alloy::primitives::{Address, B256};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{StoreError, StoreResult, unix_now};
+
+/// Where a claim stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimState {
+    /// A claim transaction went out.
+    Sent,
+    /// This worker claimed it.
+    Won,
+    /// A claim was sent; another worker's landed first.
+    Lost,
+    /// Another worker took a request this worker was eligible for and did not claim.
+    Missed,
+    /// Not claimable by this worker at all (model, capabilities, eligibility).
+    Skipped,
+    /// Nobody claimed it before its expiry.
+    Expired,
+}
+
+impl ClaimState {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimState::Sent => "sent",
+            ClaimState::Won => "won",
+            ClaimState::Lost => "lost",
+            ClaimState::Missed => "missed",
+            ClaimState::Skipped => "skipped",
+            ClaimState::Expired => "expired",
+        }
+    }
+
+    /// Parses a column value; an unknown one is corruption.
+    pub fn parse(s: &str) -> StoreResult<Self> {
+        Ok(match s {
+            "sent" => ClaimState::Sent,
+            "won" => ClaimState::Won,
+            "lost" => ClaimState::Lost,
+            "missed" => ClaimState::Missed,
+            "skipped" => ClaimState::Skipped,
+            "expired" => ClaimState::Expired,
+            other => return Err(StoreError::Corrupt { what: "worker_claims.state".into(), value: other.into() }),
+        })
+    }
+
+    /// Whether the outcome is settled (nothing more happens to the request).
+    pub fn is_final(self) -> bool {
+        !matches!(self, ClaimState::Sent)
+    }
+}
+
+/// One row of `worker_claims`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRow {
+    /// The claiming worker.
+    pub worker: Address,
+    /// The SessionManager.
+    pub manager: Address,
+    /// Request id.
+    pub req_id: u64,
+    /// Requested model.
+    pub model_id: B256,
+    /// Block of the request.
+    pub request_block: u64,
+    /// First block the claim could succeed, when known.
+    pub first_block: Option<u64>,
+    /// Where it stands.
+    pub state: ClaimState,
+    /// Why it was skipped or missed.
+    pub reason: Option<String>,
+    /// Head when the claim went out.
+    pub sent_block: Option<u64>,
+    /// The claim transaction.
+    pub claim_tx: Option<B256>,
+    /// Who claimed it.
+    pub winner: Option<Address>,
+    /// Block of the SessionClaimed.
+    pub claimed_block: Option<u64>,
+}
+
+/// Inserts or replaces the row of (worker, manager, req_id).
+pub fn put(conn: &Connection, row: &ClaimRow) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO worker_claims (worker, manager, req_id, model_id, request_block, first_block, state, reason,
+                                    sent_block, claim_tx, winner, claimed_block, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (worker, manager, req_id) DO UPDATE SET
+            first_block = excluded.first_block, state = excluded.state, reason = excluded.reason,
+            sent_block = excluded.sent_block, claim_tx = excluded.claim_tx, winner = excluded.winner,
+            claimed_block = excluded.claimed_block, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        row.worker.as_slice(),
+        row.manager.as_slice(),
+        row.req_id as i64,
+        row.model_id.as_slice(),
+        row.request_block as i64,
+        row.first_block.map(|b| b as i64),
+        row.state.as_str(),
+        row.reason,
+        row.sent_block.map(|b| b as i64),
+        row.claim_tx.as_ref().map(|h| h.as_slice().to_vec()),
+        row.winner.as_ref().map(|a| a.as_slice().to_vec()),
+        row.claimed_block.map(|b| b as i64),
+        unix_now() as i64,
+    ])?;
+    Ok(())
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ClaimRow, String)> {
+    let blob = |i: usize| -> rusqlite::Result<Option<Vec<u8>>> { r.get(i) };
+    Ok((
+        ClaimRow {
+            worker: Address::from_slice(&r.get::<_, Vec<u8>>(0)?),
+            manager: Address::from_slice(&r.get::<_, Vec<u8>>(1)?),
+            req_id: r.get::<_, i64>(2)? as u64,
+            model_id: B256::from_slice(&r.get::<_, Vec<u8>>(3)?),
+            request_block: r.get::<_, i64>(4)? as u64,
+            first_block: r.get::<_, Option<i64>>(5)?.map(|b| b as u64),
+            state: ClaimState::Sent,
+            reason: r.get(7)?,
+            sent_block: r.get::<_, Option<i64>>(8)?.map(|b| b as u64),
+            claim_tx: blob(9)?.filter(|b| b.len() == 32).map(|b| B256::from_slice(&b)),
+            winner: blob(10)?.filter(|b| b.len() == 20).map(|b| Address::from_slice(&b)),
+            claimed_block: r.get::<_, Option<i64>>(11)?.map(|b| b as u64),
+        },
+        r.get::<_, String>(6)?,
+    ))
+}
+
+const COLUMNS: &str = "worker, manager, req_id, model_id, request_block, first_block, state, reason, sent_block,
+                       claim_tx, winner, claimed_block";
+
+fn typed(rows: Vec<(ClaimRow, String)>) -> StoreResult<Vec<ClaimRow>> {
+    rows.into_iter()
+        .map(|(mut r, state)| {
+            r.state = ClaimState::parse(&state)?;
+            Ok(r)
+        })
+        .collect()
+}
+
+/// The row of one request, if the worker recorded one.
+pub fn get(conn: &Connection, worker: Address, manager: Address, req_id: u64) -> StoreResult<Option<ClaimRow>> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM worker_claims WHERE worker = ?1 AND manager = ?2 AND req_id = ?3"
+        ))?
+        .query_row(params![worker.as_slice(), manager.as_slice(), req_id as i64], row)
+        .optional()?;
+    Ok(typed(found.into_iter().collect())?.pop())
+}
+
+/// Claims still waiting for their outcome (state `sent`).
+pub fn pending(conn: &Connection, worker: Address) -> StoreResult<Vec<ClaimRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM worker_claims WHERE worker = ?1 AND state = 'sent' ORDER BY req_id"
+    ))?;
+    let rows = stmt.query_map([worker.as_slice()], row)?.collect::<Result<Vec<_>, _>>()?;
+    typed(rows)
+}
+
+/// The newest rows of a worker, newest request first.
+pub fn recent(conn: &Connection, worker: Address, limit: usize) -> StoreResult<Vec<ClaimRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM worker_claims WHERE worker = ?1 ORDER BY request_block DESC, req_id DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![worker.as_slice(), limit as i64], row)?.collect::<Result<Vec<_>, _>>()?;
+    typed(rows)
+}
+
+/// How many requests of the worker ended in each state.
+pub fn counts(conn: &Connection, worker: Address) -> StoreResult<BTreeMap<ClaimState, u64>> {
+    let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM worker_claims WHERE worker = ?1 GROUP BY state")?;
+    let rows = stmt
+        .query_map([worker.as_slice()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(|(s, n)| Ok((ClaimState::parse(&s)?, n))).collect()
+}
+
+/// Missed requests by reason (drained, busy, late, ...).
+pub fn missed_by_reason(conn: &Connection, worker: Address) -> StoreResult<BTreeMap<String, u64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT coalesce(reason, 'late'), count(*) FROM worker_claims WHERE worker = ?1 AND state = 'missed'
+         GROUP BY 1",
+    )?;
+    let rows = stmt.query_map([worker.as_slice()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> crate::store::Store {
+        let contracts = crate::profile::Contracts {
+            worker_registry: Address::repeat_byte(0xa1),
+            job_registry: Address::repeat_byte(0xa2),
+            ai_config: Address::repeat_byte(0xa3),
+        };
+        crate::store::Store::open_in_memory(&crate::store::Identity { chain_id: 1, contracts, start_block: 0 })
+            .expect("in-memory store")
+    }
+
+    fn claim(req: u64, state: ClaimState) -> ClaimRow {
+        ClaimRow {
+            worker: Address::repeat_byte(1),
+            manager: Address::repeat_byte(2),
+            req_id: req,
+            model_id: B256::repeat_byte(3),
+            request_block: 10 + req,
+            first_block: Some(12 + req),
+            state,
+            reason: None,
+            sent_block: None,
+            claim_tx: None,
+            winner: None,
+            claimed_block: None,
+        }
+    }
+
+    #[test]
+    fn a_claim_moves_from_sent_to_its_outcome_and_is_counted() {
+        let store = store();
+        let conn = store.conn();
+        let w = Address::repeat_byte(1);
+        let m = Address::repeat_byte(2);
+        let mut sent = claim(1, ClaimState::Sent);
+        sent.sent_block = Some(12);
+        sent.claim_tx = Some(B256::repeat_byte(9));
+        put(conn, &sent).unwrap();
+        put(conn, &ClaimRow { reason: Some("busy".into()), ..claim(2, ClaimState::Missed) }).unwrap();
+        put(conn, &claim(3, ClaimState::Missed)).unwrap();
+        assert_eq!(pending(conn, w).unwrap(), vec![sent.clone()]);
+        let won = ClaimRow { state: ClaimState::Won, winner: Some(w), claimed_block: Some(13), ..sent };
+        put(conn, &won).unwrap();
+        assert!(pending(conn, w).unwrap().is_empty());
+        assert_eq!(get(conn, w, m, 1).unwrap(), Some(won));
+        let counts = counts(conn, w).unwrap();
+        assert_eq!(counts.get(&ClaimState::Won), Some(&1));
+        assert_eq!(counts.get(&ClaimState::Missed), Some(&2));
+        let missed = missed_by_reason(conn, w).unwrap();
+        assert_eq!(missed.get("busy"), Some(&1));
+        assert_eq!(missed.get("late"), Some(&1));
+        assert_eq!(recent(conn, w, 2).unwrap().iter().map(|r| r.req_id).collect::<Vec<_>>(), vec![3, 2]);
+    }
+
+    #[test]
+    fn an_unknown_state_is_corruption_naming_the_column() {
+        let store = store();
+        let conn = store.conn();
+        put(conn, &claim(1, ClaimState::Sent)).unwrap();
+        // A state the enum does not know, written around the CHECK (an older or foreign writer).
+        conn.execute_batch("PRAGMA ignore_check_constraints = ON; UPDATE worker_claims SET state = 'weird'").unwrap();
+        let err = counts(conn, Address::repeat_byte(1)).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("worker_claims.state"), "{err}");
+        let err = recent(conn, Address::repeat_byte(1), 5).unwrap_err().to_string();
+        assert!(err.contains("weird"), "{err}");
+    }
+}
