@@ -10,9 +10,11 @@
 //! - [`keys`]: the encryption key at rest (password-encrypted, 0600), archived on replacement;
 //! - [`llm`]: the LLM backends (Ollama native, OpenAI-compatible);
 //! - [`blobs`]: prompt blobs from a beacon node or anvil;
+//! - [`gateway`]: the worker-gateway link (sign-in, heartbeats, drain, the response stream);
 //! - [`pipeline`]: the store-driven loop (ack, work, complete) and its entry point `run`.
 
 pub mod blobs;
+pub mod gateway;
 pub mod keys;
 pub mod llm;
 pub mod pipeline;
