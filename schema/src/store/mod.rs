@@ -10,6 +10,8 @@
 //! - [`ledger`]: append-only projections (config history, withdrawals, bounties, slashes).
 //! - [`projections`]: whole-projection comparison and replacement (replay).
 //! - [`undo`]: before-images of projection rows changed by blocks that are not final yet.
+//! - [`sortition`]: session requests, capabilities and the sortition parameters, for the worker
+//!   and the API.
 //! - [`operator`] and [`claims`]: state the operator verbs and the worker keep for themselves (the
 //!   drained flag; the worker's sortition claims), beside the outbox; not projections.
 //!
@@ -24,6 +26,7 @@ pub mod projections;
 pub mod raw;
 pub mod reads;
 pub mod rows;
+pub mod sortition;
 pub mod undo;
 
 use std::path::{Path, PathBuf};

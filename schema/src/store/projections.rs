@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::StoreResult;
 
 /// Every projection table (derived from the raw layer).
-pub const PROJECTION_TABLES: [&str; 11] = [
+pub const PROJECTION_TABLES: [&str; 13] = [
     "workers",
     "worker_models",
     "models",
@@ -20,6 +20,8 @@ pub const PROJECTION_TABLES: [&str; 11] = [
     "withdrawals",
     "bounties",
     "slashes",
+    "session_requests",
+    "capabilities",
 ];
 
 /// A table whose rows differ between two stores.
@@ -33,8 +35,9 @@ pub struct TableDiff {
     pub only_in_second: u64,
 }
 
-/// Raw tables that two stores of the same chain hold identically.
-pub const RAW_TABLES: [&str; 2] = ["logs", "tx_values"];
+/// Raw tables that two stores of the same chain hold identically (`call_results` as long as the
+/// node had the state of every block each store read it at; see [`super::raw::CallResult`]).
+pub const RAW_TABLES: [&str; 3] = ["logs", "tx_values", "call_results"];
 
 /// Compares every projection table of `conn`'s store with the store file `other`.
 pub fn compare(conn: &Connection, other: &Path) -> StoreResult<Vec<TableDiff>> {

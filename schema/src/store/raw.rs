@@ -1,4 +1,5 @@
-//! The raw layer: logs verbatim, blocks, the cursor, covered ranges and transaction values.
+//! The raw layer: logs verbatim, blocks, the cursor, covered ranges, transaction values and the
+//! results of view calls made at indexing time (`call_results`).
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use rusqlite::{Connection, OptionalExtension};
@@ -458,4 +459,87 @@ pub fn copy_tx_values(from: &Connection, to: &Connection) -> StoreResult<()> {
 pub fn delete_tx_values_above(conn: &Connection, block: u64) -> StoreResult<()> {
     conn.prepare_cached("DELETE FROM tx_values WHERE block_number > ?1")?.execute([block as i64])?;
     Ok(())
+}
+
+/// The return data of a view call made at indexing time for a fact an event lacks (the expiry
+/// of a SessionRequested, the keys of a SessionAdopted), kept verbatim so replay needs no RPC.
+///
+/// It was read at the log's block, or at the latest block when the node no longer had that
+/// block's state: values fixed when the log was emitted (a request's expiry and capabilities, a
+/// session's model) read the same either way; values that change later (a request's status, a
+/// session's keys after `updateSessionKey`) show the later state in that case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallResult {
+    /// The contract called.
+    pub contract: Address,
+    /// The function's signature (`getRequest(uint256)`).
+    pub method: String,
+    /// The id it was called with (request or session id).
+    pub id: u64,
+    /// The block of the log the call was made for.
+    pub block_number: u64,
+    /// The ABI-encoded return data.
+    pub data: Bytes,
+}
+
+impl CallResult {
+    /// Records the result (replacing one for the same call).
+    pub fn put(&self, conn: &Connection) -> StoreResult<()> {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO call_results (contract, method, id, block_number, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(rusqlite::params![
+            self.contract.as_slice(),
+            self.method,
+            self.id as i64,
+            self.block_number as i64,
+            self.data.as_ref()
+        ])?;
+        Ok(())
+    }
+
+    /// The recorded result of `method(id)` on `contract`.
+    pub fn get(conn: &Connection, contract: &Address, method: &str, id: u64) -> StoreResult<Option<CallResult>> {
+        Ok(conn
+            .prepare_cached(
+                "SELECT contract, method, id, block_number, data FROM call_results
+                 WHERE contract = ?1 AND method = ?2 AND id = ?3",
+            )?
+            .query_row(rusqlite::params![contract.as_slice(), method, id as i64], Self::from_row)
+            .optional()?)
+    }
+
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallResult> {
+        Ok(CallResult {
+            contract: col::get(r, 0)?,
+            method: col::get(r, 1)?,
+            id: col::get(r, 2)?,
+            block_number: col::get(r, 3)?,
+            data: col::get(r, 4)?,
+        })
+    }
+
+    /// Every recorded result, in key order.
+    pub fn all(conn: &Connection) -> StoreResult<Vec<CallResult>> {
+        let mut stmt = conn.prepare(
+            "SELECT contract, method, id, block_number, data FROM call_results ORDER BY contract, method, id",
+        )?;
+        let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Copies every result of `from` into `to` (replay needs them; no RPC).
+    pub fn copy_all(from: &Connection, to: &Connection) -> StoreResult<()> {
+        to.execute("DELETE FROM call_results", [])?;
+        for row in Self::all(from)? {
+            row.put(to)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the results recorded for logs above `block`.
+    pub fn delete_above(conn: &Connection, block: u64) -> StoreResult<()> {
+        conn.prepare_cached("DELETE FROM call_results WHERE block_number > ?1")?.execute([block as i64])?;
+        Ok(())
+    }
 }

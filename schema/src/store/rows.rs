@@ -245,6 +245,10 @@ projection_rows! {
         deregistered_block: Option<u64>,
         deregistered_at: Option<u64>,
         updated_block: u64,
+        /// Capability bits (WorkerCapabilitiesSet). Defaults when absent from an undo image
+        /// recorded before the column existed.
+        #[serde(default)]
+        capabilities: U256,
     }
 
     /// A model a worker supports.
@@ -365,6 +369,37 @@ projection_rows! {
         event: String,
         count: u64,
     }
+
+    /// A session request of a SessionManager (see `V8__sortition.sql`; typed reads in
+    /// [`super::sortition`]). `status` is a [`super::sortition::RequestStatus`] spelling.
+    SessionRequestRow in "session_requests",
+        key(manager, req_id) fixed(user, model_id, request_block, request_block_hash, requested_at) {
+        manager: Address,
+        req_id: u64,
+        user: Address,
+        model_id: B256,
+        request_block: u64,
+        request_block_hash: B256,
+        requested_at: u64,
+        expiry: u64,
+        required_caps: U256,
+        status: String,
+        worker: Option<Address>,
+        claimed_block: Option<u64>,
+        claimed_at: Option<u64>,
+        claim_tx: Option<B256>,
+        session_id: Option<u64>,
+        ready_block: Option<u64>,
+        ready_at: Option<u64>,
+        updated_block: u64,
+    }
+
+    /// A registered capability bit (CapabilityRegistered).
+    CapabilityRow in "capabilities", key(bit) {
+        bit: u64,
+        name: String,
+        registered_block: u64,
+    }
 }
 
 impl WorkerRow {
@@ -395,6 +430,7 @@ impl WorkerRow {
             deregistered_block: None,
             deregistered_at: None,
             updated_block: block,
+            capabilities: U256::ZERO,
         }
     }
 }
@@ -485,6 +521,20 @@ impl RollupRow {
             ack_latency_hist: String::new(),
             completion_latency_hist: String::new(),
         }
+    }
+}
+
+impl SessionRequestRow {
+    /// The request `req_id` of `manager`.
+    pub fn get(conn: &Connection, manager: &Address, req_id: u64) -> StoreResult<Option<Self>> {
+        Self::load(conn, &[&manager.as_slice(), &(req_id as i64)])
+    }
+}
+
+impl CapabilityRow {
+    /// The capability with `bit`.
+    pub fn get(conn: &Connection, bit: u64) -> StoreResult<Option<Self>> {
+        Self::load(conn, &[&(bit as i64)])
     }
 }
 

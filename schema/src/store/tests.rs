@@ -5,6 +5,8 @@ use super::rows::{JobRow, ProjectionRow, WorkerRow};
 use super::undo::{self, UndoEntry};
 use super::*;
 
+mod sortition;
+
 fn identity(chain_id: u64) -> Identity {
     Identity {
         chain_id,

@@ -7,7 +7,10 @@
 
 use rusqlite::Connection;
 
-use super::rows::{EventCountRow, JobRow, ModelRow, ProjectionRow, RollupRow, SessionRow, WorkerModelRow, WorkerRow};
+use super::rows::{
+    CapabilityRow, EventCountRow, JobRow, ModelRow, ProjectionRow, RollupRow, SessionRequestRow, SessionRow,
+    WorkerModelRow, WorkerRow,
+};
 use super::{StoreError, StoreResult};
 
 /// One journal entry.
@@ -80,6 +83,8 @@ impl UndoEntry {
             JobRow::TABLE => self.restore_as::<JobRow>(conn),
             RollupRow::TABLE => self.restore_as::<RollupRow>(conn),
             EventCountRow::TABLE => self.restore_as::<EventCountRow>(conn),
+            SessionRequestRow::TABLE => self.restore_as::<SessionRequestRow>(conn),
+            CapabilityRow::TABLE => self.restore_as::<CapabilityRow>(conn),
             other => Err(StoreError::Corrupt { what: "undo table".into(), value: other.to_owned() }),
         }
     }
