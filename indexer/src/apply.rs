@@ -4,11 +4,13 @@
 //! Attribution: events that do not name their worker (JobReleased, DisputeResolved, ...) use the
 //! job's worker from JobSubmitted. Events about jobs or sessions the store never saw (indexing
 //! started after them) cannot be attributed and are counted in `unattributed`.
+//!
+//! SessionManager events go to `session_requests` through [`crate::sortition`].
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::{Address, B256, U256};
 use lcw_schema::rules::latency::Histogram;
 use lcw_schema::store::ledger::{Bounty, ConfigChange, LogRef, Slash, Withdrawal};
-use lcw_schema::store::rows::{JobRow, SessionRow};
+use lcw_schema::store::rows::{CapabilityRow, JobRow, SessionRow};
 use lcw_schema::store::{StoreError, StoreResult};
 use lcw_schema::suite::Suite;
 use lcw_schema::types::JobState;
@@ -27,6 +29,10 @@ pub struct Meta {
     pub timestamp: u64,
     /// Transaction hash.
     pub tx_hash: B256,
+    /// Block hash (a session request's draw seed).
+    pub block_hash: B256,
+    /// The contract that emitted the log.
+    pub contract: Address,
 }
 
 impl Meta {
@@ -83,6 +89,13 @@ impl Projector<'_> {
                 });
                 row.user = Some(*user);
                 row.worker = Some(*worker);
+                // The event carries neither the model nor the wrapped keys: getSession, read when
+                // the log was indexed, does (absent for logs indexed before lcw fetched it).
+                if let Some(s) = self.adopted_session(m.contract, *session)? {
+                    row.model_id = Some(s.modelId);
+                    row.enc_worker_key = Some(s.encWorkerKey);
+                    row.enc_disputer_key = Some(s.encDisputerKey);
+                }
                 row.updated_block = block;
                 self.put_session(row)?;
             }
@@ -354,6 +367,17 @@ impl Projector<'_> {
                 row.max_output_tokens = u64::try_from(*max_output_tokens).ok();
             }
             Event::ModelEnabled { model, enabled } => self.model_mut(*model, block)?.enabled = *enabled,
+            Event::WorkerCapabilitiesSet { worker, mask } => self.worker_mut(*worker, block)?.capabilities = *mask,
+            Event::CapabilityRegistered { bit, name } => self.put_capability(CapabilityRow {
+                bit: u64::from(*bit),
+                name: name.clone(),
+                registered_block: block,
+            })?,
+            Event::SessionRequested { manager, req, user, model, request_block } => {
+                self.session_requested(*manager, *req, *user, *model, *request_block, m)?
+            }
+            Event::SessionClaimed { manager, req, worker } => self.session_claimed(*manager, *req, *worker, m)?,
+            Event::SessionReady { manager, req, session } => self.session_ready(*manager, *req, *session, m)?,
             Event::Config(pairs) => {
                 for (param, value) in pairs {
                     self.set_param(m, param, value.clone());

@@ -1,5 +1,6 @@
 //! Backfill: the final part of the chain, fetched with concurrent `eth_getLogs` over block ranges
-//! for all three contracts at once and handed to the writer strictly in block order.
+//! for all watched contracts at once (the profile's three and the SessionManagers, see
+//! [`crate::watch`]) and handed to the writer strictly in block order.
 //!
 //! The range adapts to the provider: a range the node refuses (too many blocks or results) is
 //! split, using the node's suggested range when it gives one; after successes the range grows
@@ -19,6 +20,7 @@ use lcw_schema::profile::Contracts;
 
 use crate::rpc::{Rpc, RpcError};
 use crate::segment::Segment;
+use crate::watch::Watched;
 use crate::writer::Writer;
 use crate::{IndexerError, IndexerResult};
 
@@ -71,10 +73,14 @@ pub struct Progress {
 }
 
 /// Fetches one range and everything its commit needs.
-async fn fetch(rpc: &Rpc, contracts: &Contracts, from: u64, to: u64, cap: usize) -> Result<Segment, RpcError> {
-    let addresses = contracts.all();
+async fn fetch(rpc: &Rpc, watched: &Watched, from: u64, to: u64, cap: usize) -> Result<Segment, RpcError> {
+    let addresses = watched.addresses_until(to);
     let mut logs = rpc.logs_capped(&addresses, from, to, (from < to).then_some(cap)).await?;
     logs.retain(|l| !l.removed);
+    if watched.needs_filter(from, to) {
+        // A manager published inside the range: its logs from before that block are not indexed.
+        logs.retain(|l| watched.keeps(&l.log.address, l.block_number));
+    }
     logs.sort_by_key(|l| (l.block_number, l.log_index));
     // The last block's hash moves the cursor; take it from a log when one is in that block.
     let (to_hash, to_timestamp) = match logs.last().filter(|l| l.block_number == to) {
@@ -97,8 +103,10 @@ async fn fetch(rpc: &Rpc, contracts: &Contracts, from: u64, to: u64, cap: usize)
             e.insert(h.timestamp);
         }
     }
+    let contracts = watched.contracts();
     let tx_values = registration_values(rpc, contracts, &logs).await?;
-    Ok(Segment { from, to, to_hash, to_parent: None, to_timestamp, logs, block_times, tx_values })
+    let facts = crate::facts::fetch(rpc, contracts, &logs).await?;
+    Ok(Segment { from, to, to_hash, to_parent: None, to_timestamp, logs, block_times, tx_values, facts })
 }
 
 /// WorkerRegistered does not carry the stake (it is the transaction's msg.value): fetch it.
@@ -123,7 +131,13 @@ pub(crate) async fn registration_values(
 /// wins; an answer refused for the response cap says how large it was, so the range is cut into
 /// parts of about half the cap each (blocks are uneven) in one step instead of halving it again
 /// and again, each refusal costing the node a full answer; otherwise it is halved.
-fn split_range(a: u64, b: u64, suggested_to: Option<u64>, answer_bytes: Option<u64>, cap: usize) -> Vec<(u64, u64)> {
+pub(crate) fn split_range(
+    a: u64,
+    b: u64,
+    suggested_to: Option<u64>,
+    answer_bytes: Option<u64>,
+    cap: usize,
+) -> Vec<(u64, u64)> {
     if let Some(mid) = suggested_to.filter(|s| *s >= a && *s < b) {
         return vec![(a, mid), (mid + 1, b)];
     }
@@ -136,11 +150,13 @@ fn split_range(a: u64, b: u64, suggested_to: Option<u64>, answer_bytes: Option<u
     (0..parts).map(|i| a + i * part).take_while(|x| *x <= b).map(|x| (x, (x + part - 1).min(b))).collect()
 }
 
-/// Backfills `from..=to` (all final) into the writer. Returns the number of logs delivered.
+/// Backfills `from..=to` (all final) into the writer, fetching the logs of `watched` (which must
+/// know every SessionManager published up to `to`: see [`crate::watch::discover`]). Returns the
+/// number of logs delivered.
 #[allow(clippy::too_many_arguments)]
 pub async fn backfill(
     rpc: Arc<Rpc>,
-    contracts: Contracts,
+    watched: &Watched,
     writer: &Writer,
     from: u64,
     to: u64,
@@ -189,7 +205,7 @@ pub async fn backfill(
             let cap = options.max_response_bytes;
             in_flight.push(async move {
                 let started = std::time::Instant::now();
-                let result = fetch(&rpc, &contracts, a, b, cap).await;
+                let result = fetch(&rpc, watched, a, b, cap).await;
                 (a, b, started.elapsed(), result)
             });
         }

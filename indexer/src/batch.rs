@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use alloy::primitives::B256;
-use lcw_schema::store::raw::{BlockRow, Cursor, LogInserter, RangeRow, RawLog};
+use lcw_schema::store::raw::{BlockRow, CallResult, Cursor, LogInserter, RangeRow, RawLog};
 use lcw_schema::store::{StoreResult, ledger, raw, undo};
 use rusqlite::Connection;
 
@@ -76,6 +76,9 @@ impl<'c> Batch<'c> {
         for (hash, block, value) in &s.tx_values {
             raw::put_tx_value(&self.tx, hash, *block, value)?;
         }
+        for fact in &s.facts {
+            fact.put(&self.tx)?;
+        }
         let (block_times, last_timestamp) = (&s.block_times, s.to_timestamp);
         for log in s.logs {
             let timestamp =
@@ -87,7 +90,8 @@ impl<'c> Batch<'c> {
             match &decoded.event {
                 Ok(event) => {
                     self.projector.count_event(decoded.name.unwrap_or("(unknown)"))?;
-                    let meta = Meta { block: block_number, log_index, timestamp, tx_hash };
+                    let meta =
+                        Meta { block: block_number, log_index, timestamp, tx_hash, block_hash, contract: log.address };
                     self.projector.apply(event, &meta)?;
                 }
                 Err(reason) => {
@@ -191,6 +195,7 @@ pub(crate) fn unwind(conn: &Connection, to: u64) -> StoreResult<u64> {
     RangeRow::truncate_above(&tx, to)?;
     ledger::delete_above(&tx, to)?;
     raw::delete_tx_values_above(&tx, to)?;
+    CallResult::delete_above(&tx, to)?;
     Cursor { block_number: to, block_hash: hash, finalized_number: finalized }.set(&tx)?;
     tx.commit()?;
     Ok(restored)

@@ -11,7 +11,8 @@ use lcw_schema::store::StoreResult;
 use lcw_schema::store::ledger::{Bounty, ConfigChange, Slash, Withdrawal};
 use lcw_schema::store::raw;
 use lcw_schema::store::rows::{
-    EventCountRow, JobRow, ModelRow, ProjectionRow, RollupRow, SessionRow, TableWriter, WorkerModelRow, WorkerRow,
+    CapabilityRow, EventCountRow, JobRow, ModelRow, ProjectionRow, RollupRow, SessionRequestRow, SessionRow,
+    TableWriter, WorkerModelRow, WorkerRow,
 };
 use lcw_schema::store::undo::UndoEntry;
 use lcw_schema::types::JobState;
@@ -117,6 +118,8 @@ pub struct Projector<'c> {
     jobs: Map<u64, JobRow>,
     rollups: Map<(u64, Address, B256), RollupRow>,
     event_counts: Map<String, EventCountRow>,
+    requests: Map<(Address, u64), SessionRequestRow>,
+    capabilities: Map<u64, CapabilityRow>,
     pub(crate) config: Vec<ConfigChange>,
     pub(crate) withdrawals: Vec<Withdrawal>,
     pub(crate) bounties: Vec<Bounty>,
@@ -190,6 +193,8 @@ impl<'c> Projector<'c> {
             jobs: HashMap::new(),
             rollups: HashMap::new(),
             event_counts: HashMap::new(),
+            requests: HashMap::new(),
+            capabilities: HashMap::new(),
             config: Vec::new(),
             withdrawals: Vec::new(),
             bounties: Vec::new(),
@@ -249,6 +254,29 @@ impl<'c> Projector<'c> {
     getter!(session, sessions, u64, SessionRow, |conn, k| SessionRow::get(conn, *k));
     getter_mut!(session_mut, sessions, u64, SessionRow, |conn, k| SessionRow::get(conn, *k));
     getter!(model, models, B256, ModelRow, |conn, k| ModelRow::get(conn, k));
+    getter_mut!(request_mut, requests, (Address, u64), SessionRequestRow, |conn, k| SessionRequestRow::get(
+        conn, &k.0, k.1
+    ));
+
+    /// Inserts (or replaces) a session request.
+    pub(crate) fn put_request(&mut self, row: SessionRequestRow) -> StoreResult<()> {
+        let conn = self.conn;
+        let key = (row.manager, row.req_id);
+        let s = slot(&mut self.requests, key, || SessionRequestRow::get(conn, &key.0, key.1))?;
+        s.current = Some(Box::new(row));
+        s.dirty = true;
+        Ok(())
+    }
+
+    /// Inserts (or replaces) a registered capability.
+    pub(crate) fn put_capability(&mut self, row: CapabilityRow) -> StoreResult<()> {
+        let conn = self.conn;
+        let bit = row.bit;
+        let s = slot(&mut self.capabilities, bit, || CapabilityRow::get(conn, bit))?;
+        s.current = Some(Box::new(row));
+        s.dirty = true;
+        Ok(())
+    }
 
     /// Inserts a job (a new id; its previous image is only read when undo images are kept).
     pub(crate) fn put_job(&mut self, row: JobRow) -> StoreResult<()> {
@@ -399,6 +427,8 @@ impl<'c> Projector<'c> {
         })?;
         write(conn, std::mem::take(&mut self.rollups), undo_block, &mut stats, drop)?;
         write(conn, std::mem::take(&mut self.event_counts), undo_block, &mut stats, drop)?;
+        write(conn, std::mem::take(&mut self.requests), undo_block, &mut stats, drop)?;
+        write(conn, std::mem::take(&mut self.capabilities), undo_block, &mut stats, drop)?;
         if let Some(cache) = self.job_cache.as_mut() {
             for row in kept {
                 cache.keep(row);

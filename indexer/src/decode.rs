@@ -1,10 +1,15 @@
 //! Decoding: a log of a watched contract into a typed [`Event`], with the name and job id the raw
 //! layer stores. A log that cannot be decoded (unknown event, malformed data, an id out of range)
 //! is not an error: it is kept raw with the reason, counted and reported.
+//!
+//! A log of an address that is none of the profile's three contracts is a SessionManager's: the
+//! raw layer only ever holds logs of watched addresses, and the only others watched are the
+//! SessionManagers AIConfig publishes (see [`crate::watch`]). So decoding, and replay, need no
+//! list of managers.
 
 use alloy::primitives::{Address, B256, Bytes, Log, U256};
 use alloy::sol_types::SolEventInterface;
-use lcw_schema::bindings::{AIConfig, JobRegistry, WorkerRegistry};
+use lcw_schema::bindings::{AIConfig, JobRegistry, SessionManager, WorkerRegistry};
 use lcw_schema::profile::Contracts;
 
 alloy::sol! {
@@ -154,6 +159,32 @@ pub enum Event {
         model: B256,
         enabled: bool,
     },
+    WorkerCapabilitiesSet {
+        worker: Address,
+        mask: U256,
+    },
+    CapabilityRegistered {
+        bit: u8,
+        name: String,
+    },
+    /// SessionManager events carry the manager that emitted them: request ids are per manager.
+    SessionRequested {
+        manager: Address,
+        req: u64,
+        user: Address,
+        model: B256,
+        request_block: u64,
+    },
+    SessionClaimed {
+        manager: Address,
+        req: u64,
+        worker: Address,
+    },
+    SessionReady {
+        manager: Address,
+        req: u64,
+        session: u64,
+    },
     /// AIConfig parameter changes: (parameter, value).
     Config(Vec<(&'static str, String)>),
     /// `InfraParamsUpdated(name, value)`: a parameter named on chain.
@@ -194,7 +225,7 @@ fn secs(v: U256) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
-/// Decodes logs of the three watched contracts.
+/// Decodes logs of the watched contracts.
 #[derive(Debug, Clone, Copy)]
 pub struct Decoder {
     contracts: Contracts,
@@ -216,7 +247,7 @@ impl Decoder {
         } else if a == self.contracts.ai_config {
             Self::ai_config(log)
         } else {
-            return Decoded::fail(format!("log of unwatched contract {a}"));
+            Self::session_manager(log)
         };
         r.unwrap_or_else(Decoded::fail)
     }
@@ -415,13 +446,55 @@ impl Decoder {
                 Decoded::ok("ModelDelisted", None, Event::ModelWhitelisted { model: e.modelId, whitelisted: false })
             }
             E::SlashedFundsWithdrawn(_) => Decoded::ok("SlashedFundsWithdrawn", None, Event::Other),
-            E::WorkerCapabilitiesSet(_) => Decoded::ok("WorkerCapabilitiesSet", None, Event::Other),
-            E::CapabilityRegistered(_) => Decoded::ok("CapabilityRegistered", None, Event::Other),
+            E::WorkerCapabilitiesSet(e) => Decoded::ok(
+                "WorkerCapabilitiesSet",
+                None,
+                Event::WorkerCapabilitiesSet { worker: e.worker, mask: e.mask },
+            ),
+            E::CapabilityRegistered(e) => {
+                Decoded::ok("CapabilityRegistered", None, Event::CapabilityRegistered { bit: e.bit, name: e.name })
+            }
             E::GuardianUpdated(_) => Decoded::ok("GuardianUpdated", None, Event::Other),
             E::Paused(_) => Decoded::ok("Paused", None, Event::Other),
             E::Unpaused(_) => Decoded::ok("Unpaused", None, Event::Other),
             E::Upgraded(_) => Decoded::ok("Upgraded", None, Event::Other),
             E::Initialized(_) => Decoded::ok("Initialized", None, Event::Other),
+            E::OwnershipTransferred(_) => Decoded::ok("OwnershipTransferred", None, Event::Other),
+        })
+    }
+
+    fn session_manager(log: &Log) -> Result<Decoded, String> {
+        use SessionManager::SessionManagerEvents as E;
+        let manager = log.address;
+        let ev = E::decode_log(log).map_err(|e| format!("SessionManager {manager}: {e}"))?.data;
+        Ok(match ev {
+            E::SessionRequested(e) => Decoded::ok(
+                "SessionRequested",
+                None,
+                Event::SessionRequested {
+                    manager,
+                    req: id(e.reqId, "request id")?,
+                    user: e.user,
+                    model: e.modelId,
+                    request_block: id(e.requestBlock, "request block")?,
+                },
+            ),
+            E::SessionClaimed(e) => Decoded::ok(
+                "SessionClaimed",
+                None,
+                Event::SessionClaimed { manager, req: id(e.reqId, "request id")?, worker: e.worker },
+            ),
+            E::SessionReady(e) => Decoded::ok(
+                "SessionReady",
+                None,
+                Event::SessionReady {
+                    manager,
+                    req: id(e.reqId, "request id")?,
+                    session: id(e.sessionId, "session id")?,
+                },
+            ),
+            E::Initialized(_) => Decoded::ok("Initialized", None, Event::Other),
+            E::Upgraded(_) => Decoded::ok("Upgraded", None, Event::Other),
             E::OwnershipTransferred(_) => Decoded::ok("OwnershipTransferred", None, Event::Other),
         })
     }
@@ -587,7 +660,61 @@ mod tests {
         assert!(d.decode(&bad).event.is_err());
         let huge = JobRegistry::JobAcknowledged { jobId: U256::MAX, worker: Address::ZERO };
         assert!(d.decode(&log_of(contracts().job_registry, &huge)).event.unwrap_err().contains("64 bits"));
+        // Any other address is a SessionManager: a JobRegistry event from it is not one of its.
         let other = d.decode(&log_of(Address::repeat_byte(5), &huge));
-        assert!(other.event.unwrap_err().contains("unwatched"));
+        let reason = other.event.unwrap_err();
+        assert!(reason.contains("SessionManager") && reason.contains(&Address::repeat_byte(5).to_string()), "{reason}");
+    }
+
+    #[test]
+    fn session_manager_events_decode_with_the_manager_that_emitted_them() {
+        let d = Decoder::new(contracts());
+        let manager = Address::repeat_byte(0x5e);
+        let requested = SessionManager::SessionRequested {
+            reqId: U256::from(4),
+            user: Address::repeat_byte(0xc1),
+            modelId: B256::repeat_byte(7),
+            requestBlock: U256::from(120),
+        };
+        let out = d.decode(&log_of(manager, &requested));
+        assert_eq!(out.name, Some("SessionRequested"));
+        assert_eq!(out.job_id, None);
+        assert_eq!(
+            out.event,
+            Ok(Event::SessionRequested {
+                manager,
+                req: 4,
+                user: Address::repeat_byte(0xc1),
+                model: B256::repeat_byte(7),
+                request_block: 120,
+            })
+        );
+        let claimed = SessionManager::SessionClaimed { reqId: U256::from(4), worker: Address::repeat_byte(0xa1) };
+        let out = d.decode(&log_of(manager, &claimed));
+        assert_eq!(out.name, Some("SessionClaimed"));
+        assert_eq!(out.event, Ok(Event::SessionClaimed { manager, req: 4, worker: Address::repeat_byte(0xa1) }));
+        let ready = SessionManager::SessionReady { reqId: U256::from(4), sessionId: U256::from(9) };
+        let out = d.decode(&log_of(manager, &ready));
+        assert_eq!(out.name, Some("SessionReady"));
+        assert_eq!(out.event, Ok(Event::SessionReady { manager, req: 4, session: 9 }));
+        // Ids out of range are kept raw, not truncated.
+        let huge = SessionManager::SessionReady { reqId: U256::MAX, sessionId: U256::from(1) };
+        assert!(d.decode(&log_of(manager, &huge)).event.unwrap_err().contains("64 bits"));
+        // SessionRequested from a profile contract is not a SessionManager's.
+        assert!(d.decode(&log_of(contracts().job_registry, &requested)).event.is_err());
+    }
+
+    #[test]
+    fn capability_events_decode_with_mask_bit_and_name() {
+        let d = Decoder::new(contracts());
+        let mask = U256::from(3) | (U256::from(1) << 200);
+        let set = WorkerRegistry::WorkerCapabilitiesSet { worker: Address::repeat_byte(0xa1), mask };
+        let out = d.decode(&log_of(contracts().worker_registry, &set));
+        assert_eq!(out.name, Some("WorkerCapabilitiesSet"));
+        assert_eq!(out.event, Ok(Event::WorkerCapabilitiesSet { worker: Address::repeat_byte(0xa1), mask }));
+        let registered = WorkerRegistry::CapabilityRegistered { bit: 1, name: "vision".into() };
+        let out = d.decode(&log_of(contracts().worker_registry, &registered));
+        assert_eq!(out.name, Some("CapabilityRegistered"));
+        assert_eq!(out.event, Ok(Event::CapabilityRegistered { bit: 1, name: "vision".into() }));
     }
 }

@@ -1,15 +1,19 @@
 //! # lcw-indexer: chain events into the store
 //!
-//! Streams the WorkerRegistry, JobRegistry and AIConfig logs of a network into the SQLite store:
-//! raw logs first (verbatim, the source of truth), projections derived from them in the same
-//! transaction as the cursor, reorg-safe and resumable.
+//! Streams the WorkerRegistry, JobRegistry and AIConfig logs of a network, and those of every
+//! SessionManager AIConfig publishes, into the SQLite store: raw logs first (verbatim, the source
+//! of truth, with the few contract reads their events lack), projections derived from them in
+//! the same transaction as the cursor, reorg-safe and resumable.
 //!
+//! - [`watch`]: the watched addresses, following the SessionManagers AIConfig publishes.
+//! - [`facts`]: what SessionRequested and SessionAdopted lack, read once and kept raw.
 //! - [`rpc`]: JSON-RPC with retries, backoff and failover; range refusals recognised.
 //! - [`backfill`]: concurrent adaptive `eth_getLogs` over the final part of the chain, in order.
 //! - [`live`]: head following with parent-hash checks and unwinding to the common ancestor.
 //! - [`writer`]: the single writer thread; one transaction per commit, cursor included
 //!   ([`checkpoint`] copies the WAL into the database beside it).
-//! - [`decode`] and [`apply`] (with [`cache`]): the pure core, log → event → projection rows.
+//! - [`decode`] and [`apply`] (with [`cache`], and [`sortition`] for session requests): the pure
+//!   core, log → event → projection rows.
 //! - [`replay`]: projections rebuilt from raw logs alone and compared with the store.
 //! - [`verify`]: the store checked against the chain.
 //! - [`metrics`], [`progress`]: Prometheus endpoint, progress bar or periodic logs.
@@ -23,13 +27,16 @@ mod batch;
 pub mod cache;
 pub mod checkpoint;
 pub mod decode;
+pub mod facts;
 pub mod live;
 pub mod metrics;
 pub mod progress;
 pub mod replay;
 pub mod rpc;
 pub mod segment;
+mod sortition;
 pub mod verify;
+pub mod watch;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -277,12 +284,23 @@ pub async fn run(
     };
     let backfill_to = finalized.min(head.number.saturating_sub(config.live.confirmations));
     let first = if cursor.is_some() { position.number + 1 } else { start };
+    let contracts = profile.contracts;
+    let mut watched = reader.read(move |conn| watch::Watched::load(conn, contracts)).await?;
+    if let Some(from) = reader.read(lcw_schema::store::sortition::manager_logs_from).await? {
+        tracing::warn!(
+            from,
+            "this store was indexed before lcw followed SessionManagers: it holds their logs from block {from} on; \
+             index into a fresh store (--db) for the earlier ones"
+        );
+    }
     if first <= backfill_to {
         tracing::info!(from = first, to = backfill_to, head = head.number, "backfilling");
+        // Every SessionManager published up to the target, so each range is fetched once.
+        watch::discover(&rpc, &mut watched, first, backfill_to, &config.backfill).await?;
         let reporter = progress::spawn(config.progress, progress_state.clone(), started);
         let res = backfill::backfill(
             rpc.clone(),
-            profile.contracts,
+            &watched,
             &writer,
             first,
             backfill_to,

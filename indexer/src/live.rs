@@ -7,6 +7,9 @@
 //! blocks above the node's finalized block (or head − finality depth when the node has no
 //! finalized tag) keep undo images. A reorg below the undo floor is refused with an error that
 //! says so: the store is never silently corrupted.
+//!
+//! Each block is fetched for the watched addresses ([`crate::watch`]); one that publishes a new
+//! SessionManager is fetched again for it before it is applied.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +23,7 @@ use tokio::sync::Notify;
 
 use crate::rpc::{Header, Rpc};
 use crate::segment::Segment;
+use crate::watch::Watched;
 use crate::writer::{Writer, undo_floor};
 use crate::{IndexerError, IndexerResult, Reader};
 
@@ -124,7 +128,9 @@ pub async fn follow(
 ) -> IndexerResult<Position> {
     let notify = Arc::new(Notify::new());
     let watcher = options.ws_url.clone().map(|url| spawn_head_watcher(url, notify.clone()));
+    let load = || reader.read(move |conn| Watched::load(conn, contracts));
     let result = async {
+        let mut watched = load().await?;
         loop {
             if stopping(&shutdown) {
                 return Ok(position);
@@ -138,6 +144,7 @@ pub async fn follow(
             if head.number == position.number && head.hash != position.hash && position.hash != B256::ZERO {
                 // Reorganised at the same height: the head we applied is no longer the head.
                 position = reorg(&rpc, writer, reader, position, &stats).await?;
+                watched = load().await?;
                 continue;
             }
             if position.number >= target {
@@ -161,9 +168,11 @@ pub async fn follow(
                 let Some(header) = rpc.header(BlockNumberOrTag::Number(n)).await? else { break };
                 if header.parent_hash != position.hash {
                     position = reorg(&rpc, writer, reader, position, &stats).await?;
+                    // The unwind removed the publications above the fork from the store.
+                    watched = load().await?;
                     continue;
                 }
-                let (p, logs) = apply_block(&rpc, &contracts, writer, header, finalized).await?;
+                let (p, logs) = apply_block(&rpc, &mut watched, writer, header, finalized).await?;
                 position = p;
                 stats.blocks.fetch_add(1, Ordering::Relaxed);
                 stats.logs.fetch_add(logs, Ordering::Relaxed);
@@ -179,15 +188,24 @@ pub async fn follow(
 
 async fn apply_block(
     rpc: &Rpc,
-    contracts: &Contracts,
+    watched: &mut Watched,
     writer: &Writer,
     header: Header,
     finalized: u64,
 ) -> IndexerResult<(Position, u64)> {
-    let mut logs = rpc.logs_at(&contracts.all(), header.hash).await?;
-    logs.retain(|l| !l.removed);
+    let mut logs = rpc.logs_at(&watched.addresses_until(header.number), header.hash).await?;
+    // A SessionManager published in this block may have logs in it already: fetch them too.
+    let new = watched.published_in(&logs);
+    if !new.is_empty() {
+        tracing::info!(block = header.number, managers = ?new, "following a newly published SessionManager");
+        logs.extend(rpc.logs_at(&new, header.hash).await?);
+    }
+    logs.retain(|l| !l.removed && watched.keeps(&l.log.address, l.block_number));
     logs.sort_by_key(|l| l.log_index);
+    logs.dedup_by_key(|l| l.log_index);
+    let contracts = watched.contracts();
     let tx_values = crate::backfill::registration_values(rpc, contracts, &logs).await?;
+    let facts = crate::facts::fetch(rpc, contracts, &logs).await?;
     let segment = Segment {
         from: header.number,
         to: header.number,
@@ -197,6 +215,7 @@ async fn apply_block(
         logs,
         block_times: [(header.number, header.timestamp)].into_iter().collect(),
         tx_values,
+        facts,
     };
     let committed = writer.block(segment, finalized).await?;
     Ok((Position { number: header.number, hash: header.hash }, committed.logs))

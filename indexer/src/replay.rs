@@ -1,6 +1,8 @@
-//! `lcw replay`: rebuilds every projection from the raw logs alone (no RPC) into a scratch store
-//! next to the real one, compares the two table by table, and with `--write` replaces the
-//! projections by the rebuilt ones in one transaction.
+//! `lcw replay`: rebuilds every projection from the raw layer alone (logs, transaction values
+//! and the facts fetched with the logs; no RPC) into a scratch store next to the real one,
+//! compares the two table by table, and with `--write` replaces the projections by the rebuilt
+//! ones in one transaction. It needs no list of SessionManagers: a log that is none of the three
+//! profile contracts' is a manager's (see [`crate::decode`]).
 //!
 //! Blocks at or below the undo floor are replayed in large batches; blocks above it one per
 //! transaction with undo images, exactly as live indexing applied them.
@@ -96,6 +98,8 @@ fn spawn_reader(db: PathBuf, decoder: Decoder, to: u64) -> StoreResult<Reader> {
                     log_index: raw.log_index,
                     timestamp: raw.block_timestamp,
                     tx_hash: raw.tx_hash,
+                    block_hash: raw.block_hash,
+                    contract: raw.address,
                 };
                 let (name, event) = match decoded.event {
                     Ok(event) => (decoded.name.unwrap_or("(unknown)"), Some(event)),
@@ -134,6 +138,7 @@ pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
     {
         let tx = target.begin()?;
         lcw_schema::store::raw::copy_tx_values(source.conn(), &tx)?;
+        lcw_schema::store::raw::CallResult::copy_all(source.conn(), &tx)?;
         lcw_schema::store::meta_set(&tx, UNDO_FLOOR, &floor.to_string())?;
         tx.commit()?;
     }

@@ -475,6 +475,23 @@ impl Rpc {
         max_bytes: Option<usize>,
     ) -> RpcResult<Vec<FetchedLog>> {
         let filter = Filter::new().address(addresses.to_vec()).from_block(from).to_block(to);
+        self.logs_where(&filter, max_bytes).await
+    }
+
+    /// Logs of `address` with `topic0` in `from..=to` (an event of one contract, across a range).
+    pub async fn logs_of_event(
+        &self,
+        address: Address,
+        topic0: B256,
+        from: u64,
+        to: u64,
+    ) -> RpcResult<Vec<FetchedLog>> {
+        let filter = Filter::new().address(address).event_signature(topic0).from_block(from).to_block(to);
+        self.logs_where(&filter, None).await
+    }
+
+    /// `eth_getLogs` with `filter`, read off the wire as [`Rpc::logs_capped`] describes.
+    async fn logs_where(&self, filter: &Filter, max_bytes: Option<usize>) -> RpcResult<Vec<FetchedLog>> {
         let request = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [filter]});
         let body = serde_json::to_vec(&request).map_err(|e| RpcError::Rejected {
             method: "eth_getLogs",
@@ -507,8 +524,18 @@ impl Rpc {
         data: alloy::primitives::Bytes,
         block: u64,
     ) -> RpcResult<alloy::primitives::Bytes> {
+        self.call_at_tag(to, data, BlockNumberOrTag::Number(block)).await
+    }
+
+    /// A contract call at `tag` (a number, `latest`, ...), returning the raw return data.
+    pub async fn call_at_tag(
+        &self,
+        to: Address,
+        data: alloy::primitives::Bytes,
+        tag: BlockNumberOrTag,
+    ) -> RpcResult<alloy::primitives::Bytes> {
         let request = alloy::rpc::types::TransactionRequest::default().to(to).input(data.into());
-        self.call("eth_call", (request, BlockNumberOrTag::Number(block))).await
+        self.call("eth_call", (request, tag)).await
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use alloy::primitives::{B256, U256};
+use lcw_schema::store::raw::CallResult;
 
 use crate::rpc::FetchedLog;
 
@@ -28,4 +29,6 @@ pub struct Segment {
     pub block_times: HashMap<u64, u64>,
     /// Values of WorkerRegistered transactions (the stake is their msg.value): (tx, block, value).
     pub tx_values: Vec<(B256, u64, U256)>,
+    /// Facts the logs' events lack, read from the chain (see [`crate::facts`]).
+    pub facts: Vec<CallResult>,
 }

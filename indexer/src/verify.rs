@@ -1,7 +1,10 @@
 //! `lcw verify`: proves the store equals the chain at the store's last block: no gap in the
-//! covered ranges, the number of logs of every range equals what `eth_getLogs` returns, every
-//! worker's derived active-job count, balance and stake equal `getActiveJobCount`,
-//! `workerBalance` and `getWorkerStake`, and the dispute window equals `getDisputeWindow`.
+//! covered ranges, the number of logs of every range equals what `eth_getLogs` returns for the
+//! watched addresses (the profile's contracts and the SessionManagers AIConfig published,
+//! discovered from the chain by the rule indexing follows, see [`crate::watch`]; the store must
+//! know the same managers), every worker's derived active-job count, balance and stake equal
+//! `getActiveJobCount`, `workerBalance` and `getWorkerStake`, the dispute window equals
+//! `getDisputeWindow`, and the current SessionManager equals `getSessionManagerAddress`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,10 +16,12 @@ use futures::stream::{self, StreamExt};
 use lcw_schema::bindings::{AIConfig, JobRegistry, WorkerRegistry};
 use lcw_schema::profile::Profile;
 use lcw_schema::store::raw::{Cursor, RangeRow, RawLog};
-use lcw_schema::store::{Store, StoreError, ledger};
+use lcw_schema::store::{Store, StoreError, ledger, sortition};
 use serde::Serialize;
 
+use crate::backfill::BackfillOptions;
 use crate::rpc::{Rpc, RpcError};
+use crate::watch::{self, Watched};
 use crate::{IndexerError, IndexerResult};
 
 /// One failed comparison.
@@ -51,12 +56,15 @@ impl VerifyReport {
 }
 
 /// Counts the logs of the watched contracts in `from..=to`, splitting refused ranges.
-async fn chain_count(rpc: &Rpc, addresses: &[Address], from: u64, to: u64) -> Result<u64, RpcError> {
+async fn chain_count(rpc: &Rpc, watched: &Watched, from: u64, to: u64) -> Result<u64, RpcError> {
     let mut todo = vec![(from, to)];
     let mut total = 0;
     while let Some((a, b)) = todo.pop() {
-        match rpc.logs(addresses, a, b).await {
-            Ok(logs) => total += logs.iter().filter(|l| !l.removed).count() as u64,
+        match rpc.logs(&watched.addresses_until(b), a, b).await {
+            Ok(logs) => {
+                total +=
+                    logs.iter().filter(|l| !l.removed && watched.keeps(&l.log.address, l.block_number)).count() as u64
+            }
             Err(RpcError::RangeTooLarge { .. }) if a < b => {
                 let mid = a + (b - a) / 2;
                 todo.push((mid + 1, b));
@@ -117,8 +125,19 @@ pub async fn verify(profile: &Profile, db: &Path, rpc_timeout: Duration) -> Inde
         diff("ranges", format!("ranges end at block {}, the cursor is at {block}", expected - 1));
     }
 
-    // 2. Log counts per range (grouped up to ~10k logs per request) equal eth_getLogs.
-    let addresses = profile.contracts.all();
+    // 2. The SessionManagers the chain published are those the store follows, and log counts
+    //    per range (grouped up to ~10k logs per request) equal eth_getLogs for them.
+    let mut watched = Watched::new(profile.contracts, sortition::manager_logs_from(store.conn())?);
+    watch::discover(&rpc, &mut watched, identity.start_block, block, &BackfillOptions::default()).await?;
+    let stored = Watched::load(store.conn(), profile.contracts)?;
+    let (chain_managers, store_managers): (Vec<_>, Vec<_>) =
+        (watched.managers().collect(), stored.managers().collect());
+    if chain_managers != store_managers {
+        diff(
+            "sessionManagers",
+            format!("store follows {store_managers:?} (address, first block), AIConfig published {chain_managers:?}"),
+        );
+    }
     let mut groups: Vec<(u64, u64, u64)> = Vec::new();
     for r in &ranges {
         match groups.last_mut() {
@@ -132,8 +151,8 @@ pub async fn verify(profile: &Profile, db: &Path, rpc_timeout: Duration) -> Inde
     let results: Vec<(u64, u64, u64, Result<u64, RpcError>)> = stream::iter(groups.iter().copied())
         .map(|(a, b, _)| {
             let rpc = &rpc;
-            let addresses = &addresses;
-            async move { (a, b, 0, chain_count(rpc, addresses, a, b).await) }
+            let watched = &watched;
+            async move { (a, b, 0, chain_count(rpc, watched, a, b).await) }
         })
         .buffered(4)
         .collect()
@@ -212,6 +231,30 @@ pub async fn verify(profile: &Profile, db: &Path, rpc_timeout: Duration) -> Inde
             "disputeWindow",
             format!("store has no dispute window (no DisputeParamsUpdated indexed); chain says {onchain} s"),
         ),
+    }
+    // 5. The SessionManager in force (one AIConfig set without an event, or before the start
+    //    block, would be missing from the watched addresses). Skipped for an AIConfig without
+    //    sortition (the call reverts).
+    let call = AIConfig::getSessionManagerAddressCall {}.abi_encode().into();
+    match rpc.call_at(c.ai_config, call, block).await {
+        Ok(data) => match AIConfig::getSessionManagerAddressCall::abi_decode_returns(&data) {
+            Ok(onchain) => {
+                let stored = sortition::current_manager(store.conn())?;
+                if stored != Some(onchain).filter(|a| !a.is_zero()) {
+                    diff(
+                        "sessionManager",
+                        format!(
+                            "store follows {stored:?} as the current SessionManager, getSessionManagerAddress says {onchain}"
+                        ),
+                    );
+                }
+            }
+            Err(e) => diff("sessionManager", format!("getSessionManagerAddress answered {data}: {e}")),
+        },
+        Err(RpcError::Rejected { message, .. }) => {
+            tracing::debug!(%message, "getSessionManagerAddress not answered; SessionManager not checked")
+        }
+        Err(e) => return Err(e.into()),
     }
     Ok(VerifyReport { block, ranges: ranges.len() as u64, logs, workers: workers.len() as u64, differences })
 }

@@ -94,6 +94,7 @@ fn blocks(count: u64) -> Vec<Segment> {
                 logs,
                 block_times: HashMap::new(),
                 tx_values: Vec::new(),
+                facts: Vec::new(),
             }
         })
         .collect()
