@@ -188,7 +188,8 @@ fn head_version_ts(conn: &Connection) -> Result<(Option<crate::db::Version>, u64
     Ok((Some((c.block_number, c.block_hash)), ts))
 }
 
-fn head_ts(conn: &Connection) -> Result<u64, ReadError> {
+/// The timestamp of the cursor block (0 for an empty store).
+pub(crate) fn head_ts(conn: &Connection) -> Result<u64, ReadError> {
     Ok(head_version_ts(conn)?.1)
 }
 
@@ -226,6 +227,7 @@ pub(crate) fn status(conn: &Connection, readiness: &Readiness) -> Result<Indexer
         events,
         jobs,
         workers,
+        sortition: crate::sortition::status(conn)?,
     })
 }
 
@@ -522,6 +524,31 @@ impl Query {
         })
         .await
         .map_err(gql)
+    }
+
+    /// A session request of `manager` (default: the SessionManager AIConfig publishes now; null
+    /// when there is none, or no such request). Its status is the one at the indexed head.
+    async fn session_request(
+        &self,
+        ctx: &Context<'_>,
+        manager: Option<Address>,
+        req_id: u64,
+    ) -> Result<Option<crate::sortition::SessionRequest>> {
+        crate::sortition::one(ctx, manager, req_id).await
+    }
+
+    /// Session requests of every SessionManager AIConfig has published, newest request first,
+    /// with their status at the indexed head (EXPIRED derived from its timestamp). `first` is at
+    /// most 500.
+    #[graphql(complexity = "first.clamp(0, 500) as usize * child_complexity")]
+    async fn session_requests(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<crate::sortition::SessionRequestFilter>,
+        #[graphql(default = 50)] first: i32,
+        after: Option<String>,
+    ) -> Result<crate::sortition::SessionRequestConnection> {
+        crate::sortition::page(ctx, filter, first, after).await
     }
 
     async fn models(&self, ctx: &Context<'_>) -> Result<Vec<Model>> {

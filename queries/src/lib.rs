@@ -3,6 +3,7 @@
 //! The read side for people and dashboards: an async-graphql schema on axum over read-only
 //! connections to the store: per-job lifecycle and timeline, exact exit timing (the same rules
 //! as `lcw exit-plan`, from `lcw_schema::rules`), release queue, earnings and latency analytics,
+//! session requests of the SessionManagers (sortition) with their status at the indexed head,
 //! subscriptions pushed on indexer commits, depth / complexity / alias / page-size / time limits,
 //! and a self-contained dashboard at `/`.
 //!
@@ -27,6 +28,7 @@ pub mod api;
 pub mod db;
 pub mod decode;
 pub mod scalars;
+pub mod sortition;
 pub mod types;
 
 pub use api::{ApiState, Readiness};

@@ -813,4 +813,6 @@ pub struct IndexerStatus {
     pub events: u64,
     pub jobs: u64,
     pub workers: u64,
+    /// Sortition as AIConfig has it (null when the store has not seen its parameters).
+    pub sortition: Option<crate::sortition::SortitionStatus>,
 }

@@ -33,6 +33,8 @@ fn schema_graphql_matches_the_server() {
         "earnings(",
         "jobStats(",
         "models",
+        "sessionRequest(",
+        "sessionRequests(",
         "jobUpdated(",
         "head",
     ] {
@@ -41,8 +43,22 @@ fn schema_graphql_matches_the_server() {
     for scalar in ["scalar Address", "scalar BigInt", "scalar Bytes32", "scalar Timestamp"] {
         assert!(served.contains(scalar), "{scalar}");
     }
-    let states: Vec<&str> = served
-        .split("enum JobState {")
+    let states = enum_values(&served, "JobState");
+    assert_eq!(
+        states,
+        ["SUBMITTED", "ACKNOWLEDGED", "COMPLETED", "TIMED_OUT", "DISPUTED", "RESOLVED", "RELEASED"],
+        "JobState lists the contract's states in the contract's order"
+    );
+    assert_eq!(
+        enum_values(&served, "SessionRequestStatus"),
+        ["OPEN", "CLAIMED", "READY", "EXPIRED"],
+        "a session request's status: the stored ones and the derived EXPIRED"
+    );
+}
+
+/// The values of `enum name` in the SDL, in order.
+fn enum_values<'a>(sdl: &'a str, name: &str) -> Vec<&'a str> {
+    sdl.split(&format!("enum {name} {{"))
         .nth(1)
         .and_then(|rest| rest.split('}').next())
         .map(|body| {
@@ -51,10 +67,5 @@ fn schema_graphql_matches_the_server() {
                 .filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
                 .collect()
         })
-        .unwrap_or_default();
-    assert_eq!(
-        states,
-        ["SUBMITTED", "ACKNOWLEDGED", "COMPLETED", "TIMED_OUT", "DISPUTED", "RESOLVED", "RELEASED"],
-        "JobState lists the contract's states in the contract's order"
-    );
+        .unwrap_or_default()
 }
