@@ -21,6 +21,9 @@ use lcw_tests::parties::{ack_and_complete, open_session, register_worker, submit
 use lcw_tests::proxy::{Faults, FlakyProxy};
 use lcw_tests::{TestNet, b256, send};
 
+#[path = "indexer/sortition.rs"]
+mod sortition;
+
 fn count(db: &std::path::Path, sql: &str) -> i64 {
     let store = Store::open_readonly(db).unwrap();
     store.conn().query_row(sql, [], |r| r.get(0)).unwrap()
