@@ -38,7 +38,7 @@ pub(crate) struct NetworkArgs {
     #[arg(long, env = "LCW_NETWORK", default_value = "devnet")]
     pub network: String,
     /// JSON-RPC URL overriding the profile's (official worker: RPC_URL).
-    #[arg(long, env = "RPC_URL")]
+    #[arg(long, env = "RPC_URL", hide_env_values = true)]
     pub rpc_url: Option<String>,
     /// Chain id the RPC must answer (official worker: CHAIN_ID).
     #[arg(long, env = "CHAIN_ID")]
@@ -53,8 +53,12 @@ pub(crate) struct NetworkArgs {
     #[arg(long, env = "AI_CONFIG_ADDRESS")]
     pub ai_config: Option<String>,
     /// Beacon API URL override (official worker: BEACON_API_URL).
-    #[arg(long, env = "BEACON_API_URL")]
+    #[arg(long, env = "BEACON_API_URL", hide_env_values = true)]
     pub beacon_url: Option<String>,
+    /// Worker-gateway URL override: sign-in, heartbeats, drain and the response stream go
+    /// through it (official worker: WORKER_GATEWAY_URL). `none` turns the preset's off.
+    #[arg(long, env = "WORKER_GATEWAY_URL", hide_env_values = true)]
+    pub gateway_url: Option<String>,
 }
 
 impl NetworkArgs {
@@ -95,6 +99,17 @@ impl NetworkArgs {
         }
         if let Some(url) = &self.beacon_url {
             profile.beacon_url = Some(url.clone());
+        }
+        match self.gateway_url.as_deref().map(str::trim) {
+            Some("" | "none" | "off") => profile.gateway_url = None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                profile.gateway_url = Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(url) => bail!(
+                "--gateway-url / WORKER_GATEWAY_URL `{}` must start with http:// or https:// (or be `none`)",
+                lcw_schema::profile::redact_url(url)
+            ),
+            None => {}
         }
         let addr = |name: &str, v: &str| -> anyhow::Result<Address> {
             parse_address(v).with_context(|| format!("{name} override"))
@@ -178,6 +193,15 @@ pub(crate) fn parse_job_ids(input: &str) -> anyhow::Result<Vec<u64>> {
         .collect()
 }
 
+/// Parses a boolean the way the official worker does: true/false, 1/0, yes/no, on/off.
+pub(crate) fn parse_bool(input: &str) -> Result<bool, String> {
+    match input.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("`{other}` is not a boolean: use true/false, 1/0, yes/no or on/off")),
+    }
+}
+
 /// Parses a 0x-prefixed 20-byte address with a clear error (any case accepted).
 pub(crate) fn parse_address(input: &str) -> anyhow::Result<Address> {
     let s = input.trim();
@@ -190,6 +214,17 @@ pub(crate) fn parse_address(input: &str) -> anyhow::Result<Address> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn booleans_read_as_the_official_worker_reads_them() {
+        for t in ["true", "1", "yes", "on", "TRUE", " On "] {
+            assert_eq!(parse_bool(t), Ok(true), "{t}");
+        }
+        for f in ["false", "0", "no", "off"] {
+            assert_eq!(parse_bool(f), Ok(false), "{f}");
+        }
+        assert!(parse_bool("maybe").unwrap_err().contains("yes/no"));
+    }
 
     #[test]
     fn addresses_are_validated_with_reasons() {

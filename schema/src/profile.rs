@@ -99,7 +99,8 @@ pub struct Profile {
     /// Beacon API, where blobs are read (anvil serves it on its RPC port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beacon_url: Option<String>,
-    /// The worker gateway, if the network has one (drain/undrain).
+    /// The worker gateway, if the network has one: sign-in, heartbeats, drain/undrain and the
+    /// response stream (upstream WORKER_GATEWAY_URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_url: Option<String>,
     /// The first block with events of the watched contracts (where indexing starts).
@@ -188,7 +189,30 @@ pub enum ProfileError {
 pub type ProfileResult<T> = Result<T, ProfileError>;
 
 impl Profile {
-    /// LightChain testnet (chain 8200), addresses from upstream.md §0.
+    /// LightChain mainnet (chain 9200): JobRegistry from the official worker's docs and SDK,
+    /// AIConfig from the official chat app's configuration, WorkerRegistry the genesis predeploy;
+    /// beacon and worker gateway from the official Hub app. The SessionManager is read from AIConfig.
+    pub fn mainnet() -> Self {
+        Profile {
+            name: "mainnet".into(),
+            chain_id: 9200,
+            rpc_url: "https://rpc.mainnet.lightchain.ai".into(),
+            rpc_fallback_urls: Vec::new(),
+            ws_url: None,
+            beacon_url: Some("https://beacon.mainnet.lightchain.ai".into()),
+            gateway_url: Some("https://worker-gateway.mainnet.lightchain.ai".into()),
+            start_block: 0,
+            contracts: Contracts {
+                worker_registry: address!("0x0000000000000000000000000000000000001002"),
+                job_registry: address!("0xfB15F90298e4CcD7106E76fFB5e520315cC42B0b"),
+                ai_config: address!("0x24D11533C354092ed6E18b964257819cE78Ce77D"),
+            },
+            accounts: Vec::new(),
+        }
+    }
+
+    /// LightChain testnet (chain 8200): addresses from the official worker's install guide; the
+    /// SessionManager (deployed in the 2026-07-14 upgrade) is read from AIConfig.
     pub fn testnet() -> Self {
         Profile {
             name: "testnet".into(),
@@ -213,11 +237,7 @@ impl Profile {
     pub fn resolve(network: &str, data_dir: &Path) -> ProfileResult<Self> {
         match network {
             "testnet" => Ok(Self::testnet()),
-            "mainnet" => Err(ProfileError::Preset(
-                "the mainnet preset is incomplete: only JobRegistry (0xfB15F90298e4CcD7106E76fFB5e520315cC42B0b) is \
-                 published; write a profile file with all three addresses and pass --network FILE"
-                    .into(),
-            )),
+            "mainnet" => Ok(Self::mainnet()),
             "devnet" => {
                 let path = data_dir.join("devnet.json");
                 if !path.exists() {
@@ -469,7 +489,10 @@ mod tests {
     fn presets_resolve() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Profile::resolve("testnet", dir.path()).unwrap().chain_id, 8200);
-        assert!(Profile::resolve("mainnet", dir.path()).unwrap_err().to_string().contains("JobRegistry"));
+        let mainnet = Profile::resolve("mainnet", dir.path()).unwrap();
+        assert_eq!(mainnet.chain_id, 9200);
+        assert_eq!(mainnet.contracts.ai_config, address!("0x24D11533C354092ed6E18b964257819cE78Ce77D"));
+        assert!(mainnet.gateway_url.as_deref().is_some_and(|g| g.contains("mainnet")));
         let msg = Profile::resolve("devnet", dir.path()).unwrap_err().to_string();
         assert!(msg.contains("lcw devnet"), "{msg}");
     }

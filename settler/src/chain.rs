@@ -180,6 +180,14 @@ impl Chain {
         Ok(out)
     }
 
+    /// `eth_call` of `call` in a block on top of the head with the given number and timestamp
+    /// (block overrides): what a view answers in the block a transaction is meant for.
+    pub async fn call_at(&self, call: &CallSpec, number: u64, timestamp: u64) -> SettlerResult<Bytes> {
+        let overrides = json!({ "number": format!("{number:#x}"), "time": format!("{timestamp:#x}") });
+        let params = json!([{ "from": call.from, "to": call.to, "input": call.data }, "latest", null, overrides]);
+        self.provider.raw_request("eth_call".into(), params).await.map_err(rpc_err("eth_call"))
+    }
+
     /// Broadcasts a signed transaction. `Ok(None)` when the node already has it.
     pub async fn send_raw(&self, raw: &Bytes) -> Result<Option<B256>, String> {
         let r: Result<B256, _> = self.provider.raw_request("eth_sendRawTransaction".into(), (raw,)).await;
@@ -262,14 +270,4 @@ impl SimCall {
             Simulated { gas_used: None, revert: data.or(Some(self.return_data)), error: Some(message) }
         }
     }
-}
-
-/// POSTs an empty body to `url` (the gateway's drain endpoint); true on a 2xx answer.
-pub async fn http_post(url: &str) -> SettlerResult<bool> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| SettlerError::Config(format!("HTTP client: {e}")))?;
-    let r = client.post(url).send().await.map_err(|e| SettlerError::Rpc(format!("POST {url}: {e}")))?;
-    Ok(r.status().is_success())
 }

@@ -696,6 +696,29 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Calldata of this lane's live (intent or sent) transactions of `kind`: what is in flight
+    /// for transactions that act on no job (a sortition claim names its request in its calldata).
+    pub fn live_calls(&self, kind: &str) -> SettlerResult<Vec<Bytes>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT calldata FROM outbox WHERE sender = ?1 AND lane = ?2 AND kind = ?3 AND status IN ('intent', 'sent')",
+        )?;
+        let rows = stmt.query_map(params![self.sender.as_slice(), self.lane, kind], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(Bytes::from).collect())
+    }
+
+    /// Calldata and mined block of this lane's transactions of `kind` mined or reverted at or
+    /// after `block`, with whether each succeeded.
+    pub fn settled_calls(&self, kind: &str, block: u64) -> SettlerResult<Vec<(Bytes, u64, bool)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT calldata, mined_block, status = 'mined' FROM outbox
+             WHERE sender = ?1 AND lane = ?2 AND kind = ?3 AND status IN ('mined', 'reverted') AND mined_block >= ?4",
+        )?;
+        let rows = stmt.query_map(params![self.sender.as_slice(), self.lane, kind, block as i64], |r| {
+            Ok((Bytes::from(r.get::<_, Vec<u8>>(0)?), r.get::<_, i64>(1)? as u64, r.get::<_, bool>(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The id of the live transaction of `kind` without jobs (withdraw, deregister), if any.
     pub fn live_of_kind(&self, kind: &str) -> SettlerResult<Option<i64>> {
         Ok(self

@@ -2,6 +2,9 @@
 //! the consumer provides the session key wrapped for the winner and JobRegistry adopts the
 //! session, as on today's testnet.
 
+use std::collections::HashSet;
+use std::time::Duration;
+
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionReceipt;
@@ -96,4 +99,70 @@ pub async fn provide_key(net: &TestNet, req: &Request, worker: &Worker) -> Sessi
         key,
         receipt,
     }
+}
+
+/// The claim delay of `me` for request `id` made in `block`, from the chain (seed, stake,
+/// minimum stake, window) and the rule.
+pub async fn delay_of(
+    net_provider: &DynProvider,
+    ai_config: Address,
+    worker_registry: Address,
+    id: U256,
+    block: u64,
+    me: Address,
+) -> u64 {
+    let ai = AIConfig::new(ai_config, net_provider);
+    let wr = WorkerRegistry::new(worker_registry, net_provider);
+    let seed = net_provider.get_block_by_number(block.into()).await.expect("block").expect("exists").header.hash;
+    lcw_schema::rules::sortition::claim_delay(
+        seed,
+        id,
+        me,
+        wr.getWorkerStake(me).call().await.expect("stake"),
+        ai.getMinWorkerStake().call().await.expect("min stake"),
+        ai.getClaimWindowBlocks().call().await.expect("claim window"),
+    )
+}
+
+/// A competing worker that is not lcw: the `index`-th worker account claims every request sent
+/// on `requests` (id, block) in the block its turn comes (the claim goes out when the head is
+/// the block before). Ends when the sender is dropped; returns how many it won.
+pub fn competitor(
+    net: &TestNet,
+    index: usize,
+    requests: tokio::sync::watch::Receiver<Vec<(U256, u64)>>,
+) -> tokio::task::JoinHandle<u64> {
+    let signer = net.signer(Role::Worker, index);
+    let me = signer.address();
+    let provider = net.wallet(signer);
+    let read = net.provider();
+    let contracts = net.profile().contracts;
+    tokio::spawn(async move {
+        let ai = AIConfig::new(contracts.ai_config, &read);
+        let sm = SessionManager::new(ai.getSessionManagerAddress().call().await.expect("manager"), &provider);
+        let mut done: HashSet<U256> = HashSet::new();
+        let mut won = 0;
+        while requests.has_changed().is_ok() {
+            let head = read.get_block_number().await.expect("head");
+            let open: Vec<(U256, u64)> =
+                requests.borrow().iter().copied().filter(|(id, _)| !done.contains(id)).collect();
+            for (id, block) in open {
+                if sm.getRequest(id).call().await.expect("getRequest").status != 0 {
+                    done.insert(id);
+                    continue;
+                }
+                let delay = delay_of(&read, contracts.ai_config, contracts.worker_registry, id, block, me).await;
+                if head + 1 >= block + delay {
+                    done.insert(id);
+                    if let Ok(p) = sm.claimSession(id).gas(200_000).send().await
+                        && p.get_receipt().await.is_ok_and(|r| r.status())
+                    {
+                        won += 1;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        won
+    })
 }

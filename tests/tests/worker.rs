@@ -401,3 +401,6 @@ async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with
         assert_eq!(answer, reference.generate(MODEL, &s.prompt).await.unwrap().text);
     }
 }
+
+#[path = "worker/sortition.rs"]
+mod sortition;

@@ -14,6 +14,8 @@
 //! - [`pipeline`]: the store-driven loop (ack, work, complete) and its entry point `run`.
 
 pub mod blobs;
+pub mod claim;
+pub mod claimer;
 pub mod gateway;
 pub mod keys;
 pub mod llm;

@@ -19,6 +19,16 @@
 //! completed, the outbox which transactions are in flight (re-broadcast by `reconcile`), and
 //! work whose result was not yet sent is done again (the model is deterministic: temperature 0,
 //! fixed seed). A drained worker still finishes every job assigned to it.
+//!
+//! With sortition on (AIConfig), jobs come only with sessions the worker has claimed: on every
+//! new head the [`crate::claimer::Claimer`] goes through the open session requests in the store
+//! and sends `claimSession` through the same outbox at the first block the worker is eligible
+//! (a drained worker claims nothing new). The dispatcher path needs no claim.
+//!
+//! With a worker-gateway (the profile's `gateway_url`), the worker signs in, sends heartbeats
+//! (jobs in progress, slots, models, capabilities, LLM status, uptime), mirrors the drained flag
+//! and publishes each answer's signed terminal frame ([`crate::gateway`]); the gateway being down
+//! never holds up the on-chain path.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -41,6 +51,9 @@ use lcw_settler::outbox::{BlobPart, Intent, Lane, Outbox, REORG_WINDOW, Tracked}
 use tokio::sync::{mpsc, watch};
 
 use crate::blobs::{BlobError, BlobSource};
+use crate::claim::ClaimConfig;
+use crate::claimer::{ClaimStats, Claimer};
+use crate::gateway::{Gateway, GatewayConfig, Heartbeat};
 use crate::llm::Llm;
 
 /// Gas limit of `acknowledgeJob` (about 35k on the devnet; headroom for storage-cold paths).
@@ -79,6 +92,13 @@ pub struct WorkConfig {
     pub min_tip: u128,
     /// Stop after this many completions (benchmarks, tests); None runs until shutdown.
     pub stop_after: Option<u64>,
+    /// Sortition claims.
+    pub claims: ClaimConfig,
+    /// The SessionManager the operator expects (upstream SESSION_MANAGER_ADDRESS): checked against
+    /// AIConfig's at start, never used instead of it.
+    pub session_manager: Option<alloy::primitives::Address>,
+    /// The worker-gateway link, when the network has one.
+    pub gateway: Option<GatewayConfig>,
 }
 
 impl WorkConfig {
@@ -108,6 +128,9 @@ impl WorkConfig {
             rpc_timeout: Duration::from_secs(10),
             min_tip: 1_000_000_000,
             stop_after: None,
+            claims: ClaimConfig::default(),
+            session_manager: None,
+            gateway: None,
         }
     }
 }
@@ -171,6 +194,8 @@ pub struct WorkSummary {
     pub reverted: u64,
     /// Per-job times of completed jobs.
     pub timings: Vec<JobTiming>,
+    /// Sortition claims of the run.
+    pub claims: ClaimStats,
 }
 
 /// A finished piece of work, waiting for its ack to be mined.
@@ -187,6 +212,7 @@ struct Ready {
 #[derive(Debug)]
 struct Job {
     job_id: u64,
+    session_id: u64,
     submitted_block: u64,
     prompt_hash: Option<B256>,
     model: String,
@@ -233,13 +259,52 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
         .await
         .map_err(|e| WorkerError::Config(format!("getCompletionTimeout: {e}")))?
         .to();
+    let ai = AIConfig::new(config.profile.contracts.ai_config, chain.provider());
+    let manager = ai
+        .getSessionManagerAddress()
+        .call()
+        .await
+        .map_err(|e| WorkerError::Config(format!("AIConfig.getSessionManagerAddress: {e}")))?;
+    if let Some(expected) = config.session_manager
+        && expected != manager
+    {
+        return Err(WorkerError::Config(format!(
+            "SESSION_MANAGER_ADDRESS is {expected} but AIConfig {} names {manager} as the SessionManager; lcw reads \
+             it from AIConfig: unset the variable (or correct it)",
+            config.profile.contracts.ai_config
+        )));
+    }
+    let sortition = ai
+        .getSortitionEnabled()
+        .call()
+        .await
+        .map_err(|e| WorkerError::Config(format!("AIConfig.getSortitionEnabled: {e}")))?;
     let conn = lcw_schema::store::Store::connect(&config.db)?;
     let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Worker)?;
+    let mut claimer = Claimer::new(
+        lcw_schema::store::Store::connect(&config.db)?,
+        me,
+        models.keys().copied().collect(),
+        config.claims.clone(),
+    );
+    let link = match &config.gateway {
+        Some(g) => Some(Link::start(g.clone(), &config, &shutdown)?),
+        None => None,
+    };
     let mut summary = WorkSummary::default();
     for e in outbox.reconcile(&chain).await? {
         note(&mut summary, &e, &mut HashMap::new(), &mut HashMap::new());
     }
-    tracing::info!(worker = %me, models = ?config.models, concurrency = config.concurrency, "worker started");
+    tracing::info!(
+        worker = %me,
+        models = ?config.models,
+        concurrency = config.concurrency,
+        sortition,
+        session_manager = %manager,
+        claims = if config.claims.enabled == Some(false) { "off" } else { config.claims.rule.as_str() },
+        gateway = link.as_ref().map(|l| l.gateway.url().to_owned()),
+        "worker started"
+    );
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Ready, (u64, String)>>();
     let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
@@ -255,6 +320,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
     let mut told: HashSet<(u64, &'static str)> = HashSet::new();
     let mut job_secs = config.expected_job_secs;
     let mut retry_at: HashMap<u64, (Instant, u32)> = HashMap::new();
+    let mut claimed_at_head: Option<u64> = None;
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             break;
@@ -449,26 +515,41 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                 working.insert(a.job_id);
                 let job = Job {
                     job_id: a.job_id,
+                    session_id: a.session_id,
                     submitted_block: a.submitted_block,
                     prompt_hash: None,
                     model,
                     key,
                     deadline: completion_deadline,
                 };
+                let gateway = link.as_ref().map(|l| l.gateway.clone());
                 let ctx = (config.clone(), chain.clone(), permits.clone(), done_tx.clone());
                 tokio::spawn(async move {
                     let (config, chain, permits, done) = ctx;
                     let Ok(_permit) = permits.acquire_owned().await else { return };
                     let job_id = job.job_id;
-                    let r = work(&config, &chain, job).await.map_err(|e| (job_id, e));
+                    let r = work(&config, &chain, gateway.as_ref(), job).await.map_err(|e| (job_id, e));
                     let _ = done.send(r);
                 });
+            }
+        }
+        // Sortition: once per head, after the jobs owed have been looked after.
+        if claimed_at_head != Some(head.number) {
+            claimed_at_head = Some(head.number);
+            let busy = working.len() + ready.len() >= config.concurrency.max(1);
+            match claimer.tick(&mut outbox, &chain, &head, &clock, fees_now, busy).await {
+                Ok(t) => sent_any |= t.sent > 0,
+                Err(e) => tracing::warn!(error = %e, "planning claims failed; retrying on the next head"),
+            }
+            if let Some(link) = &link {
+                link.update(&conn, me, working.len() + ready.len());
             }
         }
         if !sent_any {
             wait(&mut shutdown, config.poll_interval).await;
         }
     }
+    summary.claims = claimer.stats.clone();
     let mut rest: Vec<JobTiming> = timings.into_values().filter(|t| t.complete_block.is_some()).collect();
     summary.timings.append(&mut rest);
     summary.timings.sort_by_key(|t| t.job_id);
@@ -502,6 +583,10 @@ fn note(
                     summary.timings.push(t);
                 }
             }
+        }
+        // A claim that reverts lost the race (or came too late): the claimer records it.
+        Tracked::Reverted { id, kind, block, .. } if kind == "claim" => {
+            tracing::debug!(id, block, "a claim reverted");
         }
         Tracked::Reverted { id, kind, block, jobs } => {
             summary.reverted += 1;
@@ -540,7 +625,7 @@ fn session_key(cache: &mut KeyCache, secret: &EncryptionSecret, a: &Assignment) 
 }
 
 /// One job's work: blob, decrypt, model, encrypt, sidecar.
-async fn work(config: &WorkConfig, chain: &Chain, mut job: Job) -> Result<Ready, String> {
+async fn work(config: &WorkConfig, chain: &Chain, gateway: Option<&Gateway>, mut job: Job) -> Result<Ready, String> {
     let jr = JobRegistry::new(config.profile.contracts.job_registry, chain.provider());
     let prompt_hash = match job.prompt_hash {
         Some(h) => h,
@@ -572,6 +657,10 @@ async fn work(config: &WorkConfig, chain: &Chain, mut job: Job) -> Result<Ready,
         return Err(format!("no time left before the completion deadline ({})", job.deadline));
     }
     let a = answer(&config.llm, &job.model, &job.key, &payload, Duration::from_secs(left)).await?;
+    if let Some(gateway) = gateway {
+        // The consumer hears the answer now; the blob settles it on chain right after.
+        gateway.publish_complete(job.job_id, job.session_id, 1, &a.ciphertext).await;
+    }
     timing.decrypt = a.decrypt;
     timing.inference = a.inference;
     timing.encrypt = a.encrypt;
@@ -635,6 +724,86 @@ pub async fn answer(
     let encrypt = t.elapsed();
     let ciphertext_hash = keccak256(&ciphertext);
     Ok(Answer { generation, ciphertext, sidecar, versioned_hash, ciphertext_hash, decrypt, inference, encrypt })
+}
+
+/// The worker-gateway link of a running worker: the client, the heartbeat it reports (updated
+/// every head), and the drained flag it last told the gateway.
+struct Link {
+    gateway: Gateway,
+    heartbeat: Arc<std::sync::Mutex<Heartbeat>>,
+    llm_ready: Arc<std::sync::atomic::AtomicBool>,
+    drained: std::sync::Mutex<Option<bool>>,
+    started: Instant,
+}
+
+impl Link {
+    /// Signs in lazily, sends heartbeats in the background and probes the LLM server for them.
+    fn start(config: GatewayConfig, work: &WorkConfig, shutdown: &watch::Receiver<bool>) -> Result<Link, WorkerError> {
+        let gateway = Gateway::new(config, work.signer.clone())
+            .map_err(|e| WorkerError::Config(format!("the worker gateway: {e}")))?;
+        let heartbeat = Arc::new(std::sync::Mutex::new(Heartbeat {
+            max_jobs: work.concurrency.max(1) as u32,
+            models: work.models.iter().map(|m| ModelId::from_name(m).0).collect(),
+            llm_ready: true,
+            ..Heartbeat::default()
+        }));
+        let llm_ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (probe, llm, mut stop) = (llm_ready.clone(), work.llm.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let ok = tokio::time::timeout(Duration::from_secs(2), llm.health()).await.is_ok_and(|r| r.is_ok());
+                probe.store(ok, std::sync::atomic::Ordering::Relaxed);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        let state = heartbeat.clone();
+        let ready = llm_ready.clone();
+        let started = Instant::now();
+        tokio::spawn(crate::gateway::run(
+            gateway.clone(),
+            move || {
+                let mut hb = state.lock().map(|h| h.clone()).unwrap_or_default();
+                hb.llm_ready = ready.load(std::sync::atomic::Ordering::Relaxed);
+                hb.uptime_secs = started.elapsed().as_secs();
+                hb
+            },
+            shutdown.clone(),
+        ));
+        Ok(Link { gateway, heartbeat, llm_ready, drained: std::sync::Mutex::new(None), started })
+    }
+
+    /// The heartbeat's view of this head; the drained flag mirrored to the gateway when it changed.
+    fn update(&self, conn: &rusqlite::Connection, me: alloy::primitives::Address, in_progress: usize) {
+        let capabilities = lcw_schema::store::sortition::worker_capabilities(conn, me).ok();
+        let names = lcw_schema::store::sortition::capability_names(conn).unwrap_or_default();
+        if let Ok(mut hb) = self.heartbeat.lock() {
+            hb.active_jobs = in_progress as u32;
+            hb.llm_ready = self.llm_ready.load(std::sync::atomic::Ordering::Relaxed);
+            hb.uptime_secs = self.started.elapsed().as_secs();
+            if let Some(mask) = capabilities {
+                hb.capabilities =
+                    names.into_iter().filter(|(bit, _)| mask.bit(usize::from(*bit))).map(|(_, n)| n).collect();
+            }
+        }
+        let Ok(drained) = obligations::drained(conn, me) else { return };
+        let Ok(mut told) = self.drained.lock() else { return };
+        if *told != Some(drained) {
+            *told = Some(drained);
+            let gateway = self.gateway.clone();
+            tokio::spawn(async move {
+                let r = if drained { gateway.drain().await } else { gateway.undrain().await };
+                match r {
+                    Ok(()) => tracing::info!(drained, "the worker gateway was told"),
+                    Err(e) => {
+                        tracing::warn!(drained, error = %e, "telling the worker gateway failed; the flag holds locally")
+                    }
+                }
+            });
+        }
+    }
 }
 
 async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) {

@@ -252,6 +252,7 @@ async fn read_chain(
         worker_registry: None,
         ai_config: None,
         beacon_url: None,
+        gateway_url: None,
     };
     let profile = net.profile(data)?;
     let chain = lcw_settler::chain::Chain::connect(&profile.rpc_url, std::time::Duration::from_secs(20)).await?;

@@ -161,7 +161,7 @@ fn print_plan(p: &ExitPlan) {
         lcai(p.stake),
         lcai(p.balance),
         p.active_jobs,
-        if p.drained { "drained" } else { "not drained (still taking sessions)" }
+        if p.drained { "drained (claims no new sessions)" } else { "not drained (still claiming sessions)" }
     );
     println!("  head block {} at chain time {}", p.head, p.head_ts);
     if p.obligations.is_empty() {
@@ -241,37 +241,50 @@ pub(crate) async fn balance(args: WorkerArgs, data: DataArgs) -> anyhow::Result<
 pub(crate) async fn drain(args: WorkerArgs, data: DataArgs, on: bool) -> anyhow::Result<()> {
     let c = ctx(&args, &data).await?;
     set_drained(&c.db, c.worker, on)?;
-    if let Some(gateway) = &c.profile.gateway_url {
-        let url = format!(
-            "{}/api/workers/{}/{}",
-            gateway.trim_end_matches('/'),
-            c.worker,
-            if on { "drain" } else { "undrain" }
-        );
-        let r = reqwest_post(&url).await;
-        match r {
-            Ok(()) => println!("gateway notified ({url})"),
-            Err(e) => eprintln!("warning: the gateway drain call failed: {e}; the local flag is set anyway"),
-        }
-    }
     println!(
         "worker {} {}",
         c.worker,
         if on {
-            "drained: lcw's worker takes no new sessions; open jobs are still served and released"
+            "drained: lcw's worker claims no new sessions; open jobs are still served and released"
         } else {
-            "undrained"
+            "undrained: lcw's worker claims sessions again"
         }
     );
+    let signer = args.key.signer(&c.profile, Some(c.worker), Some(Role::Worker)).ok();
+    tell_gateway(&c.profile, c.worker, signer, on).await;
     Ok(())
 }
 
-async fn reqwest_post(url: &str) -> anyhow::Result<()> {
-    let r = lcw_settler::chain::http_post(url).await?;
-    if !r {
-        bail!("{url} answered with an error status");
+/// Tells the worker gateway (when the network has one) that the worker is drained or not. The
+/// gateway wants the worker signed in, so it needs the key; a running `lcw work` mirrors the
+/// flag too, within a block.
+async fn tell_gateway(
+    profile: &Profile,
+    worker: Address,
+    signer: Option<alloy::signers::local::PrivateKeySigner>,
+    drained: bool,
+) {
+    let Some(url) = profile.gateway_url.clone() else { return };
+    let Some(signer) = signer.filter(|s| s.address() == worker) else {
+        eprintln!(
+            "warning: the gateway was not told (signing in needs the worker's key: --key with --password-file or \
+             LCW_PASSWORD); a running `lcw work` tells it within a block"
+        );
+        return;
+    };
+    let gateway = match lcw_worker::gateway::Gateway::new(lcw_worker::gateway::GatewayConfig::new(url), signer) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("warning: the gateway was not told: {e}");
+            return;
+        }
+    };
+    match if drained { gateway.drain().await } else { gateway.undrain().await } {
+        Ok(()) => println!("gateway {} told", gateway.url()),
+        Err(e) => eprintln!(
+            "warning: telling the gateway failed: {e}; the flag is set locally, and a running `lcw work` retries"
+        ),
     }
-    Ok(())
 }
 
 pub(crate) async fn withdraw(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
@@ -357,7 +370,8 @@ pub(crate) async fn exit(args: ExitArgs, data: DataArgs) -> anyhow::Result<()> {
             }
             Step::Drain => {
                 set_drained(&c.db, c.worker, true)?;
-                println!("1/5 drained: no new sessions");
+                println!("1/5 drained: no new sessions are claimed");
+                tell_gateway(&c.profile, c.worker, Some(signer_key.clone()), true).await;
             }
             Step::Release { jobs } => {
                 println!("2/5 releasing {} jobs", jobs.len());

@@ -2,9 +2,10 @@
 //! FAIL, or skip when it needs an earlier check that failed, saying which) and, for anything
 //! wrong, the lcw command that fixes it. Any FAIL makes the command exit 1.
 //!
-//! Nothing is signed or sent and no password is asked: the worker's address comes from
+//! Nothing is sent on chain and no password is asked: the worker's address comes from
 //! `--worker`, the keystore's `address` field or the devnet profile, and the encryption key is
-//! compared through its public header. The LLM flags are `lcw work`'s, so a passing preflight
+//! compared through its public header. The gateway sign-in (a signed challenge, nothing on chain)
+//! is tried only when the key is at hand without a prompt. The LLM flags are `lcw work`'s, so a passing preflight
 //! means `lcw work` with the same flags finds what it needs.
 
 use std::path::Path;
@@ -27,7 +28,9 @@ use serde::Serialize;
 
 use crate::args::{DataArgs, KeyArgs, NetworkArgs, parse_address};
 use crate::cmd::register::{Registration, human, registration};
-use crate::cmd::work::LlmArgs;
+use crate::cmd::work::{LlmArgs, SortitionArgs};
+
+mod network;
 
 /// RPC and beacon timeout: a node that takes longer is not ready to serve jobs.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +61,8 @@ pub(crate) struct PreflightArgs {
     key: KeyArgs,
     #[command(flatten)]
     llm: LlmArgs,
+    #[command(flatten)]
+    sortition: SortitionArgs,
     /// The worker (default: the address of the keystore in <data-dir>/keys, or of --key).
     #[arg(long)]
     worker: Option<String>,
@@ -177,11 +182,30 @@ pub(crate) async fn run(args: PreflightArgs, data: DataArgs) -> anyhow::Result<(
             (Some(_), false) => Check::skip(format!("model {model}"), "no contracts at the profile's addresses"),
         });
     }
+    let expected_manager =
+        args.sortition.session_manager.as_deref().map(parse_address).transpose().context("--session-manager")?;
+    match (&chain, contracts) {
+        (Some(chain), true) => {
+            checks.push(
+                network::sortition_check(&ctx, chain, expected_manager)
+                    .await
+                    .unwrap_or_else(|e| rpc_failed("sortition", e)),
+            );
+            checks.push(
+                network::claims_check(&ctx, chain, reg.as_ref()).await.unwrap_or_else(|e| rpc_failed("claims", e)),
+            );
+        }
+        _ => {
+            checks.push(Check::skip("sortition", "the chain or the contracts could not be read"));
+            checks.push(Check::skip("claims", "the chain or the contracts could not be read"));
+        }
+    }
     llm_checks(&ctx, &args.llm, &mut checks).await;
     checks.push(match &chain {
         Some(chain) => blob_check(&ctx, chain).await,
         None => Check::skip("blobs", "the RPC check failed (blobs are found through block headers)"),
     });
+    checks.push(network::gateway_check(&ctx, gateway_signer(&args, &ctx)).await);
 
     if args.json {
         println!("{}", serde_json::to_string(&checks).context("encoding the checks")?);
@@ -211,6 +235,20 @@ fn worker_address(args: &PreflightArgs, keys: &KeyDir, profile: &Profile) -> any
     match profile.account(Role::Worker) {
         Ok(account) => Ok(account.address),
         Err(_) => bail!("no worker to check: pass --worker ADDR, or create the worker's keys with `lcw keygen`"),
+    }
+}
+
+/// The worker's key for the gateway sign-in, when it can be used without asking: the devnet's dev
+/// key, or a keystore whose password was given (--password-file, LCW_PASSWORD). Preflight never
+/// prompts.
+fn gateway_signer(args: &PreflightArgs, ctx: &Ctx) -> Option<alloy::signers::local::PrivateKeySigner> {
+    if let Some(dev) = ctx.profile.accounts.iter().find(|a| a.address == ctx.worker) {
+        return alloy::signers::local::PrivateKeySigner::from_bytes(&dev.private_key).ok();
+    }
+    let password = lcw_settler::keys::password(args.key.password_file.as_deref()).ok()?;
+    match &args.key.key {
+        Some(path) => lcw_settler::keys::load_keystore(path, &password).ok(),
+        None => ctx.keys.load_signer(&password).ok(),
     }
 }
 

@@ -524,6 +524,13 @@ pub(crate) async fn status(args: StatusArgs, data: DataArgs) -> anyhow::Result<(
     let name = |id: &alloy::primitives::B256| args.models.iter().find(|m| &m.id.0 == id).map(|m| m.to_string());
     let local = keys.encryption_public().ok();
     let matches = local.as_ref().map(|(_, k)| reg.registered && reg.key.as_ref() == k.as_slice());
+    let sortition = ai.getSortitionEnabled().call().await.context("AIConfig.getSortitionEnabled")?;
+    let manager = ai.getSessionManagerAddress().call().await.context("AIConfig.getSessionManagerAddress")?;
+    let db = args.common.store.path(&data);
+    let sessions = sessions(&db, worker).unwrap_or_else(|e| {
+        tracing::warn!(store = %db.display(), error = %e, "the store's claims could not be read");
+        None
+    });
     if args.common.json {
         let value = json!({
             "worker": worker, "registered": reg.registered, "stake_wei": reg.stake.to_string(),
@@ -532,6 +539,9 @@ pub(crate) async fn status(args: StatusArgs, data: DataArgs) -> anyhow::Result<(
             "encryption_key": { "on_chain": reg.key, "local": local.as_ref().map(|(_, k)| Bytes::from(k.clone())),
                                 "suite": local.as_ref().map(|(s, _)| s), "matches": matches },
             "active_jobs": w.active_jobs, "balance_wei": w.balance.to_string(), "wallet_wei": w.native.to_string(),
+            "sortition": { "enabled": sortition, "session_manager": manager, "drained": sessions.as_ref().map(|s| s.drained),
+                           "claims": sessions.as_ref().map(|s| &s.counts), "missed": sessions.as_ref().map(|s| &s.missed) },
+            "gateway": profile.gateway_url.as_deref().map(lcw_schema::profile::redact_url),
         });
         println!("{value}");
         return Ok(());
@@ -569,7 +579,57 @@ pub(crate) async fn status(args: StatusArgs, data: DataArgs) -> anyhow::Result<(
     println!("  active jobs       {}", w.active_jobs);
     println!("  earnings balance  {} LCAI", Lcai(w.balance));
     println!("  wallet balance    {} LCAI", Lcai(w.native));
+    let intake = if sortition {
+        let claims = match &sessions {
+            Some(s) => s.summary(),
+            None => "no store here to count claims (`lcw run --work` keeps one)".into(),
+        };
+        format!("by sortition (SessionManager {manager}): {claims}")
+    } else {
+        "signed by the dispatcher (sortition is off on this network)".to_owned()
+    };
+    println!("  sessions          {intake}");
+    if let Some(g) = &profile.gateway_url {
+        println!("  gateway           {}", lcw_schema::profile::redact_url(g));
+    }
     Ok(())
+}
+
+/// The worker's sessions as its store has them: claims by outcome, misses by reason, drained.
+struct Sessions {
+    counts: std::collections::BTreeMap<lcw_schema::store::claims::ClaimState, u64>,
+    missed: std::collections::BTreeMap<String, u64>,
+    drained: bool,
+}
+
+impl Sessions {
+    fn summary(&self) -> String {
+        use lcw_schema::store::claims::ClaimState;
+        let n = |s: ClaimState| self.counts.get(&s).copied().unwrap_or(0);
+        let reasons: Vec<String> = self.missed.iter().map(|(r, k)| format!("{r} {k}")).collect();
+        let missed = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) };
+        format!(
+            "{} won, {} lost, {} missed{missed}, {} in flight; {}",
+            n(ClaimState::Won),
+            n(ClaimState::Lost),
+            n(ClaimState::Missed),
+            n(ClaimState::Sent),
+            if self.drained { "drained: claims nothing new" } else { "not drained" }
+        )
+    }
+}
+
+/// Reads `db` when it exists (`lcw status` needs no store of its own).
+fn sessions(db: &std::path::Path, worker: Address) -> anyhow::Result<Option<Sessions>> {
+    if !db.exists() {
+        return Ok(None);
+    }
+    let store = lcw_schema::store::Store::open_readonly(db)?;
+    Ok(Some(Sessions {
+        counts: lcw_schema::store::claims::counts(store.conn(), worker)?,
+        missed: lcw_schema::store::claims::missed_by_reason(store.conn(), worker)?,
+        drained: lcw_schema::store::obligations::drained(store.conn(), worker)?,
+    }))
 }
 
 #[cfg(test)]

@@ -127,6 +127,8 @@ pub(crate) struct RunArgs {
     llm: crate::cmd::work::LlmArgs,
     #[command(flatten)]
     tuning: crate::cmd::work::WorkTuning,
+    #[command(flatten)]
+    sortition: crate::cmd::work::SortitionArgs,
     /// No API.
     #[arg(long)]
     no_api: bool,
@@ -140,6 +142,7 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     let work = if args.work {
         let mut config = crate::cmd::work::work_config(&args.network, &args.key, &args.llm, &data, db.clone()).await?;
         args.tuning.apply(&mut config);
+        args.sortition.apply(&mut config)?;
         Some(config)
     } else {
         None

@@ -56,12 +56,120 @@ pub(crate) struct WorkTuning {
     /// Expected seconds per job before any has been measured (deadline guard).
     #[arg(long, default_value_t = 10.0)]
     pub expected_job_secs: f64,
+    /// Time between heartbeats to the worker gateway: `10s`, `1m`, or seconds (official worker:
+    /// HEARTBEAT_INTERVAL).
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+}
+
+/// A Go-style duration as the official worker's variables take them: `250ms`, `10s`, `2m`, `1h`,
+/// or a plain number of seconds.
+pub(crate) fn parse_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("`{s}` is not a duration: use 250ms, 10s, 2m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1_000.0,
+        "m" => value * 60.0,
+        "h" => value * 3_600.0,
+        _ => return Err(format!("`{s}` has an unknown unit `{unit}`: use ms, s, m or h")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("`{s}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 impl WorkTuning {
     pub(crate) fn apply(&self, config: &mut WorkConfig) {
         config.concurrency = self.concurrency.max(1);
         config.expected_job_secs = self.expected_job_secs.max(0.1);
+        if let Some(gateway) = &mut config.gateway {
+            gateway.heartbeat_interval = self.heartbeat_interval;
+        }
+    }
+}
+
+/// Sortition: how the worker claims sessions (the official worker's variable names are accepted).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SortitionArgs {
+    /// Claim sessions by sortition: unset follows the chain (AIConfig.getSortitionEnabled);
+    /// false never claims, so on a sortition network the worker gets no sessions (official
+    /// worker: SORTITION_ENABLED).
+    #[arg(long = "sortition", env = "SORTITION_ENABLED", value_parser = crate::args::parse_bool, value_name = "BOOL")]
+    pub enabled: Option<bool>,
+    /// The SessionManager you expect; lcw reads it from AIConfig and refuses to start when this
+    /// differs (official worker: SESSION_MANAGER_ADDRESS).
+    #[arg(long, env = "SESSION_MANAGER_ADDRESS")]
+    pub session_manager: Option<String>,
+    /// How the worker learns its turn: predict (the devnet SessionManager's rule, from the store,
+    /// exact), ask (eligibleNow for the next block, any network), auto (predict on a devnet).
+    #[arg(long, env = "LCW_CLAIM_RULE", default_value = "auto", value_parser = ["auto", "predict", "ask"])]
+    pub claim_rule: String,
+    /// Most claims sent per session request (official worker: SORTITION_SESSION_RETRY_LIMIT).
+    #[arg(long, env = "SORTITION_SESSION_RETRY_LIMIT", default_value_t = 10)]
+    pub claim_retries: u32,
+    /// Consider session requests once this many blocks deep (official worker:
+    /// SORTITION_CONFIRMATIONS).
+    #[arg(long, env = "SORTITION_CONFIRMATIONS", default_value_t = 0)]
+    pub claim_confirmations: u64,
+    /// Accepted for the official worker's configuration; lcw reacts to every indexed block.
+    #[arg(long, env = "SORTITION_POLL_INTERVAL", hide = true)]
+    pub sortition_poll_interval: Option<String>,
+    /// Accepted; lcw's indexer sizes its log ranges itself.
+    #[arg(long, env = "SORTITION_CHUNK_SIZE", hide = true)]
+    pub sortition_chunk_size: Option<String>,
+    /// Accepted; the store holds every session's jobs from the start block.
+    #[arg(long, env = "SORTITION_HISTORY_LOOKBACK_BLOCKS", hide = true)]
+    pub sortition_history_lookback_blocks: Option<String>,
+    /// Accepted; every session request stays in the store, so a restart forgets none.
+    #[arg(long, env = "SORTITION_SESSION_LOOKBACK_BLOCKS", hide = true)]
+    pub sortition_session_lookback_blocks: Option<String>,
+    /// Accepted; lcw keeps its state in the store (--data-dir).
+    #[arg(long, env = "SORTITION_STATE_DIR", hide = true)]
+    pub sortition_state_dir: Option<String>,
+}
+
+impl SortitionArgs {
+    pub(crate) fn apply(&self, config: &mut WorkConfig) -> anyhow::Result<()> {
+        let devnet = !config.profile.accounts.is_empty();
+        config.claims.enabled = self.enabled;
+        config.claims.rule = match self.claim_rule.as_str() {
+            "predict" => lcw_worker::claim::Rule::Predict,
+            "ask" => lcw_worker::claim::Rule::Ask,
+            _ if devnet => lcw_worker::claim::Rule::Predict,
+            _ => lcw_worker::claim::Rule::Ask,
+        };
+        config.claims.retry_limit = self.claim_retries.max(1);
+        config.claims.confirmations = self.claim_confirmations;
+        config.session_manager = self
+            .session_manager
+            .as_deref()
+            .map(crate::args::parse_address)
+            .transpose()
+            .context("--session-manager / SESSION_MANAGER_ADDRESS")?;
+        for (name, set, why) in [
+            ("SORTITION_POLL_INTERVAL", &self.sortition_poll_interval, "lcw reacts to every indexed block"),
+            ("SORTITION_CHUNK_SIZE", &self.sortition_chunk_size, "the indexer sizes its log ranges itself"),
+            (
+                "SORTITION_HISTORY_LOOKBACK_BLOCKS",
+                &self.sortition_history_lookback_blocks,
+                "the store holds every session's jobs",
+            ),
+            (
+                "SORTITION_SESSION_LOOKBACK_BLOCKS",
+                &self.sortition_session_lookback_blocks,
+                "every session request stays in the store",
+            ),
+            ("SORTITION_STATE_DIR", &self.sortition_state_dir, "lcw keeps its state in the store"),
+        ] {
+            if set.is_some() {
+                tracing::info!("{name} is accepted but not needed: {why}");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -79,6 +187,8 @@ pub(crate) struct WorkArgs {
     llm: LlmArgs,
     #[command(flatten)]
     tuning: WorkTuning,
+    #[command(flatten)]
+    sortition: SortitionArgs,
     /// Do not run an indexer in this process (another `lcw index` keeps the store current).
     #[arg(long)]
     no_index: bool,
@@ -131,6 +241,7 @@ pub(crate) async fn work_config(
         blobs,
     );
     config.poll_interval = Duration::from_millis(50);
+    config.gateway = config.profile.gateway_url.clone().map(lcw_worker::gateway::GatewayConfig::new);
     Ok(config)
 }
 
@@ -138,6 +249,7 @@ pub(crate) async fn run(args: WorkArgs, data: DataArgs) -> anyhow::Result<()> {
     let db = args.store.path(&data);
     let mut config = work_config(&args.network, &args.key, &args.llm, &data, db.clone()).await?;
     args.tuning.apply(&mut config);
+    args.sortition.apply(&mut config)?;
     config.stop_after = args.stop_after;
     let profile = config.profile.clone();
     let stopping = "stopping; in-flight transactions stay in the outbox for the next start";
@@ -155,6 +267,12 @@ fn print_summary(s: &WorkSummary, json: bool) -> anyhow::Result<()> {
             "refused": s.refused,
             "failed": s.failed,
             "retried": s.retried,
+            "claims": {
+                "sent": s.claims.sent,
+                "won": s.claims.won,
+                "lost": s.claims.lost,
+                "missed": s.claims.missed,
+            },
         });
         println!("{v}");
     } else {
@@ -166,6 +284,15 @@ fn print_summary(s: &WorkSummary, json: bool) -> anyhow::Result<()> {
             s.failed.len(),
             s.reverted
         );
+        if s.claims.sent + s.claims.won + s.claims.lost > 0 || !s.claims.missed.is_empty() {
+            println!(
+                "sessions: {} claims sent, {} won, {} lost, {} missed",
+                s.claims.sent,
+                s.claims.won,
+                s.claims.lost,
+                s.claims.missed.values().sum::<u64>()
+            );
+        }
         for (job, why) in &s.refused {
             println!("  job {job} refused: {why}");
         }
@@ -174,4 +301,21 @@ fn print_summary(s: &WorkSummary, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_the_official_worker_writes_them() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3_600)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_duration("10 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("0s").unwrap_err().contains("positive"));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+    }
 }
