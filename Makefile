@@ -6,7 +6,7 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker
+.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition
 
 ## setup: the pinned tools and the real LLM server with its model
 setup: tools llm
@@ -95,3 +95,10 @@ bench-queries: tools
 bench-worker: tools llm
 	$(CARGO) build --release -p lcw-tests --bin bench-worker
 	target/release/bench-worker $(BENCH_ARGS)
+
+## bench-sortition: 100 session requests on a 1 s devnet with sortition, lcw's worker (real LLM
+## server) racing 3 competitors of equal stake: claim lateness from the first eligible block,
+## how often lcw wins when it is eligible first, and requestSession to the first answer
+bench-sortition: tools llm
+	$(CARGO) build --release -p lcw-tests --bin bench-sortition
+	target/release/bench-sortition $(BENCH_ARGS)
