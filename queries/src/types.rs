@@ -469,6 +469,27 @@ impl Worker {
         crate::api::exit_plan(ctx, self.address).await
     }
 
+    /// Session requests lcw's worker (running with this key beside this store) claimed, won,
+    /// lost, missed or skipped under sortition. Zero everywhere for a worker lcw does not run.
+    async fn session_claims(&self, ctx: &Context<'_>) -> Result<SessionClaims> {
+        use lcw_schema::store::claims::{self, ClaimState};
+        let w = self.address.0;
+        let (counts, missed) = crate::api::db(ctx)?
+            .read(move |conn| Ok((claims::counts(conn, w)?, claims::missed_by_reason(conn, w)?)))
+            .await
+            .map_err(crate::api::gql)?;
+        let n = |s: ClaimState| counts.get(&s).copied().unwrap_or(0);
+        Ok(SessionClaims {
+            in_flight: n(ClaimState::Sent),
+            won: n(ClaimState::Won),
+            lost: n(ClaimState::Lost),
+            missed: n(ClaimState::Missed),
+            skipped: n(ClaimState::Skipped),
+            expired: n(ClaimState::Expired),
+            missed_by_reason: missed.into_iter().map(|(reason, count)| ReasonCount { reason, count }).collect(),
+        })
+    }
+
     #[graphql(complexity = "first.clamp(0, 500) as usize * child_complexity")]
     async fn slashes(&self, ctx: &Context<'_>, #[graphql(default = 50)] first: i32) -> Result<Vec<Slash>> {
         let n = crate::api::page_size(first)?;
@@ -490,6 +511,32 @@ impl Worker {
             })
             .collect())
     }
+}
+
+/// A worker's sortition claims, from lcw's own record.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct SessionClaims {
+    /// Claims sent whose outcome is not known yet.
+    pub in_flight: u64,
+    /// Requests this worker claimed.
+    pub won: u64,
+    /// Claims sent that another worker's claim beat.
+    pub lost: u64,
+    /// Requests another worker took while this one was eligible and did not claim.
+    pub missed: u64,
+    /// Requests of a served model this worker cannot claim (capabilities, eligibility).
+    pub skipped: u64,
+    /// Claims whose request expired first.
+    pub expired: u64,
+    /// Missed requests by reason: busy, at_capacity, drained, late.
+    pub missed_by_reason: Vec<ReasonCount>,
+}
+
+/// A count with its reason.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub count: u64,
 }
 
 /// A slash.
