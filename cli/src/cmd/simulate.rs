@@ -1,4 +1,6 @@
-//! `lcw simulate`: consumer/dispatcher (and simple worker) traffic for a devnet.
+//! `lcw simulate`: consumer/dispatcher (and simple worker) traffic for a devnet. With sortition
+//! on (AIConfig.getSortitionEnabled) sessions are requested from the SessionManager and claimed
+//! by the workers instead of being signed by the dispatcher.
 
 use anyhow::Context;
 use clap::Args;
@@ -9,6 +11,10 @@ use lcw_schema::types::Lcai;
 use crate::args::{DataArgs, NetworkArgs};
 
 /// Play consumers, dispatcher, disputer and keeper (and, with --auto-complete, simple workers).
+///
+/// With sortition on, consumers request sessions from the SessionManager and the simulated
+/// workers claim them in the first block their turn allows; workers the simulator holds no key
+/// for (a real `lcw work`) claim by themselves and get a real encrypted prompt per job.
 #[derive(Debug, Args)]
 pub(crate) struct SimulateArgs {
     #[command(flatten)]
@@ -55,6 +61,13 @@ pub(crate) struct SimulateArgs {
     /// Seed of the outcome plan.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Ordinary sessions to open (with sortition: session requests to make); default one per worker.
+    #[arg(long, env = "LCW_SIM_SESSIONS")]
+    sessions: Option<usize>,
+    /// With sortition, seconds a session request stays open; one not ready by then is counted as
+    /// expired and made again.
+    #[arg(long, env = "LCW_SIM_REQUEST_TTL", default_value_t = 120, value_name = "SECS")]
+    request_ttl: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -77,12 +90,19 @@ pub(crate) async fn run(args: SimulateArgs, data: DataArgs) -> anyhow::Result<()
         stake,
         prompts: args.prompts,
         seed: args.seed,
+        sessions: args.sessions,
+        request_ttl: args.request_ttl,
         ..SimulateOptions::default()
     };
     let report = simulate::run(&profile, &options, |p| {
         let r = p.report;
+        let sessions = if r.sortition {
+            format!(", sessions ready {}/{} ({} expired)", r.sessions_ready, r.sessions_requested, r.requests_expired)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "block {}: submitted {}/{}, completed {}, released {}, timed out {}, disputed {}, txs {}",
+            "block {}: submitted {}/{}, completed {}, released {}, timed out {}, disputed {}, txs {}{sessions}",
             p.head, r.submitted, r.jobs, r.completed, r.released, r.timed_out, r.disputed, r.transactions
         );
     })
@@ -112,6 +132,30 @@ pub(crate) async fn run(args: SimulateArgs, data: DataArgs) -> anyhow::Result<()
             report.first_block,
             report.last_block
         );
+        if report.sortition {
+            println!("{}", sortition_summary(&report));
+        }
     }
     Ok(())
+}
+
+/// The sortition part of the text report: requests, claims and who won them.
+fn sortition_summary(r: &simulate::SimulateReport) -> String {
+    let winners: Vec<String> = r.claims_won_by.iter().map(|(w, n)| format!("{w} {n}")).collect();
+    format!(
+        "sortition: {} sessions requested, {} claimed, {} ready, {} expired; {} claims sent by simulated workers \
+         ({} lost the race); claim latency p50 {} / max {} blocks after the request; simulated winners claimed \
+         p50 {} / max {} blocks after their first eligible block\nwon by: {}",
+        r.sessions_requested,
+        r.sessions_claimed,
+        r.sessions_ready,
+        r.requests_expired,
+        r.claims_sent,
+        r.claims_lost,
+        r.claim_latency_blocks.p50,
+        r.claim_latency_blocks.max,
+        r.claim_lag_blocks.p50,
+        r.claim_lag_blocks.max,
+        if winners.is_empty() { "nobody".to_owned() } else { winners.join(", ") }
+    )
 }

@@ -3,15 +3,30 @@
 //! keeper (claims timeouts, settles stuck jobs) and, with `--auto-complete`, simple workers that
 //! acknowledge and complete without an LLM, for volume.
 //!
-//! It is event-driven: each new block's JobRegistry logs update a table of the run's jobs
-//! ([`world`]); from that table and the head's timestamp it decides every role's next actions,
-//! signs them with locally owned nonces and sends them in one JSON-RPC batch ([`crate::txs`]).
-//! Outcomes are planned per job by [`plan`], deterministically from the seed.
+//! Sessions open one of two ways, as AIConfig says. Without sortition the dispatcher signs each
+//! `createSession`. With sortition (`getSortitionEnabled`) the consumer calls
+//! `SessionManager.requestSession`, eligible workers race to `claimSession` as the claim window
+//! widens to them (the simulated workers exactly when their turn comes, see [`sortition`]), the
+//! consumer provides the session key wrapped for the winner, and `SessionReady` adds the session
+//! to those jobs go to.
+//!
+//! It is event-driven: each new block's JobRegistry (and SessionManager) logs update a table of
+//! the run's jobs ([`world`]) and requests ([`sortition`]); from those tables and the head it
+//! decides every role's next actions, signs them with locally owned nonces and sends them in one
+//! JSON-RPC batch ([`crate::txs`]). Outcomes are planned per job by [`plan`], deterministically
+//! from the seed.
 
+mod actions;
 pub mod dispatcher;
 pub mod plan;
+mod requests;
 mod run;
+mod setup;
+mod sortition;
+mod submit;
 mod world;
+
+use std::collections::BTreeMap;
 
 use alloy::primitives::Address;
 use lcw_schema::suite::Suite;
@@ -50,6 +65,11 @@ pub struct SimulateOptions {
     pub seed: u64,
     /// At most this many submissions per block.
     pub max_per_block: usize,
+    /// Ordinary sessions to open (None: one per worker).
+    pub sessions: Option<usize>,
+    /// With sortition, seconds a session request stays open; one not ready by then is counted as
+    /// expired and made again.
+    pub request_ttl: u64,
 }
 
 impl Default for SimulateOptions {
@@ -68,6 +88,8 @@ impl Default for SimulateOptions {
             prompts: Vec::new(),
             seed: 42,
             max_per_block: 2000,
+            sessions: None,
+            request_ttl: 120,
         }
     }
 }
@@ -111,6 +133,27 @@ pub struct SimulateReport {
     pub disputes_defaulted: u64,
     /// Sessions opened.
     pub sessions: u64,
+    /// Sessions were opened by sortition (SessionManager requests), not by the dispatcher.
+    pub sortition: bool,
+    /// Session requests made (re-requests after an expiry included).
+    pub sessions_requested: u64,
+    /// SessionClaimed seen for this run's requests.
+    pub sessions_claimed: u64,
+    /// SessionReady seen for this run's requests.
+    pub sessions_ready: u64,
+    /// Requests not ready by their expiry.
+    pub requests_expired: u64,
+    /// Claims sent by the simulated workers.
+    pub claims_sent: u64,
+    /// Claims of simulated workers that lost the race (AlreadyClaimed); not in `reverted`.
+    pub claims_lost: u64,
+    /// Winner of each claimed request: worker → requests won.
+    pub claims_won_by: BTreeMap<Address, u64>,
+    /// Blocks from each request to its claim.
+    pub claim_latency_blocks: BlockStats,
+    /// For simulated winners: blocks from their first eligible block to the claim (0: the claim
+    /// landed in the first block it could succeed in).
+    pub claim_lag_blocks: BlockStats,
     /// Workers the traffic went to.
     pub workers: Vec<Address>,
     /// Transactions sent.
@@ -135,6 +178,29 @@ pub struct SimulateReport {
     pub submit_secs: f64,
     /// Jobs submitted per second over `submit_secs`.
     pub jobs_per_sec: f64,
+}
+
+/// A distribution of block counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BlockStats {
+    /// Samples.
+    pub samples: u64,
+    /// Median (the lower one for an even count).
+    pub p50: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+impl BlockStats {
+    /// The stats of `samples`.
+    pub fn of(samples: &[u64]) -> BlockStats {
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        match sorted.last() {
+            None => BlockStats::default(),
+            Some(max) => BlockStats { samples: sorted.len() as u64, p50: sorted[(sorted.len() - 1) / 2], max: *max },
+        }
+    }
 }
 
 /// Progress, reported every couple of seconds.
