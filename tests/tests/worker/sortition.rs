@@ -220,3 +220,73 @@ async fn a_drained_worker_claims_nothing_new_and_finishes_what_it_owes() {
     assert_eq!(summary.claims.sent, 2, "{summary:?}");
     assert_eq!(summary.refused.len(), 0, "{summary:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_gateway_the_worker_sends_heartbeats_and_signed_answers_and_serves_on_while_it_is_down() {
+    let net = sortition_devnet().await;
+    let server = LlmServer::start();
+    let (_dir, db, indexer) = followed_store(&net).await;
+    let w0 = parties::register_worker(&net, 0, Suite::P256AesGcm).await;
+    let gateway = lcw_tests::gateway::TestGateway::start(w0.address).await;
+    let url = gateway.url();
+    let running = start_worker_with(&net, &db, 0, &w0, llm(&server), move |c| {
+        predict(c);
+        let mut g = lcw_worker::gateway::GatewayConfig::new(url);
+        g.heartbeat_interval = Duration::from_secs(1);
+        g.timeout = Duration::from_secs(2);
+        c.gateway = Some(g);
+    });
+    let req = request(&net, 0, 120, U256::ZERO).await;
+    assert_eq!(winner(&net, &req, Duration::from_secs(30)).await, Some(w0.address));
+    let session = provide_key(&net, &req, &w0).await;
+    prepay(&net, &session).await;
+    let first = submit_prompt(&net, &session, "Name a planet.").await;
+    let done = |job: u64| {
+        let db = db.clone();
+        move || {
+            let db = db.clone();
+            async move { job_row(&db, job).is_some_and(|(state, ..)| state == "COMPLETED") }
+        }
+    };
+    assert!(wait_until(Duration::from_secs(120), done(first.job)).await, "served with the gateway up");
+    // The answer reached the consumer through the gateway too: the terminal frame carries the
+    // very ciphertext of the blob, signed by the worker (the gateway checks the signature).
+    let frame_arrived =
+        || async { gateway.frames().iter().any(|f| f.job_id == first.job && f.frame_type == "complete") };
+    assert!(wait_until(Duration::from_secs(20), frame_arrived).await, "the complete frame arrived");
+    let frame = gateway.frames().into_iter().find(|f| f.job_id == first.job && f.frame_type == "complete").unwrap();
+    assert_eq!(frame.session_id, session.id.to::<u64>());
+    assert_eq!((frame.seq, frame.total_chunks), (1, 1));
+    let (_, blob, ..) = job_row(&db, first.job).unwrap();
+    assert_eq!(
+        frame.payload,
+        anvil_blob(&net, B256::from_slice(&blob.unwrap())).await,
+        "the frame is the blob's ciphertext"
+    );
+    let answer = String::from_utf8(first.key.open(&frame.payload).expect("the consumer decrypts the frame")).unwrap();
+    assert!(!answer.is_empty());
+    // Heartbeats with the documented fields.
+    let beats = gateway.heartbeats();
+    assert!(beats.len() >= 2, "a heartbeat at start and then every second: {beats:?}");
+    let id = format!("{:#x}", lcw_schema::types::ModelId::from_name(MODEL).0);
+    assert!(
+        beats.iter().all(|b| b.models == vec![id.clone()] && b.max_jobs == 1 && b.protocol_version == 1),
+        "{beats:?}"
+    );
+    assert!(beats.iter().any(|b| b.ollama_status == "ready"), "{beats:?}");
+    // The drained flag reaches the gateway.
+    let conn = Store::connect(&db).expect("store");
+    lcw_schema::store::operator::set_drained(&conn, w0.address, true).expect("drain");
+    assert!(wait_until(Duration::from_secs(20), || async { gateway.drained() }).await, "the gateway was told");
+    lcw_schema::store::operator::set_drained(&conn, w0.address, false).expect("undrain");
+    assert!(wait_until(Duration::from_secs(20), || async { !gateway.drained() }).await, "and told again");
+
+    // The gateway goes down: the on-chain path goes on.
+    gateway.set_down(true);
+    let second = submit_prompt(&net, &session, "Name a river.").await;
+    assert!(wait_until(Duration::from_secs(120), done(second.job)).await, "served with the gateway down");
+    let summary = running.finish().await;
+    indexer.finish().await;
+    assert_eq!(summary.reverted, 0, "{summary:?}");
+    assert!(gateway.violations().is_empty(), "every message followed the protocol: {:?}", gateway.violations());
+}
