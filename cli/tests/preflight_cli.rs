@@ -1,6 +1,7 @@
 //! `lcw preflight` with the real binary against a devnet and the real LLM server: a worker that is
 //! set up passes every check; a dead LLM server and a model not added fail with the URL and the
-//! fix; an unregistered worker is told to register. No password is given to preflight.
+//! fix; an unregistered worker is told to register; on a sortition network the SessionManager,
+//! the worker's claims and the gateway sign-in are checked. No password is given to preflight.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,6 +27,9 @@ fn lcw(data: &Path) -> Command {
         "LCW_LLM_URL",
         "LCW_LLM_API",
         "LCW_MODELS",
+        "WORKER_GATEWAY_URL",
+        "SESSION_MANAGER_ADDRESS",
+        "SORTITION_ENABLED",
     ] {
         cmd.env_remove(var);
     }
@@ -95,10 +99,11 @@ async fn set_up_worker_passes_and_a_dead_llm_and_missing_model_fail_with_fixes()
     assert_eq!(out.code, Some(0), "stdout: {}\nstderr: {}", out.stdout, out.stderr);
     let (model, llm_model) = (format!("model {MODEL}"), format!("llm {MODEL}"));
     let names = ["rpc", "contracts", "registration", "stake", "gas money", "encryption key", &model];
-    for name in names.into_iter().chain(["llm server", &llm_model, "blobs"]) {
+    for name in names.into_iter().chain(["sortition", "claims", "llm server", &llm_model, "blobs", "gateway"]) {
         assert!(line(&out, name).starts_with("ok  "), "{name}:\n{}", out.stdout);
     }
-    assert!(out.stdout.contains("all 10 checks ok"), "{}", out.stdout);
+    assert!(line(&out, "sortition").contains("off: sessions are assigned by the dispatcher"), "{}", out.stdout);
+    assert!(out.stdout.contains("all 13 checks ok"), "{}", out.stdout);
     assert!(!out.stdout.contains("FAIL") && !out.stdout.contains("WARN"), "{}", out.stdout);
 
     // The model removed and the LLM server gone: both fail, naming the URL and the fixes.
@@ -141,4 +146,39 @@ async fn unregistered_worker_is_told_to_register() {
     assert!(out.stdout.contains(&format!("fix: lcw register --models {MODEL}")), "{}", out.stdout);
     assert!(line(&out, "stake").contains("skipped: the worker is not registered"), "{}", out.stdout);
     assert!(line(&out, "rpc").starts_with("ok"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_sortition_network_the_session_manager_the_claims_and_the_gateway_sign_in_are_checked() {
+    let net = TestNet::start_with(|o| o.deploy.sortition = true).await;
+    let data = net.dir.path();
+    keygen(&net, data, 0);
+    ok(lcw(data).args(["register", "--models", MODEL]));
+    let worker = net.profile().accounts_with(Role::Worker).next().unwrap().address;
+    let gateway = lcw_tests::gateway::TestGateway::start(worker).await;
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+
+    let out = run(preflight(data, &dead).args(["--gateway-url", &gateway.url()]));
+    let sortition = line(&out, "sortition");
+    assert!(sortition.starts_with("ok") && sortition.contains("on: SessionManager 0x"), "{}", out.stdout);
+    assert!(sortition.contains("claim window 5 blocks"), "{}", out.stdout);
+    let claims = line(&out, "claims");
+    assert!(claims.starts_with("ok") && claims.contains(&format!("eligible for {MODEL}")), "{}", out.stdout);
+    assert!(claims.contains("0 active jobs of at most 64"), "{}", out.stdout);
+    let signed = line(&out, "gateway");
+    assert!(signed.starts_with("ok") && signed.contains("signs in"), "{}", out.stdout);
+    assert!(gateway.sign_ins() >= 1 && gateway.violations().is_empty(), "{:?}", gateway.violations());
+
+    // A gateway that does not know this worker refuses it, and says what to check.
+    let stranger = lcw_tests::gateway::TestGateway::start(alloy::primitives::Address::repeat_byte(7)).await;
+    let out = run(preflight(data, &dead).args(["--gateway-url", &stranger.url()]));
+    let refused = line(&out, "gateway");
+    assert!(refused.starts_with("FAIL") && refused.contains("refused the sign-in"), "{}", out.stdout);
+
+    // An expected SessionManager other than AIConfig's is a failure with the fix.
+    let other = "0x0000000000000000000000000000000000000001";
+    let out = run(preflight(data, &dead).args(["--session-manager", other]));
+    let mismatch = line(&out, "sortition");
+    assert!(mismatch.starts_with("FAIL") && mismatch.contains("AIConfig names"), "{}", out.stdout);
+    assert!(out.stdout.contains("fix: unset SESSION_MANAGER_ADDRESS"), "{}", out.stdout);
 }

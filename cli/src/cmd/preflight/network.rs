@@ -60,7 +60,7 @@ pub(super) async fn claims_check(ctx: &Ctx, chain: &Chain, reg: Option<&Registra
     const NAME: &str = "claims";
     let ai = AIConfig::new(ctx.profile.contracts.ai_config, chain.provider().clone());
     if !ai.getSortitionEnabled().call().await.context("AIConfig.getSortitionEnabled")? {
-        return Ok(Check::skip(NAME, "sortition is off"));
+        return Ok(Check::ok(NAME, "none needed: sortition is off"));
     }
     let Some(reg) = reg.filter(|r| r.registered) else {
         return Ok(Check::skip(NAME, "the worker is not registered"));
