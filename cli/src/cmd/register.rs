@@ -221,8 +221,17 @@ impl Signed {
         let need = value + U256::from(gas) * U256::from(fees.max_fee);
         let have = self.op.chain.balance(self.worker).await?;
         if have < need {
+            // On a devnet the profile's worker accounts are funded: a newcomer's fresh key is not.
+            let devnet = if self.profile.accounts.is_empty() {
+                String::new()
+            } else {
+                "; on this devnet the profile's worker accounts are funded: `lcw keys archive`, then \
+                 `LCW_IMPORT_KEY=<a worker's private_key from devnet.json> lcw keygen`"
+                    .to_owned()
+            };
             bail!(
-                "{} holds {} LCAI but {what} needs {} LCAI ({} LCAI plus up to {} LCAI gas); fund it and run this again",
+                "{} holds {} LCAI but {what} needs {} LCAI ({} LCAI plus up to {} LCAI gas); fund it and run this \
+                 again{devnet}",
                 self.worker,
                 Lcai(have),
                 Lcai(need),

@@ -103,7 +103,7 @@ pub(super) async fn claims_check(ctx: &Ctx, chain: &Chain, reg: Option<&Registra
         format!("capabilities {}", names.join(", "))
     };
     let detail = format!(
-        "eligible for {}; {caps_text}; {active} active jobs of at most {max}; stake {}",
+        "eligible for {}; {caps_text}; {active} active jobs of at most {max}; stake {} LCAI",
         claimable.join(", "),
         lcw_schema::types::Lcai(reg.stake)
     );
