@@ -1,6 +1,7 @@
-//! Prometheus metrics at `GET /metrics` (`lcw index --metrics ADDR`): head, indexed and finalized
-//! blocks, blocks behind, events, undecodable logs, reorgs and their depth, RPC requests, retries
-//! and range splits.
+//! Prometheus metrics at `GET /metrics` (`lcw index --metrics ADDR`, `lcw run --metrics ADDR`):
+//! head, indexed and finalized blocks, blocks behind, events, undecodable logs, reorgs and their
+//! depth, RPC requests, retries and range splits; and, from the store, the sortition claims of
+//! the workers lcw runs beside it (won, lost, missed by reason, in flight).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,7 +83,33 @@ fn render(rpc: &Rpc, live: &LiveStats, progress: &Progress, db: &std::path::Path
     for (name, kind, help, value) in lines {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     }
+    if let Ok(store) = Store::open_readonly(db) {
+        claims(&mut out, store.conn());
+    }
     out
+}
+
+/// The workers' sortition outcomes (`worker_claims`), labelled by worker and state or reason.
+fn claims(out: &mut String, conn: &rusqlite::Connection) {
+    use lcw_schema::store::claims::{counts_all, missed_all};
+    let (Ok(counts), Ok(missed)) = (counts_all(conn), missed_all(conn)) else { return };
+    out.push_str(
+        "# HELP lcw_worker_session_requests Session requests by this store's workers' claim outcome\n\
+         # TYPE lcw_worker_session_requests gauge\n",
+    );
+    for (worker, state, n) in counts {
+        out.push_str(&format!(
+            "lcw_worker_session_requests{{worker=\"{worker:#x}\",state=\"{}\"}} {n}\n",
+            state.as_str()
+        ));
+    }
+    out.push_str(
+        "# HELP lcw_worker_missed_claims Session requests a worker was eligible for and another took, by reason\n\
+         # TYPE lcw_worker_missed_claims gauge\n",
+    );
+    for (worker, reason, n) in missed {
+        out.push_str(&format!("lcw_worker_missed_claims{{worker=\"{worker:#x}\",reason=\"{reason}\"}} {n}\n"));
+    }
 }
 
 /// Serves `/metrics` on `addr` until the task is aborted.
@@ -116,4 +143,46 @@ pub fn serve(
             Err(e) => tracing::error!(%addr, error = %e, "cannot serve metrics (address in use?)"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::{Address, B256};
+    use lcw_schema::profile::Contracts;
+    use lcw_schema::store::claims::{ClaimRow, ClaimState, put};
+    use lcw_schema::store::{Identity, Store};
+
+    #[test]
+    fn claim_outcomes_are_exposed_per_worker_and_missed_ones_per_reason() {
+        let contracts = Contracts {
+            worker_registry: Address::repeat_byte(1),
+            job_registry: Address::repeat_byte(2),
+            ai_config: Address::repeat_byte(3),
+        };
+        let store = Store::open_in_memory(&Identity { chain_id: 1, contracts, start_block: 0 }).unwrap();
+        let row = |req: u64, state: ClaimState, reason: Option<&str>| ClaimRow {
+            worker: Address::repeat_byte(0xab),
+            manager: Address::repeat_byte(9),
+            req_id: req,
+            model_id: B256::repeat_byte(4),
+            request_block: 10,
+            first_block: Some(12),
+            state,
+            reason: reason.map(str::to_owned),
+            sent_block: None,
+            claim_tx: None,
+            winner: None,
+            claimed_block: None,
+        };
+        put(store.conn(), &row(1, ClaimState::Won, None)).unwrap();
+        put(store.conn(), &row(2, ClaimState::Won, None)).unwrap();
+        put(store.conn(), &row(3, ClaimState::Missed, Some("busy"))).unwrap();
+        let mut out = String::new();
+        super::claims(&mut out, store.conn());
+        let w = format!("{:#x}", Address::repeat_byte(0xab));
+        assert!(out.contains(&format!("lcw_worker_session_requests{{worker=\"{w}\",state=\"won\"}} 2\n")), "{out}");
+        assert!(out.contains(&format!("lcw_worker_session_requests{{worker=\"{w}\",state=\"missed\"}} 1\n")), "{out}");
+        assert!(out.contains(&format!("lcw_worker_missed_claims{{worker=\"{w}\",reason=\"busy\"}} 1\n")), "{out}");
+        assert!(out.contains("# TYPE lcw_worker_missed_claims gauge"), "{out}");
+    }
 }

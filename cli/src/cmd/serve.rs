@@ -132,6 +132,10 @@ pub(crate) struct RunArgs {
     /// No API.
     #[arg(long)]
     no_api: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics: the indexer's, and the sortition claims
+    /// of the workers run beside this store.
+    #[arg(long, env = "LCW_METRICS")]
+    metrics: Option<SocketAddr>,
 }
 
 pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
@@ -189,6 +193,7 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     let mut config = lcw_indexer::IndexerConfig::new(profile.clone(), db.clone());
     config.progress = lcw_indexer::ProgressMode::Logs;
     config.live.poll_interval = Duration::from_millis(100);
+    config.metrics = args.metrics;
     let indexer_stop = stop.clone();
     let mut indexer = tokio::spawn(async move { lcw_indexer::run(config, indexer_stop, Some(commits_tx)).await });
     crate::cmd::settle::wait_for_store(&db, stop.clone()).await?;

@@ -197,6 +197,30 @@ pub fn missed_by_reason(conn: &Connection, worker: Address) -> StoreResult<BTree
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every worker's outcomes: (worker, state, count), for metrics.
+pub fn counts_all(conn: &Connection) -> StoreResult<Vec<(Address, ClaimState, u64)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT worker, state, count(*) FROM worker_claims GROUP BY worker, state ORDER BY 1, 2")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((Address::from_slice(&r.get::<_, Vec<u8>>(0)?), r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(|(w, s, n)| Ok((w, ClaimState::parse(&s)?, n))).collect()
+}
+
+/// Every worker's missed requests by reason: (worker, reason, count), for metrics.
+pub fn missed_all(conn: &Connection) -> StoreResult<Vec<(Address, String, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT worker, coalesce(reason, 'late'), count(*) FROM worker_claims WHERE state = 'missed'
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((Address::from_slice(&r.get::<_, Vec<u8>>(0)?), r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +276,8 @@ mod tests {
         assert_eq!(missed.get("busy"), Some(&1));
         assert_eq!(missed.get("late"), Some(&1));
         assert_eq!(recent(conn, w, 2).unwrap().iter().map(|r| r.req_id).collect::<Vec<_>>(), vec![3, 2]);
+        assert_eq!(counts_all(conn).unwrap(), vec![(w, ClaimState::Missed, 2), (w, ClaimState::Won, 1)]);
+        assert_eq!(missed_all(conn).unwrap(), vec![(w, "busy".to_owned(), 1), (w, "late".to_owned(), 1)]);
     }
 
     #[test]
