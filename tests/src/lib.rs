@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod llm;
 pub mod proxy;
 pub mod sortition;
+pub mod stats;
 
 /// A devnet for one test; anvil stops and the data dir is removed when it is dropped.
 #[derive(Debug)]

@@ -28,6 +28,7 @@ use lcw_tests::indexing::Follower;
 use lcw_tests::llm::LlmServer;
 use lcw_tests::parties::{self, submit_prompt};
 use lcw_tests::sortition::{competitor, manager, predicted_delay, provide_key, request};
+use lcw_tests::stats::{Dist, dist};
 use lcw_tests::{TestNet, send, wait_until};
 use lcw_worker::blobs::BlobSource;
 use lcw_worker::claim::Rule;
@@ -53,24 +54,6 @@ struct Args {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Default, Serialize)]
-struct Dist {
-    n: usize,
-    p50: f64,
-    p90: f64,
-    max: f64,
-    mean: f64,
-}
-
-fn dist(mut v: Vec<f64>) -> Dist {
-    if v.is_empty() {
-        return Dist::default();
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    Dist { n: v.len(), p50: at(0.5), p90: at(0.9), max: v[v.len() - 1], mean: v.iter().sum::<f64>() / v.len() as f64 }
 }
 
 #[derive(Debug, Serialize)]

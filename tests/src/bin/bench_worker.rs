@@ -19,6 +19,7 @@ use lcw_schema::suite::Suite;
 use lcw_tests::indexing::Follower;
 use lcw_tests::llm::LlmServer;
 use lcw_tests::parties::{self, submit_prompt};
+use lcw_tests::stats::{Dist, dist};
 use lcw_tests::{TestNet, wait_until};
 use lcw_worker::blobs::BlobSource;
 use lcw_worker::llm::{Api, Llm, LlmConfig};
@@ -43,30 +44,6 @@ struct Args {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Default, Serialize)]
-struct Dist {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-    mean: f64,
-}
-
-fn dist(mut v: Vec<f64>) -> Dist {
-    if v.is_empty() {
-        return Dist::default();
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    Dist {
-        p50: at(0.5),
-        p90: at(0.9),
-        p99: at(0.99),
-        max: v[v.len() - 1],
-        mean: v.iter().sum::<f64>() / v.len() as f64,
-    }
 }
 
 #[derive(Debug, Serialize)]
