@@ -320,7 +320,9 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
     let mut told: HashSet<(u64, &'static str)> = HashSet::new();
     let mut job_secs = config.expected_job_secs;
     let mut retry_at: HashMap<u64, (Instant, u32)> = HashMap::new();
-    let mut claimed_at_head: Option<u64> = None;
+    // Claims are planned once per (head, indexed block): a request the indexer stores a moment
+    // after the head arrived is planned at once, not a block later.
+    let mut claims_planned_at: Option<(u64, u64)> = None;
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             break;
@@ -534,8 +536,9 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
             }
         }
         // Sortition: once per head, after the jobs owed have been looked after.
-        if claimed_at_head != Some(head.number) {
-            claimed_at_head = Some(head.number);
+        let indexed = obligations::cursor(&conn).unwrap_or_default();
+        if claims_planned_at != Some((head.number, indexed)) {
+            claims_planned_at = Some((head.number, indexed));
             let busy = working.len() + ready.len() >= config.concurrency.max(1);
             match claimer.tick(&mut outbox, &chain, &head, &clock, fees_now, busy).await {
                 Ok(t) => sent_any |= t.sent > 0,
