@@ -40,3 +40,54 @@ fn top_level_has_only_the_documented_entries() {
         );
     }
 }
+
+/// Text files the repository tracks (sources, scripts, docs, configuration), skipping build
+/// output and generated artifacts.
+fn tracked_text_files(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !matches!(name.as_str(), ".git" | "target" | "node_modules" | "lcw-data" | "out") {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let text = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("rs" | "toml" | "md" | "sh" | "js" | "json" | "sql" | "sol" | "graphql" | "html" | "py" | "txt")
+            ) || matches!(name.as_str(), "Makefile" | "run");
+            if text {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn nothing_refers_to_a_path_outside_the_repository() {
+    // A clone of the repository alone must build and pass its tests: no test, script or document
+    // may lean on a sibling folder (design notes, references) that a clone does not have.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let outside = ["../shared", "../../shared", "/work/shared"];
+    let mut found = Vec::new();
+    let files = tracked_text_files(root);
+    assert!(files.len() > 100, "found only {} files under {}", files.len(), root.display());
+    for path in files {
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        for (i, line) in text.lines().enumerate() {
+            // This test names the patterns it looks for.
+            if path.ends_with("tests/tests/workspace_layout.rs") {
+                continue;
+            }
+            if outside.iter().any(|p| line.contains(p)) {
+                found.push(format!("{}:{}: {}", path.strip_prefix(root).unwrap().display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "files refer to paths outside the repository:\n{}", found.join("\n"));
+}
