@@ -323,6 +323,8 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
     // Claims are planned once per (head, indexed block): a request the indexer stores a moment
     // after the head arrived is planned at once, not a block later.
     let mut claims_planned_at: Option<(u64, u64)> = None;
+    // Jobs the consumer was told (through the gateway) that this worker gave up on.
+    let mut gave_up: HashSet<u64> = HashSet::new();
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             break;
@@ -411,6 +413,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                     if clock.next_ts() > deadline {
                         tracing::warn!(job = a.job_id, deadline, "finished after its completion deadline; not sent");
                         summary.refused.insert(a.job_id, "finished after the completion deadline".into());
+                        give_up(link.as_ref(), &mut gave_up, a);
                         continue;
                     }
                     let blob_base = chain.provider().get_blob_base_fee().await.unwrap_or(1).max(1);
@@ -458,6 +461,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                     Some(m) => m.clone(),
                     None => {
                         refuse(&mut summary, &mut told, a.job_id, "model", "its model is not served here");
+                        give_up(link.as_ref(), &mut gave_up, a);
                         continue;
                     }
                 };
@@ -465,6 +469,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                     Ok(k) => k,
                     Err(why) => {
                         refuse(&mut summary, &mut told, a.job_id, "key", &why);
+                        give_up(link.as_ref(), &mut gave_up, a);
                         continue;
                     }
                 };
@@ -474,6 +479,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                 } else {
                     if a.deadline.is_some_and(|d| next_ts > d) {
                         refuse(&mut summary, &mut told, a.job_id, "ack", "its ack deadline has passed");
+                        give_up(link.as_ref(), &mut gave_up, a);
                         continue;
                     }
                     next_ts + completion_timeout
@@ -487,6 +493,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                         "cannot finish before its completion deadline ({completion_deadline}): {queue} job(s) ahead, \
                          about {job_secs:.1} s each"
                     );
+                    // Not final: with a shorter queue it may still be served.
                     refuse(&mut summary, &mut told, a.job_id, "deadline", &why);
                     continue;
                 }
@@ -596,6 +603,16 @@ fn note(
             tracing::error!(id, kind, block, ?jobs, "a worker transaction reverted");
         }
         _ => {}
+    }
+}
+
+/// Tells the consumer, through the gateway's response stream, that this worker will not answer
+/// `a` (an unsigned error frame, once per job), so it stops waiting for the on-chain timeout.
+fn give_up(link: Option<&Link>, told: &mut HashSet<u64>, a: &Assignment) {
+    if let Some(link) = link
+        && told.insert(a.job_id)
+    {
+        link.gateway.publish_error(a.job_id, a.session_id);
     }
 }
 

@@ -281,6 +281,26 @@ async fn with_a_gateway_the_worker_sends_heartbeats_and_signed_answers_and_serve
     lcw_schema::store::operator::set_drained(&conn, w0.address, false).expect("undrain");
     assert!(wait_until(Duration::from_secs(20), || async { !gateway.drained() }).await, "and told again");
 
+    // A session whose key was wrapped for someone else: the job is refused, and the consumer
+    // hears it at once through an error frame instead of waiting for the on-chain timeout.
+    let bad = request(&net, 1, 120, U256::ZERO).await;
+    assert_eq!(winner(&net, &bad, Duration::from_secs(30)).await, Some(w0.address));
+    let sm = SessionManager::new(manager(&net).await, &bad.consumer);
+    let receipt = send!(sm.provideSessionKey(bad.id, vec![4u8; 125].into(), vec![4u8; 125].into()));
+    let ready = lcw_tests::event::<SessionManager::SessionReady>(&receipt).expect("SessionReady");
+    let unreadable = parties::Session {
+        id: ready.sessionId,
+        consumer: bad.consumer.clone(),
+        consumer_address: bad.consumer_address,
+        key: lcw_schema::suite::SessionKey::generate(),
+        receipt,
+    };
+    prepay(&net, &unreadable).await;
+    let refused = submit_prompt(&net, &unreadable, "Can you read this?").await;
+    let error_frame = || async { gateway.frames().iter().any(|f| f.job_id == refused.job && f.frame_type == "error") };
+    assert!(wait_until(Duration::from_secs(30), error_frame).await, "an error frame for the refused job");
+    assert_eq!(job_row(&db, refused.job).map(|(state, ..)| state).as_deref(), Some("SUBMITTED"), "never acked");
+
     // The gateway goes down: the on-chain path goes on.
     gateway.set_down(true);
     let second = submit_prompt(&net, &session, "Name a river.").await;
@@ -288,5 +308,6 @@ async fn with_a_gateway_the_worker_sends_heartbeats_and_signed_answers_and_serve
     let summary = running.finish().await;
     indexer.finish().await;
     assert_eq!(summary.reverted, 0, "{summary:?}");
+    assert!(summary.refused.get(&refused.job).is_some_and(|why| why.contains("cannot be decrypted")), "{summary:?}");
     assert!(gateway.violations().is_empty(), "every message followed the protocol: {:?}", gateway.violations());
 }
