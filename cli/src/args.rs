@@ -161,8 +161,8 @@ impl KeyArgs {
         role: Option<lcw_schema::profile::Role>,
     ) -> anyhow::Result<alloy::signers::local::PrivateKeySigner> {
         if let Some(path) = &self.key {
-            let password = lcw_settler::keys::password(self.password_file.as_deref())?;
-            let signer = lcw_settler::keys::load_keystore(path, &password)?;
+            let password = lcw_chain::keys::password(self.password_file.as_deref())?;
+            let signer = lcw_chain::keys::load_keystore(path, &password)?;
             return Ok(signer);
         }
         let dev = profile

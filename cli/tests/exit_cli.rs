@@ -67,7 +67,7 @@ async fn keystores_unlock_with_a_password_file_and_bad_input_is_explained() {
     let worker = net.signer(lcw_schema::profile::Role::Worker, 0);
     let keys = data.join("keys");
     let secret = "correct horse battery staple";
-    let ks = lcw_settler::keys::write_keystore(&keys, &worker, secret, "worker.json").unwrap();
+    let ks = lcw_chain::keys::write_keystore(&keys, &worker, secret, "worker.json").unwrap();
     std::fs::write(data.join("pw"), format!("{secret}\n")).unwrap();
     std::fs::write(data.join("bad-pw"), "hunter2-nope\n").unwrap();
     let balance = |pw: &str| {

@@ -32,7 +32,7 @@ pub mod live;
 pub mod metrics;
 pub mod progress;
 pub mod replay;
-pub mod rpc;
+pub use lcw_chain::rpc;
 pub mod segment;
 mod sortition;
 pub mod verify;

@@ -10,9 +10,9 @@ use lcw_schema::bindings::{JobRegistry, WorkerRegistry, decode_revert};
 use lcw_schema::profile::Profile;
 use serde::Serialize;
 
-use crate::chain::{CallSpec, Chain};
-use crate::outbox::{Intent, Lane, Outbox, Tracked};
 use crate::{SettlerError, SettlerResult};
+use lcw_chain::node::{CallSpec, Chain};
+use lcw_chain::outbox::{Intent, Lane, Outbox, Tracked};
 use lcw_schema::rules::schedule::ChainClock;
 
 /// A worker as the contracts report it.

@@ -16,9 +16,9 @@ use lcw_schema::rules::schedule::{self, Action, ChainClock, Due, Params};
 use lcw_schema::store::obligations as view;
 use serde::Serialize;
 
-use crate::chain::{CallSpec, Chain, Fees, Head};
-use crate::outbox::{Intent, Lane, Outbox, REORG_WINDOW, Tracked};
 use crate::{SettlerError, SettlerResult};
+use lcw_chain::node::{CallSpec, Chain, Fees, Head};
+use lcw_chain::outbox::{Intent, Lane, Outbox, REORG_WINDOW, Tracked};
 
 /// Whose jobs the settler ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

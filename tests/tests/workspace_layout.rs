@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-const CRATES: [&str; 8] = ["schema", "indexer", "settler", "worker", "queries", "cli", "contracts", "tests"];
+const CRATES: [&str; 9] = ["schema", "chain", "indexer", "settler", "worker", "queries", "cli", "contracts", "tests"];
 
 #[test]
 fn every_crate_opens_with_an_overview() {

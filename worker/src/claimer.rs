@@ -13,14 +13,14 @@ use std::collections::{HashMap, HashSet};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::sol_types::SolCall;
+use lcw_chain::outbox::{Intent, Outbox};
+use lcw_chain::{CallSpec, Chain, Fees, Head};
 use lcw_schema::bindings::SessionManager;
 use lcw_schema::rules::schedule::ChainClock;
 use lcw_schema::store::claims::{self, ClaimRow, ClaimState};
 use lcw_schema::store::rows::{ModelRow, WorkerModelRow};
 use lcw_schema::store::sortition::{self, RequestRow, RequestStatus, SortitionState};
 use lcw_schema::store::{StoreResult, obligations};
-use lcw_settler::chain::{CallSpec, Chain, Fees, Head};
-use lcw_settler::outbox::{Intent, Outbox};
 use rusqlite::Connection;
 
 use crate::claim::{Candidate, ChainView, ClaimConfig, Decision, Local, Me, Rule, Skip, plan};

@@ -20,8 +20,8 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use alloy::primitives::{Address, B256, Bytes, keccak256};
 use alloy::signers::local::PrivateKeySigner;
+use lcw_chain::keys::{create_private_dir, write_private};
 use lcw_schema::suite::{EncryptionSecret, KEY_LEN, NONCE_LEN, Suite, TAG_LEN};
-use lcw_settler::keys::{create_private_dir, write_private};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -221,7 +221,7 @@ impl KeyDir {
         if !path.exists() {
             return Err(KeyError::NoSigningKey(path));
         }
-        lcw_settler::keys::load_keystore(&path, password).map_err(|e| {
+        lcw_chain::keys::load_keystore(&path, password).map_err(|e| {
             let reason = e.to_string();
             if reason.contains("wrong password") {
                 KeyError::WrongPassword(path.clone())
@@ -254,7 +254,7 @@ impl KeyDir {
         let secret = EncryptionSecret::generate(suite);
         let public_key = Bytes::from(secret.public_key());
         write_encryption(&encryption_path, &secret, password)?;
-        if let Err(e) = lcw_settler::keys::create_keystore(&signing_path, &signer, password) {
+        if let Err(e) = lcw_chain::keys::create_keystore(&signing_path, &signer, password) {
             // Leave no half-made set behind: the encryption key was never registered anywhere.
             let _ = std::fs::remove_file(&encryption_path);
             return Err(KeyError::Malformed { path: signing_path, reason: e.to_string() });

@@ -39,15 +39,15 @@ use alloy::primitives::{B256, Bytes, U256, keccak256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
+use lcw_chain::ChainError;
+use lcw_chain::outbox::{BlobPart, Intent, Lane, Outbox, REORG_WINDOW, Tracked};
+use lcw_chain::{Chain, Fees, Head};
 use lcw_schema::bindings::{AIConfig, JobRegistry};
 use lcw_schema::profile::Profile;
 use lcw_schema::rules::schedule::ChainClock;
 use lcw_schema::store::obligations::{self, Assignment};
 use lcw_schema::suite::{EncryptionSecret, SessionKey};
 use lcw_schema::types::{JobState, ModelId};
-use lcw_settler::SettlerError;
-use lcw_settler::chain::{Chain, Fees, Head};
-use lcw_settler::outbox::{BlobPart, Intent, Lane, Outbox, REORG_WINDOW, Tracked};
 use tokio::sync::{mpsc, watch};
 
 use crate::blobs::{BlobError, BlobSource};
@@ -143,7 +143,7 @@ pub enum WorkerError {
     Config(String),
     /// The transaction sender failed.
     #[error(transparent)]
-    Settler(#[from] SettlerError),
+    Chain(#[from] ChainError),
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] lcw_schema::store::StoreError),
@@ -380,7 +380,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                         note(&mut summary, &e, &mut ack_blocks, &mut timings);
                     }
                 }
-                Err(SettlerError::Rpc(m)) => tracing::warn!(error = %m, "tracking transactions failed; retrying"),
+                Err(ChainError::Rpc(m)) => tracing::warn!(error = %m, "tracking transactions failed; retrying"),
                 Err(e) => return Err(e.into()),
             }
             last_head = Some(head);

@@ -111,7 +111,7 @@ fn parse_private_key(arg: &SecretArg) -> anyhow::Result<B256> {
 
 pub(crate) async fn keygen(args: KeygenArgs, data: DataArgs) -> anyhow::Result<()> {
     let import = args.import_key.as_ref().map(parse_private_key).transpose()?;
-    let password = lcw_settler::keys::password(args.password_file.as_deref())?;
+    let password = lcw_chain::keys::password(args.password_file.as_deref())?;
     let keys = KeyDir::new(&data.data_dir);
     let created = keys.create(args.suite, &password, import)?;
     let fp = fingerprint(&created.public_key);
@@ -255,7 +255,7 @@ async fn read_chain(
         gateway_url: None,
     };
     let profile = net.profile(data)?;
-    let chain = lcw_settler::chain::Chain::connect(&profile.rpc_url, std::time::Duration::from_secs(20)).await?;
+    let chain = lcw_chain::Chain::connect(&profile.rpc_url, std::time::Duration::from_secs(20)).await?;
     profile.check_chain_id(chain.chain_id)?;
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {

@@ -113,7 +113,7 @@ async fn catch_up(
     db: &std::path::Path,
     indexer: &tokio::task::JoinHandle<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let chain = lcw_settler::chain::Chain::connect(&profile.rpc_url, Duration::from_secs(20)).await?;
+    let chain = lcw_chain::Chain::connect(&profile.rpc_url, Duration::from_secs(20)).await?;
     let head = chain.head().await?.number;
     for _ in 0..1200 {
         if indexer.is_finished() {
@@ -131,7 +131,7 @@ async fn catch_up(
 
 /// The plan as of the chain's head.
 async fn exit_plan(c: &Ctx) -> anyhow::Result<ExitPlan> {
-    let chain = lcw_settler::chain::Chain::connect(&c.profile.rpc_url, Duration::from_secs(20)).await?;
+    let chain = lcw_chain::Chain::connect(&c.profile.rpc_url, Duration::from_secs(20)).await?;
     let head = chain.head().await?;
     let mut clock = ChainClock::default();
     // Two heads give the block interval.
@@ -214,7 +214,7 @@ pub(crate) async fn plan(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()>
 
 pub(crate) async fn balance(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
     let c = ctx(&args, &data).await?;
-    let chain = lcw_settler::chain::Chain::connect(&c.profile.rpc_url, Duration::from_secs(20)).await?;
+    let chain = lcw_chain::Chain::connect(&c.profile.rpc_url, Duration::from_secs(20)).await?;
     let w = lcw_settler::ops::on_chain_worker(&chain, &c.profile, c.worker).await?;
     if args.json {
         println!(

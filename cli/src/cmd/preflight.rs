@@ -16,10 +16,10 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
+use lcw_chain::Chain;
 use lcw_schema::bindings::{AIConfig, WorkerRegistry};
 use lcw_schema::profile::{Profile, Role, redact_url, redact_urls};
 use lcw_schema::types::{Lcai, ModelId};
-use lcw_settler::chain::Chain;
 use lcw_worker::blobs::BlobSource;
 use lcw_worker::keys::{KeyDir, KeyError, fingerprint, utc};
 use lcw_worker::llm::{Api, LlmError};
@@ -245,9 +245,9 @@ fn gateway_signer(args: &PreflightArgs, ctx: &Ctx) -> Option<alloy::signers::loc
     if let Some(dev) = ctx.profile.accounts.iter().find(|a| a.address == ctx.worker) {
         return alloy::signers::local::PrivateKeySigner::from_bytes(&dev.private_key).ok();
     }
-    let password = lcw_settler::keys::password(args.key.password_file.as_deref()).ok()?;
+    let password = lcw_chain::keys::password(args.key.password_file.as_deref()).ok()?;
     match &args.key.key {
-        Some(path) => lcw_settler::keys::load_keystore(path, &password).ok(),
+        Some(path) => lcw_chain::keys::load_keystore(path, &password).ok(),
         None => ctx.keys.load_signer(&password).ok(),
     }
 }

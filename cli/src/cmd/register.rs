@@ -12,13 +12,13 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
+use lcw_chain::Chain;
+use lcw_chain::outbox::Intent;
 use lcw_schema::bindings::{AIConfig, WorkerRegistry, decode_revert};
 use lcw_schema::profile::{Profile, Role};
 use lcw_schema::store::{Identity, Store};
 use lcw_schema::types::{Lcai, ModelId};
-use lcw_settler::chain::Chain;
 use lcw_settler::ops::{Operator, Sent};
-use lcw_settler::outbox::Intent;
 use lcw_worker::keys::{KeyDir, fingerprint, utc};
 use serde_json::json;
 
@@ -132,7 +132,7 @@ fn signer(key: &KeyArgs, keys: &KeyDir, profile: &Profile, password: Option<&str
     if key.key.is_none() && keys.signing_path().exists() {
         let password = match password {
             Some(p) => p.to_owned(),
-            None => lcw_settler::keys::password(key.password_file.as_deref())?,
+            None => lcw_chain::keys::password(key.password_file.as_deref())?,
         };
         return Ok(keys.load_signer(&password)?);
     }
@@ -315,7 +315,7 @@ pub(crate) fn human(secs: u64) -> String {
 
 pub(crate) async fn register(args: RegisterArgs, data: DataArgs) -> anyhow::Result<()> {
     let keys = KeyDir::new(&data.data_dir);
-    let password = lcw_settler::keys::password(args.common.key.password_file.as_deref())?;
+    let password = lcw_chain::keys::password(args.common.key.password_file.as_deref())?;
     // Decrypting proves the password and the file before anything is registered with the key.
     let (suite, public_key) = {
         let secret = keys.load_encryption(&password)?;

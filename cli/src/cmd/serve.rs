@@ -85,7 +85,7 @@ pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()>
 
 /// Polls the node's head every 2 s into a shared number (for readiness).
 async fn watch_head(url: String) -> anyhow::Result<Arc<AtomicU64>> {
-    let chain = lcw_settler::chain::Chain::connect(&url, Duration::from_secs(10))
+    let chain = lcw_chain::Chain::connect(&url, Duration::from_secs(10))
         .await
         .with_context(|| format!("connecting to {}", lcw_schema::profile::redact_url(&url)))?;
     let head = Arc::new(AtomicU64::new(chain.head().await.map(|h| h.number).unwrap_or(0)));

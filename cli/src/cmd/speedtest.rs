@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use alloy::eips::BlockNumberOrTag;
 use anyhow::{Context, bail};
 use clap::Args;
+use lcw_chain::Chain;
 use lcw_schema::bindings::AIConfig;
 use lcw_schema::profile::redact_url;
 use lcw_schema::suite::{EncryptionSecret, SessionKey, Suite, wrap_session_key};
-use lcw_settler::chain::Chain;
 use lcw_worker::llm::Llm;
 use serde_json::{Value, json};
 

@@ -210,7 +210,7 @@ pub(crate) async fn work_config(
 ) -> anyhow::Result<WorkConfig> {
     let profile = network.profile(data)?;
     let keys = lcw_worker::keys::KeyDir::new(&data.data_dir);
-    let password = || lcw_settler::keys::password(key.password_file.as_deref());
+    let password = || lcw_chain::keys::password(key.password_file.as_deref());
     let signer = if key.key.is_none() && keys.signing_path().exists() {
         keys.load_signer(&password()?)?
     } else {
@@ -219,7 +219,7 @@ pub(crate) async fn work_config(
     let secret = keys.load_encryption(&password()?).with_context(|| {
         format!("the worker's encryption key ({}); create one with `lcw keygen`", keys.encryption_path().display())
     })?;
-    let provider = lcw_settler::chain::Chain::connect(&profile.rpc_url, Duration::from_secs(10)).await?;
+    let provider = lcw_chain::Chain::connect(&profile.rpc_url, Duration::from_secs(10)).await?;
     // A devnet (its profile carries dev accounts) is anvil, which serves blobs itself; a real
     // network needs a beacon node.
     let blobs = if !profile.accounts.is_empty() {

@@ -5,10 +5,10 @@
 use alloy::primitives::Address;
 use alloy::providers::Provider;
 use anyhow::Context;
+use lcw_chain::Chain;
 use lcw_schema::bindings::{AIConfig, WorkerRegistry};
 use lcw_schema::profile::redact_url;
 use lcw_schema::types::ModelId;
-use lcw_settler::chain::Chain;
 use lcw_worker::gateway::{Gateway, GatewayConfig};
 
 use super::{Check, Ctx, Status};

@@ -25,8 +25,8 @@ use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy::signers::local::PrivateKeySigner;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::chain::{Chain, Fees, Head};
-use crate::{SettlerError, SettlerResult};
+use crate::node::{Chain, Fees, Head};
+use crate::{ChainError, ChainResult};
 
 /// Blocks a sent transaction may stay unmined before its fees are bumped.
 pub const STUCK_BLOCKS: u64 = 3;
@@ -138,7 +138,7 @@ fn now() -> i64 {
 
 impl Outbox {
     /// Opens the `lane` of `signer`'s outbox in the store at `db`.
-    pub fn open(db: &Path, signer: PrivateKeySigner, chain_id: u64, lane: Lane) -> SettlerResult<Self> {
+    pub fn open(db: &Path, signer: PrivateKeySigner, chain_id: u64, lane: Lane) -> ChainResult<Self> {
         let conn = lcw_schema::store::Store::connect(db)?;
         let sender = signer.address();
         Ok(Outbox { conn, lane: lane.as_str(), signer, sender, chain_id, next_nonce: 0 })
@@ -151,7 +151,7 @@ impl Outbox {
 
     /// Reconciles with the chain at start: settles what was mined while lcw was away, drops what
     /// lost its nonce, cancels unsigned intents, re-broadcasts the rest and sets the next nonce.
-    pub async fn reconcile(&mut self, chain: &Chain) -> SettlerResult<Vec<Tracked>> {
+    pub async fn reconcile(&mut self, chain: &Chain) -> ChainResult<Vec<Tracked>> {
         let cancelled = self.conn.execute(
             "UPDATE outbox SET status = 'dropped', note = 'cancelled at restart before signing'
              WHERE sender = ?1 AND lane = ?2 AND status = 'intent'",
@@ -190,7 +190,7 @@ impl Outbox {
     }
 
     /// Jobs that have a live (intent or sent) transaction.
-    pub fn live_jobs(&self) -> SettlerResult<HashSet<u64>> {
+    pub fn live_jobs(&self) -> ChainResult<HashSet<u64>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT oj.job_id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
              WHERE o.status IN ('intent', 'sent') AND o.sender = ?1 AND o.lane = ?2",
@@ -203,7 +203,7 @@ impl Outbox {
     /// after `block`. The store may not show them yet, or may show the other side of a reorg the
     /// outbox has not noticed yet; either way they must not be planned again (a reorg the outbox
     /// notices puts them back in flight, or drops the transaction and frees them).
-    pub fn recently_mined_jobs(&self, block: u64) -> SettlerResult<HashSet<u64>> {
+    pub fn recently_mined_jobs(&self, block: u64) -> ChainResult<HashSet<u64>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT oj.job_id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
              WHERE o.status = 'mined' AND o.lane = 'settler' AND o.mined_block >= ?1",
@@ -213,7 +213,7 @@ impl Outbox {
     }
 
     /// Jobs acted on by this sender's transactions of `kind` mined at or after `block`.
-    pub fn mined_since(&self, kind: &str, block: u64) -> SettlerResult<HashSet<u64>> {
+    pub fn mined_since(&self, kind: &str, block: u64) -> ChainResult<HashSet<u64>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT oj.job_id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
              WHERE o.sender = ?1 AND o.kind = ?2 AND o.status = 'mined' AND o.mined_block >= ?3",
@@ -224,13 +224,7 @@ impl Outbox {
 
     /// Records an intent, signs it with the next nonce, stores the raw transaction and broadcasts
     /// it. Returns the outbox id and transaction hash.
-    pub async fn submit(
-        &mut self,
-        chain: &Chain,
-        intent: &Intent,
-        fees: Fees,
-        head: u64,
-    ) -> SettlerResult<(i64, B256)> {
+    pub async fn submit(&mut self, chain: &Chain, intent: &Intent, fees: Fees, head: u64) -> ChainResult<(i64, B256)> {
         // 1. The intent and its jobs (the trigger refuses a job that already has a live transaction).
         let id = self.record_intent(intent, head)?;
         // 2. Sign and store the raw bytes before they leave the process.
@@ -263,14 +257,14 @@ impl Outbox {
                 if self.next_nonce == nonce + 1 {
                     self.next_nonce = nonce;
                 }
-                return Err(SettlerError::Rejected(e));
+                return Err(ChainError::Rejected(e));
             }
             Err(e) => tracing::warn!(id, error = %e, "broadcast failed; re-broadcasting on the next head"),
         }
         Ok((id, hash))
     }
 
-    fn record_intent(&mut self, intent: &Intent, head: u64) -> SettlerResult<i64> {
+    fn record_intent(&mut self, intent: &Intent, head: u64) -> ChainResult<i64> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO outbox (sender, kind, to_address, calldata, value_wei, gas_limit, status, created_at,
@@ -299,13 +293,7 @@ impl Outbox {
 
     /// Takes the next nonce (above every nonce this key's outbox has used, so several lcw
     /// processes sharing a key never collide), signs, and stores the raw transaction, atomically.
-    fn sign_and_record(
-        &mut self,
-        id: i64,
-        intent: &Intent,
-        fees: Fees,
-        head: u64,
-    ) -> SettlerResult<(u64, B256, Bytes)> {
+    fn sign_and_record(&mut self, id: i64, intent: &Intent, fees: Fees, head: u64) -> ChainResult<(u64, B256, Bytes)> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let used: Option<i64> = tx.query_row(
             "SELECT max(nonce) FROM outbox WHERE sender = ?1 AND status IN ('sent', 'mined', 'reverted')",
@@ -342,7 +330,7 @@ impl Outbox {
         raw: &Bytes,
         fees: Fees,
         head: u64,
-    ) -> SettlerResult<()> {
+    ) -> ChainResult<()> {
         let tx = self.conn.transaction()?;
         insert_attempt(&tx, id, attempt, hash, raw, fees)?;
         tx.execute("UPDATE outbox SET created_head = ?2 WHERE id = ?1", params![id, head as i64])?;
@@ -360,7 +348,7 @@ impl Outbox {
         value: U256,
         fees: Fees,
         blob: Option<&BlobPart>,
-    ) -> SettlerResult<(B256, Bytes)> {
+    ) -> ChainResult<(B256, Bytes)> {
         sign_with(&self.signer, self.chain_id, nonce, gas_limit, to, data, value, fees, blob)
     }
 }
@@ -376,8 +364,8 @@ fn sign_with(
     value: U256,
     fees: Fees,
     blob: Option<&BlobPart>,
-) -> SettlerResult<(B256, Bytes)> {
-    let sign_err = |e: alloy::signers::Error| SettlerError::Sign(e.to_string());
+) -> ChainResult<(B256, Bytes)> {
+    let sign_err = |e: alloy::signers::Error| ChainError::Sign(e.to_string());
     let envelope = match blob {
         None => {
             let mut tx = TxEip1559 {
@@ -436,7 +424,7 @@ fn blob_of(raw: &Bytes) -> Option<BlobPart> {
 }
 
 impl Outbox {
-    fn live(&self) -> SettlerResult<Vec<Live>> {
+    fn live(&self) -> ChainResult<Vec<Live>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, nonce, created_head, gas_limit, to_address, calldata, value_wei FROM outbox
              WHERE sender = ?1 AND lane = ?2 AND status = 'sent' ORDER BY nonce",
@@ -477,20 +465,20 @@ impl Outbox {
         Ok(out)
     }
 
-    fn jobs_of(&self, id: i64) -> SettlerResult<Vec<u64>> {
+    fn jobs_of(&self, id: i64) -> ChainResult<Vec<u64>> {
         let mut stmt =
             self.conn.prepare_cached("SELECT job_id FROM outbox_jobs WHERE outbox_id = ?1 ORDER BY job_id")?;
         let rows = stmt.query_map([id], |r| r.get::<_, i64>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(|j| j as u64).collect())
     }
 
-    fn kind_of(&self, id: i64) -> SettlerResult<String> {
+    fn kind_of(&self, id: i64) -> ChainResult<String> {
         Ok(self.conn.query_row("SELECT kind FROM outbox WHERE id = ?1", [id], |r| r.get(0))?)
     }
 
     /// On a new head: receipts of live transactions, reorg checks of recently mined ones, fee
     /// bumps of stuck ones. `fees` (the market now) enables bumping; None only observes.
-    pub async fn track(&mut self, chain: &Chain, head: &Head, fees: Option<Fees>) -> SettlerResult<Vec<Tracked>> {
+    pub async fn track(&mut self, chain: &Chain, head: &Head, fees: Option<Fees>) -> ChainResult<Vec<Tracked>> {
         let mut events = Vec::new();
         // Reorgs: a mined transaction whose block is no longer canonical goes back to `sent`.
         let recent: Vec<(i64, u64, B256)> = {
@@ -605,7 +593,7 @@ impl Outbox {
         id: i64,
         block: u64,
         market: Option<Fees>,
-    ) -> SettlerResult<Vec<Tracked>> {
+    ) -> ChainResult<Vec<Tracked>> {
         let (nonce, to, data, kind, was_ok, value): (i64, Vec<u8>, Vec<u8>, String, bool, String) =
             self.conn.query_row(
                 "SELECT nonce, to_address, calldata, kind, status = 'mined', value_wei FROM outbox WHERE id = ?1",
@@ -613,7 +601,7 @@ impl Outbox {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )?;
         let reorged = Tracked::Reorged { id, block, kind, jobs: self.jobs_of(id)?, was_ok };
-        let call = crate::chain::CallSpec { from: self.sender, to: Address::from_slice(&to), data: Bytes::from(data) };
+        let call = crate::node::CallSpec { from: self.sender, to: Address::from_slice(&to), data: Bytes::from(data) };
         // A transaction that moves value (a stake) is not judged by a value-less simulation: it
         // goes out again as it was.
         let carries_value = value != "0";
@@ -687,7 +675,7 @@ impl Outbox {
     }
 
     /// Transactions of this sender by status (for summaries).
-    pub fn counts(&self) -> SettlerResult<std::collections::BTreeMap<String, u64>> {
+    pub fn counts(&self) -> ChainResult<std::collections::BTreeMap<String, u64>> {
         let mut stmt =
             self.conn.prepare("SELECT status, count(*) FROM outbox WHERE sender = ?1 AND lane = ?2 GROUP BY status")?;
         let rows = stmt.query_map(params![self.sender.as_slice(), self.lane], |r| {
@@ -698,7 +686,7 @@ impl Outbox {
 
     /// Calldata of this lane's live (intent or sent) transactions of `kind`: what is in flight
     /// for transactions that act on no job (a sortition claim names its request in its calldata).
-    pub fn live_calls(&self, kind: &str) -> SettlerResult<Vec<Bytes>> {
+    pub fn live_calls(&self, kind: &str) -> ChainResult<Vec<Bytes>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT calldata FROM outbox WHERE sender = ?1 AND lane = ?2 AND kind = ?3 AND status IN ('intent', 'sent')",
         )?;
@@ -708,7 +696,7 @@ impl Outbox {
 
     /// Calldata and mined block of this lane's transactions of `kind` mined or reverted at or
     /// after `block`, with whether each succeeded.
-    pub fn settled_calls(&self, kind: &str, block: u64) -> SettlerResult<Vec<(Bytes, u64, bool)>> {
+    pub fn settled_calls(&self, kind: &str, block: u64) -> ChainResult<Vec<(Bytes, u64, bool)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT calldata, mined_block, status = 'mined' FROM outbox
              WHERE sender = ?1 AND lane = ?2 AND kind = ?3 AND status IN ('mined', 'reverted') AND mined_block >= ?4",
@@ -720,7 +708,7 @@ impl Outbox {
     }
 
     /// The id of the live transaction of `kind` without jobs (withdraw, deregister), if any.
-    pub fn live_of_kind(&self, kind: &str) -> SettlerResult<Option<i64>> {
+    pub fn live_of_kind(&self, kind: &str) -> ChainResult<Option<i64>> {
         Ok(self
             .conn
             .query_row(
@@ -732,7 +720,7 @@ impl Outbox {
     }
 }
 
-fn insert_attempt(conn: &Connection, id: i64, attempt: u32, hash: B256, raw: &Bytes, fees: Fees) -> SettlerResult<()> {
+fn insert_attempt(conn: &Connection, id: i64, attempt: u32, hash: B256, raw: &Bytes, fees: Fees) -> ChainResult<()> {
     conn.execute(
         "INSERT INTO outbox_attempts (outbox_id, attempt, tx_hash, raw_tx, max_fee_per_gas, max_priority_fee_per_gas,
                                       signed_at)

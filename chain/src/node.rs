@@ -10,7 +10,7 @@ use alloy::rpc::types::TransactionReceipt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{SettlerError, SettlerResult};
+use crate::{ChainError, ChainResult};
 
 /// A block header, reduced to what the settler reasons with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,21 +72,21 @@ pub struct Chain {
     simulate_v1: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-fn rpc_err(what: &str) -> impl Fn(alloy::transports::TransportError) -> SettlerError + '_ {
+fn rpc_err(what: &str) -> impl Fn(alloy::transports::TransportError) -> ChainError + '_ {
     // reqwest quotes the request URL, API key included.
-    move |e| SettlerError::Rpc(lcw_schema::profile::redact_urls(&format!("{what}: {e}")))
+    move |e| ChainError::Rpc(lcw_schema::profile::redact_urls(&format!("{what}: {e}")))
 }
 
 impl Chain {
     /// Connects over HTTP and reads the chain id.
-    pub async fn connect(url: &str, timeout: Duration) -> SettlerResult<Self> {
+    pub async fn connect(url: &str, timeout: Duration) -> ChainResult<Self> {
         let parsed: reqwest::Url = url
             .parse()
-            .map_err(|e| SettlerError::Config(format!("RPC URL `{}`: {e}", lcw_schema::profile::redact_url(url))))?;
+            .map_err(|e| ChainError::Config(format!("RPC URL `{}`: {e}", lcw_schema::profile::redact_url(url))))?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(|e| SettlerError::Config(format!("HTTP client: {e}")))?;
+            .map_err(|e| ChainError::Config(format!("HTTP client: {e}")))?;
         let provider = ProviderBuilder::new().connect_reqwest(client, parsed).erased();
         let chain_id = provider.get_chain_id().await.map_err(rpc_err("eth_chainId"))?;
         Ok(Chain { provider, chain_id, simulate_v1: std::sync::Arc::new(true.into()) })
@@ -98,14 +98,14 @@ impl Chain {
     }
 
     /// The latest head.
-    pub async fn head(&self) -> SettlerResult<Head> {
+    pub async fn head(&self) -> ChainResult<Head> {
         self.block(BlockNumberOrTag::Latest)
             .await?
-            .ok_or_else(|| SettlerError::Rpc("the node has no latest block".into()))
+            .ok_or_else(|| ChainError::Rpc("the node has no latest block".into()))
     }
 
     /// A block's header.
-    pub async fn block(&self, tag: BlockNumberOrTag) -> SettlerResult<Option<Head>> {
+    pub async fn block(&self, tag: BlockNumberOrTag) -> ChainResult<Option<Head>> {
         let b = self.provider.get_block_by_number(tag).await.map_err(rpc_err("eth_getBlockByNumber"))?;
         Ok(b.map(|b| Head {
             number: b.header.number,
@@ -117,7 +117,7 @@ impl Chain {
 
     /// Fees from the node's fee history: the next block's base fee doubled (room for six full
     /// blocks of increases) plus the median tip of recent blocks.
-    pub async fn fees(&self, min_tip: u128) -> SettlerResult<Fees> {
+    pub async fn fees(&self, min_tip: u128) -> ChainResult<Fees> {
         let h = self
             .provider
             .get_fee_history(10, BlockNumberOrTag::Latest, &[50.0])
@@ -133,7 +133,7 @@ impl Chain {
     /// Simulates `calls` one after another in a block on top of the head with the given number
     /// and timestamp (the block the transaction is meant for). Uses eth_simulateV1 (gas used per
     /// call) and falls back to eth_call with block overrides on nodes without it.
-    pub async fn simulate(&self, calls: &[CallSpec], number: u64, timestamp: u64) -> SettlerResult<Vec<Simulated>> {
+    pub async fn simulate(&self, calls: &[CallSpec], number: u64, timestamp: u64) -> ChainResult<Vec<Simulated>> {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
@@ -148,17 +148,15 @@ impl Chain {
             let r: Result<Vec<SimBlock>, _> = self.provider.raw_request("eth_simulateV1".into(), params).await;
             match r {
                 Ok(blocks) => {
-                    let block = blocks
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| SettlerError::Rpc("eth_simulateV1: no block".into()))?;
+                    let block =
+                        blocks.into_iter().next().ok_or_else(|| ChainError::Rpc("eth_simulateV1: no block".into()))?;
                     return Ok(block.calls.into_iter().map(SimCall::into_simulated).collect());
                 }
                 Err(e) if is_method_missing(&e.to_string()) => {
                     tracing::info!("the node has no eth_simulateV1; simulating with eth_call and block overrides");
                     self.simulate_v1.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
-                Err(e) => return Err(SettlerError::Rpc(format!("eth_simulateV1: {e}"))),
+                Err(e) => return Err(ChainError::Rpc(format!("eth_simulateV1: {e}"))),
             }
         }
         let mut out = Vec::with_capacity(calls.len());
@@ -171,7 +169,7 @@ impl Chain {
                 Err(e) => {
                     let revert = e.as_error_resp().and_then(|p| p.as_revert_data());
                     if revert.is_none() && e.as_error_resp().is_none() {
-                        return Err(SettlerError::Rpc(format!("eth_call: {e}")));
+                        return Err(ChainError::Rpc(format!("eth_call: {e}")));
                     }
                     Simulated { gas_used: None, revert, error: Some(e.to_string()) }
                 }
@@ -182,7 +180,7 @@ impl Chain {
 
     /// `eth_call` of `call` in a block on top of the head with the given number and timestamp
     /// (block overrides): what a view answers in the block a transaction is meant for.
-    pub async fn call_at(&self, call: &CallSpec, number: u64, timestamp: u64) -> SettlerResult<Bytes> {
+    pub async fn call_at(&self, call: &CallSpec, number: u64, timestamp: u64) -> ChainResult<Bytes> {
         let overrides = json!({ "number": format!("{number:#x}"), "time": format!("{timestamp:#x}") });
         let params = json!([{ "from": call.from, "to": call.to, "input": call.data }, "latest", null, overrides]);
         self.provider.raw_request("eth_call".into(), params).await.map_err(rpc_err("eth_call"))
@@ -205,7 +203,7 @@ impl Chain {
     }
 
     /// Receipts of `hashes` (None: not mined) in one JSON-RPC batch.
-    pub async fn receipts(&self, hashes: &[B256]) -> SettlerResult<Vec<Option<TransactionReceipt>>> {
+    pub async fn receipts(&self, hashes: &[B256]) -> ChainResult<Vec<Option<TransactionReceipt>>> {
         let mut out = Vec::with_capacity(hashes.len());
         let futures: Vec<_> = hashes.iter().map(|h| self.provider.get_transaction_receipt(*h)).collect();
         for r in futures::future::join_all(futures).await {
@@ -215,7 +213,7 @@ impl Chain {
     }
 
     /// Nonce of `address` at `latest` and at `pending`.
-    pub async fn nonces(&self, address: Address) -> SettlerResult<(u64, u64)> {
+    pub async fn nonces(&self, address: Address) -> ChainResult<(u64, u64)> {
         let latest =
             self.provider.get_transaction_count(address).latest().await.map_err(rpc_err("eth_getTransactionCount"))?;
         let pending =
@@ -224,7 +222,7 @@ impl Chain {
     }
 
     /// Native balance.
-    pub async fn balance(&self, address: Address) -> SettlerResult<U256> {
+    pub async fn balance(&self, address: Address) -> ChainResult<U256> {
         self.provider.get_balance(address).await.map_err(rpc_err("eth_getBalance"))
     }
 }

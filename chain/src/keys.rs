@@ -5,34 +5,34 @@ use std::path::Path;
 
 use alloy::signers::local::PrivateKeySigner;
 
-use crate::{SettlerError, SettlerResult};
+use crate::{ChainError, ChainResult};
 
 /// Environment variable holding a keystore password.
 pub const PASSWORD_ENV: &str = "LCW_PASSWORD";
 
 /// The keystore password: the first line of `file` when given, else `LCW_PASSWORD`.
-pub fn password(file: Option<&Path>) -> SettlerResult<String> {
+pub fn password(file: Option<&Path>) -> ChainResult<String> {
     if let Some(file) = file {
         let text = std::fs::read_to_string(file)
-            .map_err(|e| SettlerError::Key(format!("cannot read the password file {}: {e}", file.display())))?;
+            .map_err(|e| ChainError::Key(format!("cannot read the password file {}: {e}", file.display())))?;
         return Ok(text.lines().next().unwrap_or_default().to_owned());
     }
     std::env::var(PASSWORD_ENV).map_err(|_| {
-        SettlerError::Key(format!("the keystore needs a password: pass --password-file FILE or set {PASSWORD_ENV}"))
+        ChainError::Key(format!("the keystore needs a password: pass --password-file FILE or set {PASSWORD_ENV}"))
     })
 }
 
 /// Decrypts the keystore at `path`.
-pub fn load_keystore(path: &Path, password: &str) -> SettlerResult<PrivateKeySigner> {
+pub fn load_keystore(path: &Path, password: &str) -> ChainResult<PrivateKeySigner> {
     if !path.exists() {
-        return Err(SettlerError::Key(format!("no keystore at {}", path.display())));
+        return Err(ChainError::Key(format!("no keystore at {}", path.display())));
     }
     PrivateKeySigner::decrypt_keystore(path, password).map_err(|e| {
         let m = e.to_string();
         if m.to_lowercase().contains("mac") {
-            SettlerError::Key(format!("wrong password for the keystore {}", path.display()))
+            ChainError::Key(format!("wrong password for the keystore {}", path.display()))
         } else {
-            SettlerError::Key(format!("{} is not a readable keystore (geth v3 JSON expected): {m}", path.display()))
+            ChainError::Key(format!("{} is not a readable keystore (geth v3 JSON expected): {m}", path.display()))
         }
     })
 }
@@ -43,22 +43,22 @@ pub fn write_keystore(
     signer: &PrivateKeySigner,
     password: &str,
     name: &str,
-) -> SettlerResult<std::path::PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| SettlerError::Key(format!("cannot create {}: {e}", dir.display())))?;
+) -> ChainResult<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| ChainError::Key(format!("cannot create {}: {e}", dir.display())))?;
     let mut rng = rand::thread_rng();
     PrivateKeySigner::encrypt_keystore(dir, &mut rng, signer.to_bytes(), password, Some(name))
-        .map_err(|e| SettlerError::Key(format!("cannot write a keystore in {}: {e}", dir.display())))?;
+        .map_err(|e| ChainError::Key(format!("cannot write a keystore in {}: {e}", dir.display())))?;
     Ok(dir.join(name))
 }
 
 /// Writes `signer` as a geth v3 keystore (scrypt) at exactly `path`, with the `address` field geth
 /// writes (so the address is known without the password) and mode 0600. Refuses to overwrite an
 /// existing file. The file appears atomically: it is written beside `path` and renamed.
-pub fn create_keystore(path: &Path, signer: &PrivateKeySigner, password: &str) -> SettlerResult<std::path::PathBuf> {
+pub fn create_keystore(path: &Path, signer: &PrivateKeySigner, password: &str) -> ChainResult<std::path::PathBuf> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let io = |what: &str, p: &Path, e: std::io::Error| SettlerError::Key(format!("cannot {what} {}: {e}", p.display()));
+    let io = |what: &str, p: &Path, e: std::io::Error| ChainError::Key(format!("cannot {what} {}: {e}", p.display()));
     if path.exists() {
-        return Err(SettlerError::Key(format!("{} already exists; it is never overwritten", path.display())));
+        return Err(ChainError::Key(format!("{} already exists; it is never overwritten", path.display())));
     }
     std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
     // alloy writes the keystore with the process umask; do it in a private scratch directory.
@@ -67,11 +67,11 @@ pub fn create_keystore(path: &Path, signer: &PrivateKeySigner, password: &str) -
     let written = (|| {
         let mut rng = rand::thread_rng();
         PrivateKeySigner::encrypt_keystore(&scratch, &mut rng, signer.to_bytes(), password, Some("keystore.json"))
-            .map_err(|e| SettlerError::Key(format!("cannot encrypt a keystore in {}: {e}", scratch.display())))?;
+            .map_err(|e| ChainError::Key(format!("cannot encrypt a keystore in {}: {e}", scratch.display())))?;
         let file = scratch.join("keystore.json");
         let text = std::fs::read_to_string(&file).map_err(|e| io("read", &file, e))?;
         let mut json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| SettlerError::Key(format!("the keystore just written is not JSON: {e}")))?;
+            .map_err(|e| ChainError::Key(format!("the keystore just written is not JSON: {e}")))?;
         if let Some(object) = json.as_object_mut() {
             // geth's form: lowercase hex without 0x.
             object.insert("address".into(), alloy::hex::encode(signer.address()).into());

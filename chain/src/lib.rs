@@ -1,0 +1,63 @@
+//! # lcw-chain: the one chain layer every lcw process uses
+//!
+//! Everything that talks to a node or signs for a key lives here, so the indexer, the settler,
+//! the worker and the operator verbs share one client and one sender:
+//!
+//! - [`rpc`]: JSON-RPC with retries, backoff and failover over the profile's endpoints, range
+//!   refusals recognised (the indexer's log client);
+//! - [`node`]: the view of the node that transactions need (heads, fees, simulation at the next
+//!   block, raw broadcast, receipts, nonces) over the same failover endpoints;
+//! - [`keys`]: geth v3 keystores and their passwords;
+//! - [`outbox`]: every transaction of a key, kept in the store so that nothing is signed twice,
+//!   nothing signed is lost, and a restart picks up where the last run stopped.
+
+pub mod keys;
+pub mod node;
+pub mod outbox;
+pub mod rpc;
+
+pub use node::{CallSpec, Chain, Fees, Head, Simulated};
+
+/// Why a chain operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The node failed or answered nonsense.
+    #[error("RPC: {0}")]
+    Rpc(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
+    /// A governance parameter is missing from the store and could not be read from the chain.
+    #[error("the store has no value for the AIConfig parameter {0}; index from the deployment block")]
+    MissingParam(String),
+    /// Signing failed.
+    #[error("signing: {0}")]
+    Sign(String),
+    /// A key or keystore problem.
+    #[error("{0}")]
+    Key(String),
+    /// The node refused a transaction outright.
+    #[error("the node refused the transaction: {0}")]
+    Rejected(String),
+}
+
+impl From<rusqlite::Error> for ChainError {
+    fn from(e: rusqlite::Error) -> Self {
+        ChainError::Store(e.to_string())
+    }
+}
+
+impl From<lcw_schema::store::StoreError> for ChainError {
+    fn from(e: lcw_schema::store::StoreError) -> Self {
+        match e {
+            lcw_schema::store::StoreError::MissingParam(p) => ChainError::MissingParam(p),
+            e => ChainError::Store(e.to_string()),
+        }
+    }
+}
+
+/// Result alias.
+pub type ChainResult<T> = Result<T, ChainError>;
