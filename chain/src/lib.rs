@@ -7,15 +7,18 @@
 //!   refusals recognised (the indexer's log client);
 //! - [`node`]: the view of the node that transactions need (heads, fees, simulation at the next
 //!   block, raw broadcast, receipts, nonces) over the same failover endpoints;
+//! - [`fees`]: fee ceilings per gas and per blob gas, and how fees are written;
 //! - [`keys`]: geth v3 keystores and their passwords;
 //! - [`outbox`]: every transaction of a key, kept in the store so that nothing is signed twice,
 //!   nothing signed is lost, and a restart picks up where the last run stopped.
 
+pub mod fees;
 pub mod keys;
 pub mod node;
 pub mod outbox;
 pub mod rpc;
 
+pub use fees::FeeCap;
 pub use node::{CallSpec, Chain, Fees, Head, Simulated};
 
 /// Why a chain operation failed.

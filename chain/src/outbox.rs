@@ -25,6 +25,7 @@ use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy::signers::local::PrivateKeySigner;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::fees::FeeCap;
 use crate::node::{Chain, Fees, Head};
 use crate::{ChainError, ChainResult};
 
@@ -57,6 +58,8 @@ pub struct Intent {
     pub target_block: u64,
     /// A blob to carry (an EIP-4844 type-3 transaction), with its blob fee cap.
     pub blob: Option<BlobPart>,
+    /// The most it may pay per gas and per blob gas, whatever the market does.
+    pub cap: FeeCap,
 }
 
 /// The blob of a type-3 transaction.
@@ -225,6 +228,18 @@ impl Outbox {
     /// Records an intent, signs it with the next nonce, stores the raw transaction and broadcasts
     /// it. Returns the outbox id and transaction hash.
     pub async fn submit(&mut self, chain: &Chain, intent: &Intent, fees: Fees, head: u64) -> ChainResult<(i64, B256)> {
+        // Never above the intent's ceiling, whatever the market asks.
+        let max_fee = fees.max_fee.min(intent.cap.per_gas);
+        let fees = Fees { max_fee, tip: fees.tip.min(max_fee) };
+        let capped;
+        let intent = match &intent.blob {
+            Some(b) if b.max_fee_per_blob_gas > intent.cap.per_blob_gas => {
+                let blob = BlobPart { max_fee_per_blob_gas: intent.cap.per_blob_gas, ..b.clone() };
+                capped = Intent { blob: Some(blob), ..intent.clone() };
+                &capped
+            }
+            _ => intent,
+        };
         // 1. The intent and its jobs (the trigger refuses a job that already has a live transaction).
         let id = self.record_intent(intent, head)?;
         // 2. Sign and store the raw bytes before they leave the process.

@@ -149,6 +149,37 @@ pub(crate) struct KeyArgs {
     /// File whose first line is the keystore password (else LCW_PASSWORD).
     #[arg(long, env = "LCW_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+    /// The most this key pays.
+    #[command(flatten)]
+    pub fees: FeeArgs,
+}
+
+/// The operator's fee ceiling: no transaction of the key ever offers more, whatever the market
+/// does. Each transaction is further bounded by what it is worth (README "Fees").
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FeeArgs {
+    /// Ceiling of maxFeePerGas, in wei or with a unit (`100gwei`). A transaction priced out by
+    /// the market waits at the ceiling instead of paying more (official worker: MAX_GAS_PRICE).
+    #[arg(long, env = "MAX_GAS_PRICE", default_value = "100gwei", value_parser = parse_fee, value_name = "FEE")]
+    pub max_fee_per_gas: u128,
+    /// Ceiling of maxFeePerBlobGas for completions, in wei or with a unit (`100gwei`).
+    #[arg(long, env = "MAX_BLOB_GAS_PRICE", default_value = "100gwei", value_parser = parse_fee, value_name = "FEE")]
+    pub max_fee_per_blob_gas: u128,
+}
+
+impl FeeArgs {
+    /// The ceiling.
+    pub(crate) fn cap(&self) -> lcw_chain::FeeCap {
+        lcw_chain::FeeCap::new(self.max_fee_per_gas, self.max_fee_per_blob_gas)
+    }
+}
+
+fn parse_fee(text: &str) -> Result<u128, String> {
+    let fee = lcw_chain::fees::parse_fee(text)?;
+    if fee == 0 {
+        return Err("a ceiling of 0 would never let a transaction in; give at least the network's base fee".into());
+    }
+    Ok(fee)
 }
 
 impl KeyArgs {

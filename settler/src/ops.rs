@@ -11,6 +11,7 @@ use lcw_schema::profile::Profile;
 use serde::Serialize;
 
 use crate::{SettlerError, SettlerResult};
+use lcw_chain::FeeCap;
 use lcw_chain::node::{CallSpec, Chain};
 use lcw_chain::outbox::{Intent, Lane, Outbox, Tracked};
 use lcw_schema::rules::schedule::ChainClock;
@@ -63,16 +64,19 @@ pub struct Operator {
     pub outbox: Outbox,
     /// The network.
     pub profile: Profile,
+    /// The operator's fee ceiling.
+    pub cap: FeeCap,
 }
 
 impl Operator {
-    /// Connects, opens the outbox for `signer` in the store at `db` and reconciles it.
-    pub async fn open(profile: Profile, db: &Path, signer: PrivateKeySigner) -> SettlerResult<Self> {
+    /// Connects, opens the outbox for `signer` in the store at `db` and reconciles it; every
+    /// transaction pays at most `cap`.
+    pub async fn open(profile: Profile, db: &Path, signer: PrivateKeySigner, cap: FeeCap) -> SettlerResult<Self> {
         let chain = Chain::connect(&profile.rpc_url, Duration::from_secs(20)).await?;
         profile.check_chain_id(chain.chain_id).map_err(|e| SettlerError::Config(e.to_string()))?;
         let mut outbox = Outbox::open(db, signer, chain.chain_id, Lane::Operator)?;
         outbox.reconcile(&chain).await?;
-        Ok(Operator { chain, outbox, profile })
+        Ok(Operator { chain, outbox, profile, cap })
     }
 
     /// Simulates `data` to `to` in the next block, sends it through the outbox and waits for it to
@@ -111,6 +115,7 @@ impl Operator {
             jobs,
             target_block: head.number + 1,
             blob: None,
+            cap: self.cap,
         };
         let (id, hash) = self.outbox.submit(&self.chain, &intent, fees, head.number).await?;
         self.wait(id, hash, timeout).await

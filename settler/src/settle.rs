@@ -17,6 +17,7 @@ use lcw_schema::store::obligations as view;
 use serde::Serialize;
 
 use crate::{SettlerError, SettlerResult};
+use lcw_chain::FeeCap;
 use lcw_chain::node::{CallSpec, Chain, Fees, Head};
 use lcw_chain::outbox::{Intent, Lane, Outbox, REORG_WINDOW, Tracked};
 
@@ -45,6 +46,8 @@ pub struct SettleConfig {
     pub max_batch_gas: u64,
     /// Smallest priority fee offered.
     pub min_tip: u128,
+    /// The operator's fee ceiling; each transaction is further bounded by what it collects.
+    pub fee_cap: FeeCap,
     /// Head polling interval.
     pub poll_interval: Duration,
     /// Per-request RPC timeout.
@@ -65,6 +68,7 @@ impl SettleConfig {
             signer,
             max_batch_gas: 15_000_000,
             min_tip: 1_000_000,
+            fee_cap: FeeCap::default(),
             poll_interval: Duration::from_millis(100),
             rpc_timeout: Duration::from_secs(20),
             once: false,
@@ -325,14 +329,19 @@ async fn release(
     // Keepers skip releases whose bounty does not pay for their share of the gas.
     let price = head.base_fee.max(1) + fees.tip;
     let mut ids: Vec<u64> = Vec::with_capacity(due.len());
+    // What releasing each job collects for this key: a keeper's bounty, or the worker's own share.
+    let mut worth: std::collections::HashMap<u64, u128> = Default::default();
     for d in due {
-        if config.mode == Mode::Keeper && d.worker != me {
-            let bounty = schedule::keeper_bounty(d, lcw_schema::types::JobState::Completed, params);
-            if bounty < U256::from(*gas_per_job as u128 * price) {
-                summary.unprofitable += 1;
-                continue;
-            }
+        let collects = if d.worker == me {
+            schedule::worker_share(d.fee, params)
+        } else {
+            schedule::keeper_bounty(d, lcw_schema::types::JobState::Completed, params)
+        };
+        if config.mode == Mode::Keeper && d.worker != me && collects < U256::from(*gas_per_job as u128 * price) {
+            summary.unprofitable += 1;
+            continue;
         }
+        worth.insert(d.job_id, collects.try_into().unwrap_or(u128::MAX));
         ids.push(d.job_id);
     }
     let mut sent = 0;
@@ -379,6 +388,7 @@ async fn release(
                 g
             }
         };
+        let collects = batch.iter().fold(0u128, |sum, id| sum.saturating_add(worth[id]));
         let intent = Intent {
             kind: "release",
             to,
@@ -388,6 +398,7 @@ async fn release(
             jobs: batch.clone(),
             target_block: target.number,
             blob: None,
+            cap: config.fee_cap.at_most_worth(collects, gas_limit(used), 0),
         };
         match outbox.submit(chain, &intent, fees, head.number).await {
             Ok((id, hash)) => {
@@ -434,9 +445,12 @@ async fn single(
         return Ok(0);
     };
     let used = if used == 0 { 200_000 } else { used };
+    let mut cap = config.fee_cap;
     if config.mode == Mode::Keeper && due.action == Action::ClaimTimeout {
         let cost = U256::from(used as u128 * (head.base_fee.max(1) + fees.tip));
-        if schedule::keeper_bounty(due, state, params) < cost {
+        let bounty = schedule::keeper_bounty(due, state, params);
+        cap = cap.at_most_worth(bounty.try_into().unwrap_or(u128::MAX), gas_limit(used), 0);
+        if bounty < cost {
             if warned.insert((due.job_id, "unprofitable")) {
                 summary.unprofitable += 1;
                 tracing::info!(job = due.job_id, "timeout bounty does not cover the gas; skipped");
@@ -453,6 +467,7 @@ async fn single(
         jobs: vec![due.job_id],
         target_block: target.number,
         blob: None,
+        cap,
     };
     match outbox.submit(chain, &intent, fees, head.number).await {
         Ok((id, hash)) => {

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::sol_types::SolCall;
+use lcw_chain::FeeCap;
 use lcw_chain::outbox::{Intent, Outbox};
 use lcw_chain::{CallSpec, Chain, Fees, Head};
 use lcw_schema::bindings::SessionManager;
@@ -51,6 +52,8 @@ pub struct Claimer {
     conn: Connection,
     me: Address,
     config: ClaimConfig,
+    /// The operator's fee ceiling (a claim's worth is not known in wei).
+    cap: FeeCap,
     /// Served models (on-chain ids).
     models: HashSet<B256>,
     attempts: HashMap<u64, u32>,
@@ -77,12 +80,14 @@ pub struct Tick {
 }
 
 impl Claimer {
-    /// A claimer for `me` serving `models`, reading and writing the store through `conn`.
-    pub fn new(conn: Connection, me: Address, models: HashSet<B256>, config: ClaimConfig) -> Self {
+    /// A claimer for `me` serving `models`, reading and writing the store through `conn`, paying
+    /// at most `cap`.
+    pub fn new(conn: Connection, me: Address, models: HashSet<B256>, config: ClaimConfig, cap: FeeCap) -> Self {
         Claimer {
             conn,
             me,
             config,
+            cap,
             models,
             attempts: HashMap::new(),
             held_back: HashMap::new(),
@@ -277,6 +282,7 @@ impl Claimer {
             jobs: Vec::new(),
             target_block: head.number + 1,
             blob: None,
+            cap: self.cap,
         };
         *self.attempts.entry(req.req_id).or_default() += 1;
         match outbox.submit(chain, &intent, fees, head.number).await {

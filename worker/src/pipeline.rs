@@ -39,9 +39,9 @@ use alloy::primitives::{B256, Bytes, U256, keccak256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
-use lcw_chain::ChainError;
 use lcw_chain::outbox::{BlobPart, Intent, Lane, Outbox, REORG_WINDOW, Tracked};
 use lcw_chain::{Chain, Fees, Head};
+use lcw_chain::{ChainError, FeeCap};
 use lcw_schema::bindings::{AIConfig, JobRegistry};
 use lcw_schema::profile::Profile;
 use lcw_schema::rules::schedule::ChainClock;
@@ -90,6 +90,8 @@ pub struct WorkConfig {
     pub rpc_timeout: Duration,
     /// Minimum priority fee.
     pub min_tip: u128,
+    /// The operator's fee ceiling per gas and per blob gas.
+    pub fee_cap: FeeCap,
     /// Stop after this many completions (benchmarks, tests); None runs until shutdown.
     pub stop_after: Option<u64>,
     /// Sortition claims.
@@ -127,6 +129,7 @@ impl WorkConfig {
             poll_interval: Duration::from_millis(50),
             rpc_timeout: Duration::from_secs(10),
             min_tip: 1_000_000_000,
+            fee_cap: FeeCap::default(),
             stop_after: None,
             claims: ClaimConfig::default(),
             session_manager: None,
@@ -286,6 +289,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
         me,
         models.keys().copied().collect(),
         config.claims.clone(),
+        config.fee_cap,
     );
     let link = match &config.gateway {
         Some(g) => Some(Link::start(g.clone(), &config, &shutdown)?),
@@ -433,6 +437,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                         jobs: vec![a.job_id],
                         target_block: head.number + 1,
                         blob: Some(blob),
+                        cap: config.fee_cap,
                     };
                     let mut timing = r.timing;
                     timing.post = r.ready_at.elapsed();
@@ -507,6 +512,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                         jobs: vec![a.job_id],
                         target_block: head.number + 1,
                         blob: None,
+                        cap: config.fee_cap,
                     };
                     match outbox.submit(&chain, &intent, fees_now, head.number).await {
                         Ok((id, hash)) => {

@@ -95,7 +95,7 @@ async fn ctx_signed(args: &WorkerArgs, data: &DataArgs) -> anyhow::Result<(Ctx, 
         bail!("the key is for {} but --worker is {worker}; exit verbs must be signed by the worker", signer.address());
     }
     let c = start(profile, args.store.path(data), worker).await?;
-    let operator = Operator::open(c.profile.clone(), &c.db, signer).await?;
+    let operator = Operator::open(c.profile.clone(), &c.db, signer, args.key.fees.cap()).await?;
     Ok((c, operator))
 }
 
@@ -381,6 +381,7 @@ pub(crate) async fn exit(args: ExitArgs, data: DataArgs) -> anyhow::Result<()> {
                     lcw_settler::settle::Mode::Worker(c.worker),
                     signer_key.clone(),
                 );
+                config.fee_cap = op.cap;
                 config.once = true;
                 let (_tx, rx) = tokio::sync::watch::channel(false);
                 let s = lcw_settler::settle::run(config, rx).await?;

@@ -154,7 +154,7 @@ async fn signed(args: &OpArgs, data: &DataArgs, password: Option<&str>) -> anyho
     let identity =
         Identity { chain_id: profile.chain_id, contracts: profile.contracts, start_block: profile.start_block };
     drop(Store::open(&db, &identity).with_context(|| format!("opening the store {} for the outbox", db.display()))?);
-    let op = Operator::open(profile.clone(), &db, signer).await?;
+    let op = Operator::open(profile.clone(), &db, signer, args.key.fees.cap()).await?;
     Ok(Signed { worker: op.outbox.sender(), profile, op })
 }
 
@@ -193,6 +193,7 @@ impl Signed {
             jobs: vec![],
             target_block: head.number + 1,
             blob: None,
+            cap: self.op.cap,
         };
         let (id, hash) = self.op.outbox.submit(&self.op.chain, &intent, fees, head.number).await?;
         match self.op.wait(id, hash, TX_TIMEOUT).await {

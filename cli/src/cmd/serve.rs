@@ -205,7 +205,8 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
         tasks.push(("API", tokio::spawn(async move { Ok(lcw_queries::serve(api, Some(blocks_rx), rx).await?) })));
     }
     if let (Some(mode), Some(signer)) = (settle_mode, signer) {
-        let config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
+        let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
+        config.fee_cap = args.key.fees.cap();
         let rx = stop.clone();
         tasks.push((
             "settler",

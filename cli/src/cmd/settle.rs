@@ -96,6 +96,7 @@ pub(crate) async fn run(args: SettleArgs, data: DataArgs) -> anyhow::Result<()> 
     };
     let mode = if args.keeper { Mode::Keeper } else { Mode::Worker(worker.unwrap_or(signer.address())) };
     let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
+    config.fee_cap = args.key.fees.cap();
     config.max_batch_gas = args.max_batch_gas.max(100_000);
     config.poll_interval = std::time::Duration::from_millis(args.poll_ms.max(10));
     let summary =
@@ -186,6 +187,7 @@ pub(crate) async fn release(args: ReleaseArgs, data: DataArgs) -> anyhow::Result
     let signer = args.key.signer(&profile, worker, Some(Role::Worker))?;
     let mode = Mode::Worker(worker.unwrap_or(signer.address()));
     let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
+    config.fee_cap = args.key.fees.cap();
     config.once = true;
     config.only_jobs = only_jobs.map(|ids| ids.into_iter().collect::<HashSet<u64>>());
     let (_tx, rx) = tokio::sync::watch::channel(false);

@@ -241,6 +241,7 @@ pub(crate) async fn work_config(
         blobs,
     );
     config.poll_interval = Duration::from_millis(50);
+    config.fee_cap = key.fees.cap();
     config.gateway = config.profile.gateway_url.clone().map(lcw_worker::gateway::GatewayConfig::new);
     Ok(config)
 }
