@@ -45,6 +45,10 @@ pub enum ChainError {
     /// The node refused a transaction outright.
     #[error("the node refused the transaction: {0}")]
     Rejected(String),
+    /// The store refused the intent: one of its jobs already has a live transaction (sent by
+    /// another lane or another key). The job is skipped; nothing was signed.
+    #[error("not sent: {0}")]
+    InFlight(String),
 }
 
 impl From<rusqlite::Error> for ChainError {
