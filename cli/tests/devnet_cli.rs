@@ -161,6 +161,7 @@ fn deploy_to_a_bare_node_writes_a_usable_profile() {
         config_out: dir.path().join("accounts.json"),
         log_file: None,
         prune_history: None,
+        genesis_timestamp: None,
     })
     .expect("anvil");
     let key = anvil.accounts[0].private_key.to_string();

@@ -91,6 +91,9 @@ pub struct AnvilConfig {
     /// Keep at most this many historical states in memory (`--prune-history N`); None keeps them
     /// all, which costs tens of MB per busy block.
     pub prune_history: Option<u64>,
+    /// Timestamp of the genesis block (`--timestamp`); later blocks keep that offset from the
+    /// local clock (a chain whose clock differs from this machine's). None: the local clock.
+    pub genesis_timestamp: Option<u64>,
 }
 
 /// A dev account anvil funded.
@@ -139,6 +142,9 @@ impl AnvilProcess {
             .args(["--no-request-size-limit", "--color", "never"]);
         if let Some(states) = config.prune_history {
             cmd.arg("--prune-history").arg(states.to_string());
+        }
+        if let Some(ts) = config.genesis_timestamp {
+            cmd.arg("--timestamp").arg(ts.to_string());
         }
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         if let Some(secs) = config.block_time {

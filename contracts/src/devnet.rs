@@ -39,6 +39,9 @@ pub struct DevnetOptions {
     /// the state of that block; the default keeps 256, enough for both while keeping anvil's
     /// memory flat during long simulations.
     pub prune_history: Option<u64>,
+    /// The chain's clock at genesis (None: the local clock): a devnet whose clock runs behind or
+    /// ahead of this machine's.
+    pub genesis_timestamp: Option<u64>,
     /// Governance parameters; dispatcher and disputer are replaced by the dev accounts.
     pub deploy: DeployConfig,
 }
@@ -53,6 +56,7 @@ impl DevnetOptions {
             chain_id: 31337,
             gas_limit: 1_000_000_000,
             prune_history: Some(256),
+            genesis_timestamp: None,
             deploy: DeployConfig::devnet(Default::default(), Default::default()),
         }
     }
@@ -109,6 +113,7 @@ impl Devnet {
             config_out: dir.join("anvil-accounts.json"),
             log_file: Some(dir.join("anvil.log")),
             prune_history: options.prune_history,
+            genesis_timestamp: options.genesis_timestamp,
         })?;
         let accounts: Vec<DevAccount> = anvil
             .accounts
