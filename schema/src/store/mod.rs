@@ -22,6 +22,7 @@ pub mod col;
 pub mod ledger;
 pub mod obligations;
 pub mod operator;
+pub mod outbox;
 pub mod projections;
 pub mod raw;
 pub mod reads;
