@@ -19,6 +19,7 @@
 
 pub mod claims;
 pub mod col;
+mod identity;
 pub mod ledger;
 pub mod obligations;
 pub mod operator;
@@ -65,7 +66,10 @@ pub enum StoreError {
         message: String,
     },
     /// The store was created for another network.
-    #[error("store {path} belongs to {stored}, not {requested}; use another --db (or data dir) for this network")]
+    #[error(
+        "store {path} belongs to {stored}, not to {requested}; each network needs its own store: use another \
+         --data-dir or --db for this network"
+    )]
     IdentityMismatch {
         /// The store file.
         path: PathBuf,
@@ -98,7 +102,8 @@ pub enum StoreError {
 /// Result alias for store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The network a store belongs to.
+/// The network a store belongs to (checked by every process that uses the store, see
+/// [`Store::open_as`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     /// Chain id.
@@ -177,16 +182,7 @@ impl Store {
         let store = Store { conn, path: path.to_owned() };
         match store.identity()? {
             None => store.record_identity(identity)?,
-            Some(stored) => {
-                let same = stored.chain_id == identity.chain_id && stored.contracts == identity.contracts;
-                if !same {
-                    return Err(StoreError::IdentityMismatch {
-                        path: path.to_owned(),
-                        stored: stored.describe(),
-                        requested: identity.describe(),
-                    });
-                }
-            }
+            Some(stored) => identity.check(&stored, path)?,
         }
         Ok(store)
     }
