@@ -30,6 +30,9 @@ pub enum ChainError {
     /// The node failed or answered nonsense.
     #[error("RPC: {0}")]
     Rpc(String),
+    /// No RPC endpoint serves the profile's chain (each one that answered serves another).
+    #[error(transparent)]
+    WrongChain(rpc::RpcError),
     /// The store failed.
     #[error("store: {0}")]
     Store(String),

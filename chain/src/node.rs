@@ -1,15 +1,31 @@
-//! The settler's view of the node: heads, fees, simulation at the next block, raw broadcast,
-//! receipts and nonces. Thin JSON-RPC over alloy's provider; every call names what failed.
+//! The view of the node that transactions need: heads, fees, simulation at the next block, raw
+//! broadcast, receipts and nonces. Thin JSON-RPC over an alloy provider; every call names what
+//! failed.
+//!
+//! The provider runs on the failover client of [`crate::rpc`] ([`Chain::open`]): the profile's
+//! `rpc_url` first, then its `rpc_fallback_urls`, each endpoint's chain id checked against the
+//! profile's before its first call and again after every failover to it, an endpoint of another
+//! chain never used. Typed contract reads through `chain.provider()` fail over with the rest. A
+//! call retries and fails over for at most the request timeout given to [`Chain::open`] (every
+//! endpoint is tried at least once), then fails: the settler's and the worker's loops try again at
+//! their own pace. A JSON-RPC error answer (a revert, a refused transaction) is returned at once.
+//! A broadcast may reach a second endpoint after a transport failure; see [`Chain::send_raw`].
+//!
+//! What the node says about fees is checked before it is used ([`next_fees`]).
 
 use std::time::Duration;
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::TransactionReceipt;
+use alloy::rpc::client::RpcClient;
+use alloy::rpc::types::{FeeHistory, TransactionReceipt};
+use lcw_schema::profile::Profile;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::fees::{GWEI, Wei};
+use crate::rpc::{Rpc, RpcError};
 use crate::{ChainError, ChainResult};
 
 /// A block header, reduced to what the settler reasons with.
@@ -63,10 +79,11 @@ pub struct CallSpec {
     pub data: Bytes,
 }
 
-/// Connection to the node.
+/// Connection to the node, over the failover client.
 #[derive(Debug, Clone)]
 pub struct Chain {
     provider: DynProvider,
+    rpc: Rpc,
     /// Chain id.
     pub chain_id: u64,
     simulate_v1: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -78,18 +95,38 @@ fn rpc_err(what: &str) -> impl Fn(alloy::transports::TransportError) -> ChainErr
 }
 
 impl Chain {
-    /// Connects over HTTP and reads the chain id.
+    /// Connects to the profile's endpoints (`rpc_url`, then `rpc_fallback_urls`) with a
+    /// per-request `timeout`, which is also how long a call keeps retrying and failing over. Each
+    /// endpoint is tried once: it fails when none answers, and with [`ChainError::WrongChain`]
+    /// when every one that answers serves another chain than the profile's.
+    pub async fn open(profile: &Profile, timeout: Duration) -> ChainResult<Self> {
+        let rpc = Rpc::for_profile(profile, timeout).map_err(|e| ChainError::Config(e.to_string()))?;
+        Self::over(rpc.give_up_after(timeout)).await
+    }
+
+    /// Connects to one `url` and takes its chain as the expected one (tests, `--head-rpc`); the
+    /// processes of a network use [`Chain::open`].
     pub async fn connect(url: &str, timeout: Duration) -> ChainResult<Self> {
-        let parsed: reqwest::Url = url
-            .parse()
-            .map_err(|e| ChainError::Config(format!("RPC URL `{}`: {e}", lcw_schema::profile::redact_url(url))))?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| ChainError::Config(format!("HTTP client: {e}")))?;
-        let provider = ProviderBuilder::new().connect_reqwest(client, parsed).erased();
-        let chain_id = provider.get_chain_id().await.map_err(rpc_err("eth_chainId"))?;
-        Ok(Chain { provider, chain_id, simulate_v1: std::sync::Arc::new(true.into()) })
+        let rpc = Rpc::new(&[url.to_owned()], timeout).map_err(|e| ChainError::Config(e.to_string()))?;
+        Self::over(rpc.give_up_after(timeout)).await
+    }
+
+    /// A chain over `rpc` (sharing its endpoints and what is known about them), after one round
+    /// over the endpoints to find one that answers the expected chain id.
+    pub async fn over(rpc: Rpc) -> ChainResult<Self> {
+        let chain_id = match rpc.give_up_after(Duration::ZERO).chain_id().await {
+            Ok(id) => id,
+            Err(e @ RpcError::WrongChain { .. }) => return Err(ChainError::WrongChain(e)),
+            Err(e) => return Err(ChainError::Rpc(e.to_string())),
+        };
+        let client = RpcClient::new(rpc.transport(), rpc.is_local());
+        let provider = ProviderBuilder::new().connect_client(client).erased();
+        Ok(Chain { provider, rpc, chain_id, simulate_v1: std::sync::Arc::new(true.into()) })
+    }
+
+    /// The failover client under the provider (its endpoints, health and chain checks).
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
     }
 
     /// The provider (for typed contract reads).
@@ -116,18 +153,13 @@ impl Chain {
     }
 
     /// Fees from the node's fee history: the next block's base fee doubled (room for six full
-    /// blocks of increases) plus the median tip of recent blocks.
+    /// blocks of increases) plus the median tip of recent blocks, at least `min_tip`. An answer
+    /// out of all proportion to the head's base fee is refused ([`next_fees`]).
     pub async fn fees(&self, min_tip: u128) -> ChainResult<Fees> {
-        let h = self
-            .provider
-            .get_fee_history(10, BlockNumberOrTag::Latest, &[50.0])
-            .await
-            .map_err(rpc_err("eth_feeHistory"))?;
-        let next_base = h.base_fee_per_gas.last().copied().unwrap_or(0);
-        let mut tips: Vec<u128> = h.reward.unwrap_or_default().iter().filter_map(|r| r.first().copied()).collect();
-        tips.sort_unstable();
-        let tip = tips.get(tips.len() / 2).copied().unwrap_or(0).max(min_tip);
-        Ok(Fees { max_fee: next_base.saturating_mul(2).saturating_add(tip), tip })
+        let (history, head) =
+            futures::join!(self.provider.get_fee_history(10, BlockNumberOrTag::Latest, &[50.0]), self.head());
+        let history = history.map_err(rpc_err("eth_feeHistory"))?;
+        next_fees(&history, &head?, min_tip).map_err(|e| ChainError::Rpc(e.to_string()))
     }
 
     /// Simulates `calls` one after another in a block on top of the head with the given number
@@ -156,7 +188,7 @@ impl Chain {
                     tracing::info!("the node has no eth_simulateV1; simulating with eth_call and block overrides");
                     self.simulate_v1.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
-                Err(e) => return Err(ChainError::Rpc(format!("eth_simulateV1: {e}"))),
+                Err(e) => return Err(rpc_err("eth_simulateV1")(e)),
             }
         }
         let mut out = Vec::with_capacity(calls.len());
@@ -169,7 +201,7 @@ impl Chain {
                 Err(e) => {
                     let revert = e.as_error_resp().and_then(|p| p.as_revert_data());
                     if revert.is_none() && e.as_error_resp().is_none() {
-                        return Err(ChainError::Rpc(format!("eth_call: {e}")));
+                        return Err(rpc_err("eth_call")(e));
                     }
                     Simulated { gas_used: None, revert, error: Some(e.to_string()) }
                 }
@@ -187,12 +219,17 @@ impl Chain {
     }
 
     /// Broadcasts a signed transaction. `Ok(None)` when the node already has it.
+    ///
+    /// After a transport failure the same bytes go to the next endpoint: the first node may have
+    /// taken the transaction before the connection broke, and then the second one answers "already
+    /// known" (`Ok(None)`) or, once it is mined, "nonce too low"; either way there is one
+    /// transaction. A refusal from a node is its answer and is returned at once.
     pub async fn send_raw(&self, raw: &Bytes) -> Result<Option<B256>, String> {
         let r: Result<B256, _> = self.provider.raw_request("eth_sendRawTransaction".into(), (raw,)).await;
         match r {
             Ok(h) => Ok(Some(h)),
             Err(e) => {
-                let m = e.to_string();
+                let m = lcw_schema::profile::redact_urls(&e.to_string());
                 if m.to_lowercase().contains("already known") || m.to_lowercase().contains("already imported") {
                     Ok(None)
                 } else {
@@ -225,6 +262,67 @@ impl Chain {
     pub async fn balance(&self, address: Address) -> ChainResult<U256> {
         self.provider.get_balance(address).await.map_err(rpc_err("eth_getBalance"))
     }
+}
+
+/// Base fees rise at most 12.5 % a block (EIP-1559); a next base fee above twice the head's
+/// (plus this, for chains whose base fee sits near zero) is not a fee market but a wrong answer.
+const BASE_FEE_SLACK: u128 = GWEI;
+/// A median tip above this many times the head's base fee, and above [`TIP_FLOOR`], is refused.
+const TIP_TIMES_BASE: u128 = 10;
+/// Tips up to this are never refused, however low the base fee.
+const TIP_FLOOR: u128 = 100 * GWEI;
+
+/// Why an `eth_feeHistory` answer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeeHistoryError {
+    /// The next base fee is out of all proportion to the head's.
+    #[error(
+        "eth_feeHistory refused: it gives the next block a base fee of {}, more than twice the {} of the \
+         head (block {block}), though base fees rise at most 12.5 % a block; the node's fee data is wrong, \
+         nothing was signed with it",
+        Wei(*next), Wei(*head)
+    )]
+    BaseFee {
+        /// The next base fee the answer gives.
+        next: u128,
+        /// The head's base fee.
+        head: u128,
+        /// The head's number.
+        block: u64,
+    },
+    /// The median tip is out of all proportion to the head's base fee.
+    #[error(
+        "eth_feeHistory refused: its median tip of {} is more than {TIP_TIMES_BASE} times the base fee of the \
+         head ({} in block {block}) and more than {}; the node's fee data is wrong, nothing was signed with it",
+        Wei(*tip), Wei(*head), Wei(TIP_FLOOR)
+    )]
+    Tip {
+        /// The median tip of the answer.
+        tip: u128,
+        /// The head's base fee.
+        head: u128,
+        /// The head's number.
+        block: u64,
+    },
+}
+
+/// The fees of a new transaction from a fee history and the head, or why the history is not
+/// believable: a next base fee above twice the head's (plus a gwei), or a median tip above
+/// both ten times the head's base fee and 100 gwei. `min_tip` (the operator's) is applied after
+/// the check.
+pub fn next_fees(history: &FeeHistory, head: &Head, min_tip: u128) -> Result<Fees, FeeHistoryError> {
+    let next_base = history.base_fee_per_gas.last().copied().unwrap_or(0);
+    if next_base > head.base_fee.saturating_mul(2).saturating_add(BASE_FEE_SLACK) {
+        return Err(FeeHistoryError::BaseFee { next: next_base, head: head.base_fee, block: head.number });
+    }
+    let mut tips: Vec<u128> = history.reward.iter().flatten().filter_map(|r| r.first().copied()).collect();
+    tips.sort_unstable();
+    let median = tips.get(tips.len() / 2).copied().unwrap_or(0);
+    if median > head.base_fee.saturating_mul(TIP_TIMES_BASE).max(TIP_FLOOR) {
+        return Err(FeeHistoryError::Tip { tip: median, head: head.base_fee, block: head.number });
+    }
+    let tip = median.max(min_tip);
+    Ok(Fees { max_fee: next_base.saturating_mul(2).saturating_add(tip), tip })
 }
 
 fn is_method_missing(m: &str) -> bool {
@@ -267,5 +365,70 @@ impl SimCall {
             let (message, data) = self.error.map(|e| (e.message, e.data)).unwrap_or_default();
             Simulated { gas_used: None, revert: data.or(Some(self.return_data)), error: Some(message) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(base_fee: u128) -> Head {
+        Head { number: 120, hash: B256::ZERO, timestamp: 1_000, base_fee }
+    }
+
+    fn history(next_base: u128, tips: &[u128]) -> FeeHistory {
+        FeeHistory {
+            base_fee_per_gas: vec![next_base; 11],
+            reward: Some(tips.iter().map(|t| vec![*t]).collect()),
+            ..FeeHistory::default()
+        }
+    }
+
+    #[test]
+    fn an_ordinary_history_gives_twice_the_next_base_fee_plus_the_median_tip() {
+        let fees = next_fees(&history(11 * GWEI, &[GWEI, 3 * GWEI, 2 * GWEI]), &head(10 * GWEI), 0).unwrap();
+        assert_eq!(fees, Fees { max_fee: 24 * GWEI, tip: 2 * GWEI });
+        let floor = next_fees(&history(11 * GWEI, &[GWEI]), &head(10 * GWEI), 5 * GWEI).unwrap();
+        assert_eq!(floor.tip, 5 * GWEI, "the operator's minimum tip");
+        let empty = next_fees(&FeeHistory::default(), &head(0), 0).unwrap();
+        assert_eq!(empty, Fees { max_fee: 0, tip: 0 });
+    }
+
+    #[test]
+    fn a_next_base_fee_far_above_the_heads_is_refused_and_the_error_says_why() {
+        // 1.125x per block for six blocks of lag is about 2x: still believed.
+        assert!(next_fees(&history(20 * GWEI, &[]), &head(10 * GWEI), 0).is_ok());
+        let e = next_fees(&history(500 * GWEI, &[GWEI]), &head(10 * GWEI), 0).unwrap_err();
+        assert_eq!(e, FeeHistoryError::BaseFee { next: 500 * GWEI, head: 10 * GWEI, block: 120 });
+        let m = e.to_string();
+        assert!(m.contains("500 gwei") && m.contains("10 gwei") && m.contains("block 120"), "{m}");
+        assert!(m.contains("12.5 %") && m.contains("nothing was signed"), "{m}");
+        // Near zero, a gwei of slack: a devnet's base fee of 7 wei does not refuse 1 gwei.
+        assert!(next_fees(&history(GWEI, &[]), &head(7), 0).is_ok());
+        assert!(next_fees(&history(2 * GWEI, &[]), &head(7), 0).is_err());
+    }
+
+    #[test]
+    fn a_median_tip_absurdly_above_the_base_fee_is_refused() {
+        // Above 10x the base fee but under 100 gwei: a cheap chain's busy moment, believed.
+        assert!(next_fees(&history(GWEI, &[50 * GWEI]), &head(GWEI), 0).is_ok());
+        // Above 100 gwei but under 10x the base fee: an expensive chain, believed.
+        assert!(next_fees(&history(300 * GWEI, &[150 * GWEI]), &head(200 * GWEI), 0).is_ok());
+        let e = next_fees(&history(GWEI, &[GWEI, 5_000 * GWEI, 5_000 * GWEI]), &head(GWEI), 0).unwrap_err();
+        assert_eq!(e, FeeHistoryError::Tip { tip: 5_000 * GWEI, head: GWEI, block: 120 });
+        let m = e.to_string();
+        assert!(m.contains("5000 gwei") && m.contains("10 times") && m.contains("100 gwei"), "{m}");
+        // One absurd block among ten does not move the median.
+        let mut tips = vec![GWEI; 9];
+        tips.push(1_000_000 * GWEI);
+        assert_eq!(next_fees(&history(GWEI, &tips), &head(GWEI), 0).unwrap().tip, GWEI);
+    }
+
+    #[test]
+    fn a_huge_answer_does_not_overflow() {
+        let e = next_fees(&history(u128::MAX, &[u128::MAX]), &head(GWEI), 0);
+        assert!(matches!(e, Err(FeeHistoryError::BaseFee { .. })), "{e:?}");
+        let e = next_fees(&history(GWEI, &[u128::MAX]), &head(u128::MAX / 2), 0);
+        assert!(matches!(e, Ok(Fees { max_fee: u128::MAX, tip: u128::MAX })), "saturates: {e:?}");
     }
 }

@@ -1,29 +1,83 @@
-//! JSON-RPC with failover: several endpoints in order of preference, retries with exponential
-//! backoff and jitter on transport errors, HTTP 429 and 5xx, and a clear signal when a node
-//! refuses an `eth_getLogs` range as too large (the caller splits it).
+//! JSON-RPC with failover: one client over the profile's endpoints (`rpc_url`, then
+//! `rpc_fallback_urls`, in order of preference), for the indexer's typed calls ([`Rpc`]) and,
+//! as an alloy transport ([`FailoverTransport`]), for every provider of [`crate::Chain`]: the
+//! settler, the worker and the operator verbs fail over exactly as the indexer does.
 //!
-//! An endpoint that fails three times in a row is rested for 30 s; the primary is preferred again
-//! as soon as it is healthy. URLs in logs and errors are redacted (they often embed API keys).
+//! # Failover
+//!
+//! A call goes to the best endpoint: the first healthy one in preference order. A transport
+//! error, HTTP 408/429/5xx, a garbled or null answer, or a JSON-RPC error that means "try again"
+//! (rate limits, "header not found" from a lagging node, timeouts) moves it to the next endpoint
+//! at once; when every endpoint failed in a round, the call backs off (exponentially, with
+//! jitter) and starts another round, until its budget is spent (a minute for the indexer, the
+//! request timeout for [`crate::Chain`]); every endpoint is tried at least once. An endpoint
+//! that fails three times in a row rests for 30 s; the primary is preferred again as soon as it
+//! is healthy (its first success clears the rest).
+//!
+//! Any other JSON-RPC error is the node's answer, not a failure: a revert, a refused transaction,
+//! an invalid argument. It is returned at once, never retried elsewhere (another node would only
+//! give the same answer, or worse, a different one). The indexer's `eth_getLogs` range refusals
+//! are answers too, reported as [`RpcError::RangeTooLarge`] so that the caller splits the range.
+//!
+//! Requests are safe to repeat, with two kinds of exceptions. `eth_sendRawTransaction` does
+//! move on to the next endpoint after a transport failure: the first node may have taken the
+//! transaction before the connection broke, and the same signed bytes then reach a second node;
+//! that is harmless (one transaction, one nonce), and the second answer "already known" is a
+//! success ([`crate::Chain::send_raw`]), "nonce too low" means it was mined. Requests that change
+//! a development node's state (`evm_*`, `anvil_*` setters, `hardhat_*`) or have the node sign
+//! (`eth_sendTransaction`, `eth_sign`) are sent once, to one endpoint, and never retried.
+//!
+//! # Chain ids
+//!
+//! Every endpoint must serve the expected chain: the profile's ([`Rpc::for_profile`]), or else
+//! the chain of the first endpoint that answers ([`Rpc::new`]). An endpoint's `eth_chainId` is
+//! read before its first call, and again whenever the client comes to it after using another one
+//! (a failover to a fallback, or back to the primary); between switches the check is cached. An
+//! endpoint that answers another chain id is never used again for anything: a warning names it
+//! (redacted) and both chain ids, and the call moves on. When no endpoint of the right chain is
+//! left, calls fail with [`RpcError::WrongChain`], which names each refused endpoint. A testnet URL
+//! listed as a mainnet fallback would otherwise return believable answers for the same predeploy
+//! addresses.
+//!
+//! URLs in logs and errors are always redacted (they often embed API keys).
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, U64, U256};
-use alloy::rpc::client::RpcClient;
 use alloy::rpc::json_rpc::{RpcRecv, RpcSend};
 use alloy::rpc::types::Filter;
 use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
-use lcw_schema::profile::{redact_url, redact_urls};
+use lcw_schema::profile::{Profile, redact_urls};
 use serde::Deserialize;
 
-/// A call keeps retrying for this long before it gives up.
+mod pool;
+mod transport;
+
+use pool::{Endpoint, Failure, Pool};
+pub use transport::FailoverTransport;
+
+/// The indexer's calls keep retrying for this long before they give up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-const REST_AFTER_FAILURES: u32 = 3;
-const REST_FOR: Duration = Duration::from_secs(30);
+
+/// An endpoint that answered another chain id than the expected one (never used again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The endpoint (redacted).
+    pub endpoint: String,
+    /// The chain id it answered.
+    pub chain_id: u64,
+}
+
+fn refused_list(refused: &[Refused]) -> String {
+    refused.iter().map(|r| format!("{} answers chain {}", r.endpoint, r.chain_id)).collect::<Vec<_>>().join(", ")
+}
+
+fn refused_note(refused: &[Refused]) -> String {
+    if refused.is_empty() { String::new() } else { format!(" (not used, another chain: {})", refused_list(refused)) }
+}
 
 /// Why an RPC call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,8 +96,9 @@ pub enum RpcError {
     },
     /// Every endpoint kept failing with retryable errors.
     #[error(
-        "{method} kept failing on every RPC endpoint ({attempts} attempts over a minute); last error from \
-         {endpoint}: {message}. Check that the node is reachable, or add fallback URLs (rpc_fallback_urls in the profile)"
+        "{method} kept failing on every RPC endpoint ({attempts} attempts); last error from {endpoint}: \
+         {message}{}. Check that the node is reachable, or add fallback URLs (rpc_fallback_urls in the profile)",
+        refused_note(refused)
     )]
     Unavailable {
         /// Method.
@@ -54,6 +109,8 @@ pub enum RpcError {
         endpoint: String,
         /// The last error.
         message: String,
+        /// Endpoints left out because they serve another chain.
+        refused: Vec<Refused>,
     },
     /// The node answered with an error that retrying will not fix.
     #[error("{method} rejected by {endpoint}: {message}")]
@@ -64,6 +121,19 @@ pub enum RpcError {
         endpoint: String,
         /// The node's message.
         message: String,
+    },
+    /// No endpoint serves the expected chain: each one answered another chain id.
+    #[error(
+        "no RPC endpoint serves chain {expected}: {}; those endpoints are never used. Point --rpc-url (RPC_URL) \
+         or the profile's rpc_url and rpc_fallback_urls at nodes of chain {expected}, or use the network \
+         profile of the chain they serve",
+        refused_list(refused)
+    )]
+    WrongChain {
+        /// The chain the endpoints must serve.
+        expected: u64,
+        /// The endpoints that serve another one.
+        refused: Vec<Refused>,
     },
     /// A bad URL in the configuration.
     #[error("invalid RPC URL `{0}`: expected http:// or https://")]
@@ -119,27 +189,33 @@ fn suggested_end(message: &str) -> Option<u64> {
     if let Some(hex) = last.strip_prefix("0x") { u64::from_str_radix(hex, 16).ok() } else { last.parse().ok() }
 }
 
+/// A JSON-RPC error answer: a revert is always the answer (its reason may say "timeout"); then
+/// range refusals; then the errors that mean "try again, here or elsewhere".
+fn classify_payload(code: i64, message: &str) -> Class {
+    let msg = message.to_lowercase();
+    if code == 3 || msg.contains("revert") {
+        Class::Fatal(format!("{} (code {code})", truncate(message)))
+    } else if RANGE_PHRASES.iter().any(|k| msg.contains(k)) {
+        Class::Range(truncate(message), suggested_end(message), None)
+    } else if code == 429
+        || msg.contains("rate limit")
+        || msg.contains("too many requests")
+        || msg.contains("capacity")
+        || msg.contains("throttl")
+        || msg.contains("header not found")
+        || msg.contains("unknown block")
+        || msg.contains("timeout")
+        || msg.contains("temporarily")
+    {
+        Class::Retry(format!("{} (code {code})", truncate(message)))
+    } else {
+        Class::Fatal(format!("{} (code {code})", truncate(message)))
+    }
+}
+
 fn classify(e: &AlloyRpcError<TransportErrorKind>) -> Class {
     match e {
-        AlloyRpcError::ErrorResp(p) => {
-            let msg = p.message.to_lowercase();
-            if RANGE_PHRASES.iter().any(|k| msg.contains(k)) {
-                Class::Range(truncate(&p.message), suggested_end(&p.message), None)
-            } else if p.code == 429
-                || msg.contains("rate limit")
-                || msg.contains("too many requests")
-                || msg.contains("capacity")
-                || msg.contains("throttl")
-                || msg.contains("header not found")
-                || msg.contains("unknown block")
-                || msg.contains("timeout")
-                || msg.contains("temporarily")
-            {
-                Class::Retry(format!("{} (code {})", truncate(&p.message), p.code))
-            } else {
-                Class::Fatal(format!("{} (code {})", truncate(&p.message), p.code))
-            }
-        }
+        AlloyRpcError::ErrorResp(p) => classify_payload(p.code, &p.message),
         AlloyRpcError::Transport(TransportErrorKind::HttpError(h))
         | AlloyRpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter { error: h, .. }) => match h.status {
             413 => Class::Range(format!("HTTP 413 {}", truncate(&h.body)), None, None),
@@ -151,44 +227,6 @@ fn classify(e: &AlloyRpcError<TransportErrorKind>) -> Class {
         AlloyRpcError::NullResp => Class::Retry("null response".into()),
         AlloyRpcError::DeserError { err, .. } => Class::Retry(format!("malformed answer: {err}")),
         other => Class::Fatal(truncate(&other.to_string())),
-    }
-}
-
-struct Endpoint {
-    label: String,
-    client: RpcClient,
-    /// The same connection pool, for `eth_getLogs` read straight off the wire.
-    http: reqwest::Client,
-    url: reqwest::Url,
-    failures: AtomicU32,
-    rest_until: Mutex<Option<Instant>>,
-    last_success: Mutex<Option<Instant>>,
-}
-
-impl Endpoint {
-    fn resting(&self) -> Option<Instant> {
-        self.rest_until.lock().ok().and_then(|g| *g).filter(|t| *t > Instant::now())
-    }
-
-    fn last_success(&self) -> Option<Instant> {
-        self.last_success.lock().ok().and_then(|g| *g)
-    }
-
-    fn succeeded(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-        if let Ok(mut g) = self.last_success.lock() {
-            *g = Some(Instant::now());
-        }
-    }
-
-    fn failed(&self) {
-        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= REST_AFTER_FAILURES
-            && let Ok(mut g) = self.rest_until.lock()
-        {
-            *g = Some(Instant::now() + REST_FOR);
-            self.failures.store(0, Ordering::Relaxed);
-            tracing::warn!(endpoint = %self.label, secs = REST_FOR.as_secs(), "RPC endpoint keeps failing; resting it");
-        }
     }
 }
 
@@ -337,114 +375,110 @@ async fn logs_attempt(ep: &Endpoint, body: Vec<u8>, max_bytes: Option<usize>) ->
     }
 }
 
-/// A JSON-RPC client over one or more endpoints.
+/// A JSON-RPC client over one or more endpoints. Clones share the endpoints, their health and
+/// their chain checks.
+#[derive(Clone)]
 pub struct Rpc {
-    endpoints: Vec<Endpoint>,
+    pool: Arc<Pool>,
+    give_up_after: Duration,
     /// Request counters.
-    pub stats: RpcStats,
+    pub stats: Arc<RpcStats>,
 }
 
 impl std::fmt::Debug for Rpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rpc").field("endpoints", &self.endpoints.iter().map(|e| &e.label).collect::<Vec<_>>()).finish()
+        f.debug_struct("Rpc")
+            .field("endpoints", &self.pool.labels())
+            .field("chain_id", &self.pool.expected())
+            .field("give_up_after", &self.give_up_after)
+            .finish()
     }
 }
 
 impl Rpc {
-    /// A client for `urls` (the first is preferred) with a per-request `timeout`.
+    /// A client for `urls` (the first is preferred) with a per-request `timeout`. Every endpoint
+    /// must serve the chain of the first one that answers; prefer [`Rpc::for_profile`], which
+    /// knows the chain beforehand.
     pub fn new(urls: &[String], timeout: Duration) -> RpcResult<Rpc> {
-        lcw_schema::ensure_tls();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| RpcError::BadUrl(e.to_string()))?;
-        let mut endpoints = Vec::new();
-        for url in urls {
-            let parsed: reqwest::Url = url.parse().map_err(|_| RpcError::BadUrl(redact_url(url)))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(RpcError::BadUrl(redact_url(url)));
+        Self::with_chain(urls, timeout, None)
+    }
+
+    /// A client for the profile's endpoints (`rpc_url`, then `rpc_fallback_urls`), each of which
+    /// must serve the profile's chain.
+    pub fn for_profile(profile: &Profile, timeout: Duration) -> RpcResult<Rpc> {
+        let mut urls = vec![profile.rpc_url.clone()];
+        urls.extend(profile.rpc_fallback_urls.iter().cloned());
+        Self::with_chain(&urls, timeout, Some(profile.chain_id))
+    }
+
+    /// A client for `urls` whose endpoints must all serve `chain_id` (or, with None, the chain of
+    /// the first one that answers).
+    pub fn with_chain(urls: &[String], timeout: Duration, chain_id: Option<u64>) -> RpcResult<Rpc> {
+        let pool = Arc::new(Pool::new(urls, timeout, chain_id)?);
+        let stats = pool.stats.clone();
+        Ok(Rpc { pool, give_up_after: GIVE_UP_AFTER, stats })
+    }
+
+    /// This client with another retry budget: a call gives up at the end of the first round of
+    /// endpoints that ends after `budget` (zero: one round, each usable endpoint tried once).
+    /// The endpoints and what is known about them stay shared.
+    pub fn give_up_after(&self, budget: Duration) -> Rpc {
+        Rpc { give_up_after: budget, ..self.clone() }
+    }
+
+    /// The chain every endpoint must serve, once known.
+    pub fn expected_chain_id(&self) -> Option<u64> {
+        self.pool.expected()
+    }
+
+    /// The endpoints found serving another chain (never used again).
+    pub fn refused(&self) -> Vec<Refused> {
+        self.pool.refused()
+    }
+
+    /// Whether the preferred endpoint is on this machine (alloy polls local nodes faster).
+    pub fn is_local(&self) -> bool {
+        self.pool.endpoints.first().is_some_and(|e| alloy::transports::utils::guess_local_url(e.url.as_str()))
+    }
+
+    /// The client as an alloy transport, for a provider:
+    /// `ProviderBuilder::new().connect_client(RpcClient::new(rpc.transport(), rpc.is_local()))`.
+    pub fn transport(&self) -> FailoverTransport {
+        FailoverTransport::new(self.clone())
+    }
+
+    fn error(&self, method: &'static str, failure: Failure) -> RpcError {
+        match failure {
+            Failure::Range { message, suggested_to, answer_bytes } => {
+                RpcError::RangeTooLarge { method, message, suggested_to, answer_bytes }
             }
-            endpoints.push(Endpoint {
-                label: redact_url(url),
-                client: RpcClient::new_http_with_client(http.clone(), parsed.clone()),
-                http: http.clone(),
-                url: parsed,
-                failures: AtomicU32::new(0),
-                rest_until: Mutex::new(None),
-                last_success: Mutex::new(None),
-            });
+            Failure::Rejected { endpoint, message } => RpcError::Rejected { method, endpoint, message },
+            Failure::Unavailable { attempts, endpoint, message } => {
+                RpcError::Unavailable { method, attempts, endpoint, message, refused: self.pool.refused() }
+            }
+            Failure::WrongChain => RpcError::WrongChain {
+                expected: self.pool.expected().unwrap_or_default(),
+                refused: self.pool.refused(),
+            },
         }
-        if endpoints.is_empty() {
-            return Err(RpcError::BadUrl("(none)".into()));
-        }
-        Ok(Rpc { endpoints, stats: RpcStats::default() })
     }
 
-    /// The best endpoint not yet tried in this round: healthy ones in preference order, then
-    /// (all resting) the one that succeeded most recently.
-    fn best(&self, tried: &[usize]) -> usize {
-        let candidates = (0..self.endpoints.len()).filter(|i| !tried.contains(i));
-        let healthy = candidates.clone().find(|i| self.endpoints[*i].resting().is_none());
-        healthy.unwrap_or_else(|| candidates.max_by_key(|i| self.endpoints[*i].last_success()).unwrap_or(0))
+    /// The retry and failover loop (see the module docs) around one attempt on one endpoint.
+    async fn retrying<R>(
+        &self,
+        method: &'static str,
+        attempt: impl for<'e> Fn(&'e Endpoint) -> futures::future::BoxFuture<'e, Result<R, Class>>,
+    ) -> RpcResult<R> {
+        self.pool.run(method, true, self.give_up_after, attempt).await.map_err(|f| self.error(method, f))
     }
 
-    /// One call with retries and failover: a failed attempt moves on to the next endpoint at
-    /// once; only when every endpoint failed in a round does the call back off (exponentially,
-    /// with jitter). It gives up after a minute of failures.
+    /// One call with retries and failover (see the module docs).
     pub async fn call<P: RpcSend + 'static, R: RpcRecv>(&self, method: &'static str, params: P) -> RpcResult<R> {
         self.retrying(method, |ep| {
             let params = params.clone();
             Box::pin(async move { ep.client.request::<P, R>(method, params).await.map_err(|e| classify(&e)) })
         })
         .await
-    }
-
-    /// The retry and failover loop of [`Rpc::call`] around one attempt on one endpoint.
-    async fn retrying<R>(
-        &self,
-        method: &'static str,
-        attempt: impl for<'e> Fn(&'e Endpoint) -> futures::future::BoxFuture<'e, Result<R, Class>>,
-    ) -> RpcResult<R> {
-        let started = Instant::now();
-        let mut delay = BACKOFF_START;
-        let mut tried: Vec<usize> = Vec::new();
-        let mut attempts = 0u32;
-        loop {
-            let i = self.best(&tried);
-            let ep = &self.endpoints[i];
-            attempts += 1;
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            match attempt(ep).await {
-                Ok(r) => {
-                    ep.succeeded();
-                    return Ok(r);
-                }
-                Err(Class::Range(message, suggested_to, answer_bytes)) => {
-                    ep.succeeded();
-                    self.stats.range_splits.fetch_add(1, Ordering::Relaxed);
-                    return Err(RpcError::RangeTooLarge { method, message, suggested_to, answer_bytes });
-                }
-                Err(Class::Fatal(message)) => {
-                    return Err(RpcError::Rejected { method, endpoint: ep.label.clone(), message });
-                }
-                Err(Class::Retry(message)) => {
-                    ep.failed();
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(method, endpoint = %ep.label, attempts, error = %message, "retrying RPC call");
-                    if started.elapsed() > GIVE_UP_AFTER {
-                        return Err(RpcError::Unavailable { method, attempts, endpoint: ep.label.clone(), message });
-                    }
-                    tried.push(i);
-                    if tried.len() >= self.endpoints.len() {
-                        tried.clear();
-                        let jitter = Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64 / 2 + 1));
-                        tokio::time::sleep(delay + jitter).await;
-                        delay = (delay * 2).min(BACKOFF_MAX);
-                    }
-                }
-            }
-        }
     }
 
     /// `eth_chainId`.
@@ -573,6 +607,45 @@ mod tests {
             panic!()
         };
         assert_eq!(s, Some(0x20));
+    }
+
+    #[test]
+    fn a_revert_is_an_answer_even_when_its_reason_sounds_transient() {
+        assert!(matches!(classify(&resp(3, "execution reverted: ack timeout passed")), Class::Fatal(_)));
+        assert!(matches!(classify(&resp(-32000, "execution reverted")), Class::Fatal(_)));
+        assert!(matches!(classify(&resp(-32000, "nonce too low")), Class::Fatal(_)));
+        assert!(matches!(classify(&resp(-32000, "already known")), Class::Fatal(_)));
+    }
+
+    #[test]
+    fn a_wrong_chain_error_names_every_refused_endpoint_and_both_chains() {
+        let refused = vec![
+            Refused { endpoint: "https://eth.example/…".into(), chain_id: 8200 },
+            Refused { endpoint: "http://127.0.0.1:8546".into(), chain_id: 1 },
+        ];
+        let m = RpcError::WrongChain { expected: 9200, refused: refused.clone() }.to_string();
+        assert!(m.starts_with("no RPC endpoint serves chain 9200: https://eth.example/… answers chain 8200, "), "{m}");
+        assert!(m.contains("http://127.0.0.1:8546 answers chain 1") && m.contains("--rpc-url"), "{m}");
+        let m = RpcError::Unavailable {
+            method: "eth_call",
+            attempts: 4,
+            endpoint: "http://127.0.0.1:1".into(),
+            message: "connection refused".into(),
+            refused: refused[..1].to_vec(),
+        }
+        .to_string();
+        assert!(
+            m.contains("connection refused (not used, another chain: https://eth.example/… answers chain 8200)"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_redacted() {
+        let e = Rpc::new(&["ftp://user:pw@eth.example/v2/K3yOfTheOperatorK3yOf".into()], Duration::from_secs(1));
+        let m = e.unwrap_err().to_string();
+        assert!(!m.contains("K3y") && !m.contains("pw"), "{m}");
+        assert!(Rpc::new(&[], Duration::from_secs(1)).is_err());
     }
 
     #[test]
