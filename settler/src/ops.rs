@@ -69,11 +69,12 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Connects, opens the outbox for `signer` in the store at `db` and reconciles it; every
-    /// transaction pays at most `cap`.
+    /// Connects to the profile's endpoints, checks that the store at `db` belongs to the
+    /// profile's network (whoever indexes it), opens the outbox for `signer` there and reconciles
+    /// it; every transaction pays at most `cap`.
     pub async fn open(profile: Profile, db: &Path, signer: PrivateKeySigner, cap: FeeCap) -> SettlerResult<Self> {
-        let chain = Chain::connect(&profile.rpc_url, Duration::from_secs(20)).await?;
-        profile.check_chain_id(chain.chain_id).map_err(|e| SettlerError::Config(e.to_string()))?;
+        let chain = Chain::open(&profile, Duration::from_secs(20)).await?;
+        lcw_schema::store::Store::open_as(db, &lcw_schema::store::Identity::of(&profile))?;
         let mut outbox = Outbox::open(db, signer, chain.chain_id, Lane::Operator)?;
         outbox.reconcile(&chain).await?;
         Ok(Operator { chain, outbox, profile, cap })

@@ -255,8 +255,7 @@ async fn read_chain(
         gateway_url: None,
     };
     let profile = net.profile(data)?;
-    let chain = lcw_chain::Chain::connect(&profile.rpc_url, std::time::Duration::from_secs(20)).await?;
-    profile.check_chain_id(chain.chain_id)?;
+    let chain = lcw_chain::Chain::open(&profile, std::time::Duration::from_secs(20)).await?;
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         out.push(match e.address {

@@ -13,6 +13,7 @@ use lcw_schema::bindings::{JobRegistry, WorkerRegistry};
 use lcw_schema::profile::{Profile, Role};
 use lcw_schema::rules::exit::{ExitPlan, Step};
 use lcw_schema::rules::schedule::{Action, ChainClock};
+use lcw_schema::store::{Identity, Store, StoreError, obligations};
 use lcw_schema::types::Lcai;
 use lcw_settler::ops::Operator;
 
@@ -58,10 +59,18 @@ pub(crate) struct ExitArgs {
 /// What every verb starts from.
 struct Ctx {
     profile: Profile,
+    chain: lcw_chain::Chain,
     db: std::path::PathBuf,
     worker: Address,
     shutdown: tokio::sync::watch::Sender<bool>,
-    _indexer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    indexer: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Ctx {
+    /// Waits until the store has the chain's current head.
+    async fn catch_up(&mut self) -> anyhow::Result<()> {
+        catch_up(&self.chain, &self.profile, &self.db, &mut self.indexer).await
+    }
 }
 
 impl Drop for Ctx {
@@ -99,30 +108,44 @@ async fn ctx_signed(args: &WorkerArgs, data: &DataArgs) -> anyhow::Result<(Ctx, 
     Ok((c, operator))
 }
 
-/// Starts an indexer for the store (unless another process runs one) and waits for the head.
+/// The network of `profile`, as its stores record it.
+fn network(profile: &Profile) -> Identity {
+    Identity::of(profile)
+}
+
+/// Connects to the chain, checks that an existing store belongs to its network (whoever indexes
+/// it), starts an indexer for the store (unless another process runs one) and waits for the head.
 async fn start(profile: Profile, db: std::path::PathBuf, worker: Address) -> anyhow::Result<Ctx> {
+    let chain = lcw_chain::Chain::open(&profile, Duration::from_secs(20)).await?;
+    if db.exists() {
+        Store::open_readonly_as(&db, &network(&profile))?;
+    }
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let indexer = crate::cmd::settle::spawn_indexer(profile.clone(), db.clone(), rx);
-    catch_up(&profile, &db, &indexer).await?;
-    Ok(Ctx { profile, db, worker, shutdown: tx, _indexer: indexer })
+    let mut indexer = crate::cmd::settle::spawn_indexer(profile.clone(), db.clone(), rx);
+    catch_up(&chain, &profile, &db, &mut indexer).await?;
+    Ok(Ctx { profile, chain, db, worker, shutdown: tx, indexer })
 }
 
 /// Waits until the store has the chain's current head (the embedded or another indexer).
 async fn catch_up(
+    chain: &lcw_chain::Chain,
     profile: &Profile,
     db: &std::path::Path,
-    indexer: &tokio::task::JoinHandle<anyhow::Result<()>>,
+    indexer: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let chain = lcw_chain::Chain::connect(&profile.rpc_url, Duration::from_secs(20)).await?;
     let head = chain.head().await?.number;
     for _ in 0..1200 {
         if indexer.is_finished() {
-            bail!("the indexer stopped; run `lcw index` to see why");
+            match indexer.await {
+                Ok(Err(e)) => return Err(e),
+                Err(e) => bail!("the indexer task failed: {e}"),
+                Ok(Ok(())) => bail!("the indexer stopped; run `lcw index` to see why"),
+            }
         }
-        if let Ok(store) = lcw_schema::store::Store::open_readonly(db)
-            && lcw_schema::store::obligations::cursor(store.conn())? >= head
-        {
-            return Ok(());
+        match Store::open_readonly_as(db, &network(profile)) {
+            Ok(store) if obligations::cursor(store.conn())? >= head => return Ok(()),
+            Err(e @ StoreError::IdentityMismatch { .. }) => return Err(e.into()),
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -131,7 +154,7 @@ async fn catch_up(
 
 /// The plan as of the chain's head.
 async fn exit_plan(c: &Ctx) -> anyhow::Result<ExitPlan> {
-    let chain = lcw_chain::Chain::connect(&c.profile.rpc_url, Duration::from_secs(20)).await?;
+    let chain = &c.chain;
     let head = chain.head().await?;
     let mut clock = ChainClock::default();
     // Two heads give the block interval.
@@ -139,13 +162,14 @@ async fn exit_plan(c: &Ctx) -> anyhow::Result<ExitPlan> {
         clock.observe(prev.number, prev.timestamp);
     }
     clock.observe(head.number, head.timestamp);
-    let store = lcw_schema::store::Store::open_readonly(&c.db)?;
-    let fallback = lcw_settler::settle::chain_params(&chain, &c.profile).await?;
-    Ok(lcw_schema::store::obligations::exit_plan(store.conn(), c.worker, &clock, Some(&fallback))?)
+    let store = Store::open_readonly_as(&c.db, &network(&c.profile))?;
+    let fallback = lcw_settler::settle::chain_params(chain, &c.profile).await?;
+    Ok(obligations::exit_plan(store.conn(), c.worker, &clock, Some(&fallback))?)
 }
 
-fn set_drained(db: &std::path::Path, worker: Address, on: bool) -> anyhow::Result<()> {
-    let conn = lcw_schema::store::Store::connect(db)?;
+fn set_drained(c: &Ctx, on: bool) -> anyhow::Result<()> {
+    let (db, worker) = (&c.db, c.worker);
+    let conn = Store::connect_as(db, &network(&c.profile))?;
     lcw_schema::store::operator::set_drained(&conn, worker, on)?;
     Ok(())
 }
@@ -214,8 +238,7 @@ pub(crate) async fn plan(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()>
 
 pub(crate) async fn balance(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
     let c = ctx(&args, &data).await?;
-    let chain = lcw_chain::Chain::connect(&c.profile.rpc_url, Duration::from_secs(20)).await?;
-    let w = lcw_settler::ops::on_chain_worker(&chain, &c.profile, c.worker).await?;
+    let w = lcw_settler::ops::on_chain_worker(&c.chain, &c.profile, c.worker).await?;
     if args.json {
         println!(
             "{}",
@@ -240,7 +263,7 @@ pub(crate) async fn balance(args: WorkerArgs, data: DataArgs) -> anyhow::Result<
 
 pub(crate) async fn drain(args: WorkerArgs, data: DataArgs, on: bool) -> anyhow::Result<()> {
     let c = ctx(&args, &data).await?;
-    set_drained(&c.db, c.worker, on)?;
+    set_drained(&c, on)?;
     println!(
         "worker {} {}",
         c.worker,
@@ -359,7 +382,7 @@ pub(crate) async fn clear_stuck(args: ClearStuckArgs, data: DataArgs) -> anyhow:
 }
 
 pub(crate) async fn exit(args: ExitArgs, data: DataArgs) -> anyhow::Result<()> {
-    let (c, mut op) = ctx_signed(&args.common, &data).await?;
+    let (mut c, mut op) = ctx_signed(&args.common, &data).await?;
     let signer_key = args.common.key.signer(&c.profile, Some(c.worker), Some(Role::Worker))?;
     loop {
         let p = exit_plan(&c).await?;
@@ -369,7 +392,7 @@ pub(crate) async fn exit(args: ExitArgs, data: DataArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             Step::Drain => {
-                set_drained(&c.db, c.worker, true)?;
+                set_drained(&c, true)?;
                 println!("1/5 drained: no new sessions are claimed");
                 tell_gateway(&c.profile, c.worker, Some(signer_key.clone()), true).await;
             }
@@ -386,7 +409,7 @@ pub(crate) async fn exit(args: ExitArgs, data: DataArgs) -> anyhow::Result<()> {
                 let (_tx, rx) = tokio::sync::watch::channel(false);
                 let s = lcw_settler::settle::run(config, rx).await?;
                 println!("    {} jobs released", s.jobs_released);
-                catch_up(&c.profile, &c.db, &c._indexer).await?;
+                c.catch_up().await?;
             }
             Step::ClearStuck { jobs } => {
                 println!("    {} stuck jobs past their deadline slash {} LCAI", jobs.len(), lcai(p.stuck_slash));
@@ -394,7 +417,7 @@ pub(crate) async fn exit(args: ExitArgs, data: DataArgs) -> anyhow::Result<()> {
                     bail!("stopped: stuck jobs block the exit (run `lcw exit --clear-stuck` or `lcw clear-stuck`)");
                 }
                 clear(&c, &mut op, &p).await?;
-                catch_up(&c.profile, &c.db, &c._indexer).await?;
+                c.catch_up().await?;
             }
             Step::Wait { in_secs, .. } => {
                 let earliest = p.earliest_deregister_in.unwrap_or(*in_secs);
@@ -411,7 +434,7 @@ pub(crate) async fn exit(args: ExitArgs, data: DataArgs) -> anyhow::Result<()> {
                     .send("withdraw", c.profile.contracts.job_registry, data_, vec![], Duration::from_secs(120))
                     .await?;
                 println!("4/5 withdrew {} LCAI (block {})", lcai(*amount), sent.block);
-                catch_up(&c.profile, &c.db, &c._indexer).await?;
+                c.catch_up().await?;
             }
             Step::Deregister => {
                 let w = lcw_settler::ops::on_chain_worker(&op.chain, &c.profile, c.worker).await?;

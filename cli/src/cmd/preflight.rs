@@ -16,7 +16,8 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
-use lcw_chain::Chain;
+use lcw_chain::rpc::{Rpc, RpcError};
+use lcw_chain::{Chain, ChainError};
 use lcw_schema::bindings::{AIConfig, WorkerRegistry};
 use lcw_schema::profile::{Profile, Role, redact_url, redact_urls};
 use lcw_schema::types::{Lcai, ModelId};
@@ -275,21 +276,32 @@ fn rpc_failed(name: &str, e: anyhow::Error) -> Check {
 
 async fn rpc_check(ctx: &Ctx, checks: &mut Vec<Check>) -> Option<Chain> {
     let url = redact_url(&ctx.profile.rpc_url);
-    let chain = match Chain::connect(&ctx.profile.rpc_url, TIMEOUT).await {
+    let chain = match Chain::open(&ctx.profile, TIMEOUT).await {
         Ok(chain) => chain,
+        Err(e @ ChainError::WrongChain(_)) => {
+            checks.push(Check::fail(
+                "rpc",
+                e.to_string(),
+                "use --network with the profile for this node, or fix --rpc-url",
+            ));
+            return None;
+        }
         Err(e) => {
             let fix = "start the node, or point --rpc-url (RPC_URL) or --network at one that answers";
             checks.push(Check::fail("rpc", format!("{url} does not answer: {e}"), fix));
             return None;
         }
     };
-    if let Err(e) = ctx.profile.check_chain_id(chain.chain_id) {
-        checks.push(Check::fail(
-            "rpc",
-            e.to_string(),
-            "use --network with the profile for this node, or fix --rpc-url",
-        ));
-        return None;
+    // A fallback is used only when the primary fails: check now that each one serves this chain.
+    for fallback in &ctx.profile.rpc_fallback_urls {
+        let alone = Rpc::with_chain(std::slice::from_ref(fallback), TIMEOUT, Some(ctx.profile.chain_id));
+        if let Err(e @ RpcError::WrongChain { .. }) =
+            async { alone?.give_up_after(Duration::ZERO).chain_id().await }.await
+        {
+            let fix = "remove it from rpc_fallback_urls, or use the network profile for its chain";
+            checks.push(Check::fail("rpc", format!("fallback {}: {e}", redact_url(fallback)), fix));
+            return None;
+        }
     }
     let head = match chain.head().await {
         Ok(head) => head,

@@ -151,9 +151,10 @@ async fn signed(args: &OpArgs, data: &DataArgs, password: Option<&str>) -> anyho
     let signer = signer(&args.key, &KeyDir::new(&data.data_dir), &profile, password)?;
     let db = args.store.path(data);
     // The outbox lives in the store; create it (for this network) if no indexer has yet.
-    let identity =
-        Identity { chain_id: profile.chain_id, contracts: profile.contracts, start_block: profile.start_block };
-    drop(Store::open(&db, &identity).with_context(|| format!("opening the store {} for the outbox", db.display()))?);
+    drop(
+        Store::open(&db, &Identity::of(&profile))
+            .with_context(|| format!("opening the store {} for the outbox", db.display()))?,
+    );
     let op = Operator::open(profile.clone(), &db, signer, args.key.fees.cap()).await?;
     Ok(Signed { worker: op.outbox.sender(), profile, op })
 }
@@ -515,8 +516,7 @@ pub(crate) async fn status(args: StatusArgs, data: DataArgs) -> anyhow::Result<(
         (None, Some(a)) if args.common.key.key.is_none() => a,
         _ => signer(&args.common.key, &keys, &profile, None)?.address(),
     };
-    let chain = Chain::connect(&profile.rpc_url, Duration::from_secs(20)).await?;
-    profile.check_chain_id(chain.chain_id)?;
+    let chain = Chain::open(&profile, Duration::from_secs(20)).await?;
     let wr = WorkerRegistry::new(profile.contracts.worker_registry, chain.provider().clone());
     let ai = AIConfig::new(profile.contracts.ai_config, chain.provider().clone());
     let reg = registration(&chain, &profile, worker).await?;
@@ -537,7 +537,7 @@ pub(crate) async fn status(args: StatusArgs, data: DataArgs) -> anyhow::Result<(
     let sortition = ai.getSortitionEnabled().call().await.context("AIConfig.getSortitionEnabled")?;
     let manager = ai.getSessionManagerAddress().call().await.context("AIConfig.getSessionManagerAddress")?;
     let db = args.common.store.path(&data);
-    let sessions = sessions(&db, worker).unwrap_or_else(|e| {
+    let sessions = sessions(&db, &profile, worker).unwrap_or_else(|e| {
         tracing::warn!(store = %db.display(), error = %e, "the store's claims could not be read");
         None
     });
@@ -629,12 +629,13 @@ impl Sessions {
     }
 }
 
-/// Reads `db` when it exists (`lcw status` needs no store of its own).
-fn sessions(db: &std::path::Path, worker: Address) -> anyhow::Result<Option<Sessions>> {
+/// Reads `db` when it exists and belongs to `profile`'s network (`lcw status` needs no store of
+/// its own).
+fn sessions(db: &std::path::Path, profile: &Profile, worker: Address) -> anyhow::Result<Option<Sessions>> {
     if !db.exists() {
         return Ok(None);
     }
-    let store = lcw_schema::store::Store::open_readonly(db)?;
+    let store = Store::open_readonly_as(db, &Identity::of(profile))?;
     Ok(Some(Sessions {
         counts: lcw_schema::store::claims::counts(store.conn(), worker)?,
         missed: lcw_schema::store::claims::missed_by_reason(store.conn(), worker)?,

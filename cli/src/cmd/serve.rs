@@ -66,14 +66,32 @@ pub(crate) struct ServeArgs {
 
 pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()> {
     let db = args.store.path(&data);
-    let readiness = match &args.head_rpc {
-        Some(url) => Readiness::Head { head: watch_head(url.clone()).await?, confirmations: 0 },
-        None => Readiness::MaxLag(args.max_lag),
-    };
-    let config = args.api.config(db.clone(), readiness)?;
     if !db.exists() {
         anyhow::bail!("no lcw store at {}; run `lcw index` first (or pass --db)", db.display());
     }
+    let readiness = match &args.head_rpc {
+        Some(url) => {
+            let chain = lcw_chain::Chain::connect(url, Duration::from_secs(10))
+                .await
+                .with_context(|| format!("connecting to {}", lcw_schema::profile::redact_url(url)))?;
+            // Readiness compares the store with this node's head: they must be one chain.
+            let store = lcw_schema::store::Store::open_readonly(&db)?;
+            if let Some(stored) = store.identity()?.filter(|s| s.chain_id != chain.chain_id) {
+                anyhow::bail!(
+                    "--head-rpc {} serves chain {}, but the store {} belongs to chain {}; point --head-rpc \
+                     (LCW_HEAD_RPC) at a node of chain {}, or serve the store of that chain (--db)",
+                    lcw_schema::profile::redact_url(url),
+                    chain.chain_id,
+                    db.display(),
+                    stored.chain_id,
+                    stored.chain_id
+                );
+            }
+            Readiness::Head { head: watch_head(chain).await, confirmations: 0 }
+        }
+        None => Readiness::MaxLag(args.max_lag),
+    };
+    let config = args.api.config(db.clone(), readiness)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         crate::shutdown_signal().await;
@@ -84,10 +102,7 @@ pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()>
 }
 
 /// Polls the node's head every 2 s into a shared number (for readiness).
-async fn watch_head(url: String) -> anyhow::Result<Arc<AtomicU64>> {
-    let chain = lcw_chain::Chain::connect(&url, Duration::from_secs(10))
-        .await
-        .with_context(|| format!("connecting to {}", lcw_schema::profile::redact_url(&url)))?;
+async fn watch_head(chain: lcw_chain::Chain) -> Arc<AtomicU64> {
     let head = Arc::new(AtomicU64::new(chain.head().await.map(|h| h.number).unwrap_or(0)));
     let shared = head.clone();
     tokio::spawn(async move {
@@ -99,7 +114,7 @@ async fn watch_head(url: String) -> anyhow::Result<Arc<AtomicU64>> {
             }
         }
     });
-    Ok(head)
+    head
 }
 
 /// Index, serve the API, and (with --keeper, --worker, --work) settle and serve jobs, in one process.
@@ -169,7 +184,8 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let head = watch_head(profile.rpc_url.clone()).await?;
+    let chain = lcw_chain::Chain::open(&profile, Duration::from_secs(10)).await?;
+    let head = watch_head(chain).await;
     let api_config =
         (!args.no_api).then(|| args.api.config(db.clone(), Readiness::Head { head, confirmations: 0 })).transpose()?;
 
@@ -197,6 +213,8 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     let indexer_stop = stop.clone();
     let mut indexer = tokio::spawn(async move { lcw_indexer::run(config, indexer_stop, Some(commits_tx)).await });
     crate::cmd::settle::wait_for_store(&db, stop.clone()).await?;
+    // The indexer checks the store's network too, but the settler and the worker would start first.
+    lcw_schema::store::Store::open_readonly_as(&db, &lcw_schema::store::Identity::of(&profile))?;
 
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
     if let Some(api) = api_config {

@@ -345,8 +345,7 @@ async fn job(llm: &Llm, model: &str, worker: &EncryptionSecret, prompt: &str, li
 async fn read_chain(network: &NetworkArgs, data: &DataArgs) -> anyhow::Result<Deadlines> {
     let profile = network.profile(data)?;
     let rpc_url = redact_url(&profile.rpc_url);
-    let chain = Chain::connect(&profile.rpc_url, Duration::from_secs(10)).await?;
-    profile.check_chain_id(chain.chain_id)?;
+    let chain = Chain::open(&profile, Duration::from_secs(10)).await?;
     let ai = profile.contracts.ai_config;
     let config = AIConfig::new(ai, chain.provider());
     let ack = config.getAckTimeout().call().await.with_context(|| format!("AIConfig {ai}: getAckTimeout"))?;

@@ -219,7 +219,7 @@ pub(crate) async fn work_config(
     let secret = keys.load_encryption(&password()?).with_context(|| {
         format!("the worker's encryption key ({}); create one with `lcw keygen`", keys.encryption_path().display())
     })?;
-    let provider = lcw_chain::Chain::connect(&profile.rpc_url, Duration::from_secs(10)).await?;
+    let provider = lcw_chain::Chain::open(&profile, Duration::from_secs(10)).await?;
     // A devnet (its profile carries dev accounts) is anvil, which serves blobs itself; a real
     // network needs a beacon node.
     let blobs = if !profile.accounts.is_empty() {
@@ -254,8 +254,13 @@ pub(crate) async fn run(args: WorkArgs, data: DataArgs) -> anyhow::Result<()> {
     config.stop_after = args.stop_after;
     let profile = config.profile.clone();
     let stopping = "stopping; in-flight transactions stay in the outbox for the next start";
-    let summary =
-        with_indexer(profile, db, args.no_index, stopping, |rx| lcw_worker::pipeline::run(config, rx)).await?;
+    let network = lcw_schema::store::Identity::of(&profile);
+    let summary = with_indexer(profile, db.clone(), args.no_index, stopping, |rx| async move {
+        // Whoever indexes the store, it must be this network's.
+        lcw_schema::store::Store::open_readonly_as(&db, &network)?;
+        anyhow::Ok(lcw_worker::pipeline::run(config, rx).await?)
+    })
+    .await?;
     print_summary(&summary, args.json)
 }
 
