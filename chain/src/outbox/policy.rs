@@ -257,6 +257,10 @@ fn bump(tx: &LiveTx, refusal: Option<Refusal>, market: &Market, cap: FeeCap) -> 
     let retry_ok = tried.is_none_or(|b| head.saturating_sub(b) >= STUCK_BLOCKS);
     let stuck = waited || ((priced_out || refusal == Some(Refusal::Fee)) && retry_ok);
     let quiet = if refusal.is_some() { Why::Refused } else { Why::Pending };
+    if tx.broadcast_block.is_some_and(|b| b >= head) {
+        // Sent this block already (a caller may track the same head several times).
+        return Err(if stuck { Why::Holding } else { quiet });
+    }
     if !stuck {
         return Err(if tried.is_some() { Why::Holding } else { quiet });
     }

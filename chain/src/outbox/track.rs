@@ -215,10 +215,16 @@ impl Outbox {
     /// Fills nonces no row holds below the key's live transactions, under the store's write lock
     /// (two lanes never fill the same one).
     async fn fill_gaps(&mut self, chain: &Chain, head: u64, latest: u64, market: Fees) -> ChainResult<()> {
+        let sender: Address = self.key.sender;
+        // A plain read first: the write lock is taken only when there is a gap to fill (the
+        // indexer's long write transactions must not stall this lane on every head).
+        let top = store::max_live_nonce(&self.conn, sender)?;
+        if policy::gaps(latest, &store::held_nonces(&self.conn, sender, latest)?, top).is_empty() {
+            return Ok(());
+        }
         let mut sends: Vec<(i64, Bytes)> = Vec::new();
         {
             let db = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let sender: Address = self.key.sender;
             let top = store::max_live_nonce(&db, sender)?;
             let held = store::held_nonces(&db, sender, latest)?;
             let gaps = policy::gaps(latest, &held, top);

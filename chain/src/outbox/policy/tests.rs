@@ -188,6 +188,16 @@ fn the_policy_table() {
             },
         ),
         (
+            "priced out, but sent this block already: no second broadcast this block",
+            market(101, 40 * GWEI),
+            {
+                let mut t = tx(1);
+                t.broadcast_block = Some(101);
+                t
+            },
+            Action::Wait { id: 1, why: Why::Holding },
+        ),
+        (
             "no market fees: nothing is bumped",
             Market { head: 110, base_fee: 0, fees: None },
             tx(1),
