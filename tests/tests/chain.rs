@@ -1,7 +1,8 @@
 //! The chain layer's failover against real anvils: calls and typed contract reads move to a
 //! fallback when the primary is down and back to the primary once it answers, each endpoint's
 //! chain id checked on first use and after every switch; an endpoint of another chain is never
-//! used (and named, redacted, in the error); a JSON-RPC error answer is returned at once, never
+//! used (and named, redacted, in the error), by the indexer's client either, even when it
+//! carries the same contract addresses; a JSON-RPC error answer is returned at once, never
 //! sent elsewhere; a fee history out of proportion to the head is refused; a store of another
 //! network is refused by a process that does not index it, even while an indexer holds it.
 //!
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, Bytes};
+use alloy::providers::Provider;
 use axum::body::Bytes as Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -253,6 +255,46 @@ async fn an_endpoint_of_another_chain_is_never_used_and_named_redacted() {
     stranger.take();
     assert!(rpc.header(alloy::eips::BlockNumberOrTag::Latest).await.is_ok());
     assert!(stranger.take().is_empty(), "the indexer never asks it either");
+}
+
+/// M5: a fallback of another chain with the same contract addresses (a second devnet, as a
+/// testnet URL listed as a mainnet fallback would be) is never read by the indexer, which waits for
+/// the primary instead and goes on from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_indexer_never_reads_from_a_fallback_of_another_chain() {
+    let net = TestNet::start().await;
+    let twin = TestNet::start_with(|o| o.chain_id = 31_338).await;
+    assert_eq!(twin.profile().contracts, net.profile().contracts, "the same addresses on both chains");
+    let primary = Relay::start(&net.profile().rpc_url).await;
+    let stranger = Relay::start(&twin.profile().rpc_url).await;
+    let profile = with_endpoints(net.profile(), &primary.url, &[&stranger.url]);
+    let db = net.dir.path().join("lcw.db");
+    let follower = Follower::start(&profile, &db);
+    let head = net.provider().get_block_number().await.unwrap();
+    assert!(
+        lcw_tests::wait_until(Duration::from_secs(60), || async { indexing::cursor(&db).is_some_and(|c| c.0 >= head) })
+            .await,
+        "indexed to the head"
+    );
+    let indexed = indexing::cursor(&db);
+
+    primary.set_up(false);
+    twin.advance(1).await;
+    twin.advance(1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stranger.take(), ["eth_chainId"], "its chain id is asked once, nothing else ever");
+    assert_eq!(indexing::cursor(&db), indexed, "nothing from the other chain reached the store");
+
+    primary.set_up(true);
+    net.advance(1).await;
+    let head = net.provider().get_block_number().await.unwrap();
+    assert!(
+        lcw_tests::wait_until(Duration::from_secs(60), || async { indexing::cursor(&db).is_some_and(|c| c.0 >= head) })
+            .await,
+        "goes on from the primary"
+    );
+    follower.finish().await;
+    assert!(stranger.take().is_empty(), "never used again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
