@@ -198,8 +198,8 @@ impl Pool {
     /// at once; only when every one failed in a round does the call back off (exponentially,
     /// with jitter), and it gives up at the end of the first round that ends past `give_up_after`
     /// (so every endpoint is tried at least once). With `repeat` false the request is sent once:
-    /// a failure after it was sent is returned as it is (the chain check before it may still
-    /// move on).
+    /// a failure after it was sent ends the call at once (a failed chain check before it still
+    /// moves on, since nothing was sent).
     pub(super) async fn run<R>(
         &self,
         method: &str,
