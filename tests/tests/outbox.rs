@@ -271,6 +271,7 @@ async fn a_refused_nonce_between_two_lanes_is_filled_within_two_blocks() {
         }
     }
     let filled_at = filled_at.expect("nonce 0 filled and the ack behind it mined");
+    eprintln!("two lanes: nonce 0 refused at head {refused_at}, filled and mined with nonce 1 in block {filled_at}");
     assert!(filled_at <= refused_at + 2, "filled in block {filled_at}, refused at head {refused_at}");
     let ack_status: String =
         conn(&s.db).query_row("SELECT status FROM outbox WHERE id = ?1", [ack], |r| r.get(0)).unwrap();
