@@ -85,8 +85,22 @@ fn render(rpc: &Rpc, live: &LiveStats, progress: &Progress, db: &std::path::Path
     }
     if let Ok(store) = Store::open_readonly(db) {
         claims(&mut out, store.conn());
+        refusals(&mut out, store.conn());
     }
     out
+}
+
+/// Jobs the workers will not serve (`worker_refusals`, final ones), by worker and the step that
+/// refused them.
+fn refusals(out: &mut String, conn: &rusqlite::Connection) {
+    let Ok(counts) = lcw_schema::store::refusals::counts(conn) else { return };
+    out.push_str(
+        "# HELP lcw_worker_refused_jobs Jobs a worker of this store will not serve, by the step that refused them\n\
+         # TYPE lcw_worker_refused_jobs gauge\n",
+    );
+    for ((worker, step), n) in counts {
+        out.push_str(&format!("lcw_worker_refused_jobs{{worker=\"{worker:#x}\",step=\"{step}\"}} {n}\n"));
+    }
 }
 
 /// The workers' sortition outcomes (`worker_claims`), labelled by worker and state or reason.
@@ -184,5 +198,13 @@ mod tests {
         assert!(out.contains(&format!("lcw_worker_session_requests{{worker=\"{w}\",state=\"missed\"}} 1\n")), "{out}");
         assert!(out.contains(&format!("lcw_worker_missed_claims{{worker=\"{w}\",reason=\"busy\"}} 1\n")), "{out}");
         assert!(out.contains("# TYPE lcw_worker_missed_claims gauge"), "{out}");
+
+        let w = Address::repeat_byte(0xab);
+        lcw_schema::store::refusals::put(store.conn(), w, 7, "prompt", "blob not found; not acked", true, false).unwrap();
+        lcw_schema::store::refusals::put(store.conn(), w, 8, "funds", "top up", false, false).unwrap();
+        let mut out = String::new();
+        super::refusals(&mut out, store.conn());
+        assert!(out.contains(&format!("lcw_worker_refused_jobs{{worker=\"{w:#x}\",step=\"prompt\"}} 1\n")), "{out}");
+        assert!(!out.contains("step=\"funds\""), "a job held back is not counted as refused: {out}");
     }
 }

@@ -11,12 +11,16 @@
 //! - [`llm`]: the LLM backends (Ollama native, OpenAI-compatible);
 //! - [`blobs`]: prompt blobs from a beacon node or anvil;
 //! - [`gateway`]: the worker-gateway link (sign-in, heartbeats, drain, the response stream);
-//! - [`pipeline`]: the store-driven loop (ack, work, complete) and its entry point `run`.
+//! - [`plan`]: the decisions (open, ack, work, complete, refuse) as a pure function;
+//! - [`pipeline`]: the store-driven loop that carries them out, and its entry point `run`.
 
 pub mod blobs;
 pub mod claim;
 pub mod claimer;
 pub mod gateway;
+pub mod job;
 pub mod keys;
+mod link;
 pub mod llm;
 pub mod pipeline;
+pub mod plan;

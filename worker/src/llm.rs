@@ -188,6 +188,13 @@ impl Llm {
         llm
     }
 
+    /// The same client generating at most `tokens` tokens per answer.
+    pub fn with_num_predict(&self, tokens: u32) -> Llm {
+        let mut llm = self.clone();
+        llm.config.num_predict = tokens.max(1);
+        llm
+    }
+
     /// The models the server lists: Ollama's `/api/tags` names (with tags, `llama3:latest`),
     /// or the OpenAI `/v1/models` ids (llama-server lists its `--alias`).
     pub async fn models(&self) -> LlmResult<Vec<String>> {

@@ -599,6 +599,9 @@ pub(crate) async fn status(args: StatusArgs, data: DataArgs) -> anyhow::Result<(
         "signed by the dispatcher (sortition is off on this network)".to_owned()
     };
     println!("  sessions          {intake}");
+    if let Some(s) = &sessions {
+        println!("  refused jobs      {}", s.refusals());
+    }
     if let Some(g) = &profile.gateway_url {
         println!("  gateway           {}", lcw_schema::profile::redact_url(g));
     }
@@ -610,6 +613,8 @@ struct Sessions {
     counts: std::collections::BTreeMap<lcw_schema::store::claims::ClaimState, u64>,
     missed: std::collections::BTreeMap<String, u64>,
     drained: bool,
+    /// The latest refused jobs, newest first.
+    refused: Vec<lcw_schema::store::refusals::Refusal>,
 }
 
 impl Sessions {
@@ -627,6 +632,28 @@ impl Sessions {
             if self.drained { "drained: claims nothing new" } else { "not drained" }
         )
     }
+
+    /// The latest refusals, one per line under the heading; "none" when there are none.
+    fn refusals(&self) -> String {
+        if self.refused.is_empty() {
+            return "none".into();
+        }
+        let now = lcw_schema::store::unix_now();
+        let lines: Vec<String> = self
+            .refused
+            .iter()
+            .map(|r| {
+                let state = match (r.last, r.acked) {
+                    (true, true) => "given up after its ack",
+                    (true, false) => "not served",
+                    (false, _) => "held back",
+                };
+                let ago = human(now.saturating_sub(r.updated_at));
+                format!("job {} ({state}, {ago} ago) {}: {}", r.job_id, r.step, r.reason)
+            })
+            .collect();
+        lines.join("\n                    ")
+    }
 }
 
 /// Reads `db` when it exists and belongs to `profile`'s network (`lcw status` needs no store of
@@ -640,6 +667,7 @@ fn sessions(db: &std::path::Path, profile: &Profile, worker: Address) -> anyhow:
         counts: lcw_schema::store::claims::counts(store.conn(), worker)?,
         missed: lcw_schema::store::claims::missed_by_reason(store.conn(), worker)?,
         drained: lcw_schema::store::obligations::drained(store.conn(), worker)?,
+        refused: lcw_schema::store::refusals::recent(store.conn(), worker, 5)?,
     }))
 }
 

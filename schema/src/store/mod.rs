@@ -27,6 +27,7 @@ pub mod outbox;
 pub mod projections;
 pub mod raw;
 pub mod reads;
+pub mod refusals;
 pub mod rows;
 pub mod sortition;
 pub mod undo;

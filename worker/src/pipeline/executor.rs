@@ -1,0 +1,351 @@
+//! The running worker: connections, what it holds per job, what it has seen of the chain, and
+//! each pass's plan carried out.
+
+use super::*;
+
+/// The running worker: its connections, what it holds per job and what it has seen of the chain.
+pub(super) struct Worker {
+    pub(super) config: WorkConfig,
+    pub(super) chain: Chain,
+    pub(super) me: Address,
+    pub(super) conn: rusqlite::Connection,
+    pub(super) outbox: Outbox,
+    pub(super) claimer: Claimer,
+    pub(super) link: Option<Link>,
+    pub(super) summary: WorkSummary,
+    pub(super) models: HashMap<B256, Served>,
+    pub(super) completion_timeout: u64,
+    pub(super) held: HashMap<u64, Held>,
+    pub(super) done_tx: mpsc::UnboundedSender<(u64, Outcome)>,
+    pub(super) done_rx: mpsc::UnboundedReceiver<(u64, Outcome)>,
+    /// LLM slots.
+    pub(super) permits: Arc<tokio::sync::Semaphore>,
+    /// Prompt fetches at once.
+    pub(super) fetches: Arc<tokio::sync::Semaphore>,
+    pub(super) clock: ChainClock,
+    pub(super) head_seen: Instant,
+    pub(super) last_head: Option<Head>,
+    pub(super) fees: Option<Fees>,
+    pub(super) blob_fee: u128,
+    pub(super) balance: Option<u128>,
+    pub(super) timings: HashMap<u64, JobTiming>,
+    pub(super) ack_blocks: HashMap<u64, u64>,
+    pub(super) keys: KeyCache,
+    pub(super) told: HashSet<(u64, &'static str)>,
+    pub(super) job_secs: f64,
+    pub(super) open_secs: f64,
+    /// Claims are planned once per (head, indexed block): a request the indexer stores a moment
+    /// after the head arrived is planned at once, not a block later.
+    pub(super) claims_planned_at: Option<(u64, u64)>,
+    /// Jobs the consumer was told (through the gateway) that this worker gave up on.
+    pub(super) gave_up: HashSet<u64>,
+    /// Why planning claims last failed, once said.
+    pub(super) claims_failing: Option<String>,
+}
+
+impl Worker {
+    /// Connects, checks everything a job will need before the first ack, and reconciles the
+    /// outbox.
+    pub(super) async fn start(config: WorkConfig, shutdown: &watch::Receiver<bool>) -> Result<Worker, WorkerError> {
+        if config.models.is_empty() {
+            return Err(WorkerError::Config("no model to serve: pass --models NAME[,NAME...]".into()));
+        }
+        let chain = Chain::open(&config.profile, config.rpc_timeout).await?;
+        let me = config.signer.address();
+        // The model set must be there, and warm, before any job is acked.
+        config.llm.check_models(&config.models).await.map_err(|e| WorkerError::Config(e.to_string()))?;
+        for m in &config.models {
+            config.llm.warm(m).await.map_err(|e| WorkerError::Config(format!("warming {m}: {e}")))?;
+        }
+        // The KZG trusted setup loads on first use (seconds): paid here, not by the first job.
+        let kzg = Instant::now();
+        tokio::task::spawn_blocking(|| lcw_schema::blob::sidecar(&[b"lcw".as_slice()]))
+            .await
+            .map_err(|e| WorkerError::Config(format!("loading the KZG setup: {e}")))?
+            .map_err(|e| WorkerError::Config(format!("loading the KZG setup: {e}")))?;
+        tracing::debug!(ms = kzg.elapsed().as_millis() as u64, "KZG setup loaded");
+        check_encryption_key(&config, &chain, me).await?;
+        let rules = ChainRules::read(&config, &chain).await?;
+        let models = served_models(&config, &chain, &rules).await?;
+        let network = Identity::of(&config.profile);
+        let conn = Store::connect_as(&config.db, &network)?;
+        let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Worker)?;
+        let claimer = Claimer::new(
+            Store::connect_as(&config.db, &network)?,
+            me,
+            models.keys().copied().collect(),
+            config.claims.clone(),
+            config.fee_cap,
+        );
+        let link = match &config.gateway {
+            Some(g) => Some(Link::start(g.clone(), &config, shutdown)?),
+            None => None,
+        };
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let reconciled = outbox.reconcile(&chain).await?;
+        tracing::info!(
+            worker = %me,
+            models = ?config.models,
+            concurrency = config.concurrency,
+            sortition = rules.sortition,
+            session_manager = %rules.manager,
+            claims = if config.claims.enabled == Some(false) { "off" } else { config.claims.rule.as_str() },
+            gateway = link.as_ref().map(|l| l.gateway.url().to_owned()),
+            fee_cap = %config.fee_cap,
+            "worker started"
+        );
+        let slots = config.concurrency.max(1);
+        let mut w = Worker {
+            chain,
+            me,
+            conn,
+            outbox,
+            claimer,
+            link,
+            summary: WorkSummary::default(),
+            models,
+            completion_timeout: rules.completion_timeout,
+            held: HashMap::new(),
+            done_tx,
+            done_rx,
+            permits: Arc::new(tokio::sync::Semaphore::new(slots)),
+            fetches: Arc::new(tokio::sync::Semaphore::new(2 * slots + 2)),
+            clock: ChainClock::default(),
+            head_seen: Instant::now(),
+            last_head: None,
+            fees: None,
+            blob_fee: 1,
+            balance: None,
+            timings: HashMap::new(),
+            ack_blocks: HashMap::new(),
+            keys: HashMap::new(),
+            told: HashSet::new(),
+            job_secs: config.expected_job_secs,
+            open_secs: 2.0,
+            claims_planned_at: None,
+            gave_up: HashSet::new(),
+            claims_failing: None,
+            config,
+        };
+        for e in reconciled {
+            w.note(&e);
+        }
+        Ok(w)
+    }
+
+    /// Results of background steps.
+    pub(super) fn collect(&mut self) {
+        while let Ok((job, outcome)) = self.done_rx.try_recv() {
+            let Some(held) = self.held.get_mut(&job) else { continue };
+            match outcome {
+                Outcome::Opened(prompt) => {
+                    self.open_secs = 0.8 * self.open_secs + 0.2 * (prompt.fetch + prompt.decrypt).as_secs_f64();
+                    held.stage = Local::Opened;
+                    held.prompt = Some(prompt);
+                }
+                Outcome::Answered(ready) => {
+                    let t = &ready.timing;
+                    let secs = (t.fetch + t.decrypt + t.inference + t.encrypt).as_secs_f64();
+                    self.job_secs = 0.8 * self.job_secs + 0.2 * secs;
+                    held.stage = Local::Ready;
+                    held.ready = Some(*ready);
+                }
+                Outcome::Failed(f) => {
+                    let backoff = Duration::from_millis(250u64 << held.tries.min(5));
+                    held.tries += 1;
+                    held.retry_at = Instant::now() + backoff;
+                    held.stage = Local::Failed { reason: f.reason.clone(), permanent: f.permanent, retry_due: false };
+                    if !f.permanent {
+                        tracing::warn!(job, reason = %f.reason, "job work failed; retrying while the deadline allows");
+                    }
+                    let reasons = self.summary.retried.entry(job).or_default();
+                    if !reasons.contains(&f.reason) && reasons.len() < 8 {
+                        reasons.push(f.reason.clone());
+                    }
+                    self.summary.failed.insert(job, f.reason);
+                }
+            }
+        }
+    }
+
+    /// A new head: chain time, fees, the wallet, and the outbox's receipts and bumps.
+    pub(super) async fn on_head(&mut self, head: Head) -> Result<(), WorkerError> {
+        if self.last_head.map(|h| (h.number, h.hash)) == Some((head.number, head.hash)) {
+            return Ok(());
+        }
+        self.clock.observe(head.number, head.timestamp);
+        self.head_seen = Instant::now();
+        match self.chain.fees(self.config.min_tip).await {
+            Ok(f) => self.fees = Some(f),
+            Err(e) => tracing::warn!(error = %e, "eth_feeHistory failed; keeping the last fees"),
+        }
+        if let Ok(b) = self.chain.provider().get_blob_base_fee().await {
+            // Room for the blob base fee to double before the completion lands.
+            self.blob_fee = b.max(1).saturating_mul(2);
+        }
+        match self.chain.balance(self.me).await {
+            Ok(b) => self.balance = Some(b.try_into().unwrap_or(u128::MAX)),
+            Err(e) => tracing::warn!(error = %e, "reading the balance failed; keeping the last one"),
+        }
+        match self.outbox.track(&self.chain, &head, self.fees).await {
+            Ok(events) => {
+                for e in events {
+                    self.note(&e);
+                }
+            }
+            Err(ChainError::Rpc(m)) => tracing::warn!(error = %m, "tracking transactions failed; retrying"),
+            Err(e) => return Err(e.into()),
+        }
+        self.last_head = Some(head);
+        Ok(())
+    }
+
+    /// One pass over the assignments: plan, then carry the plan out. Returns whether anything
+    /// was sent.
+    pub(super) async fn pass(&mut self, head: &Head) -> Result<bool, WorkerError> {
+        let live = self.outbox.live_jobs()?;
+        // The outbox's own record of recent mined acks and completions wins over the store,
+        // which may lag, or show the other side of a reorg the outbox has not noticed yet.
+        let recent = head.number.saturating_sub(REORG_WINDOW);
+        let ack_mined = self.outbox.mined_since("ack", recent)?;
+        let complete_mined = self.outbox.mined_since("complete", recent)?;
+        let assignments = obligations::assignments(&self.conn, self.me)?;
+        let now = Instant::now();
+        for h in self.held.values_mut() {
+            if let Local::Failed { retry_due, .. } = &mut h.stage {
+                *retry_due = now >= h.retry_at;
+            }
+        }
+        let blockers: Vec<Option<(&'static str, String)>> = assignments.iter().map(|a| self.blocker(a)).collect();
+        let views: Vec<JobView<'_>> = assignments
+            .iter()
+            .zip(blockers)
+            .map(|(a, blocker)| JobView {
+                assignment: a,
+                ack_mined: ack_mined.contains(&a.job_id),
+                complete_mined: complete_mined.contains(&a.job_id),
+                live: live.contains(&a.job_id),
+                local: self.held.get(&a.job_id).map(|h| &h.stage),
+                blocker,
+            })
+            .collect();
+        let busy = self.held.values().filter(|h| matches!(h.stage, Local::Working | Local::Ready)).count();
+        let clock = plan::Clock {
+            now: head.timestamp as f64 + self.head_seen.elapsed().as_secs_f64(),
+            next_ts: self.clock.next_ts(),
+            completion_timeout: self.completion_timeout,
+            margin: self.config.deadline_margin,
+            job_secs: self.job_secs,
+            open_secs: self.open_secs,
+            concurrency: self.config.concurrency,
+        };
+        let actions = plan::plan(&views, &clock, self.funds(), busy);
+        drop(views);
+        let by_id: HashMap<u64, &Assignment> = assignments.iter().map(|a| (a.job_id, a)).collect();
+        let mut sent_any = false;
+        let mut unsent: HashSet<u64> = HashSet::new();
+        for action in actions {
+            match action {
+                Action::Open { job, budget } => self.open(by_id[&job], budget),
+                Action::Ack { job, unopened } => {
+                    if self.ack(by_id[&job], head, unopened).await {
+                        sent_any = true;
+                    } else {
+                        unsent.insert(job);
+                    }
+                }
+                Action::Work { job, budget } if !unsent.contains(&job) => self.work(by_id[&job], budget),
+                Action::Work { .. } => {}
+                Action::Complete { job } => sent_any |= self.complete(by_id[&job], head).await,
+                Action::Refuse { job, what, reason, last } => self.refuse(by_id[&job], what, &reason, last),
+            }
+        }
+        // What the worker holds for jobs that are no longer its own (completed, timed out,
+        // reassigned) is let go, answers included.
+        let assigned: HashSet<u64> = assignments.iter().map(|a| a.job_id).collect();
+        self.held.retain(|job, _| assigned.contains(job) || live.contains(job));
+        Ok(sent_any)
+    }
+
+    /// Sortition: once per (head, indexed block), after the jobs owed have been looked after.
+    pub(super) async fn claims(&mut self, head: &Head) -> bool {
+        let indexed = obligations::cursor(&self.conn).unwrap_or_default();
+        if self.claims_planned_at == Some((head.number, indexed)) {
+            return false;
+        }
+        self.claims_planned_at = Some((head.number, indexed));
+        let Some(fees) = self.fees else { return false };
+        let in_progress = self.held.values().filter(|h| matches!(h.stage, Local::Working | Local::Ready)).count();
+        let busy = in_progress >= self.config.concurrency.max(1);
+        let sent = match self.claimer.tick(&mut self.outbox, &self.chain, head, &self.clock, fees, busy).await {
+            Ok(t) => {
+                self.claims_failing = None;
+                t.sent > 0
+            }
+            Err(e) => {
+                // Said once per distinct reason: a store indexed from after the deployment lacks
+                // the sortition parameters for as long as it runs.
+                let why = e.to_string();
+                if self.claims_failing.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(error = %why, "planning claims failed; retrying on every head");
+                    self.claims_failing = Some(why);
+                }
+                false
+            }
+        };
+        if let Some(link) = &self.link {
+            link.update(&self.conn, self.me, in_progress);
+        }
+        sent
+    }
+
+    /// Accounts for an outbox event.
+    pub(super) fn note(&mut self, e: &Tracked) {
+        match e {
+            Tracked::Mined { kind, block, jobs, .. } if kind == "ack" => {
+                self.summary.acked += jobs.len() as u64;
+                for j in jobs {
+                    self.ack_blocks.insert(*j, *block);
+                }
+            }
+            Tracked::Mined { kind, block, jobs, .. } if kind == "complete" => {
+                self.summary.completed += jobs.len() as u64;
+                for j in jobs {
+                    tracing::info!(job = j, block, "completed");
+                    self.summary.failed.remove(j);
+                    // Every map forgets the job once it is completed (a long run keeps none growing).
+                    self.held.remove(j);
+                    let ack_block = self.ack_blocks.remove(j);
+                    if let Some(mut t) = self.timings.remove(j) {
+                        t.complete_block = Some(*block);
+                        t.ack_block = ack_block;
+                        self.summary.timings.push(t);
+                    }
+                }
+            }
+            // A claim that reverts lost the race (or came too late): the claimer records it.
+            Tracked::Reverted { id, kind, block, .. } if kind == "claim" => {
+                tracing::debug!(id, block, "a claim reverted");
+            }
+            Tracked::Reverted { id, kind, block, jobs } => {
+                self.summary.reverted += 1;
+                tracing::error!(id, kind, block, ?jobs, "a worker transaction reverted");
+                // Sending the same again would revert again: the job is given up.
+                for j in jobs {
+                    let reason = format!("its {kind} reverted in block {block}");
+                    let held = self.held.entry(*j).or_insert_with(|| Held::new(Local::Working));
+                    held.stage = Local::Failed { reason, permanent: true, retry_due: true };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn finish(mut self) -> WorkSummary {
+        self.summary.claims = self.claimer.stats.clone();
+        let mut rest: Vec<JobTiming> = self.timings.into_values().filter(|t| t.complete_block.is_some()).collect();
+        self.summary.timings.append(&mut rest);
+        self.summary.timings.sort_by_key(|t| t.job_id);
+        self.summary
+    }
+}

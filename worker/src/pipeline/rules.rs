@@ -1,0 +1,85 @@
+//! What the chain says before the first job: the timeouts, the SessionManager, the slash a
+//! completion protects, each model's token limit, and the registered encryption key.
+
+use super::*;
+
+/// What the chain says the worker must respect.
+pub(super) struct ChainRules {
+    pub(super) completion_timeout: u64,
+    pub(super) manager: Address,
+    pub(super) sortition: bool,
+    /// The slash a completion timeout realizes (at the minimum stake).
+    pub(super) completion_slash: u128,
+    pub(super) worker_fee_bps: u64,
+}
+
+impl ChainRules {
+    pub(super) async fn read(config: &WorkConfig, chain: &Chain) -> Result<ChainRules, WorkerError> {
+        let ai = AIConfig::new(config.profile.contracts.ai_config, chain.provider());
+        let e = |what: &'static str| {
+            move |err: alloy::contract::Error| WorkerError::Config(format!("AIConfig.{what}: {err}"))
+        };
+        let completion_timeout: u64 = ai.getCompletionTimeout().call().await.map_err(e("getCompletionTimeout"))?.to();
+        let manager = ai.getSessionManagerAddress().call().await.map_err(e("getSessionManagerAddress"))?;
+        if let Some(expected) = config.session_manager
+            && expected != manager
+        {
+            return Err(WorkerError::Config(format!(
+                "SESSION_MANAGER_ADDRESS is {expected} but AIConfig {} names {manager} as the SessionManager; lcw \
+                 reads it from AIConfig: unset the variable (or correct it)",
+                config.profile.contracts.ai_config
+            )));
+        }
+        let sortition = ai.getSortitionEnabled().call().await.map_err(e("getSortitionEnabled"))?;
+        let stake = ai.getMinWorkerStake().call().await.map_err(e("getMinWorkerStake"))?;
+        let slash_bps = ai.getCompletionTimeoutSlashBps().call().await.map_err(e("getCompletionTimeoutSlashBps"))?;
+        let worker_fee_bps = ai.getWorkerFeeBps().call().await.map_err(e("getWorkerFeeBps"))?.to();
+        let completion_slash = (stake * slash_bps / U256::from(10_000u64)).try_into().unwrap_or(u128::MAX);
+        Ok(ChainRules { completion_timeout, manager, sortition, completion_slash, worker_fee_bps })
+    }
+}
+
+/// The served models with their token limits (`--num-predict`, lowered to the model's on-chain
+/// limit) and what a job of each protects. Fails when an answer could not fit one blob.
+pub(super) async fn served_models(
+    config: &WorkConfig,
+    chain: &Chain,
+    rules: &ChainRules,
+) -> Result<HashMap<B256, Served>, WorkerError> {
+    let ai = AIConfig::new(config.profile.contracts.ai_config, chain.provider());
+    let num_predict = config.llm.config().num_predict;
+    let mut out = HashMap::new();
+    for name in &config.models {
+        let id = ModelId::from_name(name).0;
+        let e = |what: &'static str| {
+            move |err: alloy::contract::Error| WorkerError::Config(format!("AIConfig.{what}({name}): {err}"))
+        };
+        let max: u64 =
+            ai.getModelMaxOutputTokens(id).call().await.map_err(e("getModelMaxOutputTokens"))?.saturating_to();
+        let fee: u128 = ai.getModelFee(id).call().await.map_err(e("getModelFee"))?.saturating_to();
+        let limit = job::token_limit(num_predict, name, max).map_err(WorkerError::Config)?;
+        if limit < num_predict {
+            tracing::info!(model = %name, num_predict, limit, "answers are limited to the model's on-chain max output tokens");
+        }
+        let share = fee.saturating_mul(u128::from(rules.worker_fee_bps)) / 10_000;
+        let protects = rules.completion_slash.saturating_add(share);
+        out.insert(id, Served { name: name.clone(), llm: config.llm.with_num_predict(limit), protects });
+    }
+    Ok(out)
+}
+
+pub(super) async fn check_encryption_key(config: &WorkConfig, chain: &Chain, me: Address) -> Result<(), WorkerError> {
+    let registered =
+        lcw_schema::bindings::WorkerRegistry::new(config.profile.contracts.worker_registry, chain.provider())
+            .getWorkerEncryptionKey(me)
+            .call()
+            .await
+            .map_err(|e| WorkerError::Config(format!("getWorkerEncryptionKey: {e}")))?;
+    if registered.as_ref() != config.secret.public_key().as_slice() {
+        return Err(WorkerError::Config(format!(
+            "the encryption key registered for {me} is not the local one: sessions for this worker cannot be \
+             decrypted here (run `lcw status`; `lcw keys recover` restores an archived key)"
+        )));
+    }
+    Ok(())
+}

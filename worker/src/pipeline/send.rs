@@ -1,0 +1,133 @@
+//! The transactions a job needs (ack, completion) under their fee ceilings, and how a job the
+//! worker cannot serve is reported.
+
+use super::*;
+
+impl Worker {
+    /// The wallet at the fees the next acks and completions would be signed with.
+    pub(super) fn funds(&self) -> Option<plan::Funds> {
+        let (balance, fees) = (self.balance?, self.fees?);
+        let cap = self.config.fee_cap;
+        let per_gas = fees.max_fee.min(cap.per_gas);
+        let per_blob_gas = self.blob_fee.min(cap.per_blob_gas);
+        Some(plan::Funds {
+            balance,
+            ack_cost: per_gas.saturating_mul(u128::from(ACK_GAS)),
+            complete_cost: per_gas
+                .saturating_mul(u128::from(COMPLETE_GAS))
+                .saturating_add(per_blob_gas.saturating_mul(u128::from(DATA_GAS_PER_BLOB))),
+        })
+    }
+
+    /// The most a transaction for `a` may pay: the operator's ceiling, lowered to what the job's
+    /// ack and completion protect.
+    pub(super) fn cap_for(&self, a: &Assignment, gas: u64, blob_gas: u64) -> FeeCap {
+        let protects = a.model_id.and_then(|m| self.models.get(&m)).map(|s| s.protects).unwrap_or(0);
+        self.config.fee_cap.at_most_worth(protects, gas, blob_gas)
+    }
+
+    /// Sends the ack of `a`. Returns whether it went out.
+    pub(super) async fn ack(&mut self, a: &Assignment, head: &Head, unopened: Option<String>) -> bool {
+        let Some(fees) = self.fees else { return false };
+        let intent = Intent {
+            kind: "ack",
+            to: self.config.profile.contracts.job_registry,
+            data: Bytes::from(JobRegistry::acknowledgeJobCall { jobId: U256::from(a.job_id) }.abi_encode()),
+            value: U256::ZERO,
+            gas_limit: ACK_GAS,
+            jobs: vec![a.job_id],
+            target_block: head.number + 1,
+            blob: None,
+            cap: self.cap_for(a, ACK_GAS, 0),
+        };
+        match self.outbox.submit(&self.chain, &intent, fees, head.number).await {
+            Ok((id, hash)) => {
+                if let Some(why) = unopened {
+                    tracing::warn!(job = a.job_id, id, tx = %hash, reason = %why, "ack sent before the prompt was opened");
+                    self.summary.acked_unopened.insert(a.job_id, why);
+                } else {
+                    tracing::info!(job = a.job_id, id, tx = %hash, "ack sent");
+                }
+                true
+            }
+            Err(e) => {
+                self.not_sent(a, "ack", e);
+                false
+            }
+        }
+    }
+
+    /// Sends the completion of `a` with its ready answer. Returns whether it went out.
+    pub(super) async fn complete(&mut self, a: &Assignment, head: &Head) -> bool {
+        let Some(fees) = self.fees else { return false };
+        let Some(r) = self.held.get(&a.job_id).and_then(|h| h.ready.as_ref()) else { return false };
+        let blob = BlobPart { max_fee_per_blob_gas: self.blob_fee, sidecar: r.sidecar.clone() };
+        let data = JobRegistry::completeJobCall {
+            jobId: U256::from(a.job_id),
+            responseBlobHash: r.versioned_hash,
+            responseCiphertextHash: r.ciphertext_hash,
+        }
+        .abi_encode();
+        let mut timing = r.timing.clone();
+        timing.post = r.ready_at.elapsed();
+        timing.complete_sent_block = Some(head.number);
+        let intent = Intent {
+            kind: "complete",
+            to: self.config.profile.contracts.job_registry,
+            data: Bytes::from(data),
+            value: U256::ZERO,
+            gas_limit: COMPLETE_GAS,
+            jobs: vec![a.job_id],
+            target_block: head.number + 1,
+            blob: Some(blob),
+            cap: self.cap_for(a, COMPLETE_GAS, DATA_GAS_PER_BLOB),
+        };
+        match self.outbox.submit(&self.chain, &intent, fees, head.number).await {
+            Ok((id, hash)) => {
+                tracing::info!(job = a.job_id, id, tx = %hash, "completion sent with the response blob");
+                self.timings.insert(a.job_id, timing);
+                true
+            }
+            Err(e) => {
+                self.not_sent(a, "completion", e);
+                false
+            }
+        }
+    }
+
+    /// A transaction for `a` that did not go out: a refusal by the node is reported as the
+    /// job's reason (and planned again on a later pass), the rest is logged.
+    pub(super) fn not_sent(&mut self, a: &Assignment, what: &'static str, e: ChainError) {
+        match e {
+            ChainError::InFlight(m) => tracing::debug!(job = a.job_id, what, reason = %m, "already in flight; skipped"),
+            ChainError::Rejected(m) => {
+                let why = format!("the node refused the {what}: {m}");
+                self.refuse(a, "node", &why, false);
+            }
+            e => tracing::warn!(job = a.job_id, what, error = %e, "sending failed; will retry"),
+        }
+    }
+
+    /// Reports a refused job: logged once per step, kept in the summary and the store; a final
+    /// refusal is told to the consumer and frees what the worker held for it.
+    pub(super) fn refuse(&mut self, a: &Assignment, what: &'static str, why: &str, last: bool) {
+        let job = a.job_id;
+        if self.told.insert((job, what)) {
+            tracing::warn!(job, step = what, reason = %why, last, "job refused");
+        }
+        // The first reason is the one that decided it (a later "ack deadline passed" follows from it).
+        self.summary.refused.entry(job).or_insert_with(|| why.to_owned());
+        let acked = a.state == JobState::Acknowledged;
+        if let Err(e) = refusals::put(&self.conn, self.me, job, what, why, last, acked) {
+            tracing::warn!(job, error = %e, "recording the refusal failed");
+        }
+        if last {
+            self.held.remove(&job);
+            if let Some(link) = &self.link
+                && self.gave_up.insert(job)
+            {
+                link.gateway.publish_error(job, a.session_id);
+            }
+        }
+    }
+}
