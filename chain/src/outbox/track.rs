@@ -40,6 +40,9 @@ impl Outbox {
         // The nonce is read before the receipts: a block landing between the two reads must not
         // make a just-mined transaction look like it lost its nonce.
         let (latest, _) = chain.nonces(self.key.sender).await?;
+        // No nonce below the chain's is ever taken again (a dropped row no longer holds its nonce,
+        // but the chain may have used it).
+        self.floor = self.floor.max(latest);
         // Receipts of this lane's live transactions: every version's hash (at most MAX_ATTEMPTS).
         let mut hashes: Vec<(i64, B256)> = Vec::new();
         for tx in live.iter().filter(|t| t.lane == self.key.lane) {
