@@ -187,6 +187,45 @@ async fn an_ack_whose_nonce_was_taken_after_the_work_was_done_is_sent_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ack_evicted_from_the_pool_is_broadcast_again() {
+    let net = devnet().await;
+    let server = lcw_tests::llm::LlmServer::start();
+    let (_dir, db, indexer) = followed_store(&net).await;
+    let worker = parties::register_worker(&net, 0, Suite::X25519).await;
+    let session = parties::open_session(&net, 0, &worker, U256::from(10u64).pow(U256::from(20u64))).await;
+    let running = start_worker(&net, &db, 0, &worker, llm(&server));
+    pause_mining(&net).await;
+    let submitting = {
+        let (net, session) = (&net, &session);
+        async move { submit_prompt(net, session, "Name a fruit.").await }
+    };
+    let (submitted, indexed) = tokio::join!(submitting, async {
+        mine_until(&net, Duration::from_secs(60), || async {
+            Store::open_readonly(&db).is_ok_and(|s| {
+                s.conn().query_row("SELECT count(*) FROM jobs", [], |r| r.get::<_, i64>(0)).unwrap_or(0) > 0
+            })
+        })
+        .await
+    });
+    assert!(indexed, "the job was indexed");
+    let job = submitted.job;
+    assert!(wait_until(Duration::from_secs(30), || async { live_ack(&db, job).is_some() }).await, "ack sent");
+    // The node evicts the ack; nothing else happens to its nonce.
+    let (hash, _) = live_ack(&db, job).unwrap();
+    let p = net.provider();
+    let _: Option<B256> = p.raw_request("anvil_dropTransaction".into(), (hash,)).await.expect("anvil_dropTransaction");
+    let pool: serde_json::Value = p.raw_request("txpool_content".into(), ()).await.expect("txpool_content");
+    assert!(!pool.to_string().contains(&format!("{hash:#x}")), "the ack left the pool");
+    resume_mining(&net).await;
+    let completed = || async { state_of(&db, job).as_deref() == Some("COMPLETED") && mined(&db, "complete") >= 1 };
+    assert!(wait_until(Duration::from_secs(90), completed).await, "the ack went out again and the job completed");
+    let summary = running.finish().await;
+    indexer.finish().await;
+    assert_eq!(outbox_rows(&db, job, "ack"), ["mined"], "the same ack, broadcast again");
+    assert_eq!((summary.acked, summary.completed, summary.reverted), (1, 1, 0), "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wallet_short_of_one_completion_acks_only_what_it_can_finish() {
     let net = devnet().await;
     let server = lcw_tests::llm::LlmServer::start();
