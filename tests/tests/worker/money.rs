@@ -14,7 +14,7 @@ use lcw_schema::suite::{SessionKey, Suite};
 use lcw_tests::parties::{self, post_blob, submit, submit_prompt};
 use lcw_tests::{TestNet, wait_until};
 
-use super::{MODEL, devnet, followed_store, job_row, llm, mined, start_worker, start_worker_with, state_of};
+use super::{MODEL, devnet, followed_store, job_row, llm, mined, start_worker, state_of};
 
 /// Rows of the outbox for `job` of `kind`: their status, with the note when there is one.
 fn outbox_rows(db: &std::path::Path, job: u64, kind: &str) -> Vec<String> {
