@@ -258,6 +258,12 @@ impl Outbox {
         Ok(store::live_jobs(&self.conn, self.key.sender, self.key.lane)?)
     }
 
+    /// The live transaction of each job of this lane (refused ones included): its outbox id, for
+    /// [`Outbox::cancel`].
+    pub fn live_by_job(&self) -> ChainResult<std::collections::HashMap<u64, i64>> {
+        Ok(store::live_by_job(&self.conn, self.key.sender, self.key.lane)?)
+    }
+
     /// Jobs released, timed out or settled by any settler transaction in this store mined at or
     /// after `block`. The store may not show them yet, or may show the other side of a reorg the
     /// outbox has not noticed yet; either way they must not be planned again (a reorg the outbox

@@ -248,9 +248,8 @@ pub async fn run(
 ) -> IndexerResult<Summary> {
     let started = Instant::now();
     let profile = &config.profile;
-    let mut urls = vec![profile.rpc_url.clone()];
-    urls.extend(profile.rpc_fallback_urls.iter().cloned());
-    let rpc = Arc::new(rpc::Rpc::new(&urls, config.rpc_timeout)?);
+    // Every endpoint, primary and fallbacks, must serve the profile's chain.
+    let rpc = Arc::new(rpc::Rpc::for_profile(profile, config.rpc_timeout)?);
     let chain_id = rpc.chain_id().await?;
     profile.check_chain_id(chain_id)?;
 

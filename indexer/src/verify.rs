@@ -91,9 +91,7 @@ pub async fn verify(profile: &Profile, db: &Path, rpc_timeout: Duration) -> Inde
             profile.contracts.job_registry
         )));
     }
-    let mut urls = vec![profile.rpc_url.clone()];
-    urls.extend(profile.rpc_fallback_urls.iter().cloned());
-    let rpc = Rpc::new(&urls, rpc_timeout)?;
+    let rpc = Rpc::for_profile(profile, rpc_timeout)?;
     profile.check_chain_id(rpc.chain_id().await?)?;
     let cursor = Cursor::get(store.conn())?.ok_or_else(|| StoreError::Missing(db.to_owned()))?;
     let block = cursor.block_number;

@@ -75,7 +75,7 @@ impl Operator {
     pub async fn open(profile: Profile, db: &Path, signer: PrivateKeySigner, cap: FeeCap) -> SettlerResult<Self> {
         let chain = Chain::open(&profile, Duration::from_secs(20)).await?;
         lcw_schema::store::Store::open_as(db, &lcw_schema::store::Identity::of(&profile))?;
-        let mut outbox = Outbox::open(db, signer, chain.chain_id, Lane::Operator)?;
+        let mut outbox = Outbox::open(db, signer, chain.chain_id, Lane::Operator)?.with_filler_cap(cap);
         outbox.reconcile(&chain).await?;
         Ok(Operator { chain, outbox, profile, cap })
     }
@@ -118,8 +118,25 @@ impl Operator {
             blob: None,
             cap: self.cap,
         };
-        let (id, hash) = self.outbox.submit(&self.chain, &intent, fees, head.number).await?;
+        let (id, hash) = self.submit(&intent, fees, head.number).await?;
         self.wait(id, hash, timeout).await
+    }
+
+    /// Sends `intent` through the outbox. A one-off verb does not wait for a node to change its
+    /// mind: when the node refuses the transaction, it is given up at once (its nonce freed, or
+    /// taken by a transfer to self) and the refusal is the error.
+    pub async fn submit(&mut self, intent: &Intent, fees: lcw_chain::Fees, head: u64) -> SettlerResult<(i64, B256)> {
+        match self.outbox.submit(&self.chain, intent, fees, head).await {
+            Err(SettlerError::Rejected(reason)) => {
+                for refused in self.outbox.refused()? {
+                    if refused.kind.as_str() == intent.kind {
+                        self.outbox.cancel(&self.chain, refused.id).await?;
+                    }
+                }
+                Err(SettlerError::Rejected(format!("{reason}; nothing was sent")))
+            }
+            other => other,
+        }
     }
 
     /// Waits for outbox transaction `id` to be mined, bumping fees if it gets stuck.

@@ -126,6 +126,14 @@ pub enum Action {
         /// Job.
         job: u64,
     },
+    /// Give up the job's live transaction: its deadline passed before it was mined, and mined
+    /// now it would only revert.
+    Cancel {
+        /// Job.
+        job: u64,
+        /// Why, for the operator.
+        reason: String,
+    },
     /// Leave the job; `last` when nothing can change that (tell the consumer).
     Refuse {
         /// Job.
@@ -164,7 +172,12 @@ pub fn plan(jobs: &[JobView<'_>], clock: &Clock, funds: Option<Funds>, busy: usi
         if j.acked() {
             let deadline = a.deadline.unwrap_or(u64::MAX);
             if j.live {
-                continue; // its completion is in flight
+                // Its completion is in flight; past the deadline it can only revert.
+                if clock.next_ts > deadline {
+                    let reason = format!("its completion was not mined before the completion deadline ({deadline})");
+                    out.push(Action::Cancel { job, reason });
+                }
+                continue;
             }
             match j.local {
                 Some(Local::Ready) if clock.next_ts > deadline => out.push(refuse(
@@ -196,6 +209,11 @@ pub fn plan(jobs: &[JobView<'_>], clock: &Clock, funds: Option<Funds>, busy: usi
         let ack_deadline = a.deadline.unwrap_or(u64::MAX);
         let completion_deadline = clock.next_ts.saturating_add(clock.completion_timeout);
         if j.live {
+            if clock.next_ts > ack_deadline {
+                let reason = format!("its ack was not mined before the ack deadline ({ack_deadline})");
+                out.push(Action::Cancel { job, reason });
+                continue;
+            }
             // The ack is in flight: the work may start now.
             match j.local {
                 Some(Local::Opened) | None => {
@@ -365,6 +383,28 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_transaction_still_in_flight_past_its_deadline_is_given_up() {
+        let a = assignment(1, JobState::Submitted, 1_000);
+        let mut v = view(&a, None);
+        v.live = true;
+        assert!(
+            matches!(&plan(&[v], &clock(), None, 0)[..], [Action::Cancel { job: 1, reason }] if reason.contains("ack"))
+        );
+        let a = assignment(2, JobState::Acknowledged, 1_000);
+        let ready = Local::Ready;
+        let mut v = view(&a, Some(&ready));
+        v.live = true;
+        assert!(
+            matches!(&plan(&[v], &clock(), None, 0)[..], [Action::Cancel { job: 2, reason }] if reason.contains("completion"))
+        );
+        // Before the deadline: left alone.
+        let a = assignment(3, JobState::Acknowledged, 1_300);
+        let mut v = view(&a, Some(&ready));
+        v.live = true;
+        assert!(plan(&[v], &clock(), None, 0).is_empty());
     }
 
     #[test]

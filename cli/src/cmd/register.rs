@@ -196,7 +196,7 @@ impl Signed {
             blob: None,
             cap: self.op.cap,
         };
-        let (id, hash) = self.op.outbox.submit(&self.op.chain, &intent, fees, head.number).await?;
+        let (id, hash) = self.op.submit(&intent, fees, head.number).await?;
         match self.op.wait(id, hash, TX_TIMEOUT).await {
             Ok(sent) => Ok(sent),
             Err(e) => {

@@ -69,7 +69,8 @@ impl Worker {
         let models = served_models(&config, &chain, &rules).await?;
         let network = Identity::of(&config.profile);
         let conn = Store::connect_as(&config.db, &network)?;
-        let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Worker)?;
+        let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Worker)?
+            .with_filler_cap(config.fee_cap);
         let claimer = Claimer::new(
             Store::connect_as(&config.db, &network)?,
             me,
@@ -203,7 +204,8 @@ impl Worker {
     /// One pass over the assignments: plan, then carry the plan out. Returns whether anything
     /// was sent.
     pub(super) async fn pass(&mut self, head: &Head) -> Result<bool, WorkerError> {
-        let live = self.outbox.live_jobs()?;
+        let live_ids = self.outbox.live_by_job()?;
+        let live: HashSet<u64> = live_ids.keys().copied().collect();
         // The outbox's own record of recent mined acks and completions wins over the store,
         // which may lag, or show the other side of a reorg the outbox has not noticed yet.
         let recent = head.number.saturating_sub(REORG_WINDOW);
@@ -257,6 +259,11 @@ impl Worker {
                 Action::Work { job, budget } if !unsent.contains(&job) => self.work(by_id[&job], budget),
                 Action::Work { .. } => {}
                 Action::Complete { job } => sent_any |= self.complete(by_id[&job], head).await,
+                Action::Cancel { job, reason } => {
+                    if let Some(id) = live_ids.get(&job) {
+                        self.cancel(by_id[&job], *id, &reason).await;
+                    }
+                }
                 Action::Refuse { job, what, reason, last } => self.refuse(by_id[&job], what, &reason, last),
             }
         }

@@ -130,4 +130,16 @@ impl Worker {
             }
         }
     }
+
+    /// Gives up the live transaction `id` of `a` (its deadline passed unmined): its nonce is
+    /// freed or taken by a transfer to self, so it cannot be mined to revert.
+    pub(super) async fn cancel(&mut self, a: &Assignment, id: i64, reason: &str) {
+        match self.outbox.cancel(&self.chain, id).await {
+            Ok(outcome) => {
+                tracing::warn!(job = a.job_id, id, ?outcome, %reason, "gave up a transaction past its deadline");
+                self.refuse(a, "deadline", &format!("{reason}; given up"), true);
+            }
+            Err(e) => tracing::warn!(job = a.job_id, id, error = %e, "giving up the transaction failed; trying again"),
+        }
+    }
 }

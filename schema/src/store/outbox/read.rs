@@ -1,6 +1,6 @@
 //! Readers of the outbox tables.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -405,6 +405,18 @@ pub fn live_jobs(conn: &Connection, sender: Address, lane: Lane) -> StoreResult<
     )?;
     let rows = stmt.query_map(params![sender.as_slice(), lane.as_str()], |r| r.get::<_, i64>(0))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().map(|j| j as u64).collect())
+}
+
+/// The live (intent or sent) transaction of each job of `sender`'s `lane`: its outbox id.
+pub fn live_by_job(conn: &Connection, sender: Address, lane: Lane) -> StoreResult<HashMap<u64, i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT oj.job_id, o.id FROM outbox_jobs oj JOIN outbox o ON o.id = oj.outbox_id
+         WHERE o.status IN ('intent', 'sent') AND o.sender = ?1 AND o.lane = ?2",
+    )?;
+    let rows = stmt.query_map(params![sender.as_slice(), lane.as_str()], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Jobs of settler-lane transactions of any key mined at or after `block`.
