@@ -4,45 +4,113 @@
 //! connections to the store: per-job lifecycle and timeline, exact exit timing (the same rules
 //! as `lcw exit-plan`, from `lcw_schema::rules`), release queue, earnings and latency analytics,
 //! session requests of the SessionManagers (sortition) with their status at the indexed head,
-//! subscriptions pushed on indexer commits, depth / complexity / alias / page-size / time limits,
-//! and a self-contained dashboard at `/`.
+//! subscriptions pushed on indexer commits, and a self-contained dashboard at `/`.
 //!
-//! Entry points: [`schema`] (the GraphQL schema over a store), [`router`] (axum routes:
-//! `/graphql` POST + GraphiQL + WebSocket, `/healthz`, `/readyz`, `/`), [`serve`].
+//! It runs beside the worker and settler in `lcw run`, and any web page the operator opens can
+//! reach it, so it is bounded in every dimension ([`Limits`]) and isolated from other origins
+//! ([`Access`]):
+//! - [`server`]: HTTP/1.1 with a header timeout, an idle timeout and a connection cap that sheds
+//!   idle connections first;
+//! - [`access`]: the `Host` must be this server (DNS rebinding), the `Origin` this server or one
+//!   the operator allows (CORS for those);
+//! - [`endpoint`]: JSON bodies only, size-capped, executed in a bounded number of slots on blocking
+//!   threads, never on the runtime's workers;
+//! - [`guard`]: every document measured with fragments expanded (fields, aliases, directives,
+//!   depth, nesting) before async-graphql parses the rest or validates it;
+//! - [`socket`]: WebSockets capped in number, operations per socket, silence and message size.
+//!
+//! Entry points: [`schema`] (the GraphQL schema over a store), [`router`] / [`app`] (axum routes:
+//! `/graphql` POST + GraphiQL + WebSocket, `/healthz`, `/readyz`, `/`), [`Server`] / [`serve`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{EmptyMutation, Positioned, ServerError, ServerResult, Variables};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use async_graphql::EmptyMutation;
+use axum::response::Html;
 use axum::routing::get;
+use tokio::sync::Semaphore;
 
+pub mod access;
 pub mod api;
 pub mod db;
 pub mod decode;
+mod endpoint;
+pub mod guard;
 pub mod scalars;
+mod server;
+mod socket;
 pub mod sortition;
 pub mod types;
 
+pub use access::{Access, AccessError, LocalAddr};
 pub use api::{ApiState, Readiness};
 pub use db::Db;
+pub use guard::{DocumentLimits, Guard};
 
 /// The schema type.
 pub type ApiSchema = async_graphql::Schema<api::Query, EmptyMutation, api::Subscription>;
 
-/// Deepest selection nesting accepted.
-pub const MAX_DEPTH: usize = 12;
-/// Highest query complexity accepted (fields, times page sizes for lists).
-pub const MAX_COMPLEXITY: usize = 30_000;
-/// Most aliases in one document.
-pub const MAX_ALIASES: usize = 30;
+/// Every bound of the API. [`Limits::default`] holds the defaults of `lcw serve` and `lcw run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest POST body, and largest WebSocket message, in bytes.
+    pub body_bytes: usize,
+    /// Largest request head (request line and headers), in bytes.
+    pub header_bytes: usize,
+    /// Deepest field nesting of a query.
+    pub depth: usize,
+    /// Highest query complexity (fields, times page sizes for lists).
+    pub complexity: usize,
+    /// Most aliases in a query, with fragments expanded.
+    pub aliases: usize,
+    /// Most directives in a query, with fragments expanded.
+    pub directives: usize,
+    /// Longest a client may take to send a request's head, and then its body.
+    pub header_timeout: Duration,
+    /// Longest a connection or WebSocket may stay silent.
+    pub idle_timeout: Duration,
+    /// Most open HTTP connections (idle ones make room for new ones).
+    pub connections: usize,
+    /// Most POSTed requests executing at once; more wait within the request time limit.
+    pub requests: usize,
+    /// Most open WebSockets.
+    pub websockets: usize,
+    /// Most operations (subscriptions, and queries sent over the socket) at once on one WebSocket.
+    pub subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes: 64 * 1024,
+            header_bytes: 16 * 1024,
+            depth: 12,
+            complexity: 30_000,
+            aliases: 30,
+            directives: 50,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            connections: 256,
+            requests: 16,
+            websockets: 32,
+            subscriptions: 8,
+        }
+    }
+}
+
+impl Limits {
+    /// The bounds on one document.
+    pub fn document(&self) -> DocumentLimits {
+        DocumentLimits {
+            depth: self.depth,
+            complexity: self.complexity,
+            aliases: self.aliases,
+            directives: self.directives,
+        }
+    }
+}
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -57,11 +125,15 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Readiness rule.
     pub readiness: Readiness,
+    /// Size, time and count bounds.
+    pub limits: Limits,
+    /// Hosts and origins allowed besides this server's own.
+    pub access: Access,
 }
 
 impl ServeConfig {
     /// Defaults for `db`: 127.0.0.1:8080, 4 connections, 2 s per request, ready when the cursor
-    /// block is at most 60 s old.
+    /// block is at most 60 s old, [`Limits::default`], only this server's own host and origin.
     pub fn new(db: PathBuf) -> Self {
         ServeConfig {
             db,
@@ -69,17 +141,32 @@ impl ServeConfig {
             pool: 4,
             request_timeout: Duration::from_secs(2),
             readiness: Readiness::MaxLag(60),
+            limits: Limits::default(),
+            access: Access::default(),
         }
     }
 }
 
-/// The GraphQL schema over `state`.
+/// Documents parsed at once on blocking threads (one per core).
+fn parallel_parses() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// The GraphQL schema over `state`, with the default [`Limits`].
 pub fn schema(state: ApiState) -> ApiSchema {
+    schema_with(state, &Guard::new(Limits::default().document(), parallel_parses()))
+}
+
+/// The GraphQL schema over `state`; `guard` checks every document first.
+pub fn schema_with(state: ApiState, guard: &Guard) -> ApiSchema {
+    let limits = guard.limits();
     async_graphql::Schema::build(api::Query, EmptyMutation, api::Subscription)
         .data(state)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .extension(AliasLimit(MAX_ALIASES))
+        .limit_depth(limits.depth)
+        .limit_complexity(limits.complexity)
+        .limit_recursive_depth(limits.nesting())
+        .limit_directives(limits.directives)
+        .extension(guard.clone())
         .finish()
 }
 
@@ -88,84 +175,34 @@ pub fn sdl() -> String {
     async_graphql::Schema::build(api::Query, EmptyMutation, api::Subscription).finish().sdl()
 }
 
-#[derive(Clone)]
-struct AppState {
-    schema: ApiSchema,
-    api: ApiState,
-    timeout: Duration,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("timeout", &self.timeout).finish_non_exhaustive()
-    }
-}
-
 const DASHBOARD: &str = include_str!("dashboard/index.html");
 
-/// The routes: `POST /graphql`, `GET /graphql` (GraphiQL, or WebSocket subscriptions with the
-/// graphql-transport-ws or graphql-ws protocol), `/healthz`, `/readyz` and the dashboard at `/`.
+/// The routes with the default [`Limits`] and [`Access`] (see [`app`]).
 pub fn router(state: ApiState, request_timeout: Duration) -> axum::Router {
-    let app = AppState { schema: schema(state.clone()), api: state, timeout: request_timeout };
+    app(state, request_timeout, Limits::default(), Access::default())
+}
+
+/// The routes: `POST /graphql`, `GET /graphql` (GraphiQL, or WebSocket subscriptions with the
+/// graphql-transport-ws or graphql-ws protocol), `/healthz`, `/readyz` and the dashboard at `/`;
+/// every request first passes the [`Access`] rules.
+pub fn app(state: ApiState, request_timeout: Duration, limits: Limits, access: Access) -> axum::Router {
+    let guard = Guard::new(limits.document(), parallel_parses());
+    let endpoint = endpoint::Endpoint {
+        schema: schema_with(state.clone(), &guard),
+        guard,
+        api: state,
+        limits,
+        request_timeout,
+        running: Arc::new(Semaphore::new(limits.requests.max(1))),
+        sockets: Arc::new(Semaphore::new(limits.websockets)),
+    };
     axum::Router::new()
-        .route("/graphql", get(graphiql_or_ws).post(graphql))
+        .route("/graphql", get(endpoint::get).post(endpoint::post))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(endpoint::readyz))
         .route("/", get(|| async { Html(DASHBOARD) }))
-        .with_state(app)
-}
-
-async fn graphql(State(app): State<AppState>, req: GraphQLRequest) -> Response {
-    let req = req.into_inner();
-    match tokio::time::timeout(app.timeout, app.schema.execute(req)).await {
-        Ok(resp) => GraphQLResponse::from(resp).into_response(),
-        Err(_) => {
-            let err = ServerError::new(
-                format!("the request took longer than {} ms and was stopped; ask for less", app.timeout.as_millis()),
-                None,
-            );
-            GraphQLResponse::from(async_graphql::Response::from_errors(vec![err])).into_response()
-        }
-    }
-}
-
-async fn graphiql_or_ws(State(app): State<AppState>, req: axum::extract::Request) -> Response {
-    use axum::extract::FromRequestParts;
-    let (mut parts, _) = req.into_parts();
-    let upgrade = parts.headers.contains_key(header::UPGRADE);
-    let protocol = if upgrade { GraphQLProtocol::from_request_parts(&mut parts, &()).await.ok() } else { None };
-    let ws = if upgrade { WebSocketUpgrade::from_request_parts(&mut parts, &()).await.ok() } else { None };
-    match (protocol, ws) {
-        (Some(protocol), Some(ws)) => {
-            let schema = app.schema.clone();
-            ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-                .on_upgrade(move |socket| GraphQLWebSocket::new(socket, schema, protocol).serve())
-                .into_response()
-        }
-        _ => Html(
-            async_graphql::http::GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql")
-                .finish(),
-        )
-        .into_response(),
-    }
-}
-
-async fn readyz(State(app): State<AppState>) -> Response {
-    let readiness = app.api.readiness.clone();
-    match app.api.db.read(move |conn| api::status(conn, &readiness)).await {
-        Ok(s) if s.ready => {
-            (StatusCode::OK, format!("ready: block {} ({} s behind)\n", s.block, s.lag_seconds)).into_response()
-        }
-        Ok(s) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "2")],
-            format!("not ready: the indexer is at block {} ({} s behind the chain)\n", s.block, s.lag_seconds),
-        )
-            .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
-    }
+        .with_state(endpoint)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(access), access::check))
 }
 
 /// Watches the store's cursor (one poll for every subscriber) and publishes each new block:
@@ -195,78 +232,59 @@ pub fn watch_cursor(db: Arc<Db>, every: Duration) -> tokio::sync::watch::Receive
     rx
 }
 
-/// Serves the API until `shutdown`. `commits` carries the indexer's committed blocks when it
-/// runs in this process; otherwise the cursor is watched.
+/// The API bound to its address, not serving yet (so a caller can learn the port it got).
+#[derive(Debug)]
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: Limits,
+}
+
+impl Server {
+    /// Opens the store and binds `config.listen`. `commits` carries the indexer's committed
+    /// blocks when it runs in this process; otherwise the cursor is watched.
+    pub async fn bind(
+        config: &ServeConfig,
+        commits: Option<tokio::sync::watch::Receiver<u64>>,
+    ) -> std::io::Result<Server> {
+        let db = Db::open(&config.db, config.pool, config.request_timeout)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
+        let commits = commits.unwrap_or_else(|| watch_cursor(db.clone(), Duration::from_millis(200)));
+        let state = ApiState { db, readiness: config.readiness.clone(), commits };
+        let app = app(state, config.request_timeout, config.limits, config.access.clone());
+        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e} (is another lcw serve running?)", config.listen),
+            )
+        })?;
+        Ok(Server { listener, app, limits: config.limits })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, "GraphQL API on http://{addr}/graphql, dashboard on http://{addr}/");
+        let limits = server::ConnLimits {
+            connections: self.limits.connections,
+            header_timeout: self.limits.header_timeout,
+            idle_timeout: self.limits.idle_timeout,
+            header_bytes: self.limits.header_bytes,
+        };
+        server::run(self.listener, self.app, limits, shutdown).await
+    }
+}
+
+/// Serves the API until `shutdown` ([`Server::bind`], then [`Server::run`]).
 pub async fn serve(
     config: ServeConfig,
     commits: Option<tokio::sync::watch::Receiver<u64>>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let db = Db::open(&config.db, config.pool, config.request_timeout)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
-    let commits = commits.unwrap_or_else(|| watch_cursor(db.clone(), Duration::from_millis(200)));
-    let state = ApiState { db, readiness: config.readiness.clone(), commits };
-    let app = router(state, config.request_timeout);
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {}: {e} (is another lcw serve running?)", config.listen),
-        )
-    })?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, db = %config.db.display(), "GraphQL API on http://{addr}/graphql, dashboard on http://{addr}/");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await
-}
-
-/// Refuses documents with more than N aliases (a cheap way to multiply work past the
-/// complexity limit's view of a single field).
-#[derive(Debug, Clone, Copy)]
-pub struct AliasLimit(pub usize);
-
-impl ExtensionFactory for AliasLimit {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(*self)
-    }
-}
-
-fn count_aliases(set: &Positioned<SelectionSet>) -> usize {
-    set.node
-        .items
-        .iter()
-        .map(|s| match &s.node {
-            Selection::Field(f) => usize::from(f.node.alias.is_some()) + count_aliases(&f.node.selection_set),
-            Selection::InlineFragment(i) => count_aliases(&i.node.selection_set),
-            Selection::FragmentSpread(_) => 0,
-        })
-        .sum()
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for AliasLimit {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        let ops: usize = doc.operations.iter().map(|(_, op)| count_aliases(&op.node.selection_set)).sum();
-        let frags: usize = doc.fragments.values().map(|f| count_aliases(&f.node.selection_set)).sum();
-        if ops + frags > self.0 {
-            return Err(ServerError::new(
-                format!("the query uses {} aliases; at most {} are allowed", ops + frags, self.0),
-                None,
-            ));
-        }
-        Ok(doc)
-    }
+    Server::bind(&config, commits).await?.run(shutdown).await
 }
