@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lcw_queries::{Readiness, ServeConfig};
+use lcw_queries::{Access, Limits, Readiness, ServeConfig};
 use lcw_settler::settle::{Mode, SettleConfig};
 
 use crate::args::{DataArgs, KeyArgs, NetworkArgs, StoreArgs, parse_address};
@@ -29,6 +29,8 @@ pub(crate) struct ApiArgs {
     /// Longest a request may run, in milliseconds.
     #[arg(long, env = "LCW_API_TIMEOUT_MS", default_value_t = 2_000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    bounds: Box<ApiBounds>,
 }
 
 impl ApiArgs {
@@ -44,8 +46,84 @@ impl ApiArgs {
         config.pool = self.pool.clamp(1, 64);
         config.request_timeout = Duration::from_millis(self.timeout_ms.max(10));
         config.readiness = readiness;
+        config.limits = self.bounds.limits()?;
+        config.access = Access::new(&self.bounds.api_allow_host, &self.bounds.api_allow_origin)?;
         Ok(config)
     }
+}
+
+/// The API's bounds and browser isolation, shared by `serve` and `run`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ApiBounds {
+    /// Largest POST /graphql body and WebSocket message, in bytes (only JSON bodies are accepted).
+    #[arg(long, env = "LCW_API_MAX_BODY", default_value_t = Limits::default().body_bytes)]
+    api_max_body: usize,
+    /// Largest request head (request line and headers), in bytes.
+    #[arg(long, env = "LCW_API_MAX_HEADER", default_value_t = Limits::default().header_bytes)]
+    api_max_header: usize,
+    /// Deepest field nesting of a query.
+    #[arg(long, env = "LCW_API_MAX_DEPTH", default_value_t = Limits::default().depth)]
+    api_max_depth: usize,
+    /// Highest query complexity (fields, times page sizes for lists).
+    #[arg(long, env = "LCW_API_MAX_COMPLEXITY", default_value_t = Limits::default().complexity)]
+    api_max_complexity: usize,
+    /// Most aliases in a query, counted with its fragments expanded.
+    #[arg(long, env = "LCW_API_MAX_ALIASES", default_value_t = Limits::default().aliases)]
+    api_max_aliases: usize,
+    /// Most directives in a query, counted with its fragments expanded.
+    #[arg(long, env = "LCW_API_MAX_DIRECTIVES", default_value_t = Limits::default().directives)]
+    api_max_directives: usize,
+    /// Longest a client may take to send a request's head, and then its body, in milliseconds.
+    #[arg(long, env = "LCW_API_HEADER_TIMEOUT_MS", default_value_t = Limits::default().header_timeout.as_millis() as u64)]
+    api_header_timeout_ms: u64,
+    /// Longest a connection or WebSocket may stay silent before it is closed, in milliseconds.
+    #[arg(long, env = "LCW_API_IDLE_TIMEOUT_MS", default_value_t = Limits::default().idle_timeout.as_millis() as u64)]
+    api_idle_timeout_ms: u64,
+    /// Most open HTTP connections; at the cap a new one replaces the longest-idle one.
+    #[arg(long, env = "LCW_API_MAX_CONNECTIONS", default_value_t = Limits::default().connections)]
+    api_max_connections: usize,
+    /// Most POST /graphql requests executing at once; others wait up to --timeout-ms, then get 503.
+    #[arg(long, env = "LCW_API_MAX_REQUESTS", default_value_t = Limits::default().requests)]
+    api_max_requests: usize,
+    /// Most open WebSockets (the dashboard keeps one per tab).
+    #[arg(long, env = "LCW_API_MAX_WEBSOCKETS", default_value_t = Limits::default().websockets)]
+    api_max_websockets: usize,
+    /// Most subscriptions (and queries) running at once on one WebSocket.
+    #[arg(long, env = "LCW_API_MAX_SUBSCRIPTIONS", default_value_t = Limits::default().subscriptions)]
+    api_max_subscriptions: usize,
+    /// Also serve requests naming this host (NAME or NAME:PORT; `*` for any), e.g. the name a
+    /// reverse proxy forwards. Others than the listen address are refused (DNS rebinding).
+    #[arg(long, env = "LCW_API_ALLOW_HOST", value_delimiter = ',')]
+    api_allow_host: Vec<String>,
+    /// Let web pages on this origin (SCHEME://HOST[:PORT]; `*` for any) use the API, with CORS.
+    /// Pages on other origins are refused, WebSockets included.
+    #[arg(long, env = "LCW_API_ALLOW_ORIGIN", value_delimiter = ',')]
+    api_allow_origin: Vec<String>,
+}
+
+impl ApiBounds {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        let ms = |flag: &str, v: u64, min: u64| at_least(flag, v, min).map(Duration::from_millis);
+        Ok(Limits {
+            body_bytes: at_least("--api-max-body", self.api_max_body, 1024)?,
+            header_bytes: at_least("--api-max-header", self.api_max_header, 1024)?,
+            depth: at_least("--api-max-depth", self.api_max_depth, 2)?,
+            complexity: at_least("--api-max-complexity", self.api_max_complexity, 10)?,
+            aliases: self.api_max_aliases,
+            directives: self.api_max_directives,
+            header_timeout: ms("--api-header-timeout-ms", self.api_header_timeout_ms, 100)?,
+            idle_timeout: ms("--api-idle-timeout-ms", self.api_idle_timeout_ms, 1_000)?,
+            connections: at_least("--api-max-connections", self.api_max_connections, 1)?,
+            requests: at_least("--api-max-requests", self.api_max_requests, 1)?,
+            websockets: self.api_max_websockets,
+            subscriptions: at_least("--api-max-subscriptions", self.api_max_subscriptions, 1)?,
+        })
+    }
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display>(flag: &str, value: T, min: T) -> anyhow::Result<T> {
+    anyhow::ensure!(value >= min, "{flag} {value} is too small; give at least {min}");
+    Ok(value)
 }
 
 /// Serve the GraphQL API and the dashboard over a store (read-only).
