@@ -2,7 +2,9 @@
 //! timestamp reaches its releasableAt, through a dispute-window change, a competing keeper, a
 //! restart with transactions in the mempool, a reorg that removes a mined release (sent again, or
 //! cancelled at its nonce when a competitor released the jobs on the new branch), and a stuck
-//! transaction replaced. (`lcw exit` is tested with the binary in cli/tests/exit_cli.rs.)
+//! transaction replaced; two settlers racing for the same jobs on one store (`race`); a keeper
+//! through a base-fee spike (`spike`). (`lcw exit` is tested with the binary in
+//! cli/tests/exit_cli.rs; the settler's decisions have unit tests in settler/src/plan.rs.)
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,6 +21,11 @@ use lcw_schema::store::Store;
 use lcw_settler::settle::{Mode, SettleConfig, SettleSummary};
 use lcw_tests::indexing::Follower;
 use lcw_tests::{TestNet, wait_until};
+
+#[path = "settler/race.rs"]
+mod race;
+#[path = "settler/spike.rs"]
+mod spike;
 
 const WINDOW: u64 = 4;
 
@@ -42,6 +49,10 @@ struct Settler {
 }
 
 fn settler(net: &TestNet, db: &Path, mode: Mode) -> Settler {
+    settler_with(net, db, mode, |_| {})
+}
+
+fn settler_with(net: &TestNet, db: &Path, mode: Mode, f: impl FnOnce(&mut SettleConfig)) -> Settler {
     let signer = match mode {
         Mode::Keeper => net.signer(Role::Keeper, 0),
         Mode::Worker(w) => {
@@ -51,15 +62,26 @@ fn settler(net: &TestNet, db: &Path, mode: Mode) -> Settler {
     };
     let mut config = SettleConfig::new(net.profile().clone(), db.to_owned(), mode, signer);
     config.poll_interval = Duration::from_millis(50);
+    f(&mut config);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(lcw_settler::settle::run(config, rx));
     Settler { stop, task }
 }
 
 impl Settler {
+    /// Whether `run` is still going (it has not returned, with an error or otherwise).
+    fn running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     async fn finish(self) -> SettleSummary {
+        self.finish_or_error().await.expect("settler ran cleanly")
+    }
+
+    /// Stops it and returns what `run` returned (an error if it had stopped on one).
+    async fn finish_or_error(self) -> lcw_settler::SettlerResult<SettleSummary> {
         let _ = self.stop.send(true);
-        self.task.await.expect("settler task").expect("settler ran cleanly")
+        self.task.await.expect("settler task")
     }
 }
 
