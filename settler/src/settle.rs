@@ -1,35 +1,39 @@
-//! The settle loop. On every head: track the outbox, read the schedule from the store, and for
-//! everything due by the lowest timestamp the next block can have, simulate in that block, sign
-//! and broadcast, so that each job lands in the first block whose timestamp reaches its
-//! `releasableAt`.
+//! The settle loop: a thin executor around the pure planner ([`crate::plan`]). On every head it
+//! tracks the outbox, reads the schedule from the store, asks the planner what the next block
+//! should carry, simulates each transaction in that block, sends it through the outbox under the
+//! ceiling it may pay, and records what happened. Each job lands in the first block whose
+//! timestamp reaches its `releasableAt`.
+//!
+//! Only the store or the configuration failing stops the loop. An RPC fault handles the head
+//! again; a transaction the node refuses stays with the outbox, which sends it again every block;
+//! a job the store refuses because another key or lane has a transaction in flight for it is
+//! skipped with a log line (the store names one job, so a refused batch is split in halves until
+//! the refused jobs stand alone).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use alloy::primitives::{Address, Bytes, U256};
+use alloy::primitives::{B256, Bytes, U256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
+use lcw_chain::FeeCap;
+use lcw_chain::fees::Wei;
+use lcw_chain::node::{CallSpec, Chain, Fees, Head, Simulated};
+use lcw_chain::outbox::policy::Refusal;
+use lcw_chain::outbox::{Intent, Lane, Outbox, REORG_WINDOW, Tracked};
 use lcw_schema::bindings::{JobRegistry, decode_revert};
 use lcw_schema::profile::Profile;
-use lcw_schema::rules::schedule::{self, Action, ChainClock, Due, Params};
+use lcw_schema::rules::schedule::{self, Action, ChainClock, Params};
 use lcw_schema::store::obligations as view;
+use lcw_schema::store::{Identity, Store};
+use rusqlite::Connection;
 use serde::Serialize;
 
+use crate::plan::{self, Batch, Clock, Gas, Inputs, Market, Pricing, Release, Single, Skip, Skipped, Target, Worth};
 use crate::{SettlerError, SettlerResult};
-use lcw_chain::FeeCap;
-use lcw_chain::node::{CallSpec, Chain, Fees, Head};
-use lcw_chain::outbox::{Intent, Lane, Outbox, REORG_WINDOW, Tracked};
 
-/// Whose jobs the settler ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// One worker's jobs: releases, and no-fault settlement of jobs stranded by a closed session.
-    Worker(Address),
-    /// Every worker's due releases, and claimTimeout for jobs past their deadline, when the
-    /// bounty covers the gas.
-    Keeper,
-}
+pub use crate::plan::Mode;
 
 /// Settler options.
 #[derive(Debug, Clone)]
@@ -42,7 +46,7 @@ pub struct SettleConfig {
     pub mode: Mode,
     /// Signing key.
     pub signer: PrivateKeySigner,
-    /// Largest gas per transaction (batches split below it).
+    /// Largest gas limit of one transaction (batches split below it).
     pub max_batch_gas: u64,
     /// Smallest priority fee offered.
     pub min_tip: u128,
@@ -77,7 +81,8 @@ impl SettleConfig {
     }
 }
 
-/// What a run did.
+/// What a run did. Skips are counted once per job and spell: a job that waits ten blocks for the
+/// price to fall counts once.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SettleSummary {
     /// Transactions sent (first versions).
@@ -99,159 +104,442 @@ pub struct SettleSummary {
     pub timeouts_claimed: u64,
     /// Stuck jobs settled without fault.
     pub settled_stuck: u64,
-    /// Jobs left out of a batch because their simulation failed.
+    /// Jobs left out because their simulation failed.
     pub excluded: u64,
-    /// Keeper actions skipped because the bounty did not cover the gas.
+    /// Keeper actions skipped because what they pay did not cover the gas.
     pub unprofitable: u64,
+    /// Jobs that waited because the next block's price was above what their transaction may pay.
+    pub priced_out: u64,
+    /// Jobs skipped because another key or lane had a transaction in flight for them.
+    pub live_elsewhere: u64,
     /// Gas used by mined transactions.
     pub gas_used: u64,
     /// The next job that is not due yet: (job id, releasable at) at the end of a `once` run.
     pub next_due: Option<(u64, u64)>,
 }
 
-/// Initial gas per released job until a simulation measures it.
-const INITIAL_GAS_PER_JOB: u64 = 80_000;
+/// Gas each released job adds to a batch, until a simulation measures it (the devnet's
+/// JobRegistry: about 26,000).
+const INITIAL_GAS_PER_JOB: u64 = 40_000;
+/// Gas of a release batch beyond its jobs': the transaction, the call, the bounty payment (the
+/// devnet's JobRegistry: about 69,000).
+const BATCH_GAS: u64 = 60_000;
+/// Gas of a claimTimeout or settleStuckJob until a simulation measures it.
+const SINGLE_GAS: u64 = 200_000;
+/// Pause after an RPC fault before the head is handled again.
+const RPC_RETRY: Duration = Duration::from_millis(500);
 
 /// Runs until `shutdown` (or, with `once`, until what was due is mined).
 pub async fn run(
     config: SettleConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> SettlerResult<SettleSummary> {
-    let chain = Chain::connect(&config.profile.rpc_url, config.rpc_timeout).await?;
-    config.profile.check_chain_id(chain.chain_id).map_err(|e| SettlerError::Config(e.to_string()))?;
-    let conn = lcw_schema::store::Store::connect(&config.db)?;
-    let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Settler)?;
-    let mut summary = SettleSummary::default();
-    let fallback = chain_params(&chain, &config.profile).await?;
-    for e in outbox.reconcile(&chain).await? {
-        count(&mut summary, &e);
-    }
-    let me = outbox.sender();
-    tracing::info!(sender = %me, mode = ?config.mode, "settler started");
-    let mut clock = ChainClock::default();
-    let mut gas_per_job = INITIAL_GAS_PER_JOB;
-    let mut warned: HashSet<(u64, &'static str)> = HashSet::new();
-    let mut waited_for_store = false;
-    let mut sent_in_once = 0u64;
-    // The last head fully handled; a head whose handling hit an RPC fault is handled again.
-    let mut done: Option<(u64, alloy::primitives::B256)> = None;
-    macro_rules! rpc {
-        ($e:expr) => {
-            match $e {
-                Ok(v) => v,
-                Err(SettlerError::Rpc(m)) => {
-                    tracing::warn!(error = %m, "RPC failed; retrying");
-                    wait(&mut shutdown, Duration::from_millis(500)).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-    }
+    let mut settler = Settler::start(&config).await?;
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             // A dropped sender counts as shutdown: `changed()` would otherwise return at once
             // and spin this loop.
             break;
         }
-        let head = match chain.head().await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the head failed; retrying");
-                wait(&mut shutdown, Duration::from_secs(1)).await;
-                continue;
+        let pause = match settler.tick().await {
+            Ok(Step::Finished) => break,
+            Ok(Step::Idle) => config.poll_interval,
+            // Nothing was decided on a half-read head: it is handled again.
+            Err(e @ (SettlerError::Rpc(_) | SettlerError::WrongChain(_))) => {
+                tracing::warn!(error = %e, "RPC failed; retrying");
+                RPC_RETRY
             }
+            Err(e) => return Err(e),
         };
-        clock.observe(head.number, head.timestamp);
-        if done == Some((head.number, head.hash)) {
-            wait(&mut shutdown, config.poll_interval).await;
-            continue;
-        }
-        let fees = rpc!(chain.fees(config.min_tip).await);
-        for e in rpc!(outbox.track(&chain, &head, Some(fees)).await) {
+        wait(&mut shutdown, pause).await;
+    }
+    Ok(settler.summary)
+}
+
+/// What every transaction of one tick shares.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    /// The head it was planned at.
+    head: u64,
+    /// The block it is for.
+    target: Target,
+    /// The price and the operator's ceiling.
+    pricing: Pricing,
+    /// The market's fees, offered under each transaction's ceiling.
+    fees: Fees,
+}
+
+/// How a tick ended.
+enum Step {
+    /// Wait for the next head.
+    Idle,
+    /// A `once` run has nothing left in flight.
+    Finished,
+}
+
+/// The executor's state between heads.
+struct Settler<'a> {
+    config: &'a SettleConfig,
+    chain: Chain,
+    store: Connection,
+    outbox: Outbox,
+    /// Governance parameters from the chain, for a store that began after AIConfig was set up.
+    fallback: Params,
+    clock: ChainClock,
+    gas: Gas,
+    /// The last head fully handled; a head whose handling hit an RPC fault is handled again.
+    done: Option<(u64, B256)>,
+    /// Skips logged and counted, kept while they last so each spell is logged once.
+    noted: HashSet<(u64, &'static str)>,
+    waited_for_store: bool,
+    summary: SettleSummary,
+}
+
+impl<'a> Settler<'a> {
+    async fn start(config: &'a SettleConfig) -> SettlerResult<Settler<'a>> {
+        let chain = Chain::open(&config.profile, config.rpc_timeout).await?;
+        let store = Store::connect_as(&config.db, &Identity::of(&config.profile))?;
+        let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Settler)?
+            .with_filler_cap(config.fee_cap);
+        let fallback = chain_params(&chain, &config.profile).await?;
+        let mut summary = SettleSummary::default();
+        for e in outbox.reconcile(&chain).await? {
             count(&mut summary, &e);
         }
-        let cursor = view::cursor(&conn)?;
-        if cursor + 2 < head.number {
-            if !waited_for_store {
-                tracing::info!(cursor, head = head.number, "waiting for the store to reach the head");
-                waited_for_store = true;
-            }
-            wait(&mut shutdown, config.poll_interval).await;
-            continue;
+        tracing::info!(sender = %outbox.sender(), mode = ?config.mode, cap = %config.fee_cap, "settler started");
+        Ok(Settler {
+            config,
+            chain,
+            store,
+            outbox,
+            fallback,
+            clock: ChainClock::default(),
+            gas: Gas {
+                per_job: INITIAL_GAS_PER_JOB,
+                per_batch: BATCH_GAS,
+                single: SINGLE_GAS,
+                max_batch: config.max_batch_gas,
+            },
+            done: None,
+            noted: HashSet::new(),
+            waited_for_store: false,
+            summary,
+        })
+    }
+
+    /// Reads the head and, when it is new, plans and sends for the block after it.
+    async fn tick(&mut self) -> SettlerResult<Step> {
+        let head = self.chain.head().await?;
+        self.clock.observe(head.number, head.timestamp);
+        if self.done == Some((head.number, head.hash)) {
+            return Ok(Step::Idle);
         }
-        let params = view::params(&conn, Some(&fallback))?;
-        let worker = match config.mode {
+        let fees = self.chain.fees(self.config.min_tip).await?;
+        for e in self.outbox.track(&self.chain, &head, Some(fees)).await? {
+            count(&mut self.summary, &e);
+        }
+        let cursor = view::cursor(&self.store)?;
+        if cursor + 2 < head.number {
+            if !self.waited_for_store {
+                tracing::info!(cursor, head = head.number, "waiting for the store to reach the head");
+                self.waited_for_store = true;
+            }
+            return Ok(Step::Idle);
+        }
+        let pricing = Pricing { market: Market::of(fees), fee_cap: self.config.fee_cap };
+        let tick = self.plan(&head, pricing)?;
+        let round = Round { head: head.number, target: tick.target, pricing, fees };
+        let mut skipped = tick.skipped;
+        for batch in &tick.batches {
+            self.release(batch, &round, &mut skipped).await?;
+        }
+        for single in &tick.singles {
+            self.single(single, &round, &mut skipped).await?;
+        }
+        self.note(&skipped);
+        self.done = Some((head.number, head.hash));
+        if self.config.once {
+            self.give_up_refused().await?;
+            if self.outbox.live_jobs()?.is_empty() {
+                self.summary.next_due = tick.next_due;
+                return Ok(Step::Finished);
+            }
+        }
+        Ok(Step::Idle)
+    }
+
+    /// Reads the store and the outbox and asks the planner.
+    fn plan(&self, head: &Head, pricing: Pricing) -> SettlerResult<plan::TickPlan> {
+        let params = view::params(&self.store, Some(&self.fallback))?;
+        let worker = match self.config.mode {
             Mode::Worker(w) => Some(w),
             Mode::Keeper => None,
         };
-        let mut exclude = outbox.live_jobs()?;
+        let jobs = view::open_jobs(&self.store, worker)?;
+        let in_flight = self.outbox.live_jobs()?;
         // Not `cursor + 1`: after a reorg the store can show a job unreleased (rolled back)
         // before the outbox has seen that its release left the chain.
-        exclude.extend(outbox.recently_mined_jobs(head.number.saturating_sub(REORG_WINDOW))?);
-        let jobs = view::open_jobs(&conn, worker)?;
-        let sched = schedule::schedule(&jobs, &params);
-        let next_ts = clock.next_ts();
-        let wanted = |d: &Due| config.only_jobs.as_ref().is_none_or(|s| s.contains(&d.job_id));
-        let due: Vec<&Due> =
-            sched.iter().filter(|d| d.at <= next_ts && !exclude.contains(&d.job_id) && wanted(d)).collect();
-        let states: BTreeMap<u64, lcw_schema::types::JobState> = jobs.iter().map(|j| (j.job_id, j.state)).collect();
-        let releases: Vec<&Due> = due.iter().copied().filter(|d| d.action == Action::Release).collect();
-        let others: Vec<&Due> = due
-            .iter()
-            .copied()
-            .filter(|d| {
-                matches!((d.action, config.mode), (Action::ClaimTimeout, Mode::Keeper) | (Action::SettleStuck, _))
-            })
-            .collect();
-        let target = Target { number: head.number + 1, timestamp: next_ts };
-        if !releases.is_empty() {
-            let sent = rpc!(
-                release(
-                    &chain,
-                    &mut outbox,
-                    &config,
-                    &params,
-                    &releases,
-                    target,
-                    &head,
-                    fees,
-                    &mut gas_per_job,
-                    &mut summary,
-                )
-                .await
-            );
-            sent_in_once += sent;
-        }
-        for d in others {
-            let state = states.get(&d.job_id).copied().unwrap_or(lcw_schema::types::JobState::Submitted);
-            let sent =
-                single(&chain, &mut outbox, &config, &params, d, state, target, &head, fees, &mut summary, &mut warned)
-                    .await?;
-            sent_in_once += sent;
-        }
-        done = Some((head.number, head.hash));
-        if config.once {
-            let live = outbox.live_jobs()?;
-            if live.is_empty() {
-                summary.next_due = sched
-                    .iter()
-                    .find(|d| d.at > next_ts && d.action == Action::Release && wanted(d))
-                    .map(|d| (d.job_id, d.at));
-                break;
-            }
-            let _ = sent_in_once;
-        }
-        wait(&mut shutdown, config.poll_interval).await;
+        let recently_mined = self.outbox.recently_mined_jobs(head.number.saturating_sub(REORG_WINDOW))?;
+        Ok(plan::plan(&Inputs {
+            schedule: &schedule::schedule(&jobs, &params),
+            in_flight: &in_flight,
+            recently_mined: &recently_mined,
+            only: self.config.only_jobs.as_ref(),
+            mode: self.config.mode,
+            me: self.outbox.sender(),
+            params: &params,
+            clock: Clock { head: head.number, next_ts: self.clock.next_ts() },
+            gas: self.gas,
+            pricing,
+        }))
     }
-    Ok(summary)
+
+    /// Simulates, prices and sends one planned release batch. A batch whose measured gas passes
+    /// `max_batch_gas`, or that the store refuses (a job of it is in flight elsewhere), is tried
+    /// again in halves.
+    async fn release(&mut self, batch: &Batch, round: &Round, skipped: &mut Vec<Skipped>) -> SettlerResult<()> {
+        let mut queue = vec![batch.jobs.clone()];
+        while let Some(jobs) = queue.pop() {
+            let Some((jobs, used)) = self.simulate_release(jobs, round.target, skipped).await? else { continue };
+            let gas_limit = plan::gas_limit(used);
+            if gas_limit > self.config.max_batch_gas && jobs.len() > 1 {
+                let (first, second) = jobs.split_at(jobs.len() / 2);
+                queue.push(second.to_vec());
+                queue.push(first.to_vec());
+                continue;
+            }
+            let mut jobs = jobs;
+            // A job the store refuses leaves the batch; the gas measured with it bounds the rest.
+            while !jobs.is_empty() {
+                // Priced again with the measured gas: its worth per gas may now be below the price.
+                let cap = match round.pricing.ceiling(Worth::Wei(Batch::worth(&jobs)), gas_limit) {
+                    Ok(cap) => cap,
+                    Err(reason) => {
+                        skipped.extend(jobs.iter().map(|r| skip(r.job_id, Action::Release, reason.clone())));
+                        break;
+                    }
+                };
+                let ids: Vec<u64> = jobs.iter().map(|r| r.job_id).collect();
+                let intent = self.intent(Action::Release, release_call(&ids), gas_limit, ids, round.target, cap);
+                let refused = match self.submit(&intent, round).await? {
+                    Submitted::Sent => break,
+                    Submitted::LiveElsewhere(job) => job.and_then(|j| jobs.iter().position(|r| r.job_id == j)),
+                };
+                match refused {
+                    Some(i) => skipped.push(skip(jobs.remove(i).job_id, Action::Release, Skip::LiveElsewhere)),
+                    None if jobs.len() == 1 => {
+                        skipped.push(skip(jobs[0].job_id, Action::Release, Skip::LiveElsewhere));
+                        break;
+                    }
+                    // The refusal names no job of the batch: find them by halves.
+                    None => {
+                        let (first, second) = jobs.split_at(jobs.len() / 2);
+                        queue.push(second.to_vec());
+                        queue.push(first.to_vec());
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Simulates `jobs` as one `releaseJobs` in the target block, leaving out the jobs that fail
+    /// alone. The jobs that remain and the gas they use; None when none remain or the batch still
+    /// fails without the failing ones.
+    async fn simulate_release(
+        &mut self,
+        jobs: Vec<Release>,
+        target: Target,
+        skipped: &mut Vec<Skipped>,
+    ) -> SettlerResult<Option<(Vec<Release>, u64)>> {
+        let ids: Vec<u64> = jobs.iter().map(|r| r.job_id).collect();
+        let mut sim = self.simulate(release_call(&ids), target).await?;
+        let mut jobs = jobs;
+        if !sim.ok() {
+            // Find the jobs that fail on their own; never let one sink the batch.
+            let me = self.outbox.sender();
+            let to = self.config.profile.contracts.job_registry;
+            let calls: Vec<CallSpec> =
+                ids.iter().map(|id| CallSpec { from: me, to, data: single_release_call(*id) }).collect();
+            let each = self.chain.simulate(&calls, target.number, target.timestamp).await?;
+            let (good, bad): (Vec<_>, Vec<_>) = jobs.iter().zip(&each).partition(|(_, s)| s.ok());
+            skipped.extend(bad.into_iter().map(|(r, s)| skip(r.job_id, Action::Release, would_revert(s))));
+            jobs = good.into_iter().map(|(r, _)| *r).collect();
+            if jobs.is_empty() {
+                return Ok(None);
+            }
+            let ids: Vec<u64> = jobs.iter().map(|r| r.job_id).collect();
+            sim = self.simulate(release_call(&ids), target).await?;
+            if !sim.ok() {
+                tracing::warn!(
+                    jobs = jobs.len(),
+                    "a release batch fails even without its failing jobs; retrying next block"
+                );
+                return Ok(None);
+            }
+        }
+        let n = jobs.len() as u64;
+        let used = match sim.gas_used {
+            Some(g) if g > 0 => {
+                self.gas = self.gas.learned(n, g);
+                g
+            }
+            // eth_call reports no gas: the model stands in.
+            _ => self.gas.batch(n),
+        };
+        Ok(Some((jobs, used)))
+    }
+
+    /// Simulates, prices and sends one claimTimeout or settleStuckJob.
+    async fn single(&mut self, s: &Single, round: &Round, skipped: &mut Vec<Skipped>) -> SettlerResult<()> {
+        let job = U256::from(s.job_id);
+        let data: Bytes = match s.action {
+            Action::ClaimTimeout => JobRegistry::claimTimeoutCall { jobId: job }.abi_encode().into(),
+            Action::SettleStuck => JobRegistry::settleStuckJobCall { jobId: job }.abi_encode().into(),
+            Action::Release => return Ok(()),
+        };
+        let sim = self.simulate(data.clone(), round.target).await?;
+        let used = match sim.gas_used {
+            None => {
+                skipped.push(skip(s.job_id, s.action, would_revert(&sim)));
+                return Ok(());
+            }
+            Some(0) => SINGLE_GAS,
+            Some(g) => g,
+        };
+        let gas_limit = plan::gas_limit(used);
+        let cap = match round.pricing.ceiling(s.worth, gas_limit) {
+            Ok(cap) => cap,
+            Err(reason) => {
+                skipped.push(skip(s.job_id, s.action, reason));
+                return Ok(());
+            }
+        };
+        let intent = self.intent(s.action, data, gas_limit, vec![s.job_id], round.target, cap);
+        if let Submitted::LiveElsewhere(_) = self.submit(&intent, round).await? {
+            skipped.push(skip(s.job_id, s.action, Skip::LiveElsewhere));
+        }
+        Ok(())
+    }
+
+    async fn simulate(&mut self, data: Bytes, target: Target) -> SettlerResult<Simulated> {
+        let call = CallSpec { from: self.outbox.sender(), to: self.config.profile.contracts.job_registry, data };
+        let sim = self.chain.simulate(&[call], target.number, target.timestamp).await?;
+        sim.into_iter().next().ok_or_else(|| SettlerError::Rpc("the simulation answered no call".into()))
+    }
+
+    fn intent(
+        &self,
+        action: Action,
+        data: Bytes,
+        gas_limit: u64,
+        jobs: Vec<u64>,
+        target: Target,
+        cap: FeeCap,
+    ) -> Intent {
+        let to = self.config.profile.contracts.job_registry;
+        Intent {
+            kind: action.kind(),
+            to,
+            data,
+            value: U256::ZERO,
+            gas_limit,
+            jobs,
+            target_block: target.number,
+            blob: None,
+            cap,
+        }
+    }
+
+    /// Sends `intent` through the outbox, or learns that the store refused it because one of its
+    /// jobs has a live transaction of another key or lane.
+    async fn submit(&mut self, intent: &Intent, round: &Round) -> SettlerResult<Submitted> {
+        let (kind, jobs, block, cap) = (intent.kind, intent.jobs.len(), intent.target_block, Wei(intent.cap.per_gas));
+        match self.outbox.submit(&self.chain, intent, round.fees, round.head).await {
+            Ok((id, hash)) => {
+                self.summary.sent += 1;
+                tracing::info!(id, tx = %hash, kind, jobs, block, %cap, "sent");
+                Ok(Submitted::Sent)
+            }
+            Err(SettlerError::InFlight(why)) => {
+                tracing::debug!(kind, jobs, %why, "the store refused the intent");
+                Ok(Submitted::LiveElsewhere(refused_job(&why)))
+            }
+            // The outbox keeps it (its nonce held, its jobs in flight) and sends it again every block.
+            Err(SettlerError::Rejected(reason)) => {
+                self.summary.sent += 1;
+                tracing::warn!(kind, jobs, block, %reason, "the node refused the transaction; the outbox sends it again");
+                Ok(Submitted::Sent)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `lcw release` does not wait for a transaction the node refuses for a reason fees cannot
+    /// fix (funds, gas): it gives it up, and its jobs stay unreleased.
+    async fn give_up_refused(&mut self) -> SettlerResult<()> {
+        for r in self.outbox.refused()? {
+            if Refusal::of(&r.reason) != Refusal::Fee {
+                tracing::error!(id = r.id, jobs = ?r.jobs, reason = %r.reason, "the node refuses the transaction; given up");
+                self.outbox.cancel(&self.chain, r.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts each skip worth telling once, for as long as it lasts, and logs the new ones: one
+    /// line per action and reason.
+    fn note(&mut self, skipped: &[Skipped]) {
+        let mut now = HashSet::new();
+        let mut new: BTreeMap<(&'static str, String, bool), Vec<u64>> = BTreeMap::new();
+        for s in skipped {
+            let key = (s.job_id, s.reason.as_str());
+            let counter = match s.reason {
+                Skip::Unprofitable { .. } => &mut self.summary.unprofitable,
+                Skip::PricedOut { .. } => &mut self.summary.priced_out,
+                Skip::LiveElsewhere => &mut self.summary.live_elsewhere,
+                Skip::WouldRevert(_) => &mut self.summary.excluded,
+                Skip::NotDue { .. } | Skip::InFlight | Skip::RecentlyMined | Skip::KeeperOnly => continue,
+            };
+            if now.insert(key) && !self.noted.contains(&key) {
+                *counter += 1;
+                let quiet = matches!(s.reason, Skip::WouldRevert(_));
+                new.entry((s.action.kind(), s.reason.to_string(), quiet)).or_default().push(s.job_id);
+            }
+        }
+        for ((action, reason, quiet), jobs) in new {
+            if quiet {
+                tracing::debug!(action, ?jobs, %reason, "skipped");
+            } else {
+                tracing::info!(action, ?jobs, %reason, "skipped");
+            }
+        }
+        self.noted = now;
+    }
 }
 
-/// The block a transaction is planned for.
-#[derive(Debug, Clone, Copy)]
-struct Target {
-    number: u64,
-    timestamp: u64,
+/// What became of an intent.
+enum Submitted {
+    /// Signed and with the outbox (broadcast, or sent again next block if the node refused it).
+    Sent,
+    /// The store refused it: a job of it, the one named when the refusal names it, has a live
+    /// transaction of another key or lane.
+    LiveElsewhere(Option<u64>),
+}
+
+/// The job the store named when it refused an intent (`job 7 already has a live outbox
+/// transaction ...`); None when the refusal is worded otherwise.
+fn refused_job(why: &str) -> Option<u64> {
+    why.strip_prefix("job ")?.split_whitespace().next()?.parse().ok()
+}
+
+fn skip(job_id: u64, action: Action, reason: Skip) -> Skipped {
+    Skipped { job_id, action, reason }
+}
+
+fn would_revert(s: &Simulated) -> Skip {
+    Skip::WouldRevert(s.revert.as_ref().map(|r| decode_revert(r)).or(s.error.clone()).unwrap_or_default())
 }
 
 async fn wait(shutdown: &mut tokio::sync::watch::Receiver<bool>, d: Duration) {
@@ -306,183 +594,6 @@ fn single_release_call(id: u64) -> Bytes {
     JobRegistry::releaseJobCall { jobId: U256::from(id) }.abi_encode().into()
 }
 
-fn gas_limit(used: u64) -> u64 {
-    used + used / 4 + 20_000
-}
-
-/// Simulates, splits and sends releases. Returns transactions sent.
-#[allow(clippy::too_many_arguments)]
-async fn release(
-    chain: &Chain,
-    outbox: &mut Outbox,
-    config: &SettleConfig,
-    params: &Params,
-    due: &[&Due],
-    target: Target,
-    head: &Head,
-    fees: Fees,
-    gas_per_job: &mut u64,
-    summary: &mut SettleSummary,
-) -> SettlerResult<u64> {
-    let me = outbox.sender();
-    let to = config.profile.contracts.job_registry;
-    // Keepers skip releases whose bounty does not pay for their share of the gas.
-    let price = head.base_fee.max(1) + fees.tip;
-    let mut ids: Vec<u64> = Vec::with_capacity(due.len());
-    // What releasing each job collects for this key: a keeper's bounty, or the worker's own share.
-    let mut worth: std::collections::HashMap<u64, u128> = Default::default();
-    for d in due {
-        let collects = if d.worker == me {
-            schedule::worker_share(d.fee, params)
-        } else {
-            schedule::keeper_bounty(d, lcw_schema::types::JobState::Completed, params)
-        };
-        if config.mode == Mode::Keeper && d.worker != me && collects < U256::from(*gas_per_job as u128 * price) {
-            summary.unprofitable += 1;
-            continue;
-        }
-        worth.insert(d.job_id, collects.try_into().unwrap_or(u128::MAX));
-        ids.push(d.job_id);
-    }
-    let mut sent = 0;
-    let per_tx = (config.max_batch_gas / (*gas_per_job).max(1)).max(1) as usize;
-    for chunk in ids.chunks(per_tx) {
-        let mut batch = chunk.to_vec();
-        let mut sim = chain
-            .simulate(&[CallSpec { from: me, to, data: release_call(&batch) }], target.number, target.timestamp)
-            .await?;
-        if !sim[0].ok() {
-            // Find the jobs that fail on their own; never let one sink the batch.
-            let calls: Vec<CallSpec> =
-                batch.iter().map(|id| CallSpec { from: me, to, data: single_release_call(*id) }).collect();
-            let each = chain.simulate(&calls, target.number, target.timestamp).await?;
-            let mut good = Vec::new();
-            for (id, s) in batch.iter().zip(&each) {
-                if s.ok() {
-                    good.push(*id);
-                } else {
-                    summary.excluded += 1;
-                    let reason = s.revert.as_ref().map(|r| decode_revert(r)).or(s.error.clone()).unwrap_or_default();
-                    tracing::debug!(job = id, %reason, "left out of the release batch");
-                }
-            }
-            batch = good;
-            if batch.is_empty() {
-                continue;
-            }
-            sim = chain
-                .simulate(&[CallSpec { from: me, to, data: release_call(&batch) }], target.number, target.timestamp)
-                .await?;
-            if !sim[0].ok() {
-                tracing::warn!(
-                    jobs = batch.len(),
-                    "release batch still fails after excluding failing jobs; retrying next block"
-                );
-                continue;
-            }
-        }
-        let used = match sim[0].gas_used {
-            Some(0) | None => *gas_per_job * batch.len() as u64 + 50_000,
-            Some(g) => {
-                *gas_per_job = (g / batch.len() as u64).max(20_000);
-                g
-            }
-        };
-        let collects = batch.iter().fold(0u128, |sum, id| sum.saturating_add(worth[id]));
-        let intent = Intent {
-            kind: "release",
-            to,
-            data: release_call(&batch),
-            value: U256::ZERO,
-            gas_limit: gas_limit(used),
-            jobs: batch.clone(),
-            target_block: target.number,
-            blob: None,
-            cap: config.fee_cap.at_most_worth(collects, gas_limit(used), 0),
-        };
-        match outbox.submit(chain, &intent, fees, head.number).await {
-            Ok((id, hash)) => {
-                sent += 1;
-                summary.sent += 1;
-                tracing::info!(id, tx = %hash, jobs = batch.len(), block = target.number, "release sent");
-            }
-            Err(SettlerError::Rejected(e)) => tracing::error!(error = %e, "the node refused a release"),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(sent)
-}
-
-/// claimTimeout or settleStuckJob for one job. Returns transactions sent.
-#[allow(clippy::too_many_arguments)]
-async fn single(
-    chain: &Chain,
-    outbox: &mut Outbox,
-    config: &SettleConfig,
-    params: &Params,
-    due: &Due,
-    state: lcw_schema::types::JobState,
-    target: Target,
-    head: &Head,
-    fees: Fees,
-    summary: &mut SettleSummary,
-    warned: &mut HashSet<(u64, &'static str)>,
-) -> SettlerResult<u64> {
-    let me = outbox.sender();
-    let to = config.profile.contracts.job_registry;
-    let data: Bytes = match due.action {
-        Action::ClaimTimeout => JobRegistry::claimTimeoutCall { jobId: U256::from(due.job_id) }.abi_encode().into(),
-        Action::SettleStuck => JobRegistry::settleStuckJobCall { jobId: U256::from(due.job_id) }.abi_encode().into(),
-        Action::Release => return Ok(0),
-    };
-    let sim = chain.simulate(&[CallSpec { from: me, to, data: data.clone() }], target.number, target.timestamp).await?;
-    let Some(used) = sim[0].gas_used else {
-        if warned.insert((due.job_id, due.action.kind())) {
-            let reason = sim[0].revert.as_ref().map(|r| decode_revert(r)).or(sim[0].error.clone()).unwrap_or_default();
-            tracing::debug!(job = due.job_id, action = due.action.kind(), %reason, "would revert; skipped");
-        }
-        summary.excluded += 1;
-        return Ok(0);
-    };
-    let used = if used == 0 { 200_000 } else { used };
-    let mut cap = config.fee_cap;
-    if config.mode == Mode::Keeper && due.action == Action::ClaimTimeout {
-        let cost = U256::from(used as u128 * (head.base_fee.max(1) + fees.tip));
-        let bounty = schedule::keeper_bounty(due, state, params);
-        cap = cap.at_most_worth(bounty.try_into().unwrap_or(u128::MAX), gas_limit(used), 0);
-        if bounty < cost {
-            if warned.insert((due.job_id, "unprofitable")) {
-                summary.unprofitable += 1;
-                tracing::info!(job = due.job_id, "timeout bounty does not cover the gas; skipped");
-            }
-            return Ok(0);
-        }
-    }
-    let intent = Intent {
-        kind: due.action.kind(),
-        to,
-        data,
-        value: U256::ZERO,
-        gas_limit: gas_limit(used),
-        jobs: vec![due.job_id],
-        target_block: target.number,
-        blob: None,
-        cap,
-    };
-    match outbox.submit(chain, &intent, fees, head.number).await {
-        Ok((id, hash)) => {
-            summary.sent += 1;
-            tracing::info!(id, tx = %hash, job = due.job_id, action = due.action.kind(), "sent");
-            Ok(1)
-        }
-        Err(SettlerError::Rejected(e)) => {
-            tracing::error!(error = %e, "the node refused the transaction");
-            Ok(0)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Governance parameters read from the chain, for stores that began after AIConfig was set up.
 pub async fn chain_params(chain: &Chain, profile: &Profile) -> SettlerResult<Params> {
     use lcw_schema::bindings::AIConfig;
@@ -504,4 +615,19 @@ pub async fn chain_params(chain: &Chain, profile: &Profile) -> SettlerResult<Par
             .map_err(e("getCompletionTimeoutSlashBps"))?),
         min_worker_stake: c.getMinWorkerStake().call().await.map_err(e("getMinWorkerStake"))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lcw_schema::store::outbox::JobInFlight;
+
+    #[test]
+    fn the_job_a_refusal_names_is_read_from_the_stores_own_wording() {
+        let named = JobInFlight { job: 7, holder: Some((3, "release".into(), "worker".into())) };
+        assert_eq!(refused_job(&named.to_string()), Some(7));
+        assert_eq!(refused_job(&JobInFlight { job: 12, holder: None }.to_string()), Some(12));
+        assert_eq!(refused_job("job already has a live outbox transaction"), None);
+        assert_eq!(refused_job(""), None);
+    }
 }

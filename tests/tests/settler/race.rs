@@ -53,6 +53,7 @@ async fn two_settlers_racing_for_the_same_jobs_both_keep_running_and_release_eac
     let (keeper, own) = (keeper.unwrap(), own.unwrap());
     assert_eq!(keeper.reverted + own.reverted, 0, "nothing reverted: {keeper:?} {own:?}");
     assert_eq!(keeper.jobs_released + own.jobs_released, 30, "{keeper:?} {own:?}");
+    assert!(keeper.live_elsewhere + own.live_elsewhere >= 1, "the settlers did race for a job: {keeper:?} {own:?}");
     let store = Store::open_readonly(&db).unwrap();
     let released_events: i64 =
         store.conn().query_row("SELECT count(*) FROM logs WHERE event = 'JobReleased'", [], |r| r.get(0)).unwrap();
