@@ -1,6 +1,8 @@
 //! A reverse proxy for HTTP servers such as the LLM server, whose delay can be changed while a
 //! test runs: it holds every request for the current delay before forwarding it, and streams the
-//! answer back as it comes. Listens on 127.0.0.1 only; stops when dropped.
+//! answer back as it comes. Listens on 127.0.0.1 only; stops when dropped. It can also be
+//! stopped and started again on the same port ([`SlowGate::stop`], [`SlowGate::restart`]): while
+//! stopped, connections are refused, as when the server is down.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,7 @@ pub struct SlowGate {
     pub url: String,
     inner: Arc<Inner>,
     task: tokio::task::JoinHandle<()>,
+    addr: std::net::SocketAddr,
 }
 
 impl std::fmt::Debug for SlowGate {
@@ -62,6 +65,13 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     (status, [("content-type", ct)], Body::from_stream(stream)).into_response()
 }
 
+fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().fallback(forward).with_state(inner);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
 impl SlowGate {
     /// Starts a gate in front of `upstream` (a base URL), with no delay.
     pub async fn start(upstream: &str) -> SlowGate {
@@ -71,13 +81,35 @@ impl SlowGate {
             forwarded: AtomicU64::new(0),
             http: reqwest::Client::new(),
         });
-        let app = axum::Router::new().fallback(forward).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gate");
         let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        SlowGate { url: format!("http://{addr}"), inner, task }
+        let task = serve(listener, inner.clone());
+        SlowGate { url: format!("http://{addr}"), inner, task, addr }
+    }
+
+    /// Stops listening: new connections are refused until [`SlowGate::restart`] (requests
+    /// already forwarded finish).
+    pub fn stop(&mut self) {
+        self.task.abort();
+    }
+
+    /// Listens again on the same port (after [`SlowGate::stop`]); retries the bind for a few
+    /// seconds while the old socket is released.
+    pub async fn restart(&mut self) {
+        self.task.abort();
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "gate port not free yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot bind the gate again on {}: {e}", self.addr),
+            }
+        };
+        self.task = serve(listener, self.inner.clone());
     }
 
     /// Requests forwarded so far (answered by the upstream).
