@@ -438,10 +438,9 @@ fn decrypt_encryption(path: &Path, password: &str) -> KeyResult<EncryptionSecret
     if file.kdf != "scrypt" {
         return Err(malformed("kdf must be scrypt"));
     }
-    // Bounds keep a hostile file from asking for gigabytes of scrypt memory.
-    if !k.n.is_power_of_two() || !(2..=1 << 20).contains(&k.n) || !(1..=32).contains(&k.r) || !(1..=16).contains(&k.p) {
-        return Err(malformed("scrypt parameters out of range"));
-    }
+    // The keystore's bounds (at most 256 MiB and 1 GiB of scrypt work), checked before deriving.
+    let params = lcw_chain::keys::scrypt_params(k.n.into(), k.r.into(), k.p.into())
+        .map_err(|e| KeyError::Malformed { path: path.to_owned(), reason: e.to_string() })?;
     if k.dklen != KEY_LEN as u32 {
         return Err(malformed("kdfparams.dklen must be 32"));
     }
@@ -452,7 +451,7 @@ fn decrypt_encryption(path: &Path, password: &str) -> KeyResult<EncryptionSecret
     if salt.len() < SALT_LEN || nonce.len() != NONCE_LEN || ciphertext.len() != KEY_LEN + TAG_LEN {
         return Err(malformed("salt, nonce or ciphertext has the wrong length"));
     }
-    let key = derive(password, &salt, k.n.trailing_zeros() as u8, k.r, k.p, path)?;
+    let key = derive(password, &salt, params.log_n(), params.r(), params.p(), path)?;
     let plain = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.as_ref()))
         .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ciphertext, aad: &aad(file.suite, &file.public_key) })
         .map(Zeroizing::new)
@@ -662,6 +661,34 @@ mod tests {
         assert!(e.to_string().contains("scrypt parameters"), "{e}");
         std::fs::write(&path, b"not json").unwrap();
         assert!(matches!(keys.load_encryption(PW), Err(KeyError::Malformed { .. })));
+    }
+
+    #[test]
+    fn scrypt_costs_past_the_keystore_bounds_are_refused_before_deriving() {
+        let (_tmp, keys) = dir();
+        keys.create(Suite::X25519, PW, None).unwrap();
+        let path = keys.encryption_path();
+        let original: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        // 4 GiB (n = 2^20, r = 32) and 16 GiB of work (p = 16) were accepted before; 2^30 never was.
+        for (n, r, p) in [(1u64 << 20, 32u64, 16u64), (1 << 19, 8, 1), (1 << 18, 8, 8), (1 << 30, 8, 1)] {
+            let mut v = original.clone();
+            v["kdfparams"]["n"] = n.into();
+            v["kdfparams"]["r"] = r.into();
+            v["kdfparams"]["p"] = p.into();
+            std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+            let started = std::time::Instant::now();
+            let e = keys.load_encryption(PW).unwrap_err();
+            assert!(started.elapsed() < std::time::Duration::from_secs(1), "n={n} r={r} p={p}");
+            assert!(matches!(e, KeyError::Malformed { .. }), "{e}");
+            assert!(e.to_string().contains("scrypt parameters out of range"), "{e}");
+        }
+        // The signing keystore is held to the same bounds.
+        let signing = keys.signing_path();
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&signing).unwrap()).unwrap();
+        v["crypto"]["kdfparams"]["n"] = (1u64 << 30).into();
+        std::fs::write(&signing, serde_json::to_vec(&v).unwrap()).unwrap();
+        let e = keys.load_signer(PW).unwrap_err();
+        assert!(matches!(e, KeyError::Malformed { .. }) && e.to_string().contains("before any key derivation"), "{e}");
     }
 
     #[cfg(unix)]
