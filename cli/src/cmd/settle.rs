@@ -169,6 +169,15 @@ fn print_summary(s: &SettleSummary, json: bool) -> anyhow::Result<()> {
             s.settled_stuck,
             s.gas_used
         );
+        let waiting = [
+            (s.priced_out, "waiting for the market to come under their fee ceiling"),
+            (s.unprofitable, "skipped: their bounty does not pay for the gas"),
+            (s.live_elsewhere, "left to another settler that already sent them"),
+            (s.excluded, "left out: they would revert"),
+        ];
+        for (n, why) in waiting.into_iter().filter(|(n, _)| *n > 0) {
+            println!("{n} jobs {why}");
+        }
         if let Some((job, at)) = s.next_due {
             println!("next: job {job} becomes releasable at chain time {at}");
         }
