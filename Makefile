@@ -6,7 +6,7 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition
+.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition soak
 
 ## setup: the pinned tools and the real LLM server with its model
 setup: tools llm
@@ -102,3 +102,15 @@ bench-worker: tools llm
 bench-sortition: tools llm
 	$(CARGO) build --release -p lcw-tests --bin bench-sortition
 	target/release/bench-sortition $(BENCH_ARGS)
+
+## soak: lcw's money path under faults: a 1 s devnet with lcw run --work (real LLM server) and
+## lcw run --keeper beside simulated workers and consumer traffic with every outcome, while reorgs,
+## kill -9s, RPC storms, refused and evicted transactions, fee spikes, low balances and LLM outages
+## hit at seeded random moments; then the invariants (exit 1 when one fails). About 4 min for the
+## default 3 minutes of traffic; SOAK_ARGS="--minutes 10 --seed N" replays a run;
+## SOAK_PROFILE=dev uses the debug build (CI, right after make test)
+SOAK_PROFILE ?= release
+SOAK_BIN := target/$(if $(filter dev,$(SOAK_PROFILE)),debug,$(SOAK_PROFILE))
+soak: tools llm
+	$(CARGO) build --profile $(SOAK_PROFILE) -p lcw-cli -p lcw-tests --bin lcw --bin soak
+	$(SOAK_BIN)/soak $(SOAK_ARGS)

@@ -1,0 +1,397 @@
+//! The fault schedule: from a seeded RNG, at random moments, one fault after another, every kind
+//! dealt from a shuffled deck so that each occurs in a short run. A fault that lasts (an RPC
+//! storm, a fee spike, a low balance, an LLM outage) runs as an episode in its own task and puts
+//! things back when it ends; two episodes of one kind never overlap.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::network::TransactionResponse;
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::Provider;
+use alloy::providers::ext::AnvilApi;
+use anyhow::Context;
+use lcw_tests::proxy::{Faults, FlakyProxy, TxFaults};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::rig::Rig;
+use super::{GWEI, say};
+
+/// Kinds of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    /// The last 1–10 blocks replaced (anvil_rollback; the removed transactions sent again, lcw's
+    /// own sometimes not).
+    Reorg,
+    /// `lcw run --keeper` killed with SIGKILL and started again.
+    KillKeeper,
+    /// `lcw run --work` killed with SIGKILL and started again.
+    KillWorker,
+    /// Dropped connections, garbled answers, 429s, 5xx and slow answers on an lcw process's RPC.
+    RpcStorm,
+    /// Transactions refused (`txpool is full`) or evicted from the pool after acceptance.
+    TxStorm,
+    /// The base fee at 20,000 gwei for 5–20 blocks.
+    FeeSpike,
+    /// An lcw key's balance nearly emptied for a while.
+    LowBalance,
+    /// The LLM server unreachable (and sometimes killed) for a while.
+    LlmOutage,
+    /// The LLM server answering after a long delay for a while.
+    LlmSlow,
+}
+
+const ALL: [Kind; 9] = [
+    Kind::Reorg,
+    Kind::KillKeeper,
+    Kind::KillWorker,
+    Kind::RpcStorm,
+    Kind::TxStorm,
+    Kind::FeeSpike,
+    Kind::LowBalance,
+    Kind::LlmOutage,
+    Kind::LlmSlow,
+];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Reorg => "reorg",
+            Kind::KillKeeper => "kill -9 keeper",
+            Kind::KillWorker => "kill -9 worker",
+            Kind::RpcStorm => "rpc storm",
+            Kind::TxStorm => "tx storm",
+            Kind::FeeSpike => "fee spike",
+            Kind::LowBalance => "low balance",
+            Kind::LlmOutage => "llm outage",
+            Kind::LlmSlow => "llm slow",
+        }
+    }
+}
+
+/// One injected fault, for the report and for blaming what went wrong around it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Record {
+    /// Its number in the run.
+    pub(crate) n: usize,
+    /// Its kind.
+    pub(crate) kind: &'static str,
+    /// What exactly was done.
+    pub(crate) detail: String,
+    /// Soak seconds when it began and ended.
+    pub(crate) start_s: f64,
+    /// Soak seconds when it ended (= start for an instant fault).
+    pub(crate) end_s: f64,
+    /// Heads when it began and ended.
+    pub(crate) start_block: u64,
+    /// The head when it ended.
+    pub(crate) end_block: u64,
+}
+
+/// Injects faults until told to stop.
+#[derive(Debug)]
+pub(crate) struct Injector {
+    rig: Arc<Rig>,
+    rng: rand::rngs::StdRng,
+    deck: Vec<Kind>,
+    /// Everything injected so far.
+    pub(crate) log: Arc<Mutex<Vec<Record>>>,
+    busy: Arc<Mutex<HashSet<Kind>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Injector {
+    /// An injector drawing from `seed`.
+    pub(crate) fn new(rig: Arc<Rig>, seed: u64) -> Injector {
+        Injector {
+            rig,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            deck: Vec::new(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            busy: Arc::new(Mutex::new(HashSet::new())),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Injects faults every 6–14 s until `until`, then waits for every episode to end (each puts
+    /// things back as it ends).
+    pub(crate) async fn run(&mut self, until: Instant) {
+        loop {
+            let gap = Duration::from_secs_f64(self.rng.gen_range(6.0..14.0));
+            if Instant::now() + gap >= until {
+                break;
+            }
+            tokio::time::sleep(gap).await;
+            let Some(kind) = self.next_kind() else { continue };
+            if let Err(e) = self.inject(kind).await {
+                say!("fault {} could not be injected: {e:#}", kind.name());
+            }
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
+    /// The next kind from the deck that is not running now (a fresh shuffled deck when empty).
+    fn next_kind(&mut self) -> Option<Kind> {
+        if self.deck.is_empty() {
+            self.deck = ALL.to_vec();
+            self.deck.shuffle(&mut self.rng);
+        }
+        let busy = self.busy.lock().expect("busy").clone();
+        let i = self.deck.iter().position(|k| !busy.contains(k))?;
+        Some(self.deck.remove(i))
+    }
+
+    /// Writes the record of a fault that begins now; returns its index.
+    async fn begin(&self, kind: Kind, detail: String) -> usize {
+        let head = self.rig.head().await;
+        let mut log = self.log.lock().expect("fault log");
+        let n = log.len() + 1;
+        say!("fault #{n}: {} — {detail}", kind.name());
+        let now = super::elapsed();
+        log.push(Record { n, kind: kind.name(), detail, start_s: now, end_s: now, start_block: head, end_block: head });
+        n - 1
+    }
+
+    /// Runs `episode` in its own task; the fault's record is closed and the kind freed when it ends.
+    fn episode<F>(&mut self, kind: Kind, index: usize, episode: F)
+    where
+        F: std::future::Future<Output = anyhow::Result<String>> + Send + 'static,
+    {
+        self.busy.lock().expect("busy").insert(kind);
+        let (rig, log, busy) = (self.rig.clone(), self.log.clone(), self.busy.clone());
+        self.tasks.push(tokio::spawn(async move {
+            let outcome = episode.await;
+            let head = rig.head().await;
+            let mut log = log.lock().expect("fault log");
+            let r = &mut log[index];
+            r.end_s = super::elapsed();
+            r.end_block = head;
+            match outcome {
+                Ok(note) if note.is_empty() => {}
+                Ok(note) => r.detail.push_str(&format!("; {note}")),
+                Err(e) => {
+                    say!("fault #{} ({}) failed to end cleanly: {e:#}", r.n, r.kind);
+                    r.detail.push_str(&format!("; ended with an error: {e:#}"));
+                }
+            }
+            busy.lock().expect("busy").remove(&kind);
+        }));
+    }
+
+    async fn inject(&mut self, kind: Kind) -> anyhow::Result<()> {
+        let rig = self.rig.clone();
+        match kind {
+            Kind::Reorg => {
+                let depth = self.rng.gen_range(1..=10u64);
+                let drop_lcw = self.rng.gen_bool(0.5);
+                let i = self
+                    .begin(
+                        kind,
+                        format!(
+                            "depth {depth}, lcw's transactions {}",
+                            if drop_lcw { "dropped" } else { "sent again" }
+                        ),
+                    )
+                    .await;
+                let note = reorg(&rig, depth, drop_lcw).await?;
+                self.log.lock().expect("fault log")[i].detail.push_str(&format!("; {note}"));
+            }
+            Kind::KillKeeper | Kind::KillWorker => {
+                let name = if kind == Kind::KillKeeper { "keeper" } else { "worker" };
+                let down = Duration::from_secs_f64(self.rng.gen_range(0.5..5.0));
+                let pid = rig.proc(name).lock().expect("proc").pid();
+                let i = self.begin(kind, format!("pid {pid:?}, restarted after {:.1} s", down.as_secs_f64())).await;
+                rig.proc(name).lock().expect("proc").kill9();
+                self.episode(kind, i, async move {
+                    tokio::time::sleep(down).await;
+                    rig.proc(name).lock().expect("proc").spawn()?;
+                    Ok(String::new())
+                });
+            }
+            Kind::RpcStorm | Kind::TxStorm => {
+                let target = ["keeper", "worker", "both"][self.rng.gen_range(0..3)];
+                let secs = self.rng.gen_range(15.0..40.0);
+                let seed = self.rng.r#gen::<u64>();
+                let evict_after = Duration::from_millis(self.rng.gen_range(50..400));
+                let i = if kind == Kind::RpcStorm {
+                    self.begin(kind, format!("{target}'s RPC for {secs:.0} s: 2% hangs (12 s), 3% garbled, 8% 429, 8% 5xx, 10% slow (3 s)")).await
+                } else {
+                    self.begin(kind, format!("{target}'s transactions for {secs:.0} s: 30% refused (txpool is full), 30% evicted after {} ms", evict_after.as_millis())).await
+                };
+                self.episode(kind, i, async move {
+                    let proxies: Vec<&FlakyProxy> = match target {
+                        "keeper" => vec![&rig.keeper_rpc],
+                        "worker" => vec![&rig.worker_rpc],
+                        _ => vec![&rig.keeper_rpc, &rig.worker_rpc],
+                    };
+                    for p in &proxies {
+                        if kind == Kind::RpcStorm {
+                            p.set_faults(storm(seed));
+                        } else {
+                            p.set_tx_faults(TxFaults { refuse: 0.3, evict: 0.3, evict_after, ..TxFaults::default() });
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                    for p in &proxies {
+                        if kind == Kind::RpcStorm {
+                            p.set_faults(Faults { seed, ..Faults::default() });
+                        } else {
+                            p.set_tx_faults(TxFaults::default());
+                        }
+                    }
+                    let c = |p: &FlakyProxy| {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        (p.counts.faults.load(Relaxed), p.counts.refused_txs.load(Relaxed), p.counts.evicted_txs.load(Relaxed))
+                    };
+                    let (k, w) = (c(&rig.keeper_rpc), c(&rig.worker_rpc));
+                    Ok(format!("proxy totals so far: keeper {} faults ({} refused, {} evicted), worker {} ({} refused, {} evicted)", k.0, k.1, k.2, w.0, w.1, w.2))
+                });
+            }
+            Kind::FeeSpike => {
+                let blocks = self.rng.gen_range(5..=20u64);
+                let i = self.begin(kind, format!("base fee 20,000 gwei for {blocks} blocks")).await;
+                self.episode(kind, i, async move { fee_spike(&rig, blocks).await });
+            }
+            Kind::LowBalance => {
+                let (name, who) =
+                    if self.rng.gen_bool(0.5) { ("worker", rig.worker_addr) } else { ("keeper", rig.keeper_addr) };
+                let secs = self.rng.gen_range(10.0..30.0);
+                let i = self.begin(kind, format!("{name} {who} left with 1,000 wei for {secs:.0} s")).await;
+                self.episode(kind, i, async move { low_balance(&rig, who, Duration::from_secs_f64(secs)).await });
+            }
+            Kind::LlmOutage => {
+                let secs = self.rng.gen_range(10.0..30.0);
+                let kill = self.rng.gen_bool(0.5);
+                let i = self
+                    .begin(
+                        kind,
+                        format!(
+                            "gate closed for {secs:.0} s{}",
+                            if kill { ", llama-server killed and restarted" } else { "" }
+                        ),
+                    )
+                    .await;
+                self.episode(kind, i, async move { llm_outage(&rig, Duration::from_secs_f64(secs), kill).await });
+            }
+            Kind::LlmSlow => {
+                let delay = self.rng.gen_range(5.0..25.0);
+                let secs = self.rng.gen_range(20.0..40.0);
+                let i = self.begin(kind, format!("every LLM request held {delay:.0} s, for {secs:.0} s")).await;
+                self.episode(kind, i, async move {
+                    rig.gate.lock().await.set_delay(Duration::from_secs_f64(delay));
+                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                    rig.gate.lock().await.set_delay(Duration::ZERO);
+                    Ok(String::new())
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An RPC storm's request faults.
+fn storm(seed: u64) -> Faults {
+    Faults {
+        hang: 0.02,
+        hang_for: Duration::from_secs(12),
+        garble: 0.03,
+        rate_limit: 0.08,
+        server_error: 0.08,
+        slow: 0.10,
+        slow_for: Duration::from_secs(3),
+        seed,
+        ..Faults::default()
+    }
+}
+
+/// Replaces the last `depth` blocks: mining paused, the blocks' transactions read (raw, blob
+/// sidecars included), the chain rolled back, the transactions sent again (lcw's own left out
+/// when `drop_lcw`, as if the new branch's mempools lost them), mining resumed. The new blocks
+/// have new hashes and timestamps, as on a real reorg.
+async fn reorg(rig: &Rig, depth: u64, drop_lcw: bool) -> anyhow::Result<String> {
+    let p = &rig.anvil;
+    p.anvil_set_interval_mining(0).await?;
+    let result = async {
+        let head = p.get_block_number().await?;
+        let from = head.saturating_sub(depth - 1).max(1);
+        let mut txs: Vec<(Address, B256)> = Vec::new();
+        for n in from..=head {
+            let block = p.get_block_by_number(BlockNumberOrTag::Number(n)).full().await?.context("block")?;
+            txs.extend(block.transactions.txns().map(|t| (t.from(), t.tx_hash())));
+        }
+        let mut raws = Vec::with_capacity(txs.len());
+        for (from, hash) in &txs {
+            let raw: Bytes = p.raw_request("eth_getRawTransactionByHash".into(), (*hash,)).await?;
+            raws.push((*from, raw));
+        }
+        p.anvil_rollback(Some(head - from + 1)).await?;
+        let (mut again, mut dropped, mut refused) = (0, 0, 0);
+        for (from, raw) in raws {
+            if drop_lcw && rig.is_lcw(from) {
+                dropped += 1;
+                continue;
+            }
+            match p.raw_request::<_, B256>("eth_sendRawTransaction".into(), (raw,)).await {
+                Ok(_) => again += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        anyhow::Ok(format!(
+            "blocks {from}..={head} replaced; {again} transactions sent again, {dropped} of lcw's dropped, {refused} refused"
+        ))
+    }
+    .await;
+    p.anvil_set_interval_mining(1).await?;
+    result
+}
+
+/// The base fee at 20,000 gwei for `blocks` blocks, then back to what it was.
+async fn fee_spike(rig: &Rig, blocks: u64) -> anyhow::Result<String> {
+    let p = &rig.anvil;
+    let before =
+        p.get_block_by_number(BlockNumberOrTag::Latest).await?.and_then(|b| b.header.base_fee_per_gas).unwrap_or(7)
+            as u128;
+    for _ in 0..blocks {
+        p.anvil_set_next_block_base_fee_per_gas(20_000 * GWEI).await?;
+        let head = p.get_block_number().await?;
+        lcw_tests::wait_until(Duration::from_secs(10), || async { p.get_block_number().await.is_ok_and(|h| h > head) })
+            .await;
+    }
+    p.anvil_set_next_block_base_fee_per_gas(before).await?;
+    Ok(format!("base fee back to {before} wei"))
+}
+
+/// `who`'s balance at 1,000 wei for `secs`, then back to what it was.
+async fn low_balance(rig: &Rig, who: Address, secs: Duration) -> anyhow::Result<String> {
+    let p = &rig.anvil;
+    let before = p.get_balance(who).await?;
+    p.anvil_set_balance(who, U256::from(1_000u64)).await?;
+    tokio::time::sleep(secs).await;
+    p.anvil_set_balance(who, before).await?;
+    Ok(String::new())
+}
+
+/// The gate closed (connections refused) for `secs`; with `kill`, llama-server is killed too
+/// and started again on its port before the gate opens.
+async fn llm_outage(rig: &Arc<Rig>, secs: Duration, kill: bool) -> anyhow::Result<String> {
+    rig.gate.lock().await.stop();
+    if kill {
+        let r = rig.clone();
+        tokio::task::spawn_blocking(move || r.llm.lock().expect("llm").stop()).await?;
+    }
+    tokio::time::sleep(secs).await;
+    if kill {
+        let r = rig.clone();
+        tokio::task::spawn_blocking(move || r.llm.lock().expect("llm").restart())
+            .await
+            .context("llama-server did not start again")?;
+    }
+    rig.gate.lock().await.restart().await;
+    Ok(String::new())
+}
