@@ -140,6 +140,9 @@ impl Db {
     {
         let _permit = self.permits.acquire().await.map_err(|e| ReadError::Internal(e.to_string()))?;
         let store = self.take()?;
+        if crate::runner::on_runner() {
+            return self.read_here(store, f);
+        }
         // Interrupts the query if this future is dropped (the request's own time limit, a client
         // that went away) or the time limit passes, so no abandoned query keeps a thread busy.
         let done = Arc::new(Mutex::new(false));
@@ -165,6 +168,34 @@ impl Db {
         };
         guard.handle = None;
         out
+    }
+}
+
+impl Db {
+    /// Runs `f` on this thread (an API request thread, where blocking is the point), with a timer
+    /// on the runtime that interrupts it at the time limit.
+    fn read_here<T, F>(&self, store: Store, f: F) -> Result<T, ReadError>
+    where
+        F: FnOnce(&Connection) -> Result<T, ReadError>,
+    {
+        let done = Arc::new(Mutex::new(false));
+        let mut alarm = Interrupt { handle: Some(store.conn().get_interrupt_handle()), done: done.clone() };
+        let limit = self.timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            alarm.fire();
+        });
+        let started = std::time::Instant::now();
+        let out = f(store.conn());
+        if let Ok(mut d) = done.lock() {
+            *d = true;
+        }
+        timer.abort();
+        self.give_back(store);
+        match out {
+            Err(ReadError::Store(_)) if started.elapsed() >= limit => Err(ReadError::Timeout(limit.as_millis())),
+            out => out,
+        }
     }
 }
 

@@ -3,9 +3,10 @@
 //! A POST must be `application/json` (multipart uploads and form bodies are refused before any of
 //! their bytes are read, so nothing reaches a temporary file), at most `body_bytes` long, and
 //! arrive within the header timeout. It then waits for one of `requests` execution slots (within
-//! the request time limit, else 503) and runs on a blocking thread: the document checks
-//! ([`crate::guard`]), parsing, validation, execution and the response's serialisation never
-//! occupy the async runtime's workers, which the indexer, settler and worker share in `lcw run`.
+//! the request time limit, else 503) and runs on that slot's thread ([`crate::runner`], at a lower
+//! CPU priority): the document checks ([`crate::guard`]), parsing, validation, execution, its
+//! store reads and the response's serialisation never occupy the async runtime's workers, which
+//! the indexer, settler and worker share in `lcw run`, nor outrun them for the cores.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::guard::{self, Guard};
+use crate::runner::Runners;
 use crate::socket::{self, SocketLimits};
 use crate::{ApiSchema, ApiState, Limits};
 
@@ -33,6 +35,8 @@ pub(crate) struct Endpoint {
     pub(crate) request_timeout: Duration,
     /// Execution slots for POSTed requests.
     pub(crate) running: Arc<Semaphore>,
+    /// One thread per slot.
+    pub(crate) runners: Arc<Runners>,
     /// Open WebSockets.
     pub(crate) sockets: Arc<Semaphore>,
 }
@@ -128,7 +132,7 @@ pub(crate) async fn post(State(app): State<Endpoint>, req: Request) -> Response 
     };
     let (schema, limits, timeout) = (app.schema.clone(), *app.guard.limits(), app.request_timeout);
     let runtime = tokio::runtime::Handle::current();
-    let run = tokio::task::spawn_blocking(move || {
+    let run = app.runners.run(move || {
         let _permit = permit;
         let response = match guard::prepare(&mut request, &limits) {
             Err(e) => async_graphql::Response::from_errors(vec![e]),

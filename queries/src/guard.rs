@@ -11,7 +11,9 @@
 //!    overflows the stack, which aborts the process);
 //! 2. parses the document on a blocking thread (at most one per core at a time);
 //! 3. measures it with fragments expanded but each fragment measured once ([`Shape`]): fields,
-//!    aliases, directives, field depth and nesting, refusing fragment cycles;
+//!    aliases, directives, field depth and nesting, refusing fragment cycles, and introspection
+//!    that nests type lists (each level multiplies the answer by the schema's size; complexity
+//!    does not see it);
 //! 4. refuses what exceeds the [`DocumentLimits`].
 //!
 //! What passes has a bounded expanded size, so async-graphql's checks and validation over it are
@@ -28,7 +30,9 @@ use tokio::sync::Semaphore;
 /// The bounds on one document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocumentLimits {
-    /// Deepest field nesting.
+    /// Deepest field nesting, introspection (`__schema`, `__type`) excepted: there at most two
+    /// type lists (`fields`, `interfaces`, `possibleTypes`, `inputFields`) may nest on one path,
+    /// as graphql-js's MaxIntrospectionDepthRule allows, since each multiplies the answer.
     pub depth: usize,
     /// Highest complexity (async-graphql's: fields, times page sizes for lists). A document whose
     /// fields alone, with fragments expanded, exceed it is refused before validation.
@@ -106,6 +110,17 @@ pub enum LimitError {
         /// The limit.
         max: usize,
     },
+    /// Introspection that nests type lists, each level multiplying the answer by the number of
+    /// types or fields (graphql-js's MaxIntrospectionDepthRule).
+    #[error(
+        "the introspection query nests {found} of fields, interfaces, possibleTypes and inputFields; at most {max} are allowed"
+    )]
+    Introspection {
+        /// Nesting found.
+        found: u64,
+        /// The limit.
+        max: u64,
+    },
     /// A fragment spreads itself, directly or through others.
     #[error("fragment {0} spreads itself (directly or through other fragments)")]
     FragmentCycle(String),
@@ -130,6 +145,9 @@ pub struct Shape {
     pub depth: u64,
     /// Deepest nesting of selection sets, spreads and inline fragments.
     pub nesting: usize,
+    /// Most introspection list fields that recur through types (`fields`, `interfaces`,
+    /// `possibleTypes`, `inputFields`) along one path.
+    pub type_lists: u64,
 }
 
 impl Shape {
@@ -139,6 +157,7 @@ impl Shape {
         self.directives = self.directives.saturating_add(other.directives);
         self.depth = self.depth.max(other.depth);
         self.nesting = self.nesting.max(other.nesting);
+        self.type_lists = self.type_lists.max(other.type_lists);
     }
 }
 
@@ -213,6 +232,14 @@ pub fn check(doc: &ExecutableDocument, limits: &DocumentLimits) -> Result<Shape,
     Ok(s)
 }
 
+/// Introspection's root fields.
+const INTROSPECTION: [&str; 2] = ["__schema", "__type"];
+/// Introspection list fields that lead back to types.
+const TYPE_LISTS: [&str; 4] = ["fields", "interfaces", "possibleTypes", "inputFields"];
+/// Type lists nested along one introspection path (graphql-js allows 2 as well; the standard
+/// introspection query uses 1).
+const MAX_TYPE_LISTS: u64 = 2;
+
 struct Walker<'a> {
     doc: &'a ExecutableDocument,
     max_nesting: usize,
@@ -234,6 +261,19 @@ impl<'a> Walker<'a> {
                     } else {
                         self.nested(&f.selection_set.node, level)?
                     };
+                    let name = f.name.node.as_str();
+                    if TYPE_LISTS.contains(&name) {
+                        inner.type_lists += 1;
+                    }
+                    if INTROSPECTION.contains(&name) {
+                        if inner.type_lists > MAX_TYPE_LISTS {
+                            return Err(LimitError::Introspection { found: inner.type_lists, max: MAX_TYPE_LISTS });
+                        }
+                        // The schema's own types nest only as deep as they are: `ofType` chains
+                        // end, and type lists are bounded above, so depth does not count here.
+                        inner.depth = 0;
+                        inner.type_lists = 0;
+                    }
                     inner.fields = inner.fields.saturating_add(1);
                     inner.aliases = inner.aliases.saturating_add(u64::from(f.alias.is_some()));
                     inner.depth += 1;
@@ -445,6 +485,17 @@ mod tests {
         assert_eq!(measured(q), Err(LimitError::Depth { found: 13, max: 12 }));
         let q = "{ a { ...F } } fragment F on T { b { c { d { e { f { g { h { i { j { k { l } } } } } } } } } } }";
         assert_eq!(measured(q).map(|s| s.depth), Ok(12));
+    }
+
+    #[test]
+    fn introspection_is_exempt_from_depth_but_may_not_nest_type_lists() {
+        let typeref = format!("type {{ {} kind {} }}", "ofType { kind ".repeat(9), "}".repeat(9));
+        let standard = format!("{{ __schema {{ types {{ fields {{ args {{ {typeref} }} }} }} }} }}");
+        assert!(measured(&standard).is_ok(), "GraphiQL's introspection query is deeper than 12");
+        let bomb = "{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }";
+        assert_eq!(measured(bomb), Err(LimitError::Introspection { found: 3, max: 2 }));
+        // Outside introspection a field named `fields` is the schema's own (job timelines).
+        assert!(measured("{ a { fields { b { fields { c { fields { d } } } } } } }").is_ok());
     }
 
     #[test]

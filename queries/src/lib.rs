@@ -38,6 +38,7 @@ pub mod db;
 pub mod decode;
 mod endpoint;
 pub mod guard;
+mod runner;
 pub mod scalars;
 mod server;
 mod socket;
@@ -59,7 +60,7 @@ pub struct Limits {
     pub body_bytes: usize,
     /// Largest request head (request line and headers), in bytes.
     pub header_bytes: usize,
-    /// Deepest field nesting of a query.
+    /// Deepest field nesting of a query (introspection is bounded by its type lists instead).
     pub depth: usize,
     /// Highest query complexity (fields, times page sizes for lists).
     pub complexity: usize,
@@ -162,7 +163,7 @@ pub fn schema_with(state: ApiState, guard: &Guard) -> ApiSchema {
     let limits = guard.limits();
     async_graphql::Schema::build(api::Query, EmptyMutation, api::Subscription)
         .data(state)
-        .limit_depth(limits.depth)
+        // Depth is the guard's (it exempts introspection, whose own rule bounds it).
         .limit_complexity(limits.complexity)
         .limit_recursive_depth(limits.nesting())
         .limit_directives(limits.directives)
@@ -185,6 +186,9 @@ pub fn router(state: ApiState, request_timeout: Duration) -> axum::Router {
 /// The routes: `POST /graphql`, `GET /graphql` (GraphiQL, or WebSocket subscriptions with the
 /// graphql-transport-ws or graphql-ws protocol), `/healthz`, `/readyz` and the dashboard at `/`;
 /// every request first passes the [`Access`] rules.
+///
+/// # Panics
+/// When the system refuses to start the request threads (`limits.requests` of them), at start-up.
 pub fn app(state: ApiState, request_timeout: Duration, limits: Limits, access: Access) -> axum::Router {
     let guard = Guard::new(limits.document(), parallel_parses());
     let endpoint = endpoint::Endpoint {
@@ -194,6 +198,7 @@ pub fn app(state: ApiState, request_timeout: Duration, limits: Limits, access: A
         limits,
         request_timeout,
         running: Arc::new(Semaphore::new(limits.requests.max(1))),
+        runners: Arc::new(runner::Runners::start(limits.requests.max(1)).expect("starting the API's request threads")),
         sockets: Arc::new(Semaphore::new(limits.websockets)),
     };
     axum::Router::new()
