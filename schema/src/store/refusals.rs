@@ -75,9 +75,8 @@ pub fn recent(conn: &Connection, worker: Address, limit: usize) -> StoreResult<V
 /// Refused jobs by worker and step (`final` ones only: jobs this worker will not serve), for
 /// metrics.
 pub fn counts(conn: &Connection) -> StoreResult<BTreeMap<(Address, String), u64>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT worker, step, count(*) FROM worker_refusals WHERE final = 1 GROUP BY worker, step",
-    )?;
+    let mut stmt = conn
+        .prepare_cached("SELECT worker, step, count(*) FROM worker_refusals WHERE final = 1 GROUP BY worker, step")?;
     let rows = stmt.query_map([], |r| {
         Ok(((Address::from_slice(&r.get::<_, Vec<u8>>(0)?), r.get::<_, String>(1)?), r.get::<_, i64>(2)? as u64))
     })?;
