@@ -39,7 +39,7 @@ fn error_of(body: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_over_the_limit_is_refused_with_413_and_only_json_is_accepted() {
+async fn bodies_over_the_limit_get_413_heads_over_it_431_and_only_json_is_accepted() {
     let (api, _dir) = api().await;
     let host = api.host();
     let ok = post(api.addr, &host, &[], &query_json(STATUS)).await;
@@ -82,6 +82,10 @@ async fn a_body_over_the_limit_is_refused_with_413_and_only_json_is_accepted() {
         assert_eq!(r.status, 415, "{ty}: {r:?}");
         assert!(error_of(&r.body).contains("application/json"), "{}", r.body);
     }
+    // A head over the header limit (16 KiB).
+    let r = exchange(api.addr, &format!("GET /healthz HTTP/1.1\r\nhost: {host}\r\nx-pad: {}", "p".repeat(20_000)), b"")
+        .await;
+    assert_eq!(r.status, 431, "{r:?}");
     let r = exchange(api.addr, &format!("POST /graphql HTTP/1.1\r\nhost: {host}"), b"{}").await;
     assert_eq!(r.status, 415, "no content type: {r:?}");
     let r = post(api.addr, &host, &[], "[{\"query\": \"{ __typename }\"}]").await;

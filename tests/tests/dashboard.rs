@@ -1,7 +1,9 @@
 //! The dashboard that `lcw serve` serves at GET /, loaded in headless Chromium against a real
 //! devnet, indexer and store: every chart draws real data, the numbers on the page are the
 //! store's, the page talks to nothing but its own API (over HTTP and the WebSocket
-//! subscription), and a screenshot is left at `target/artifacts/dashboard.png`.
+//! subscription), and a screenshot is left at `target/artifacts/dashboard.png`. Pages on other
+//! origins cannot read the API (fetch or WebSocket) unless the operator allows their origin, and
+//! the dashboard does not load under a rebound DNS name.
 //!
 //! The API runs as the real `lcw` binary (`target/<profile>/lcw`, built by `cargo test
 //! --workspace` for the CLI's own tests, or by `cargo build -p lcw-cli`; `LCW_BIN` overrides).
@@ -166,6 +168,136 @@ async fn dashboard_draws_every_chart_from_the_store_in_headless_chromium() {
     indexer.finish().await;
 }
 
+/// A page on another origin (another local port) tries to read the API over fetch and over the
+/// subscription WebSocket, in headless Chromium: refused, unless the API allows that origin, which
+/// then gets CORS answers. And the dashboard under a name rebound to 127.0.0.1 (DNS rebinding)
+/// does not load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pages_on_other_origins_read_the_api_only_when_allowed_in_headless_chromium() {
+    lcw_tests::init_tracing();
+    let chromium = chromium();
+    let lcw = lcw_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lcw.db");
+    let identity = lcw_schema::store::Identity {
+        chain_id: 31_337,
+        contracts: lcw_schema::profile::Contracts {
+            worker_registry: Address::repeat_byte(1),
+            job_registry: Address::repeat_byte(2),
+            ai_config: Address::repeat_byte(3),
+        },
+        start_block: 0,
+    };
+    Store::open(&db, &identity).unwrap();
+    let allowed = ProbePage::start().await;
+    let foreign = ProbePage::start().await;
+    let api = Api::start_with(&lcw, &db, &["--api-allow-origin", &allowed.origin], dir.path()).await;
+
+    let page =
+        dump_dom(&chromium, &format!("{}/?api={}", foreign.origin, api.origin), &[], &dir.path().join("foreign")).await;
+    let (fetch, ws) = (probe_result(&page, "fetch"), probe_result(&page, "ws"));
+    assert!(fetch.starts_with("refused"), "a foreign page read the API over fetch: {fetch}");
+    assert!(ws.starts_with("refused"), "a foreign page read the API over a WebSocket: {ws}");
+    println!("page on {} (not allowed): fetch {fetch}, WebSocket {ws}", foreign.origin);
+
+    let page =
+        dump_dom(&chromium, &format!("{}/?api={}", allowed.origin, api.origin), &[], &dir.path().join("allowed")).await;
+    let (fetch, ws) = (probe_result(&page, "fetch"), probe_result(&page, "ws"));
+    assert_eq!(fetch, "ok:31337", "an allowed origin reads the API over fetch (CORS)");
+    assert_eq!(ws, "ok:31337", "an allowed origin reads the API over a WebSocket");
+    println!("page on {} (--api-allow-origin): fetch {fetch}, WebSocket {ws}", allowed.origin);
+
+    // DNS rebinding: a name the attacker controls, now resolving to 127.0.0.1.
+    let port = api.origin.rsplit(':').next().unwrap();
+    let rules = "--host-resolver-rules=MAP rebound.test 127.0.0.1";
+    let page =
+        dump_dom(&chromium, &format!("http://rebound.test:{port}/"), &[rules], &dir.path().join("rebound")).await;
+    assert!(page.contains("is not this server's address"), "the dashboard under a rebound name: {page}");
+    assert!(!page.contains("data-chart"), "the dashboard must not load under a rebound name");
+    drop(api);
+}
+
+/// A page server on its own local port: `/` is the probe, `/wait` answers after a few seconds
+/// (held open so Chromium's virtual time stands still while the probe's socket works).
+struct ProbePage {
+    origin: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProbePage {
+    async fn start() -> ProbePage {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { axum::response::Html(PROBE) })).route(
+            "/wait",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "done"
+            }),
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        ProbePage { origin, task }
+    }
+}
+
+impl Drop for ProbePage {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads `?api=` over fetch and over graphql-transport-ws; writes `data-fetch` and `data-ws`
+/// (`ok:<chainId>` or `refused:<why>`) on the body.
+const PROBE: &str = r#"<!doctype html><html><body data-fetch="pending" data-ws="pending"><script>
+const API = new URLSearchParams(location.search).get('api');
+const Q = '{ indexerStatus { chainId } }';
+const set = (k, v) => document.body.setAttribute('data-' + k, v);
+fetch('/wait').catch(() => {});
+fetch(API + '/graphql', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: Q }) })
+  .then(r => r.json()).then(j => set('fetch', 'ok:' + j.data.indexerStatus.chainId))
+  .catch(e => set('fetch', 'refused:' + e.name));
+let ws;
+try { ws = new WebSocket(API.replace('http', 'ws') + '/graphql', 'graphql-transport-ws'); } catch (e) { set('ws', 'refused:' + e.name); }
+if (ws) {
+  ws.onopen = () => ws.send(JSON.stringify({ type: 'connection_init', payload: {} }));
+  ws.onmessage = ev => {
+    const m = JSON.parse(ev.data);
+    if (m.type === 'connection_ack') ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: Q } }));
+    else if (m.type === 'next') set('ws', 'ok:' + m.payload.data.indexerStatus.chainId);
+  };
+  ws.onclose = ev => { if (document.body.getAttribute('data-ws') === 'pending') set('ws', 'refused:close ' + ev.code); };
+}
+</script></body></html>"#;
+
+/// What the probe page wrote for `what`.
+fn probe_result(dom: &str, what: &str) -> String {
+    tag_with(dom, "<body").and_then(|t| attr(t, &format!("data-{what}"))).unwrap_or("missing").to_owned()
+}
+
+/// Loads `url` in headless Chromium and returns its DOM.
+async fn dump_dom(chromium: &Path, url: &str, flags: &[&str], dir: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = tokio::process::Command::new(chromium)
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg("--virtual-time-budget=5000")
+        .args(flags)
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .unwrap_or_else(|_| panic!("chromium did not finish loading {url} within 120 s"))
+        .expect("chromium runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Traffic with releases, timeouts (before and after the ack) and disputes (each verdict).
 fn traffic(seed: u64) -> SimulateOptions {
     SimulateOptions {
@@ -290,6 +422,11 @@ struct Api {
 
 impl Api {
     async fn start(lcw: &Path, db: &Path, rpc: &str, dir: &Path) -> Api {
+        Api::start_with(lcw, db, &["--head-rpc", rpc], dir).await
+    }
+
+    /// `lcw serve` with extra flags.
+    async fn start_with(lcw: &Path, db: &Path, flags: &[&str], dir: &Path) -> Api {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log_path = dir.join("serve.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -297,7 +434,8 @@ impl Api {
             .arg("serve")
             .arg("--db")
             .arg(db)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--head-rpc", rpc])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
