@@ -243,7 +243,8 @@ pub struct RpcStats {
 
 /// A log as `eth_getLogs` returns it. Parsed through a flat wire struct: alloy's `Log` uses
 /// `serde(flatten)`, whose buffered path costs more than the rest of the parse. Logs without
-/// block number, hash or index (pending logs) are refused at parse time.
+/// block number, hash or index (pending logs), or without their transaction's hash or index, are
+/// refused at parse time: nothing is stored with a made-up zero hash or index.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "LogWire")]
 pub struct FetchedLog {
@@ -288,6 +289,9 @@ impl TryFrom<LogWire> for FetchedLog {
         else {
             return Err("a log without block number, hash or index (a pending log)".into());
         };
+        let (Some(tx_hash), Some(tx_index)) = (w.transaction_hash, w.transaction_index) else {
+            return Err("a log without its transaction hash or index".into());
+        };
         Ok(FetchedLog {
             log: alloy::primitives::Log {
                 address: w.address,
@@ -296,8 +300,8 @@ impl TryFrom<LogWire> for FetchedLog {
             block_number: block_number.to(),
             block_hash,
             block_timestamp: w.block_timestamp.map(|t| t.to()),
-            tx_hash: w.transaction_hash.unwrap_or_default(),
-            tx_index: w.transaction_index.map(|i| i.to()).unwrap_or_default(),
+            tx_hash,
+            tx_index: tx_index.to(),
             log_index: log_index.to(),
             removed: w.removed,
         })
@@ -577,6 +581,29 @@ impl Rpc {
 mod tests {
     use super::*;
     use alloy::rpc::json_rpc::ErrorPayload;
+
+    /// Fuzzing (fuzz/corpus/get_logs/crash-log-without-transaction) found a log without
+    /// `transactionHash` and `transactionIndex` read as the zero hash at index 0.
+    #[test]
+    fn a_log_without_its_transaction_hash_or_index_is_refused_not_read_as_zero() {
+        let log = format!(
+            r#"{{"address":"0x00000000000000000000000000000000000000a1","topics":[],"data":"0x","blockNumber":"0x1","blockHash":"0x{}","transactionHash":"0x{}","transactionIndex":"0x2","logIndex":"0x0","removed":false}}"#,
+            "bb".repeat(32),
+            "cc".repeat(32)
+        );
+        let read = serde_json::from_str::<FetchedLog>(&log).unwrap();
+        assert_eq!((read.tx_hash, read.tx_index), (B256::repeat_byte(0xcc), 2));
+        let hash = format!(r#""transactionHash":"0x{}","#, "cc".repeat(32));
+        for (what, without) in [
+            ("hash", log.replace(&hash, "")),
+            ("hash", log.replace(&hash, r#""transactionHash":null,"#)),
+            ("index", log.replace(r#""transactionIndex":"0x2","#, "")),
+            ("index", log.replace(r#""transactionIndex":"0x2","#, r#""transactionIndex":null,"#)),
+        ] {
+            let e = serde_json::from_str::<FetchedLog>(&without).unwrap_err().to_string();
+            assert!(e.contains("without its transaction hash or index"), "without the {what}: {e}");
+        }
+    }
 
     fn resp(code: i64, message: &str) -> AlloyRpcError<TransportErrorKind> {
         AlloyRpcError::ErrorResp(ErrorPayload { code, message: message.to_owned().into(), data: None })
