@@ -6,7 +6,7 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition soak
+.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition soak fuzz
 
 ## setup: the pinned tools and the real LLM server with its model
 setup: tools llm
@@ -114,3 +114,12 @@ SOAK_BIN := target/$(if $(filter dev,$(SOAK_PROFILE)),debug,$(SOAK_PROFILE))
 soak: tools llm
 	$(CARGO) build --profile $(SOAK_PROFILE) -p lcw-cli -p lcw-tests --bin lcw --bin soak
 	$(SOAK_BIN)/soak $(SOAK_ARGS)
+
+## fuzz: the seed-corpus tests, then every cargo-fuzz target for FUZZ_SECONDS seconds (default 60)
+## on the stable toolchain (fuzz/run.sh; FUZZ_TARGETS="blob keystore" picks some). fuzz/ is its own
+## workspace building into fuzz/target: a debug build for the seed tests and an instrumented
+## release build, about 5 GB. Needs cargo-fuzz (cargo install cargo-fuzz --locked). A finding fails
+## it and leaves the input in fuzz/artifacts/<target>/
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh

@@ -29,6 +29,7 @@ fn top_level_has_only_the_documented_entries() {
         ".cargo",
         ".gitignore",
         ".git",
+        "fuzz",
         "target",
         "lcw-data",
     ];
