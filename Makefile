@@ -6,7 +6,7 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition soak fuzz
+.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition soak fuzz deny
 
 ## setup: the pinned tools and the real LLM server with its model
 setup: tools llm
@@ -123,3 +123,13 @@ soak: tools llm
 FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+## deny: cargo-deny offline against the RustSec snapshot in deny/advisory-db (deny/README.md):
+## advisories, bans, licences and sources of the workspace, advisories, bans and sources of fuzz/
+## (policy in deny.toml; needs cargo-deny: cargo install cargo-deny --locked). Findings print
+## without their dependency paths; `cargo deny --offline check` after it shows them
+deny:
+	deny/offline-db.sh
+	$(CARGO) deny --offline check --hide-inclusion-graph --show-stats
+	$(CARGO) deny --offline --manifest-path fuzz/Cargo.toml check --hide-inclusion-graph --show-stats \
+		advisories bans sources

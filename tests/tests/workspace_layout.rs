@@ -30,6 +30,8 @@ fn top_level_has_only_the_documented_entries() {
         ".gitignore",
         ".git",
         "fuzz",
+        "deny",
+        "deny.toml",
         "target",
         "lcw-data",
     ];
