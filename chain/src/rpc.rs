@@ -308,6 +308,13 @@ impl TryFrom<LogWire> for FetchedLog {
     }
 }
 
+/// A JSON-RPC answer's body as text. JSON is UTF-8, and serde_json skips the bytes of a field it
+/// ignores without checking them, so an answer that is not UTF-8 anywhere is refused whole here
+/// (as alloy's own parse refuses it).
+fn answer_text(buf: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(buf).map_err(|e| format!("an answer that is not UTF-8 ({} bytes): {e}", buf.len()))
+}
+
 /// A block header, reduced to what the indexer uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -371,7 +378,8 @@ async fn logs_attempt(ep: &Endpoint, body: Vec<u8>, max_bytes: Option<usize>) ->
         #[serde(default)]
         error: Option<alloy::rpc::json_rpc::ErrorPayload>,
     }
-    match serde_json::from_slice::<Envelope>(&buf) {
+    let text = answer_text(&buf).map_err(|e| Class::Retry(format!("malformed answer: {e}")))?;
+    match serde_json::from_str::<Envelope>(text) {
         Ok(Envelope { error: Some(payload), .. }) => Err(classify(&AlloyRpcError::ErrorResp(payload))),
         Ok(Envelope { result: Some(logs), .. }) => Ok(logs),
         Ok(Envelope { result: None, .. }) => Err(classify(&AlloyRpcError::NullResp)),
@@ -603,6 +611,16 @@ mod tests {
             let e = serde_json::from_str::<FetchedLog>(&without).unwrap_err().to_string();
             assert!(e.contains("without its transaction hash or index"), "without the {what}: {e}");
         }
+    }
+
+    /// Fuzzing (fuzz/corpus/get_logs/crash-answer-not-utf8) found an answer with bytes that are not
+    /// UTF-8, in a field lcw ignores, read as if they were not there.
+    #[test]
+    fn an_answer_that_is_not_utf8_is_refused_even_where_lcw_ignores_the_field() {
+        let answer = |note: &[u8]| [&br#"{"jsonrpc":"2.0","id":1,"result":[],"note":""#[..], note, br#""}"#].concat();
+        assert_eq!(answer_text(&answer(b"fine")).unwrap(), r#"{"jsonrpc":"2.0","id":1,"result":[],"note":"fine"}"#);
+        let e = answer_text(&answer(b"\xb2")).unwrap_err();
+        assert!(e.contains("not UTF-8"), "{e}");
     }
 
     fn resp(code: i64, message: &str) -> AlloyRpcError<TransportErrorKind> {
