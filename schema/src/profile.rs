@@ -272,17 +272,29 @@ impl Profile {
         Ok(profile)
     }
 
-    /// Writes the profile as pretty JSON (mode 0600: devnet profiles hold dev keys).
+    /// Writes the profile as pretty JSON, mode 0600 from the moment the file exists (devnet
+    /// profiles hold dev keys, and an operator's may list real ones): a scratch file of a fresh
+    /// name is created with that mode, never through a link, then renamed over `path`.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)? + "\n";
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("profile");
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
         #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        // A scratch file left by a crashed run of this process id is stale.
+        let _ = std::fs::remove_file(&tmp);
+        let written = options.open(&tmp).and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        });
+        let placed = written.and_then(|()| std::fs::rename(&tmp, path));
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        std::fs::rename(&tmp, path)
+        placed
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -349,7 +361,8 @@ impl Profile {
 /// Hides what may be a credential in a URL: RPC URLs often embed API keys (in the user info,
 /// the path or the query), and they must not reach logs, errors or the API. User info becomes
 /// `***@`; the path and query of a remote node become `/…`. A loopback URL keeps its path unless
-/// it has a query or a long opaque segment (`…/v2/<key>`).
+/// it has a query or a segment that looks like a key ([`key_like`]): a local proxy may carry the
+/// provider's key in its path as well.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -368,9 +381,17 @@ pub fn redact_url(url: &str) -> String {
         None => host.split(':').next().unwrap_or(host),
     };
     let loopback = matches!(name, "127.0.0.1" | "localhost" | "::1");
-    let opaque = path.contains(['?', '#']) || path.split('/').any(|seg| seg.len() >= 20);
+    let opaque = path.contains(['?', '#']) || path.split('/').any(key_like);
     let path = if path.is_empty() || path == "/" || (loopback && !opaque) { path } else { "/…" };
     format!("{scheme}://{}{host}{path}", if hidden_user { "***@" } else { "" })
+}
+
+/// Whether a path segment may be a credential: long (`0123456789abcdef0123`, a UUID), or of
+/// eight characters or more mixing letters and digits (`SECRETKEY123`). Words such as `v1`,
+/// `chat`, `completions` or `rpc` are not.
+fn key_like(segment: &str) -> bool {
+    let mixed = segment.chars().any(|c| c.is_ascii_digit()) && segment.chars().any(|c| c.is_ascii_alphabetic());
+    segment.len() >= 20 || (segment.len() >= 8 && mixed)
 }
 
 /// [`redact_url`] applied to every URL in `text` (an error message that may quote one, such as
@@ -469,6 +490,8 @@ mod tests {
             "http://127.0.0.1:8080/v1/chat/completions"
         );
         assert_eq!(redact_url("http://localhost:1/v2/0123456789abcdef0123"), "http://localhost:1/…");
+        assert_eq!(redact_url("http://127.0.0.1:1/v2/SECRETKEY123"), "http://127.0.0.1:1/…");
+        assert_eq!(redact_url("http://127.0.0.1:8545/rpc"), "http://127.0.0.1:8545/rpc");
         assert_eq!(redact_url("http://127.0.0.1:1/x?key=1"), "http://127.0.0.1:1/…");
         assert_eq!(redact_url("http://[::1]/v1"), "http://[::1]/v1");
         assert_eq!(redact_url("http://[::1]:8080/v1"), "http://[::1]:8080/v1");
@@ -483,6 +506,23 @@ mod tests {
             redact_urls("wss://node.example/ws/KEY and ws://127.0.0.1:8546"),
             "wss://node.example/… and ws://127.0.0.1:8546"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_saved_profile_is_private_from_creation_and_leaves_no_scratch_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devnet.json");
+        let p = Profile::parse(&sample(), Path::new("p")).unwrap();
+        p.save(&path).unwrap();
+        // Saved again over a world-readable file: the new file is 0600, not the old mode.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        p.save(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(Profile::load(&path).unwrap(), p);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("devnet.json")]);
     }
 
     #[test]

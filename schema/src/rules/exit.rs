@@ -142,7 +142,7 @@ pub fn plan(
         earliest = Some(earliest.map_or(end, |e: u64| e.max(end)));
         if d.action == Action::ClaimTimeout && d.at <= next_ts {
             stuck.push(job.job_id);
-            stuck_slash += slash.unwrap_or_default();
+            stuck_slash = stuck_slash.saturating_add(slash.unwrap_or_default());
         }
         obligations.push(Obligation {
             job_id: job.job_id,

@@ -5,6 +5,13 @@
 //! The devnet JobRegistry (and, as far as upstream shows, the real one) reads the dispute window
 //! live at release time, so `releasableAt = completedAt + window in force`: a
 //! `DisputeParamsUpdated` re-times every pending job the moment the indexer stores it.
+//!
+//! Every number here comes from outside the process (timestamps and numbers of heads a node
+//! answered, deadlines and fees from events, governance parameters): arithmetic saturates rather
+//! than overflowing, which would panic in a debug build and wrap in a release one. Clippy holds
+//! this module to it; the rest of the crate is not linted so, where most arithmetic is on counts
+//! and lengths the process made itself.
+#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 use crate::types::JobState;
 use alloy::primitives::{Address, U256};
@@ -156,17 +163,23 @@ pub fn schedule(jobs: &[OpenJob], params: &Params) -> Vec<Due> {
 
 /// The worker's share of a release (before a keeper bounty), as the contract computes it.
 pub fn worker_share(fee: U256, params: &Params) -> U256 {
-    fee * U256::from(params.worker_fee_bps) / U256::from(BPS)
+    bps_of(fee, params.worker_fee_bps)
+}
+
+/// `bps` basis points of `v`, saturating: a fee and a parameter near `U256::MAX` would otherwise
+/// wrap (ruint's operators wrap silently) and give a tiny share.
+fn bps_of(v: U256, bps: u64) -> U256 {
+    v.saturating_mul(U256::from(bps)).checked_div(U256::from(BPS)).unwrap_or_default()
 }
 
 /// What a keeper (a caller other than the worker) earns for `due`.
 pub fn keeper_bounty(due: &Due, state: JobState, params: &Params) -> U256 {
     match due.action {
         Action::Release => {
-            let bounty = due.fee * U256::from(params.release_bounty_bps) / U256::from(BPS);
+            let bounty = bps_of(due.fee, params.release_bounty_bps);
             bounty.min(worker_share(due.fee, params))
         }
-        Action::ClaimTimeout => slash_of(state, params) * U256::from(params.timeout_bounty_bps) / U256::from(BPS),
+        Action::ClaimTimeout => bps_of(slash_of(state, params), params.timeout_bounty_bps),
         Action::SettleStuck => U256::ZERO,
     }
 }
@@ -178,7 +191,7 @@ pub fn slash_of(state: JobState, params: &Params) -> U256 {
         JobState::Acknowledged => params.completion_timeout_slash_bps,
         _ => 0,
     };
-    params.min_worker_stake * U256::from(bps) / U256::from(BPS)
+    bps_of(params.min_worker_stake, bps)
 }
 
 /// Chain time: what the settler knows about block timestamps, from the heads it has seen.
@@ -206,11 +219,14 @@ impl ChainClock {
             }
             return false;
         }
-        if self.head_ts != 0 && number == self.head + 1 && timestamp > self.head_ts {
+        if self.head_ts != 0
+            && Some(number) == self.head.checked_add(1)
+            && let Some(gap) = timestamp.checked_sub(self.head_ts).filter(|g| *g > 0)
+        {
             if self.gaps.len() == GAPS {
                 self.gaps.pop_front();
             }
-            self.gaps.push_back(timestamp - self.head_ts);
+            self.gaps.push_back(gap);
         }
         self.head = number;
         self.head_ts = timestamp;
@@ -231,22 +247,23 @@ impl ChainClock {
             return 1;
         }
         g.sort_unstable();
-        g[g.len() / 2].max(1)
+        g.get(g.len() / 2).copied().unwrap_or(1).max(1)
     }
 
-    /// The lowest timestamp the next block can have.
+    /// The lowest timestamp the next block can have (`u64::MAX` at most: a head at the end of
+    /// time has no later block to wait for).
     pub fn next_ts(&self) -> u64 {
-        self.head_ts + self.min_interval()
+        self.head_ts.saturating_add(self.min_interval())
     }
 
     /// Seconds of chain time until `at`, and the block that should carry an action due at `at`
     /// (estimated with the typical interval).
     pub fn eta(&self, at: u64) -> (u64, u64) {
+        let secs = at.saturating_sub(self.head_ts);
         if at <= self.next_ts() {
-            return (at.saturating_sub(self.head_ts), self.head + 1);
+            return (secs, self.head.saturating_add(1));
         }
-        let secs = at - self.head_ts;
-        (secs, self.head + secs.div_ceil(self.typical_interval()))
+        (secs, self.head.saturating_add(secs.div_ceil(self.typical_interval())))
     }
 }
 
@@ -263,7 +280,7 @@ mod tests {
             timeout_bounty_bps: 1_000,
             timeout_slash_bps: 200,
             completion_timeout_slash_bps: 500,
-            min_worker_stake: U256::from(100u64) * U256::from(10u64).pow(U256::from(18u64)),
+            min_worker_stake: U256::from(100_000_000_000_000_000_000u128),
         }
     }
 
@@ -358,5 +375,56 @@ mod tests {
         assert_eq!(c.eta(110), (6, 15));
         assert!(c.observe(14, 112), "a skipped head is taken but its gap is not measured");
         assert_eq!(c.min_interval(), 2);
+    }
+
+    #[test]
+    fn the_clock_saturates_at_the_end_of_time_instead_of_panicking() {
+        let mut c = ChainClock::default();
+        assert!(c.observe(u64::MAX - 1, u64::MAX - 1));
+        assert!(c.observe(u64::MAX, u64::MAX), "the gap is measured without overflow");
+        assert_eq!(c.min_interval(), 1);
+        assert_eq!(c.next_ts(), u64::MAX);
+        assert_eq!(c.eta(u64::MAX), (0, u64::MAX));
+        assert_eq!(c.eta(0), (0, u64::MAX));
+        // A head of a far-off chain, then one of an ordinary chain: no gap of the wrapped kind.
+        let mut c = ChainClock::default();
+        assert!(c.observe(u64::MAX, 5));
+        assert!(!c.observe(0, 10), "a lower number is a reorg, taken");
+        assert_eq!((c.head, c.head_ts), (0, 10));
+        assert!(c.observe(1, 9), "a timestamp going back measures no gap");
+        assert_eq!(c.min_interval(), 1);
+        // Zero block times (several blocks in one second) measure no gap either.
+        let mut c = ChainClock::default();
+        for n in 1..5 {
+            assert!(c.observe(n, 100));
+        }
+        assert_eq!((c.min_interval(), c.typical_interval(), c.next_ts()), (1, 1, 101));
+        assert_eq!(c.eta(200), (100, 104));
+    }
+
+    #[test]
+    fn fees_and_stakes_at_the_top_of_u256_saturate_instead_of_wrapping() {
+        let p = Params {
+            worker_fee_bps: u64::MAX,
+            release_bounty_bps: u64::MAX,
+            timeout_bounty_bps: u64::MAX,
+            timeout_slash_bps: u64::MAX,
+            min_worker_stake: U256::MAX,
+            ..params()
+        };
+        let top = U256::MAX / U256::from(BPS);
+        assert_eq!(worker_share(U256::MAX, &p), top, "not the wrapped remainder");
+        assert_eq!(slash_of(JobState::Submitted, &p), top);
+        let mut j = job(1, JobState::Completed);
+        j.fee = U256::MAX;
+        j.completed_at = Some(u64::MAX);
+        let d = due(&j, &p).unwrap();
+        assert_eq!(d.at, u64::MAX, "completed at the end of time plus a window saturates");
+        assert_eq!(keeper_bounty(&d, JobState::Completed, &p), top);
+        let t = due(&job(2, JobState::Submitted), &p).unwrap();
+        assert_eq!(keeper_bounty(&t, JobState::Submitted, &p), top);
+        let mut late = job(3, JobState::Acknowledged);
+        late.deadline = Some(u64::MAX);
+        assert_eq!(due(&late, &p).unwrap().at, u64::MAX);
     }
 }
