@@ -4,6 +4,13 @@
 //! (`--max-fee-per-gas`, `--max-fee-per-blob-gas`); each transaction then gets the lower of that
 //! and what the transaction is worth (a keeper's release never pays more gas than its bounty, an
 //! ack never more than the stake it protects), see [`FeeCap::at_most_worth`].
+//!
+//! Worths, gas limits and caps come from chain state and the operator's flags: arithmetic here
+//! saturates or is checked, never overflows (a panic in a debug build, a wrapped value in a release
+//! one). Clippy holds the module to it (`arithmetic_side_effects`, `cast_possible_truncation`); the
+//! lint is per module, for the modules that compute money and time from outside values, because
+//! across the workspace it would mostly flag counters and lengths the process made itself.
+#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 use std::fmt;
 
@@ -41,19 +48,22 @@ impl FeeCap {
     /// A blob transaction's budget goes to its blob first, at up to the blob ceiling, and the rest
     /// bounds the gas; when the blob alone would exceed `worth`, both are split in proportion.
     pub fn at_most_worth(self, worth: u128, gas_limit: u64, blob_gas: u64) -> FeeCap {
+        // Neither divisor is zero (the gas limit counts as at least 1, a blob gas of 0 returns
+        // first); `per` spells that out for the lint.
+        let per = |wei: u128, gas: u128| wei.checked_div(gas).unwrap_or(wei);
         let gas = u128::from(gas_limit.max(1));
         if blob_gas == 0 {
-            return FeeCap { per_gas: self.per_gas.min(worth / gas), per_blob_gas: self.per_blob_gas };
+            return FeeCap { per_gas: self.per_gas.min(per(worth, gas)), per_blob_gas: self.per_blob_gas };
         }
         let blob_gas = u128::from(blob_gas);
         let blob_cost = self.per_blob_gas.saturating_mul(blob_gas);
-        if blob_cost <= worth / 2 {
-            let rest = worth - blob_cost;
-            return FeeCap { per_gas: self.per_gas.min(rest / gas), per_blob_gas: self.per_blob_gas };
+        let half = worth / 2;
+        if blob_cost <= half {
+            let rest = worth.saturating_sub(blob_cost);
+            return FeeCap { per_gas: self.per_gas.min(per(rest, gas)), per_blob_gas: self.per_blob_gas };
         }
         // Half the worth for each: neither part can starve the other.
-        let half = worth / 2;
-        FeeCap { per_gas: self.per_gas.min(half / gas), per_blob_gas: self.per_blob_gas.min(half / blob_gas) }
+        FeeCap { per_gas: self.per_gas.min(per(half, gas)), per_blob_gas: self.per_blob_gas.min(per(half, blob_gas)) }
     }
 
     /// The most `gas_limit` gas and `blob_gas` blob gas can cost under this cap.
@@ -162,5 +172,24 @@ mod tests {
         assert!(c.per_gas > 0 && c.per_blob_gas > 0);
         // Nothing to protect: nothing may be paid.
         assert_eq!(cap.at_most_worth(0, 21_000, 0).per_gas, 0);
+    }
+
+    #[test]
+    fn caps_at_the_ends_of_the_ranges_neither_panic_nor_overpay() {
+        let top = FeeCap::new(u128::MAX, u128::MAX);
+        for (worth, gas, blob_gas) in [
+            (u128::MAX, u64::MAX, u64::MAX),
+            (u128::MAX, 0, 0),
+            (u128::MAX, 0, u64::MAX),
+            (0, 0, u64::MAX),
+            (0, u64::MAX, 0),
+            (1, 1, 1),
+        ] {
+            let c = top.at_most_worth(worth, gas, blob_gas);
+            assert!(c.max_cost(gas, blob_gas) <= worth, "worth {worth}, gas {gas}, blob gas {blob_gas}: {c:?}");
+        }
+        // A zero gas limit counts as one gas: the worth is the most per gas.
+        assert_eq!(top.at_most_worth(7, 0, 0).per_gas, 7);
+        assert_eq!(top.max_cost(u64::MAX, u64::MAX), u128::MAX, "saturates");
     }
 }

@@ -367,7 +367,7 @@ fn read_bounded(path: &Path) -> ChainResult<Vec<u8>> {
 /// Writes `signer` as a geth v3 keystore named `name` in `dir` (created if missing), returning the
 /// file path; as [`create_keystore`], it never overwrites a file.
 pub fn write_keystore(dir: &Path, signer: &PrivateKeySigner, password: &str, name: &str) -> ChainResult<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| ChainError::Key(format!("cannot create {}: {e}", dir.display())))?;
+    create_private_dir(dir).map_err(|e| ChainError::Key(format!("cannot create {}: {e}", dir.display())))?;
     create_keystore(&dir.join(name), signer, password)
 }
 
@@ -382,29 +382,24 @@ pub fn create_keystore(path: &Path, signer: &PrivateKeySigner, password: &str) -
     if path.exists() {
         return Err(exists());
     }
-    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+    create_private_dir(dir).map_err(|e| io("create", dir, e))?;
     let json = encrypt_keystore(signer, password)
         .map_err(|e| ChainError::Key(format!("cannot encrypt a keystore for {}: {e}", path.display())))?;
     match decrypt_keystore(&json, password) {
         Ok(back) if back.address() == signer.address() => {}
         _ => return Err(ChainError::Key(format!("the keystore for {} did not decrypt again", path.display()))),
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("keystore");
-    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let tmp = scratch_path(path);
     write_private(&tmp, &json).map_err(|e| io("write", &tmp, e))?;
-    // A hard link fails when `path` exists, where a rename would replace it (two keygens racing).
-    let placed = match std::fs::hard_link(&tmp, path) {
+    match place_new(&tmp, path) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
-        // A filesystem without hard links: check again and rename.
-        Err(_) if path.exists() => Err(exists()),
-        Err(_) => std::fs::rename(&tmp, path).map_err(|e| io("move into place", path, e)),
-        Ok(()) => Ok(()),
-    };
-    let _ = std::fs::remove_file(&tmp);
-    placed.map(|()| path.to_owned())
+        Err(e) => Err(io("move into place", path, e)),
+        Ok(()) => Ok(path.to_owned()),
+    }
 }
 
-/// Creates a directory only the owner can enter (0700 on unix).
+/// Creates a directory, and any missing parent, that only the owner can enter (0700 on unix,
+/// from creation). A directory that exists keeps its mode: see [`tighten_dir`] for lcw's own.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -413,19 +408,60 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Writes `bytes` to a new file only the owner can read (0600 on unix), synced to disk.
+/// Takes group and other access away from `dir`, a directory lcw owns (`keys/`, its archive):
+/// one made by hand, or by an older lcw, may be 0755. Returns whether it was wider.
+pub fn tighten_dir(dir: &Path) -> std::io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+            return Ok(true);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(false)
+}
+
+/// Writes `bytes` to a new file only the owner can read, synced to disk. The file is created
+/// with mode 0600 (on unix; never widened, then narrowed) and only if nothing is at `path`: an
+/// existing file, or a symbolic link planted there, fails with `AlreadyExists` instead of being
+/// written through.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
-    // An existing file keeps its mode on open; tighten it.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// A scratch name beside `path` that no other writer picks: `.<name>.<random>.tmp`.
+pub fn scratch_path(path: &Path) -> PathBuf {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
+    dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()))
+}
+
+/// Puts the finished file `tmp` at `path` unless something is there already: a hard link fails
+/// when `path` exists, where a rename would replace it (two keygens racing). `tmp` is removed
+/// either way.
+pub fn place_new(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    let placed = match std::fs::hard_link(tmp, path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        // A filesystem without hard links: check again and rename.
+        Err(_) if std::fs::symlink_metadata(path).is_ok() => {
+            Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the file exists"))
+        }
+        Err(_) => std::fs::rename(tmp, path),
+        Ok(()) => Ok(()),
+    };
+    let _ = std::fs::remove_file(tmp);
+    placed
 }
 
 #[cfg(test)]
@@ -669,6 +705,43 @@ mod tests {
         assert_eq!(leftovers, vec![std::ffi::OsString::from("signing.json")], "no scratch files remain");
         let written = write_keystore(&dir.path().join("more"), &signer, "pw", "worker.json").unwrap();
         assert_eq!(load_keystore(&written, "pw").unwrap().address(), signer.address());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_created_0600_and_never_written_through_what_is_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.json");
+        write_private(&path, b"first").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let e = write_private(&path, b"second").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"first", "an existing file is never overwritten");
+        // A link planted where a key file will go is not followed.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"theirs").unwrap();
+        let planted = dir.path().join("planted.json");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        assert!(write_private(&planted, b"key material").is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"theirs");
+        let dangling = dir.path().join("dangling.json");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        assert!(write_private(&dangling, b"key material").is_err());
+        assert!(!dir.path().join("nothing").exists(), "nothing created through a dangling link");
+        let e = create_keystore(&dangling, &PrivateKeySigner::random(), "pw").unwrap_err().to_string();
+        assert!(e.contains("never overwritten"), "{e}");
+        // Directories made for keys are 0700 from creation; an existing wide one is tightened only
+        // when asked.
+        let keys = dir.path().join("a/b/keys");
+        create_private_dir(&keys).unwrap();
+        assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&keys).unwrap();
+        assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o755);
+        assert!(tighten_dir(&keys).unwrap());
+        assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(!tighten_dir(&keys).unwrap());
     }
 
     #[test]

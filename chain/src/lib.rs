@@ -21,37 +21,56 @@ pub mod rpc;
 pub use fees::FeeCap;
 pub use node::{CallSpec, Chain, Fees, Head, Simulated};
 
+use lcw_schema::profile::redact_urls;
+
 /// Why a chain operation failed.
+///
+/// The texts come from nodes and transports, and a transport's error quotes the request URL,
+/// API key included: they are redacted when the error is built ([`ChainError::rpc`]) and again
+/// whenever it is shown, so that no path into a variant can print a key.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
     /// Bad configuration.
-    #[error("{0}")]
+    #[error("{}", redact_urls(.0))]
     Config(String),
     /// The node failed or answered nonsense.
-    #[error("RPC: {0}")]
+    #[error("RPC: {}", redact_urls(.0))]
     Rpc(String),
     /// No RPC endpoint serves the profile's chain (each one that answered serves another).
     #[error(transparent)]
     WrongChain(rpc::RpcError),
     /// The store failed.
-    #[error("store: {0}")]
+    #[error("store: {}", redact_urls(.0))]
     Store(String),
     /// A governance parameter is missing from the store and could not be read from the chain.
     #[error("the store has no value for the AIConfig parameter {0}; index from the deployment block")]
     MissingParam(String),
     /// Signing failed.
-    #[error("signing: {0}")]
+    #[error("signing: {}", redact_urls(.0))]
     Sign(String),
     /// A key or keystore problem.
-    #[error("{0}")]
+    #[error("{}", redact_urls(.0))]
     Key(String),
     /// The node refused a transaction outright.
-    #[error("the node refused the transaction: {0}")]
+    #[error("the node refused the transaction: {}", redact_urls(.0))]
     Rejected(String),
     /// The store refused the intent: one of its jobs already has a live transaction (sent by
     /// another lane or another key). The job is skipped; nothing was signed.
-    #[error("not sent: {0}")]
+    #[error("not sent: {}", redact_urls(.0))]
     InFlight(String),
+}
+
+impl ChainError {
+    /// [`ChainError::Rpc`] with `text`'s URLs redacted: for a node's or a transport's error
+    /// (`format!("getJob: {e}")`), whose text may quote the endpoint.
+    pub fn rpc(text: impl std::fmt::Display) -> Self {
+        ChainError::Rpc(redact_urls(&text.to_string()))
+    }
+
+    /// [`ChainError::Config`] with `text`'s URLs redacted.
+    pub fn config(text: impl std::fmt::Display) -> Self {
+        ChainError::Config(redact_urls(&text.to_string()))
+    }
 }
 
 impl From<rusqlite::Error> for ChainError {

@@ -20,7 +20,7 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::client::RpcClient;
 use alloy::rpc::types::{FeeHistory, TransactionReceipt};
-use lcw_schema::profile::Profile;
+use lcw_schema::profile::{Profile, redact_urls};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -28,7 +28,9 @@ use crate::fees::{GWEI, Wei};
 use crate::rpc::{Rpc, RpcError};
 use crate::{ChainError, ChainResult};
 
-/// A block header, reduced to what the settler reasons with.
+/// A block header, reduced to what the settler reasons with. Headers from a node are checked
+/// ([`Head::checked`]): number and timestamp are at most [`MAX_BLOCK_VALUE`], so that the next
+/// block's ([`Head::next_number`]) never overflows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     /// Number.
@@ -39,6 +41,24 @@ pub struct Head {
     pub timestamp: u64,
     /// Base fee of this block (0 before London).
     pub base_fee: u128,
+}
+
+impl Head {
+    /// A head from a node's header, or why the header is not believable.
+    pub fn checked(number: u64, hash: B256, timestamp: u64, base_fee: u64) -> ChainResult<Head> {
+        if number > MAX_BLOCK_VALUE || timestamp > MAX_BLOCK_VALUE {
+            return Err(ChainError::Rpc(format!(
+                "the node answered block {number} with timestamp {timestamp}: past {MAX_BLOCK_VALUE}, which no chain \
+                 reaches; the node's answer is wrong"
+            )));
+        }
+        Ok(Head { number, hash, timestamp, base_fee: u128::from(base_fee) })
+    }
+
+    /// The number of the block after this one (saturating: a checked head is far below the top).
+    pub fn next_number(&self) -> u64 {
+        self.number.saturating_add(1)
+    }
 }
 
 /// EIP-1559 fees for a new transaction.
@@ -91,8 +111,16 @@ pub struct Chain {
 
 fn rpc_err(what: &str) -> impl Fn(alloy::transports::TransportError) -> ChainError + '_ {
     // reqwest quotes the request URL, API key included.
-    move |e| ChainError::Rpc(lcw_schema::profile::redact_urls(&format!("{what}: {e}")))
+    move |e| ChainError::rpc(format_args!("{what}: {e}"))
 }
+
+/// The gas each simulated call may use (`0x3b9aca00`): a node that reports more used is wrong.
+const SIM_GAS: u64 = 1_000_000_000;
+
+/// The largest block number or timestamp believed: the store keeps them as SQLite integers
+/// (i64), and no chain comes near it. A larger one is a wrong answer, refused before any
+/// arithmetic on it (`number + 1`) can overflow.
+pub const MAX_BLOCK_VALUE: u64 = i64::MAX as u64;
 
 impl Chain {
     /// Connects to the profile's endpoints (`rpc_url`, then `rpc_fallback_urls`) with a
@@ -100,14 +128,14 @@ impl Chain {
     /// endpoint is tried once: it fails when none answers, and with [`ChainError::WrongChain`]
     /// when every one that answers serves another chain than the profile's.
     pub async fn open(profile: &Profile, timeout: Duration) -> ChainResult<Self> {
-        let rpc = Rpc::for_profile(profile, timeout).map_err(|e| ChainError::Config(e.to_string()))?;
+        let rpc = Rpc::for_profile(profile, timeout).map_err(ChainError::config)?;
         Self::over(rpc.give_up_after(timeout)).await
     }
 
     /// Connects to one `url` and takes its chain as the expected one (tests, `--head-rpc`); the
     /// processes of a network use [`Chain::open`].
     pub async fn connect(url: &str, timeout: Duration) -> ChainResult<Self> {
-        let rpc = Rpc::new(&[url.to_owned()], timeout).map_err(|e| ChainError::Config(e.to_string()))?;
+        let rpc = Rpc::new(&[url.to_owned()], timeout).map_err(ChainError::config)?;
         Self::over(rpc.give_up_after(timeout)).await
     }
 
@@ -117,7 +145,7 @@ impl Chain {
         let chain_id = match rpc.give_up_after(Duration::ZERO).chain_id().await {
             Ok(id) => id,
             Err(e @ RpcError::WrongChain { .. }) => return Err(ChainError::WrongChain(e)),
-            Err(e) => return Err(ChainError::Rpc(e.to_string())),
+            Err(e) => return Err(ChainError::rpc(e)),
         };
         let client = RpcClient::new(rpc.transport(), rpc.is_local());
         let provider = ProviderBuilder::new().connect_client(client).erased();
@@ -141,15 +169,14 @@ impl Chain {
             .ok_or_else(|| ChainError::Rpc("the node has no latest block".into()))
     }
 
-    /// A block's header.
+    /// A block's header. A number or timestamp past [`MAX_BLOCK_VALUE`] is refused as a wrong
+    /// answer.
     pub async fn block(&self, tag: BlockNumberOrTag) -> ChainResult<Option<Head>> {
         let b = self.provider.get_block_by_number(tag).await.map_err(rpc_err("eth_getBlockByNumber"))?;
-        Ok(b.map(|b| Head {
-            number: b.header.number,
-            hash: b.header.hash,
-            timestamp: b.header.timestamp,
-            base_fee: b.header.base_fee_per_gas.unwrap_or(0) as u128,
-        }))
+        b.map(|b| {
+            Head::checked(b.header.number, b.header.hash, b.header.timestamp, b.header.base_fee_per_gas.unwrap_or(0))
+        })
+        .transpose()
     }
 
     /// Fees from the node's fee history: the next block's base fee doubled (room for six full
@@ -159,7 +186,7 @@ impl Chain {
         let (history, head) =
             futures::join!(self.provider.get_fee_history(10, BlockNumberOrTag::Latest, &[50.0]), self.head());
         let history = history.map_err(rpc_err("eth_feeHistory"))?;
-        next_fees(&history, &head?, min_tip).map_err(|e| ChainError::Rpc(e.to_string()))
+        next_fees(&history, &head?, min_tip).map_err(ChainError::rpc)
     }
 
     /// Simulates `calls` one after another in a block on top of the head with the given number
@@ -182,7 +209,7 @@ impl Chain {
                 Ok(blocks) => {
                     let block =
                         blocks.into_iter().next().ok_or_else(|| ChainError::Rpc("eth_simulateV1: no block".into()))?;
-                    return Ok(block.calls.into_iter().map(SimCall::into_simulated).collect());
+                    return simulated(block, calls.len());
                 }
                 Err(e) if is_method_missing(&e.to_string()) => {
                     tracing::info!("the node has no eth_simulateV1; simulating with eth_call and block overrides");
@@ -203,7 +230,7 @@ impl Chain {
                     if revert.is_none() && e.as_error_resp().is_none() {
                         return Err(rpc_err("eth_call")(e));
                     }
-                    Simulated { gas_used: None, revert, error: Some(e.to_string()) }
+                    Simulated { gas_used: None, revert, error: Some(redact_urls(&e.to_string())) }
                 }
             });
         }
@@ -229,7 +256,7 @@ impl Chain {
         match r {
             Ok(h) => Ok(Some(h)),
             Err(e) => {
-                let m = lcw_schema::profile::redact_urls(&e.to_string());
+                let m = redact_urls(&e.to_string());
                 if m.to_lowercase().contains("already known") || m.to_lowercase().contains("already imported") {
                     Ok(None)
                 } else {
@@ -358,14 +385,36 @@ struct SimError {
 }
 
 impl SimCall {
-    fn into_simulated(self) -> Simulated {
+    fn into_simulated(self) -> ChainResult<Simulated> {
         if self.status.to::<u64>() == 1 {
-            Simulated { gas_used: Some(self.gas_used.to::<u64>()), revert: None, error: None }
+            let used = self.gas_used.to::<u64>();
+            if used > SIM_GAS {
+                return Err(ChainError::Rpc(format!(
+                    "eth_simulateV1 answered {used} gas used by a call given {SIM_GAS}; the node's answer is wrong"
+                )));
+            }
+            Ok(Simulated { gas_used: Some(used), revert: None, error: None })
         } else {
             let (message, data) = self.error.map(|e| (e.message, e.data)).unwrap_or_default();
-            Simulated { gas_used: None, revert: data.or(Some(self.return_data)), error: Some(message) }
+            Ok(Simulated {
+                gas_used: None,
+                revert: data.or(Some(self.return_data)),
+                error: Some(redact_urls(&message)),
+            })
         }
     }
+}
+
+/// The calls of a simulated block: one answer per call asked, else the node's answer is wrong
+/// (callers pair answers with calls by position).
+fn simulated(block: SimBlock, asked: usize) -> ChainResult<Vec<Simulated>> {
+    if block.calls.len() != asked {
+        return Err(ChainError::Rpc(format!(
+            "eth_simulateV1 answered {} calls for the {asked} simulated; the node's answer is wrong",
+            block.calls.len()
+        )));
+    }
+    block.calls.into_iter().map(SimCall::into_simulated).collect()
 }
 
 #[cfg(test)]
@@ -422,6 +471,38 @@ mod tests {
         let mut tips = vec![GWEI; 9];
         tips.push(1_000_000 * GWEI);
         assert_eq!(next_fees(&history(GWEI, &tips), &head(GWEI), 0).unwrap().tip, GWEI);
+    }
+
+    #[test]
+    fn a_head_beyond_any_chain_is_refused_and_the_next_block_never_overflows() {
+        let ok = Head::checked(MAX_BLOCK_VALUE, B256::ZERO, MAX_BLOCK_VALUE, u64::MAX).unwrap();
+        assert_eq!((ok.next_number(), ok.base_fee), (MAX_BLOCK_VALUE + 1, u128::from(u64::MAX)));
+        for (number, timestamp) in [(u64::MAX, 1), (1, u64::MAX), (MAX_BLOCK_VALUE + 1, 0)] {
+            let e = Head::checked(number, B256::ZERO, timestamp, 0).unwrap_err().to_string();
+            assert!(e.contains(&number.to_string()) && e.contains("answer is wrong"), "{e}");
+        }
+        let top = Head { number: u64::MAX, hash: B256::ZERO, timestamp: u64::MAX, base_fee: u128::MAX };
+        assert_eq!(top.next_number(), u64::MAX);
+    }
+
+    #[test]
+    fn a_simulation_answering_other_calls_than_asked_is_an_error_not_a_panic() {
+        let call = |gas: &str| serde_json::json!({ "status": "0x1", "gasUsed": gas, "returnData": "0x" });
+        let block = |calls: Vec<serde_json::Value>| -> SimBlock {
+            serde_json::from_value(serde_json::json!({ "calls": calls })).unwrap()
+        };
+        let e = simulated(block(vec![]), 1).unwrap_err().to_string();
+        assert!(e.contains("answered 0 calls for the 1 simulated"), "{e}");
+        assert!(simulated(block(vec![call("0x5208"), call("0x5208")]), 1).is_err());
+        let e = simulated(block(vec![call("0xffffffffffffffff")]), 1).unwrap_err().to_string();
+        assert!(e.contains("18446744073709551615 gas used"), "{e}");
+        let sim = simulated(block(vec![call("0x5208")]), 1).unwrap();
+        assert_eq!(sim[0].gas_used, Some(21_000));
+        // A node's revert message quoting a URL is redacted like any of its texts.
+        let failed = serde_json::json!({ "status": "0x0", "gasUsed": "0x0", "returnData": "0x",
+            "error": { "message": "see https://eth.example/v2/SECRETKEY123SECRETKEY" } });
+        let sim = simulated(block(vec![failed]), 1).unwrap();
+        assert_eq!(sim[0].error.as_deref(), Some("see https://eth.example/…"));
     }
 
     #[test]

@@ -388,7 +388,16 @@ impl Outbox {
     ) -> ChainResult<(u64, B256, Bytes)> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let held = store::max_held_nonce(&tx, self.key.sender)?;
-        let nonce = self.floor.max(held.map_or(0, |n| n + 1));
+        let next = match held {
+            None => 0,
+            Some(n) => n.checked_add(1).ok_or_else(|| {
+                ChainError::Store(format!(
+                    "the outbox holds nonce {n} for {}, the last a key has; the store is damaged",
+                    self.key.sender
+                ))
+            })?,
+        };
+        let nonce = self.floor.max(next);
         let unsigned = Unsigned {
             nonce,
             gas_limit: intent.gas_limit,

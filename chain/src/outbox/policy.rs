@@ -19,6 +19,13 @@
 //!   lane has stopped re-broadcasting it for [`ORPHAN_BLOCKS`];
 //! - a nonce no row holds below a live transaction is signed again by the row that held it when
 //!   that row is this lane's and still wanted, or else taken by a transfer to self.
+//!
+//! Heads, fees and ceilings come from nodes and the store: arithmetic here saturates or is checked,
+//! never overflows (a panic in a debug build, a wrapped value in a release one). Clippy holds the
+//! module to it (`arithmetic_side_effects`, `cast_possible_truncation`); the lint is per module,
+//! for the modules that compute money and time from outside values, because across the workspace it
+//! would mostly flag counters and lengths the process made itself.
+#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 use lcw_schema::store::outbox::{AttemptFees, Ceiling, DroppedTx, Lane, LiveTx};
 
@@ -152,14 +159,18 @@ pub fn cap_of(c: Option<Ceiling>, default: FeeCap) -> FeeCap {
 /// `v` raised by `percent`, rounded up and by at least 1; saturates at `u128::MAX`.
 pub fn raise(v: u128, percent: u128) -> u128 {
     let whole = (v / 100).saturating_mul(percent);
-    let part = ((v % 100) * percent).div_ceil(100);
+    // `(v % 100) · percent / 100` split the same way, so that no product can overflow.
+    let rest = v % 100;
+    let part = rest.saturating_mul(percent / 100).saturating_add(rest.saturating_mul(percent % 100).div_ceil(100));
     v.saturating_add(whole.saturating_add(part)).max(v.saturating_add(1))
 }
 
 /// The least a node takes as a replacement of a fee `v` under a `percent` rule (geth's
 /// `old * (100 + percent) / 100`, rounded down); saturates.
 pub fn threshold(v: u128, percent: u128) -> u128 {
-    v.saturating_add((v / 100).saturating_mul(percent).saturating_add((v % 100) * percent / 100))
+    let rest = v % 100;
+    let part = rest.saturating_mul(percent / 100).saturating_add(rest.saturating_mul(percent % 100) / 100);
+    v.saturating_add((v / 100).saturating_mul(percent).saturating_add(part))
 }
 
 /// The market's fees under a ceiling: what a first signing offers.
@@ -286,7 +297,7 @@ fn rebroadcast_due(tx: &LiveTx, head: u64) -> bool {
     match tx.broadcast_block {
         None => true,
         Some(b) if b >= head => false,
-        Some(b) => tx.refusal.is_some() || tx.accepted_block.is_none() || head - b >= REBROADCAST_BLOCKS,
+        Some(b) => tx.refusal.is_some() || tx.accepted_block.is_none() || head.saturating_sub(b) >= REBROADCAST_BLOCKS,
     }
 }
 

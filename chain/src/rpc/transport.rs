@@ -7,8 +7,9 @@ use std::task::{Context, Poll};
 
 use alloy::rpc::json_rpc::{RequestPacket, ResponsePacket};
 use alloy::transports::http::Http;
-use alloy::transports::{TransportError, TransportErrorKind, TransportFut, TransportResult};
+use alloy::transports::{RpcError, TransportError, TransportErrorKind, TransportFut, TransportResult};
 use futures::future::BoxFuture;
+use lcw_schema::profile::redact_urls;
 use tower::Service;
 
 use super::{Class, Rpc, classify, classify_payload};
@@ -38,6 +39,27 @@ fn label(packet: &RequestPacket) -> &'static str {
             Cow::Owned(_) => "JSON-RPC request",
         },
         RequestPacket::Batch(_) => "JSON-RPC batch",
+    }
+}
+
+/// `e` with any URL in its text redacted, its kind kept (callers tell HTTP statuses apart): an
+/// error page of a provider or proxy may quote the request URL, API key included, and a
+/// transport's own error does.
+fn scrubbed(e: TransportError) -> TransportError {
+    match e {
+        RpcError::Transport(TransportErrorKind::HttpError(h)) => {
+            TransportErrorKind::http_error(h.status, redact_urls(&h.body))
+        }
+        RpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter { error, retry_after }) => {
+            TransportErrorKind::http_error_with_retry_after(error.status, redact_urls(&error.body), Some(retry_after))
+        }
+        RpcError::Transport(TransportErrorKind::NonRetryable(inner)) => {
+            TransportErrorKind::non_retryable_str(&redact_urls(&inner.to_string()))
+        }
+        RpcError::Transport(TransportErrorKind::Custom(inner)) => {
+            TransportErrorKind::custom_str(&redact_urls(&inner.to_string()))
+        }
+        other => other,
     }
 }
 
@@ -86,8 +108,8 @@ impl FailoverTransport {
                         }
                         Err(e) => match classify(&e) {
                             Class::Retry(m) => Err(Class::Retry(m)),
-                            // HTTP 413, 401, ...: returned as alloy reported it.
-                            Class::Fatal(_) | Class::Range(..) => Ok(Err(e)),
+                            // HTTP 413, 401, ...: returned as alloy reported it, URLs redacted.
+                            Class::Fatal(_) | Class::Range(..) => Ok(Err(scrubbed(e))),
                         },
                     }
                 })
@@ -117,6 +139,17 @@ impl Service<RequestPacket> for FailoverTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_returned_as_alloy_reported_them_quote_no_key() {
+        let page = "401: no access to https://eth.example/v2/SECRETKEY123SECRETKEY123 for you";
+        let e = scrubbed(TransportErrorKind::http_error(401, page.into()));
+        let h = e.as_transport_err().and_then(TransportErrorKind::as_http_error).expect("still an HTTP error");
+        assert_eq!(h.status, 401);
+        assert_eq!(h.body, "401: no access to https://eth.example/… for you");
+        let e = scrubbed(TransportErrorKind::non_retryable_str("refused http://u:pw@127.0.0.1:1/x"));
+        assert!(!e.to_string().contains("pw") && e.to_string().contains("***@127.0.0.1:1"), "{e}");
+    }
 
     #[test]
     fn only_requests_that_change_a_dev_node_or_sign_on_it_are_sent_once() {

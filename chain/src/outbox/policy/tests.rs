@@ -1,3 +1,7 @@
+// The tests compute expectations from values they chose; the module's arithmetic lint is for
+// the policy's inputs.
+#![allow(clippy::arithmetic_side_effects)]
+
 use lcw_schema::store::outbox::{Kind, LiveTx};
 use proptest::prelude::*;
 
@@ -306,6 +310,28 @@ fn raise_and_threshold_at_the_edges() {
     assert_eq!(raise(u128::MAX, 100), u128::MAX);
     assert_eq!(threshold(100, 10), 110);
     assert_eq!(threshold(u128::MAX, 100), u128::MAX);
+    assert_eq!(raise(1_000, u128::MAX), u128::MAX, "a percent past any rule saturates");
+    assert_eq!(threshold(1_000, u128::MAX), u128::MAX);
+    assert_eq!(raise(99, u128::MAX), 99 + 99 * (u128::MAX / 100) + (99 * (u128::MAX % 100)).div_ceil(100));
+}
+
+#[test]
+fn heads_and_fees_at_their_limits_give_actions_instead_of_panics() {
+    // A head behind the block a transaction was broadcast in (a reorg to a shorter chain, or a
+    // lagging fallback node), a head at u64::MAX, and fees at u128::MAX.
+    for head in [0, 99, u64::MAX] {
+        for base_fee in [0, u128::MAX] {
+            let m = Market { head, base_fee, fees: Some(Fees { max_fee: u128::MAX, tip: u128::MAX }) };
+            for t in [tx(1), refused("insufficient funds", u64::MAX, u64::MAX)(tx(2))] {
+                let out = plan(Lane::Worker, &m, u64::MAX, FeeCap::new(u128::MAX, u128::MAX), std::slice::from_ref(&t));
+                assert!(out.len() <= 1, "head {head}, base fee {base_fee}: {out:?}");
+            }
+        }
+    }
+    let behind = one(&market(99, GWEI), tx(1));
+    assert!(matches!(behind, Action::Wait { id: 1, .. }), "sent at 100, seen at 99: no re-broadcast: {behind:?}");
+    assert!(gaps(u64::MAX, &[], Some(u64::MAX)).is_empty());
+    assert_eq!(gaps(u64::MAX - 2, &[], Some(u64::MAX)), vec![u64::MAX - 2, u64::MAX - 1]);
 }
 
 fn fees() -> impl Strategy<Value = AttemptFees> {
