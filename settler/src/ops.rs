@@ -35,7 +35,7 @@ pub struct OnChainWorker {
 pub async fn on_chain_worker(chain: &Chain, profile: &Profile, worker: Address) -> SettlerResult<OnChainWorker> {
     let wr = WorkerRegistry::new(profile.contracts.worker_registry, chain.provider().clone());
     let jr = JobRegistry::new(profile.contracts.job_registry, chain.provider().clone());
-    let e = |what: &'static str| move |err: alloy::contract::Error| SettlerError::Rpc(format!("{what}: {err}"));
+    let e = |what: &'static str| move |err: alloy::contract::Error| SettlerError::rpc(format_args!("{what}: {err}"));
     let registered = wr.isWorkerRegistered(worker).call().await.map_err(e("isWorkerRegistered"))?;
     let stake = wr.getWorkerStake(worker).call().await.map_err(e("getWorkerStake"))?;
     let active = wr.getActiveJobCount(worker).call().await.map_err(e("getActiveJobCount"))?;
@@ -97,9 +97,10 @@ impl Operator {
         let me = self.outbox.sender();
         let sim = self
             .chain
-            .simulate(&[CallSpec { from: me, to, data: data.clone() }], head.number + 1, clock.next_ts())
+            .simulate(&[CallSpec { from: me, to, data: data.clone() }], head.next_number(), clock.next_ts())
             .await?;
-        let used = match &sim[0] {
+        let sim = sim.first().ok_or_else(|| SettlerError::Rpc("the simulation answered no call".into()))?;
+        let used = match sim {
             s if s.ok() => s.gas_used.unwrap_or(0).max(21_000),
             s => {
                 let reason = s.revert.as_ref().map(|r| decode_revert(r)).or(s.error.clone()).unwrap_or_default();
@@ -112,9 +113,9 @@ impl Operator {
             to,
             data,
             value: U256::ZERO,
-            gas_limit: used + used / 4 + 20_000,
+            gas_limit: crate::plan::gas_limit(used),
             jobs,
-            target_block: head.number + 1,
+            target_block: head.next_number(),
             blob: None,
             cap: self.cap,
         };

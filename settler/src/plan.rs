@@ -36,6 +36,14 @@
 //! wait, [`Skip::PricedOut`], until the price falls. A keeper facing a base-fee spike therefore
 //! waits instead of paying. The planner reckons with the gas model's estimate; once a simulation
 //! has measured the gas, the executor asks [`Pricing`] again with the measured limit.
+//!
+//! ## Arithmetic
+//! Fees, bounties, gas and timestamps come from nodes, events and governance: arithmetic here
+//! saturates or is checked, never overflows (a panic in a debug build, a wrapped value in a release
+//! one). Clippy holds the module to it (`arithmetic_side_effects`, `cast_possible_truncation`); the
+//! lint is per module, for the modules that compute money and time from outside values, because
+//! across the workspace it would mostly flag counters and lengths the process made itself.
+#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 use std::collections::HashSet;
 use std::fmt;
@@ -171,7 +179,8 @@ impl Gas {
     /// The model after a simulated batch of `n` releases used `used` gas: what it used beyond
     /// `per_batch`, per job (at least [`MIN_GAS_PER_JOB`]).
     pub fn learned(self, n: u64, used: u64) -> Gas {
-        let per_job = (used.saturating_sub(self.per_batch) / n.max(1)).max(MIN_GAS_PER_JOB);
+        let extra = used.saturating_sub(self.per_batch);
+        let per_job = extra.checked_div(n).unwrap_or(extra).max(MIN_GAS_PER_JOB);
         Gas { per_job, ..self }
     }
 }
@@ -466,11 +475,12 @@ fn single(input: &Inputs<'_>, d: &Due) -> Result<Single, Skip> {
 fn jobs_per_batch(gas: Gas) -> usize {
     // gas_limit(u) <= max_batch whenever u <= (max_batch - 20,000) * 4/5.
     let room = gas.max_batch.saturating_sub(gas_limit(0)).saturating_mul(4) / 5;
-    let mut n = (room.saturating_sub(gas.per_batch) / gas.per_job.max(1)).max(1);
+    let room = room.saturating_sub(gas.per_batch);
+    let mut n = room.checked_div(gas.per_job).unwrap_or(room).max(1);
     while n > 1 && gas_limit(gas.batch(n)) > gas.max_batch {
-        n -= 1;
+        n = n.saturating_sub(1);
     }
-    n as usize
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 fn wei(v: U256) -> u128 {
@@ -533,7 +543,7 @@ mod tests {
                     timeout_bounty_bps: 1_000,
                     timeout_slash_bps: 200,
                     completion_timeout_slash_bps: 500,
-                    min_worker_stake: U256::from(100u64) * U256::from(10u64).pow(U256::from(18u64)),
+                    min_worker_stake: U256::from(100_000_000_000_000_000_000u128),
                 },
                 gas: Gas { per_job: 40_000, per_batch: 60_000, single: 100_000, max_batch: 15_000_000 },
                 // A quiet devnet: a tenth of a gwei.
@@ -796,5 +806,80 @@ mod tests {
             assert_eq!(gas.learned(n, used).per_batch, 60_000);
         }
         assert_eq!(gas.batch(3), 180_000);
+    }
+
+    #[test]
+    fn extreme_chain_values_give_a_plan_instead_of_a_panic() {
+        // Every value the chain hands the planner at its limit: the head and timestamps at
+        // u64::MAX, fees, stakes and shares at U256::MAX, prices at u128::MAX, gas at both ends.
+        let huge = |mut d: Due| {
+            d.fee = U256::MAX;
+            d
+        };
+        let schedule = vec![
+            huge(release(1, other(), u64::MAX)),
+            huge(release(2, other(), 0)),
+            huge(due(3, other(), Action::ClaimTimeout, Reason::AckTimeout, u64::MAX)),
+            huge(due(4, me(), Action::SettleStuck, Reason::SessionClosed, 0)),
+        ];
+        let params = Params {
+            dispute_window: u64::MAX,
+            resolution_timeout: u64::MAX,
+            worker_fee_bps: u64::MAX,
+            release_bounty_bps: u64::MAX,
+            timeout_bounty_bps: u64::MAX,
+            timeout_slash_bps: u64::MAX,
+            completion_timeout_slash_bps: u64::MAX,
+            min_worker_stake: U256::MAX,
+        };
+        let none = HashSet::new();
+        let gases = [
+            Gas { per_job: u64::MAX, per_batch: u64::MAX, single: u64::MAX, max_batch: u64::MAX },
+            Gas { per_job: 0, per_batch: 0, single: 0, max_batch: 0 },
+        ];
+        let markets = [Market { base_fee: u128::MAX, tip: u128::MAX }, Market { base_fee: 0, tip: 0 }];
+        for (gas, market, mode) in every_case(gases, markets) {
+            let p = plan(&Inputs {
+                schedule: &schedule,
+                in_flight: &none,
+                recently_mined: &none,
+                only: None,
+                mode,
+                me: me(),
+                params: &params,
+                clock: Clock { head: u64::MAX, next_ts: u64::MAX },
+                gas,
+                pricing: Pricing { market, fee_cap: FeeCap::new(u128::MAX, u128::MAX) },
+            });
+            assert_eq!(p.target, Target { number: u64::MAX, timestamp: u64::MAX }, "saturates at the top");
+            let decided = p.released().len() + p.singles.len() + p.skipped.len();
+            assert_eq!(decided, 4, "one decision per job: {p:?}");
+            for b in &p.batches {
+                // Whatever it is worth, a transaction never offers more than it collects.
+                let worth = Batch::worth(&b.jobs);
+                assert!(b.cap.per_gas.saturating_mul(u128::from(b.gas_limit)) <= worth, "{b:?}");
+            }
+        }
+        assert_eq!(gas_limit(u64::MAX), u64::MAX);
+        let gas = Gas { per_job: 0, per_batch: 0, single: 0, max_batch: 0 };
+        assert_eq!(gas.learned(0, u64::MAX).per_job, u64::MAX);
+        assert_eq!(gas.batch(u64::MAX), 0);
+        assert_eq!(jobs_per_batch(gas), 1, "at least one job per batch");
+        assert!(jobs_per_batch(Gas { per_job: 0, per_batch: 0, single: 0, max_batch: u64::MAX }) > 1);
+        let top = Market::of(Fees { max_fee: u128::MAX, tip: u128::MAX });
+        assert_eq!((top.base_fee, top.price()), (0, u128::MAX));
+    }
+
+    /// Every (gas, market, mode) of the given gases and markets, both modes.
+    fn every_case(gases: [Gas; 2], markets: [Market; 2]) -> Vec<(Gas, Market, Mode)> {
+        let mut out = Vec::new();
+        for gas in gases {
+            for market in markets {
+                for mode in [Mode::Keeper, Mode::Worker(other())] {
+                    out.push((gas, market, mode));
+                }
+            }
+        }
+        out
     }
 }

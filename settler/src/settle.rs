@@ -239,7 +239,7 @@ impl<'a> Settler<'a> {
             count(&mut self.summary, &e);
         }
         let cursor = view::cursor(&self.store)?;
-        if cursor + 2 < head.number {
+        if cursor.saturating_add(2) < head.number {
             if !self.waited_for_store {
                 tracing::info!(cursor, head = head.number, "waiting for the store to reach the head");
                 self.waited_for_store = true;
@@ -328,7 +328,7 @@ impl<'a> Settler<'a> {
                 match refused {
                     Some(i) => skipped.push(skip(jobs.remove(i).job_id, Action::Release, Skip::LiveElsewhere)),
                     None if jobs.len() == 1 => {
-                        skipped.push(skip(jobs[0].job_id, Action::Release, Skip::LiveElsewhere));
+                        skipped.extend(jobs.first().map(|r| skip(r.job_id, Action::Release, Skip::LiveElsewhere)));
                         break;
                     }
                     // The refusal names no job of the batch: find them by halves.
@@ -553,7 +553,7 @@ fn count(summary: &mut SettleSummary, e: &Tracked) {
     match e {
         Tracked::Mined { kind, gas_used, jobs, .. } => {
             summary.mined += 1;
-            summary.gas_used += gas_used;
+            summary.gas_used = summary.gas_used.saturating_add(*gas_used);
             match kind.as_str() {
                 "release" => summary.jobs_released += jobs.len() as u64,
                 "claim_timeout" => summary.timeouts_claimed += jobs.len() as u64,
@@ -598,8 +598,9 @@ fn single_release_call(id: u64) -> Bytes {
 pub async fn chain_params(chain: &Chain, profile: &Profile) -> SettlerResult<Params> {
     use lcw_schema::bindings::AIConfig;
     let c = AIConfig::new(profile.contracts.ai_config, chain.provider().clone());
-    let e =
-        |what: &'static str| move |err: alloy::contract::Error| SettlerError::Rpc(format!("AIConfig.{what}: {err}"));
+    let e = |what: &'static str| {
+        move |err: alloy::contract::Error| SettlerError::rpc(format_args!("AIConfig.{what}: {err}"))
+    };
     let u = |v: U256| u64::try_from(v).unwrap_or(u64::MAX);
     Ok(Params {
         dispute_window: u(c.getDisputeWindow().call().await.map_err(e("getDisputeWindow"))?),
