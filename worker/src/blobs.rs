@@ -520,7 +520,7 @@ fn walk(parent_slot: u64, parent_root: B256, slot: u64, seen: Option<Seen>) -> W
     match seen {
         Some(b) if b.parent_root == parent_root => Walk::Found(b.slot),
         _ if slot >= parent_slot.saturating_add(WALK_SLOTS) => Walk::Exhausted,
-        _ => Walk::Next(slot + 1),
+        _ => Walk::Next(slot.saturating_add(1)),
     }
 }
 

@@ -237,7 +237,7 @@ impl Claimer {
     ) -> Result<bool, String> {
         let data = SessionManager::eligibleNowCall { reqId: U256::from(req_id), worker: me }.abi_encode();
         let call = CallSpec { from: me, to: manager, data: data.into() };
-        let out = chain.call_at(&call, head.number + 1, clock.next_ts()).await.map_err(|e| e.to_string())?;
+        let out = chain.call_at(&call, head.next_number(), clock.next_ts()).await.map_err(|e| e.to_string())?;
         SessionManager::eligibleNowCall::abi_decode_returns(&out).map_err(|e| format!("eligibleNow answer: {e}"))
     }
 
@@ -256,7 +256,7 @@ impl Claimer {
     ) -> StoreResult<bool> {
         let data: Bytes = SessionManager::claimSessionCall { reqId: U256::from(req.req_id) }.abi_encode().into();
         let call = CallSpec { from: self.me, to: manager, data: data.clone() };
-        match chain.simulate(&[call], head.number + 1, clock.next_ts()).await {
+        match chain.simulate(&[call], head.next_number(), clock.next_ts()).await {
             Ok(sim) if sim.first().is_some_and(|s| s.ok()) => {}
             Ok(sim) => {
                 let why = sim
@@ -280,14 +280,14 @@ impl Claimer {
             value: U256::ZERO,
             gas_limit: CLAIM_GAS,
             jobs: Vec::new(),
-            target_block: head.number + 1,
+            target_block: head.next_number(),
             blob: None,
             cap: self.cap,
         };
         *self.attempts.entry(req.req_id).or_default() += 1;
         match outbox.submit(chain, &intent, fees, head.number).await {
             Ok((id, hash)) => {
-                tracing::info!(req = req.req_id, id, tx = %hash, first_block, target = head.number + 1, "claim sent");
+                tracing::info!(req = req.req_id, id, tx = %hash, first_block, target = head.next_number(), "claim sent");
                 self.stats.sent += 1;
                 claims::put(
                     &self.conn,

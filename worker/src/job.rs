@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use alloy::eips::eip4844::BlobTransactionSidecar;
 use alloy::primitives::{B256, keccak256};
+use lcw_schema::profile::redact_urls;
 use lcw_schema::suite::SessionKey;
 use zeroize::Zeroizing;
 
@@ -21,7 +22,7 @@ use crate::llm::{Generation, Llm};
 /// The most plaintext bytes an answer may have for its sealed form to fit one blob.
 pub fn answer_capacity() -> usize {
     let overhead = SessionKey::from_bytes([0; 32]).seal(b"").len();
-    lcw_schema::blob::MAX_PAYLOAD - overhead
+    lcw_schema::blob::MAX_PAYLOAD.saturating_sub(overhead)
 }
 
 /// Bytes one generated token can take, at most, in the vocabularies of common models (long
@@ -33,13 +34,17 @@ pub const MAX_BYTES_PER_TOKEN: usize = 16;
 /// (`getModelMaxOutputTokens`, 0 meaning none). Fails when even that many tokens could overflow
 /// one blob, with the largest value that always fits.
 pub fn token_limit(num_predict: u32, model: &str, on_chain_max: u64) -> Result<u32, String> {
-    let limit = if on_chain_max > 0 { u64::from(num_predict).min(on_chain_max) as u32 } else { num_predict };
-    let fits = (answer_capacity() / MAX_BYTES_PER_TOKEN) as u32;
+    // The on-chain limit is chain state: any u64, lowered here to a u32 without truncating.
+    let limit = match u32::try_from(on_chain_max) {
+        Ok(max) if max > 0 => num_predict.min(max),
+        _ => num_predict,
+    };
+    let fits = u32::try_from(answer_capacity() / MAX_BYTES_PER_TOKEN).unwrap_or(u32::MAX);
     if limit > fits {
         return Err(format!(
             "--num-predict {num_predict} cannot fit: an answer of {limit} tokens for {model} can take up to {} bytes \
              sealed, and one blob holds {} (a completion carries exactly one); use --num-predict {fits} or less",
-            limit as usize * MAX_BYTES_PER_TOKEN,
+            u64::from(limit).saturating_mul(MAX_BYTES_PER_TOKEN as u64),
             lcw_schema::blob::MAX_PAYLOAD
         ));
     }
@@ -64,19 +69,23 @@ impl std::fmt::Debug for Prompt {
 /// Why a step failed, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// For the operator.
+    /// For the operator: logged, kept in the run's summary and printed by `lcw work --json`.
+    /// Built through [`Failure::permanent`] and [`Failure::transient`], which redact its URLs (a
+    /// node's or a transport's error may quote one, API key included).
     pub reason: String,
     /// Trying again cannot help.
     pub permanent: bool,
 }
 
 impl Failure {
-    fn permanent(reason: impl Into<String>) -> Self {
-        Failure { reason: reason.into(), permanent: true }
+    /// A failure that trying again cannot fix.
+    pub fn permanent(reason: impl std::fmt::Display) -> Self {
+        Failure { reason: redact_urls(&reason.to_string()), permanent: true }
     }
 
-    fn transient(reason: impl Into<String>) -> Self {
-        Failure { reason: reason.into(), permanent: false }
+    /// A failure that may pass.
+    pub fn transient(reason: impl std::fmt::Display) -> Self {
+        Failure { reason: redact_urls(&reason.to_string()), permanent: false }
     }
 }
 
@@ -161,7 +170,10 @@ pub async fn infer(
     let ciphertext = key.seal(generation.text.as_bytes());
     let sidecar =
         lcw_schema::blob::sidecar(&[&ciphertext]).map_err(|e| Failure::permanent(format!("response blob: {e}")))?;
-    let versioned_hash = lcw_schema::blob::versioned_hashes(&sidecar)[0];
+    let versioned_hash = lcw_schema::blob::versioned_hashes(&sidecar)
+        .first()
+        .copied()
+        .ok_or_else(|| Failure::permanent("response blob: the sidecar has no blob"))?;
     let encrypt = t.elapsed();
     let ciphertext_hash = keccak256(&ciphertext);
     Ok(Answer {
@@ -182,11 +194,8 @@ fn fit(text: &mut String, capacity: usize) -> usize {
     if text.len() <= capacity {
         return 0;
     }
-    let mut end = capacity;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = text.len() - end;
+    let end = text.floor_char_boundary(capacity);
+    let cut = text.len().saturating_sub(end);
     text.truncate(end);
     cut
 }
@@ -240,5 +249,7 @@ mod tests {
         );
         // The chain's limit can make a large --num-predict harmless.
         assert_eq!(token_limit(65_536, "m", 2048), Ok(2048));
+        // An on-chain limit past u32 is no lower than --num-predict.
+        assert_eq!(token_limit(100, "m", u64::MAX), Ok(100));
     }
 }

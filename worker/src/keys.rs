@@ -12,6 +12,12 @@
 //!
 //! One password protects both files. Neither secrets nor the password reach an error, a log or a
 //! `Debug` output.
+//!
+//! On disk: every file holding key material is created with mode 0600 and only where nothing is
+//! (never through a link planted in its place, never over another file); `keys/` and its archive
+//! are 0700 (tightened when found wider). Recovering takes only a real directory directly under
+//! `archive/` whose key files are regular files: a symbolic link, or a path outside the archive,
+//! is refused before anything moves.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,7 +26,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use alloy::primitives::{Address, B256, Bytes, keccak256};
 use alloy::signers::local::PrivateKeySigner;
-use lcw_chain::keys::{create_private_dir, write_private};
+use lcw_chain::keys::{create_private_dir, place_new, scratch_path, tighten_dir, write_private};
 use lcw_schema::suite::{EncryptionSecret, KEY_LEN, NONCE_LEN, Suite, TAG_LEN};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -88,6 +94,18 @@ pub enum KeyError {
         path: PathBuf,
         /// The archive directory.
         archive: PathBuf,
+    },
+    /// A key set to recover is, or holds, a symbolic link or another file that is not a regular
+    /// one: recovering it would make keys/ point wherever the link does.
+    #[error(
+        "{path} is a symbolic link or not a regular {kind}; `lcw keys recover` takes only the archived files \
+         themselves: nothing was moved"
+    )]
+    NotPlain {
+        /// The link or odd file.
+        path: PathBuf,
+        /// `directory` or `file`.
+        kind: &'static str,
     },
 }
 
@@ -250,7 +268,7 @@ impl KeyDir {
             Some(key) => PrivateKeySigner::from_bytes(&key).map_err(|_| KeyError::InvalidImportKey)?,
             None => PrivateKeySigner::random(),
         };
-        create_private_dir(&self.dir).map_err(io("create", &self.dir))?;
+        self.make_private(&self.dir)?;
         let secret = EncryptionSecret::generate(suite);
         let public_key = Bytes::from(secret.public_key());
         write_encryption(&encryption_path, &secret, password)?;
@@ -282,7 +300,7 @@ impl KeyDir {
         };
         let base = format!("{}-{tag}", compact_utc(now));
         let archive = self.archive_dir();
-        create_private_dir(&archive).map_err(io("create", &archive))?;
+        self.make_private(&archive)?;
         let mut target = archive.join(&base);
         let mut n = 1;
         while target.exists() {
@@ -317,7 +335,8 @@ impl KeyDir {
             Ok(entries) => {
                 for entry in entries {
                     let entry = entry.map_err(io("read", &archive))?;
-                    if entry.path().is_dir() {
+                    // A link is not an archived set (recover refuses it too).
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
                         dirs.push(entry.path());
                     }
                 }
@@ -331,28 +350,67 @@ impl KeyDir {
     }
 
     /// Makes an archived set active again, archiving the current active set first. `archived` is
-    /// a directory under `archive/` (its full path, or just its name).
+    /// a directory under `archive/`: its name (as `lcw keys list` shows it), or a path to it. A
+    /// path outside the archive, a symbolic link, or a set holding one is refused before
+    /// anything moves.
     pub fn recover(&self, archived: &Path) -> KeyResult<()> {
         let archive = self.archive_dir();
         let not_archived = || KeyError::NotArchived { path: archived.to_owned(), archive: archive.clone() };
-        let candidate = if archived.is_dir() { archived.to_owned() } else { archive.join(archived) };
+        // A bare name is the archive's, whatever the working directory holds.
+        let bare = archived.components().count() == 1
+            && matches!(archived.components().next(), Some(std::path::Component::Normal(_)));
+        let candidate = if bare { archive.join(archived) } else { archived.to_owned() };
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+                return Err(KeyError::NotPlain { path: candidate, kind: "directory" });
+            }
+            Ok(_) => {}
+            Err(_) => return Err(not_archived()),
+        }
         let source = candidate.canonicalize().map_err(|_| not_archived())?;
         let root = archive.canonicalize().map_err(|_| not_archived())?;
-        let has_keys = source.join(ENCRYPTION_FILE).exists() || source.join(SIGNING_FILE).exists();
-        if source.parent() != Some(root.as_path()) || !has_keys {
+        if source.parent() != Some(root.as_path()) {
+            return Err(not_archived());
+        }
+        let mut has_keys = false;
+        for name in [ENCRYPTION_FILE, SIGNING_FILE] {
+            match std::fs::symlink_metadata(source.join(name)) {
+                Ok(m) if m.file_type().is_file() => has_keys = true,
+                Ok(_) => return Err(KeyError::NotPlain { path: source.join(name), kind: "file" }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(KeyError::Io { action: "read", path: source.join(name), source: e }),
+            }
+        }
+        if !has_keys {
             return Err(not_archived());
         }
         if self.active()?.is_some() {
             let name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             self.archive(&format!("replaced by `lcw keys recover {name}`"))?;
         }
+        self.make_private(&self.dir)?;
         for name in [ENCRYPTION_FILE, SIGNING_FILE] {
-            move_if_present(&source.join(name), &self.dir.join(name))?;
+            let from = source.join(name);
+            // A file copied into the archive by hand may be readable by others: it is made
+            // private before it enters keys/, inside the 0700 archive.
+            if from.exists() {
+                restrict(&from)?;
+            }
+            move_if_present(&from, &self.dir.join(name))?;
         }
         // The set lives in keys/ again; only its record remains to tidy.
         let _ = std::fs::remove_file(source.join(ARCHIVE_FILE));
         let _ = std::fs::remove_dir(&source);
         tracing::info!(from = %source.display(), "recovered keys");
+        Ok(())
+    }
+
+    /// Creates `dir` (0700) or, when it exists wider, takes group and other access away.
+    fn make_private(&self, dir: &Path) -> KeyResult<()> {
+        create_private_dir(dir).map_err(io("create", dir))?;
+        if tighten_dir(dir).map_err(io("restrict", dir))? {
+            tracing::warn!(dir = %dir.display(), "the key directory was readable by others; it is now 0700");
+        }
         Ok(())
     }
 
@@ -396,6 +454,18 @@ fn archived_entry(dir: &Path) -> KeyEntry {
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KeyError {
     let path = path.to_owned();
     move |source| KeyError::Io { action, path, source }
+}
+
+/// Mode 0600 for a key file lcw did not write (on unix).
+fn restrict(path: &Path) -> KeyResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io("restrict", path))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn move_if_present(from: &Path, to: &Path) -> KeyResult<()> {
@@ -494,9 +564,13 @@ fn write_encryption(path: &Path, secret: &EncryptionSecret, password: &str) -> K
         ciphertext: alloy::hex::encode(ciphertext),
     };
     let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
-    let tmp = path.with_extension("json.tmp");
+    let tmp = scratch_path(path);
     write_private(&tmp, &json).map_err(io("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("move", &tmp))
+    place_new(&tmp, path).map_err(|e| match e.kind() {
+        // Another keygen got there first: its file stays, this one is dropped.
+        std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.parent().unwrap_or(path).to_owned()),
+        _ => KeyError::Io { action: "move", path: path.to_owned(), source: e },
+    })
 }
 
 /// The associated data: the header fields an attacker might swap.
@@ -754,6 +828,91 @@ mod tests {
         let e = keys.recover(keys.path()).unwrap_err();
         assert!(matches!(e, KeyError::NotArchived { .. }), "{e}");
         assert!(matches!(keys.recover(Path::new("no-such-set")), Err(KeyError::NotArchived { .. })));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_wide_key_directory_is_tightened_and_recovered_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let (_tmp, keys) = dir();
+        std::fs::create_dir_all(keys.path()).unwrap();
+        std::fs::set_permissions(keys.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        keys.create(Suite::X25519, PW, None).unwrap();
+        assert_eq!(mode(keys.path()), 0o700, "keygen into a 0755 keys/ leaves it 0700");
+        std::fs::create_dir_all(keys.archive_dir()).unwrap();
+        std::fs::set_permissions(keys.archive_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let archived = keys.archive("rotating").unwrap();
+        assert_eq!((mode(&keys.archive_dir()), mode(&archived)), (0o700, 0o700));
+        assert_eq!(mode(&archived.join(ARCHIVE_FILE)), 0o600);
+        // A file made readable in the archive by hand is private again once recovered.
+        std::fs::set_permissions(archived.join(SIGNING_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+        keys.recover(&archived).unwrap();
+        assert_eq!((mode(&keys.signing_path()), mode(&keys.encryption_path())), (0o600, 0o600));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn recover_refuses_links_and_directories_outside_the_archive_before_moving_anything() {
+        use std::os::unix::fs::symlink;
+        let (tmp, keys) = dir();
+        let a = keys.create(Suite::X25519, PW, None).unwrap();
+        let archived_a = keys.archive("a").unwrap();
+        let b = keys.create(Suite::P256AesGcm, PW, None).unwrap();
+        // A copy of a set outside the archive, by absolute path and by a path that climbs out.
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        for name in [SIGNING_FILE, ENCRYPTION_FILE] {
+            std::fs::copy(archived_a.join(name), outside.join(name)).unwrap();
+        }
+        let climbs = keys.archive_dir().join("..").join("..").join("outside");
+        for path in [outside.clone(), climbs, keys.archive_dir().join(".."), keys.path().to_owned()] {
+            let e = keys.recover(&path).unwrap_err();
+            assert!(matches!(e, KeyError::NotArchived { .. }), "{}: {e}", path.display());
+            assert!(e.to_string().contains("lcw keys list"), "{e}");
+        }
+        // A link in the archive, to a set outside it or to one inside it.
+        symlink(&outside, keys.archive_dir().join("planted")).unwrap();
+        symlink(&archived_a, keys.archive_dir().join("alias")).unwrap();
+        for name in ["planted", "alias"] {
+            for given in [PathBuf::from(name), keys.archive_dir().join(name)] {
+                let e = keys.recover(&given).unwrap_err();
+                assert!(matches!(e, KeyError::NotPlain { kind: "directory", .. }), "{}: {e}", given.display());
+                assert!(e.to_string().contains("symbolic link") && e.to_string().contains("nothing was moved"));
+            }
+        }
+        // A key file in an archived set that is a link to a file elsewhere.
+        let linked = keys.archive_dir().join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::fs::copy(archived_a.join(ENCRYPTION_FILE), linked.join(ENCRYPTION_FILE)).unwrap();
+        symlink(outside.join(SIGNING_FILE), linked.join(SIGNING_FILE)).unwrap();
+        let e = keys.recover(Path::new("linked")).unwrap_err();
+        assert!(matches!(e, KeyError::NotPlain { kind: "file", .. }), "{e}");
+        assert!(e.to_string().contains("signing.json"), "{e}");
+        // Nothing moved: b is still active, a still archived, the link's target untouched.
+        assert_eq!(keys.load_signer(PW).unwrap().address(), b.address);
+        assert_eq!(keys.encryption_public().unwrap().1, b.public_key.to_vec());
+        assert!(archived_a.join(SIGNING_FILE).exists() && outside.join(SIGNING_FILE).exists());
+        assert!(linked.join(ENCRYPTION_FILE).exists());
+        // The archived set itself, by name, still recovers.
+        keys.recover(Path::new(archived_a.file_name().unwrap())).unwrap();
+        assert_eq!(keys.load_signer(PW).unwrap().address(), a.address);
+    }
+
+    #[test]
+    fn racing_keygens_leave_exactly_one_set_whose_keys_belong_together() {
+        let (_tmp, keys) = dir();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3).map(|_| s.spawn(|| keys.create(Suite::X25519, PW, None))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "{results:?}");
+        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, KeyError::Exists(_))));
+        assert_eq!(keys.load_signer(PW).unwrap().address(), won[0].address);
+        assert_eq!(keys.load_encryption(PW).unwrap().public_key(), won[0].public_key.to_vec());
+        let names: Vec<_> = std::fs::read_dir(keys.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "no scratch files remain: {names:?}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ impl Link {
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Link, WorkerError> {
         let gateway = Gateway::new(config, work.signer.clone())
-            .map_err(|e| WorkerError::Config(format!("the worker gateway: {e}")))?;
+            .map_err(|e| WorkerError::config(format_args!("the worker gateway: {e}")))?;
         let heartbeat = Arc::new(std::sync::Mutex::new(Heartbeat {
             max_jobs: work.concurrency.max(1) as u32,
             models: work.models.iter().map(|m| ModelId::from_name(m).0).collect(),

@@ -159,8 +159,9 @@ impl WorkConfig {
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// Bad configuration.
-    #[error("{0}")]
+    /// Bad configuration, or what the chain or the LLM server said about it (URLs redacted when
+    /// shown: a transport's error quotes the node's URL, API key included).
+    #[error("{}", lcw_schema::profile::redact_urls(.0))]
     Config(String),
     /// The transaction sender failed.
     #[error(transparent)]
@@ -168,6 +169,13 @@ pub enum WorkerError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] lcw_schema::store::StoreError),
+}
+
+impl WorkerError {
+    /// [`WorkerError::Config`] with `text`'s URLs redacted (`format_args!("getJob: {e}")`).
+    pub fn config(text: impl std::fmt::Display) -> Self {
+        WorkerError::Config(lcw_schema::profile::redact_urls(&text.to_string()))
+    }
 }
 
 /// Times of one job, for the turnaround benchmark.

@@ -16,6 +16,13 @@
 //!   finished answer is kept until its completion is mined;
 //! - **chain time**: every budget is a deadline minus the chain's clock (the head's timestamp
 //!   plus the time since it was seen), never the local clock.
+//!
+//! Deadlines, timeouts, fees and the balance come from the chain and the store: arithmetic here
+//! saturates or is checked, never overflows (a panic in a debug build, a wrapped value in a release
+//! one). Clippy holds the module to it (`arithmetic_side_effects`, `cast_possible_truncation`); the
+//! lint is per module, for the modules that compute money and time from outside values, because
+//! across the workspace it would mostly flag counters and lengths the process made itself.
+#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 use lcw_schema::store::obligations::Assignment;
 use lcw_schema::types::JobState;
@@ -198,7 +205,7 @@ pub fn plan(jobs: &[JobView<'_>], clock: &Clock, funds: Option<Funds>, busy: usi
                             true,
                         ));
                     } else {
-                        queue += 1;
+                        queue = queue.saturating_add(1);
                         out.push(Action::Work { job, budget });
                     }
                 }
@@ -217,7 +224,7 @@ pub fn plan(jobs: &[JobView<'_>], clock: &Clock, funds: Option<Funds>, busy: usi
             // The ack is in flight: the work may start now.
             match j.local {
                 Some(Local::Opened) | None => {
-                    queue += 1;
+                    queue = queue.saturating_add(1);
                     out.push(Action::Work { job, budget: budget(completion_deadline, clock) });
                 }
                 _ => {}
@@ -294,7 +301,7 @@ pub fn plan(jobs: &[JobView<'_>], clock: &Clock, funds: Option<Funds>, busy: usi
         });
         out.push(Action::Ack { job, unopened });
         if !matches!(j.local, Some(Local::Ready)) {
-            queue += 1;
+            queue = queue.saturating_add(1);
             out.push(Action::Work { job, budget: budget(completion_deadline, clock) });
         }
     }
@@ -302,6 +309,7 @@ pub fn plan(jobs: &[JobView<'_>], clock: &Clock, funds: Option<Funds>, busy: usi
 }
 
 /// Whole seconds of chain time left before `deadline`, less the margin for the transaction.
+#[allow(clippy::cast_possible_truncation, reason = "a float cast to an integer saturates (NaN gives 0)")]
 pub fn budget(deadline: u64, clock: &Clock) -> u64 {
     let left = deadline as f64 - clock.now - clock.margin as f64;
     if left <= 0.0 { 0 } else { left.floor() as u64 }
@@ -490,5 +498,51 @@ mod tests {
         let mut v = view(&a, None);
         v.blocker = Some(("model", "its model is not served here".into()));
         assert!(matches!(&plan(&[v], &clock(), None, 0)[..], [Action::Refuse { what: "model", last: true, .. }]));
+    }
+
+    #[test]
+    fn deadlines_clocks_and_funds_at_their_limits_give_decisions_instead_of_panics() {
+        let states = [JobState::Submitted, JobState::Acknowledged];
+        let clocks = [
+            // The end of time, on a chain of zero block times and no timeout.
+            Clock {
+                now: u64::MAX as f64,
+                next_ts: u64::MAX,
+                completion_timeout: u64::MAX,
+                margin: u64::MAX,
+                ..clock()
+            },
+            // The beginning of time, with a pace nothing could keep.
+            Clock {
+                now: 0.0,
+                next_ts: 0,
+                completion_timeout: 0,
+                margin: 0,
+                job_secs: f64::MAX,
+                concurrency: 0,
+                ..clock()
+            },
+            Clock { now: f64::NAN, job_secs: f64::NAN, open_secs: f64::INFINITY, ..clock() },
+        ];
+        let funds = [None, Some(Funds { balance: u128::MAX, ack_cost: u128::MAX, complete_cost: u128::MAX })];
+        let locals = [None, Some(Local::Opened), Some(Local::Ready)];
+        for state in states {
+            for deadline in [0, 1_001, u64::MAX] {
+                let a = assignment(1, state, deadline);
+                for c in &clocks {
+                    for f in funds {
+                        for local in &locals {
+                            let mut v = view(&a, local.as_ref());
+                            v.live = deadline == u64::MAX;
+                            let actions = plan(&[v], c, f, usize::MAX);
+                            assert!(actions.len() <= 2, "{state:?} due {deadline} at {c:?}: {actions:?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(budget(u64::MAX, &Clock { now: 0.0, margin: 0, ..clock() }), u64::MAX, "saturates");
+        assert_eq!(budget(0, &Clock { now: f64::NAN, ..clock() }), 0);
+        assert_eq!(budget(u64::MAX, &Clock { now: u64::MAX as f64, margin: u64::MAX, ..clock() }), 0);
     }
 }

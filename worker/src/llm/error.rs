@@ -2,27 +2,32 @@
 
 use std::time::Duration;
 
+use lcw_schema::profile::redact_urls;
+
 /// Result of an LLM call.
 pub type LlmResult<T> = Result<T, LlmError>;
 
-/// Errors of the LLM backends. None of them carries prompt or response text.
-#[derive(Debug, thiserror::Error)]
+/// Errors of the LLM backends. None of them carries prompt or response text. Texts that came from
+/// the server or the transport are shown with their URLs redacted (an LLM gateway's key may be in
+/// its URL, and error pages quote it), by `Display` and by the hand-written `Debug` alike.
+#[derive(thiserror::Error)]
 pub enum LlmError {
     /// The configuration is unusable (a bad URL, an unknown API name).
-    #[error("invalid LLM configuration: {0}")]
+    #[error("invalid LLM configuration: {}", redact_urls(.0))]
     Config(String),
     /// Nothing answered at the URL (connection refused, DNS failure, connection dropped).
     #[error(
-        "cannot reach the LLM server at {url}: {reason}; start it (`ollama serve`, or llama-server) or fix the LLM URL"
+        "cannot reach the LLM server at {url}: {}; start it (`ollama serve`, or llama-server) or fix the LLM URL",
+        redact_urls(.reason)
     )]
     Unreachable {
-        /// The server's base URL (credentials redacted).
+        /// The server's base URL (redacted).
         url: String,
         /// The transport error.
         reason: String,
     },
     /// The server answered with a non-success HTTP status.
-    #[error("the LLM server answered HTTP {status}: {body}; {}", status_hint(.status))]
+    #[error("the LLM server answered HTTP {status}: {}; {}", redact_urls(.body), status_hint(.status))]
     Status {
         /// HTTP status code.
         status: u16,
@@ -60,11 +65,30 @@ pub enum LlmError {
     },
     /// The response is not in the expected wire format (an undecodable stream line, a stream
     /// that ended early).
-    #[error("unexpected answer from the LLM server: {0}; check that the LLM API setting (ollama/openai) matches it")]
+    #[error(
+        "unexpected answer from the LLM server: {}; check that the LLM API setting (ollama/openai) matches it",
+        redact_urls(.0)
+    )]
     Protocol(String),
     /// The server reported an error inside a stream that had started.
-    #[error("the LLM server failed mid-generation: {0}; see the server's log")]
+    #[error("the LLM server failed mid-generation: {}; see the server's log", redact_urls(.0))]
     ServerError(String),
+}
+
+impl std::fmt::Debug for LlmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let variant = match self {
+            LlmError::Config(_) => "Config",
+            LlmError::Unreachable { .. } => "Unreachable",
+            LlmError::Status { .. } => "Status",
+            LlmError::Timeout(_) => "Timeout",
+            LlmError::EmptyGeneration { .. } => "EmptyGeneration",
+            LlmError::MissingModels { .. } => "MissingModels",
+            LlmError::Protocol(_) => "Protocol",
+            LlmError::ServerError(_) => "ServerError",
+        };
+        f.debug_tuple(variant).field(&self.to_string()).finish()
+    }
 }
 
 /// What to do about an HTTP status.
@@ -82,9 +106,11 @@ fn status_hint(status: &u16) -> &'static str {
     }
 }
 
-/// The first `max` characters of `body`, marked when cut.
+/// The first `max` characters of `body`, marked when cut, its URLs redacted first (a URL cut in
+/// the middle would keep part of a key).
 pub(crate) fn excerpt(body: &str, max: usize) -> String {
-    let body = body.trim();
+    let body = redact_urls(body.trim());
+    let body = body.as_str();
     match body.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &body[..i]),
         None => body.to_owned(),
@@ -99,6 +125,8 @@ mod tests {
     fn excerpt_cuts_on_a_char_boundary() {
         assert_eq!(excerpt("  short ", 300), "short");
         assert_eq!(excerpt("ééééé", 3), "ééé…");
+        let cut = excerpt("denied: http://127.0.0.1:1/v2/SECRETKEY123SECRET", 30);
+        assert_eq!(cut, "denied: http://127.0.0.1:1/…", "redacted before it is cut");
     }
 
     #[test]

@@ -44,16 +44,10 @@ pub(super) fn base_url(url: &str, api: Api) -> LlmResult<String> {
     Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
 
-/// `url` with any user name and password replaced by `***` (unparseable input is returned as is).
+/// `url` as it may be shown: user info, and the path and query of a remote server, hidden
+/// (`lcw_schema::profile::redact_url`); an LLM server behind a gateway takes keys in either.
 pub(super) fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            let _ = parsed.set_username("***");
-            let _ = parsed.set_password(None);
-            parsed.to_string().trim_end_matches('/').to_owned()
-        }
-        _ => url.to_owned(),
-    }
+    lcw_schema::profile::redact_url(url.trim())
 }
 
 /// The cause chain of a transport error, without the URL (which may carry credentials).
@@ -195,16 +189,20 @@ mod tests {
 
     #[test]
     fn non_http_urls_are_refused_with_an_example() {
-        for url in ["127.0.0.1:11434", "ftp://host", "localhost", "", "http://h/?q=1"] {
+        for url in ["127.0.0.1:11434", "ftp://host", "localhost", ""] {
             let err = base_url(url, Api::Ollama).unwrap_err().to_string();
             assert!(err.contains(&format!("`{url}`")) && err.contains("http://127.0.0.1:11434"), "{err}");
         }
+        let err = base_url("http://h/?key=SECRETKEY123", Api::Ollama).unwrap_err().to_string();
+        assert!(err.contains("`http://h/…` has a query") && !err.contains("SECRETKEY123"), "{err}");
     }
 
     #[test]
     fn credentials_are_redacted() {
-        assert_eq!(redact("http://user:pw@host:8080/v1"), "http://***@host:8080/v1");
+        assert_eq!(redact("http://user:pw@host:8080/v1"), "http://***@host:8080/…");
         assert_eq!(redact("http://host:8080"), "http://host:8080");
+        assert_eq!(redact("https://llm.example/v1/SECRETKEY123"), "https://llm.example/…");
+        assert_eq!(redact("http://127.0.0.1:8080/v1"), "http://127.0.0.1:8080/v1");
         let config = super::super::LlmConfig { url: "http://u:secret@h".into(), ..Default::default() };
         assert!(!format!("{config:?}").contains("secret"));
     }

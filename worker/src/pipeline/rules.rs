@@ -17,9 +17,12 @@ impl ChainRules {
     pub(super) async fn read(config: &WorkConfig, chain: &Chain) -> Result<ChainRules, WorkerError> {
         let ai = AIConfig::new(config.profile.contracts.ai_config, chain.provider());
         let e = |what: &'static str| {
-            move |err: alloy::contract::Error| WorkerError::Config(format!("AIConfig.{what}: {err}"))
+            move |err: alloy::contract::Error| WorkerError::config(format_args!("AIConfig.{what}: {err}"))
         };
-        let completion_timeout: u64 = ai.getCompletionTimeout().call().await.map_err(e("getCompletionTimeout"))?.to();
+        // Chain state, not trusted to fit: a value past u64 saturates (a timeout that never
+        // comes, a share that is all of the fee) instead of panicking.
+        let completion_timeout: u64 =
+            ai.getCompletionTimeout().call().await.map_err(e("getCompletionTimeout"))?.saturating_to();
         let manager = ai.getSessionManagerAddress().call().await.map_err(e("getSessionManagerAddress"))?;
         if let Some(expected) = config.session_manager
             && expected != manager
@@ -33,8 +36,8 @@ impl ChainRules {
         let sortition = ai.getSortitionEnabled().call().await.map_err(e("getSortitionEnabled"))?;
         let stake = ai.getMinWorkerStake().call().await.map_err(e("getMinWorkerStake"))?;
         let slash_bps = ai.getCompletionTimeoutSlashBps().call().await.map_err(e("getCompletionTimeoutSlashBps"))?;
-        let worker_fee_bps = ai.getWorkerFeeBps().call().await.map_err(e("getWorkerFeeBps"))?.to();
-        let completion_slash = (stake * slash_bps / U256::from(10_000u64)).try_into().unwrap_or(u128::MAX);
+        let worker_fee_bps = ai.getWorkerFeeBps().call().await.map_err(e("getWorkerFeeBps"))?.saturating_to();
+        let completion_slash = (stake.saturating_mul(slash_bps) / U256::from(10_000u64)).saturating_to();
         Ok(ChainRules { completion_timeout, manager, sortition, completion_slash, worker_fee_bps })
     }
 }
@@ -52,7 +55,7 @@ pub(super) async fn served_models(
     for name in &config.models {
         let id = ModelId::from_name(name).0;
         let e = |what: &'static str| {
-            move |err: alloy::contract::Error| WorkerError::Config(format!("AIConfig.{what}({name}): {err}"))
+            move |err: alloy::contract::Error| WorkerError::config(format_args!("AIConfig.{what}({name}): {err}"))
         };
         let max: u64 =
             ai.getModelMaxOutputTokens(id).call().await.map_err(e("getModelMaxOutputTokens"))?.saturating_to();
@@ -74,7 +77,7 @@ pub(super) async fn check_encryption_key(config: &WorkConfig, chain: &Chain, me:
             .getWorkerEncryptionKey(me)
             .call()
             .await
-            .map_err(|e| WorkerError::Config(format!("getWorkerEncryptionKey: {e}")))?;
+            .map_err(|e| WorkerError::config(format_args!("getWorkerEncryptionKey: {e}")))?;
     if registered.as_ref() != config.secret.public_key().as_slice() {
         return Err(WorkerError::Config(format!(
             "the encryption key registered for {me} is not the local one: sessions for this worker cannot be \

@@ -36,7 +36,7 @@ impl Worker {
             value: U256::ZERO,
             gas_limit: ACK_GAS,
             jobs: vec![a.job_id],
-            target_block: head.number + 1,
+            target_block: head.next_number(),
             blob: None,
             cap: self.cap_for(a, ACK_GAS, 0),
         };
@@ -78,7 +78,7 @@ impl Worker {
             value: U256::ZERO,
             gas_limit: COMPLETE_GAS,
             jobs: vec![a.job_id],
-            target_block: head.number + 1,
+            target_block: head.next_number(),
             blob: Some(blob),
             cap: self.cap_for(a, COMPLETE_GAS, DATA_GAS_PER_BLOB),
         };

@@ -147,8 +147,8 @@ pub(super) async fn open_prompt(
     let jr = JobRegistry::new(config.profile.contracts.job_registry, chain.provider());
     let j = tokio::time::timeout_at(deadline.into(), jr.getJob(U256::from(spec.job_id)).call())
         .await
-        .map_err(|_| Failure { reason: "getJob did not answer before the deadline".into(), permanent: false })?
-        .map_err(|e| Failure { reason: format!("getJob: {e}"), permanent: false })?;
+        .map_err(|_| Failure::transient("getJob did not answer before the deadline"))?
+        .map_err(|e| Failure::transient(format_args!("getJob: {e}")))?;
     job::open(&config.blobs, &spec.key, j.promptBlobHash, spec.submitted_block, deadline).await
 }
 
@@ -167,13 +167,10 @@ pub(super) async fn work(
         Some(p) => p,
         None => open_prompt(config, chain, spec, deadline).await?,
     };
-    let _slot = permits
-        .acquire_owned()
-        .await
-        .map_err(|_| Failure { reason: "the worker is stopping".into(), permanent: false })?;
+    let _slot = permits.acquire_owned().await.map_err(|_| Failure::transient("the worker is stopping"))?;
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(Failure { reason: "no time left before the completion deadline".into(), permanent: false });
+        return Err(Failure::transient("no time left before the completion deadline"));
     }
     let a = job::infer(&spec.model.llm, &spec.model.name, &spec.key, &prompt, left).await?;
     if a.truncated > 0 {
