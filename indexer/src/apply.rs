@@ -133,12 +133,13 @@ impl Projector<'_> {
                 j.state = JobState::Acknowledged.as_str().into();
                 j.acknowledged_block = Some(block);
                 j.acknowledged_at = Some(ts);
-                j.deadline = completion_timeout.map(|t| ts + t);
+                // A governance parameter: any u64, saturating rather than overflowing.
+                j.deadline = completion_timeout.map(|t| ts.saturating_add(t));
                 j.updated_block = block;
                 let (worker, model, latency) = (j.worker, j.model_id, ts.saturating_sub(j.submitted_at));
                 let r = self.rollup(ts, worker, model)?;
                 r.acknowledged += 1;
-                r.ack_latency_sum += latency;
+                r.ack_latency_sum = r.ack_latency_sum.saturating_add(latency);
                 r.ack_latency_count += 1;
                 r.ack_latency_max = r.ack_latency_max.max(latency);
                 r.ack_latency_hist = recorded(&r.ack_latency_hist, latency)?;
@@ -155,7 +156,7 @@ impl Projector<'_> {
                 let (worker, model, latency) = (j.worker, j.model_id, ts.saturating_sub(j.submitted_at));
                 let r = self.rollup(ts, worker, model)?;
                 r.completed += 1;
-                r.completion_latency_sum += latency;
+                r.completion_latency_sum = r.completion_latency_sum.saturating_add(latency);
                 r.completion_latency_count += 1;
                 r.completion_latency_max = r.completion_latency_max.max(latency);
                 r.completion_latency_hist = recorded(&r.completion_latency_hist, latency)?;
@@ -434,7 +435,7 @@ impl Projector<'_> {
             Some(id) => self.model(id)?.and_then(|r| r.fee_wei),
             None => None,
         };
-        let deadline = self.param_u64("ackTimeout").map(|t| ts + t);
+        let deadline = self.param_u64("ackTimeout").map(|t| ts.saturating_add(t));
         self.put_job(JobRow {
             job_id: job,
             session_id: session,
