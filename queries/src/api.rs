@@ -211,7 +211,7 @@ pub(crate) fn status(conn: &Connection, readiness: &Readiness) -> Result<Indexer
         && match readiness {
             Readiness::Head { head, confirmations } => {
                 let h = head.load(Ordering::Relaxed);
-                h > 0 && block + confirmations >= h
+                h > 0 && block.saturating_add(*confirmations) >= h
             }
             Readiness::MaxLag(max) => lag <= *max,
         };
@@ -234,7 +234,8 @@ pub(crate) fn status(conn: &Connection, readiness: &Readiness) -> Result<Indexer
 /// Validated analytics range: (from, to, bucket seconds), `from` aligned down to the bucket.
 fn range(from: Option<Timestamp>, to: Option<Timestamp>, bucket: Bucket, head: u64) -> Result<(u64, u64, u64)> {
     let step = bucket.secs();
-    let to = to.map(|t| t.0).unwrap_or_else(|| head.max(unix_now()) + 1);
+    // The head's timestamp is the store's, read from a node: saturating, never overflowing.
+    let to = to.map(|t| t.0).unwrap_or_else(|| head.max(unix_now()).saturating_add(1));
     let from = from.map(|t| t.0).unwrap_or_else(|| to.saturating_sub(DEFAULT_RANGE));
     if from >= to {
         return Err(Error::new(format!("from ({from}) must be before to ({to})")));
@@ -423,7 +424,7 @@ impl Query {
         let (from, to, step) = range(from, to, bucket, head)?;
         // No hourly row lies after the cursor block's time, so an open-ended range (`to`
         // defaults to now) has the same result until the next commit.
-        let key = format!("{:?}/{from}/{}/{step}", worker.map(|w| w.0), to.min(head + 1));
+        let key = format!("{:?}/{from}/{}/{step}", worker.map(|w| w.0), to.min(head.saturating_add(1)));
         if let Some(hit) = version.and_then(|v| db.earnings.get(v, &key)) {
             return Ok(hit.as_ref().clone());
         }
@@ -657,5 +658,22 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_at_the_ends_of_time_are_answered_or_refused_never_a_panic() {
+        // A store whose head timestamp a node put at the end of time.
+        let (from, to, step) = range(None, None, Bucket::Day, u64::MAX).unwrap();
+        assert_eq!((to, step), (u64::MAX, 86_400));
+        assert!(from < to && to - from <= DEFAULT_RANGE + step);
+        assert!(range(Some(Timestamp(u64::MAX)), Some(Timestamp(u64::MAX)), Bucket::Hour, 0).is_err());
+        assert!(range(Some(Timestamp(u64::MAX)), None, Bucket::Hour, u64::MAX).is_err());
+        let e = range(Some(Timestamp(0)), Some(Timestamp(u64::MAX)), Bucket::Hour, 0).unwrap_err();
+        assert!(e.message.contains("more than 1000"), "{}", e.message);
     }
 }
