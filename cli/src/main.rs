@@ -5,7 +5,7 @@
 mod args;
 mod cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::args::DataArgs;
 use lcw_schema::profile::redact_urls;
@@ -85,7 +85,7 @@ fn main() -> std::process::ExitCode {
     // TLS for https RPC URLs uses rustls with ring (no aws-lc build on 2 cores).
     lcw_schema::ensure_tls();
     init_tracing();
-    let cli = Cli::parse();
+    let cli = parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -147,7 +147,42 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs go to stderr; `LCW_LOG` (or `RUST_LOG`) filters, `LCW_LOG_FORMAT=json` switches format.
+/// The command line. `--help` shows which variable each flag reads (`[env: RPC_URL]`) but never its
+/// value: node URLs carry API keys, and a help text gets pasted into bug reports. Set on every
+/// argument of every subcommand here, so that no flag added later can forget it.
+fn parse() -> Cli {
+    fn hide(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| a.hide_env_values(true)).mut_subcommands(hide)
+    }
+    let matches = hide(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// A log line on its way to stderr: written whole when the event is formatted, every URL in it
+/// redacted (a library's message, an error or a span field may quote a node's URL, API key
+/// included).
+struct RedactedLine(Vec<u8>);
+
+impl std::io::Write for RedactedLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedLine {
+    fn drop(&mut self) {
+        let line = redact_urls(&String::from_utf8_lossy(&self.0));
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }
+}
+
+/// Logs go to stderr, URLs redacted; `LCW_LOG` (or `RUST_LOG`) filters, `LCW_LOG_FORMAT=json`
+/// switches format.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let mut filter = EnvFilter::try_from_env("LCW_LOG")
@@ -158,7 +193,7 @@ fn init_tracing() {
     if let Ok(off) = "alloy_transport_http=off".parse() {
         filter = filter.add_directive(off);
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| RedactedLine(Vec::new()));
     if std::env::var("LCW_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {

@@ -218,3 +218,61 @@ async fn suspend(net: &TestNet, worker: Address, until: u64) {
     }
     panic!("WorkerRegistry's workers mapping not found");
 }
+
+/// The key files `lcw keygen`, `keys archive` and `keys recover` leave are 0600 in 0700
+/// directories (a `keys/` made 0755 beforehand included), and `keys recover` takes only a set
+/// in the archive: a symbolic link, or a directory outside the archive, is refused with a reason
+/// and nothing moves.
+#[cfg(unix)]
+#[test]
+fn key_files_are_private_and_recover_takes_only_archived_sets() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let keys = data.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let first = json(&ok(lcw(&data).args(["keygen", "--suite", "x25519", "--json"])));
+    assert_eq!(mode(&keys), 0o700, "a wide keys/ is tightened");
+    for file in ["signing.json", "encryption.json"] {
+        assert_eq!(mode(&keys.join(file)), 0o600, "{file}");
+    }
+    let archived = json(&ok(lcw(&data).args(["keys", "archive", "--json"])));
+    let name = archived["name"].as_str().unwrap().to_owned();
+    let set = keys.join("archive").join(&name);
+    assert_eq!((mode(&keys.join("archive")), mode(&set)), (0o700, 0o700));
+    assert_eq!(mode(&set.join("archive.json")), 0o600);
+    let second = json(&ok(lcw(&data).args(["keygen", "--json"])));
+    // A directory outside the archive holding a copy of the set.
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    for file in ["signing.json", "encryption.json"] {
+        std::fs::copy(set.join(file), outside.join(file)).unwrap();
+    }
+    let e = fails(lcw(&data).args(["keys", "recover"]).arg(&outside));
+    assert!(e.contains("is not an archived key set") && e.contains("lcw keys list"), "{e}");
+    // A link in the archive to that directory, by name and by path.
+    symlink(&outside, keys.join("archive").join("planted")).unwrap();
+    for given in [Path::new("planted").to_owned(), keys.join("archive").join("planted")] {
+        let e = fails(lcw(&data).args(["keys", "recover"]).arg(&given));
+        assert!(e.contains("symbolic link") && e.contains("nothing was moved"), "{e}");
+    }
+    // An archived set whose signing key is a link to a file elsewhere.
+    let linked = keys.join("archive").join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::fs::copy(set.join("encryption.json"), linked.join("encryption.json")).unwrap();
+    symlink(outside.join("signing.json"), linked.join("signing.json")).unwrap();
+    let e = fails(lcw(&data).args(["keys", "recover", "linked"]));
+    assert!(e.contains("signing.json") && e.contains("symbolic link"), "{e}");
+    // Nothing moved: the second set is still the active one.
+    let list = json(&ok(lcw(&data).args(["keys", "list", "--json"])));
+    assert_eq!(list[0]["address"], second["address"], "{list}");
+    // The archived set by its name recovers, its files private.
+    ok(lcw(&data).args(["keys", "recover", &name]));
+    let list = json(&ok(lcw(&data).args(["keys", "list", "--json"])));
+    assert_eq!(list[0]["address"], first["address"], "{list}");
+    for file in ["signing.json", "encryption.json"] {
+        assert_eq!(mode(&keys.join(file)), 0o600, "{file}");
+    }
+}

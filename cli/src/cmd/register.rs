@@ -190,9 +190,9 @@ impl Signed {
             to,
             data,
             value,
-            gas_limit: gas + gas / 4 + 20_000,
+            gas_limit: lcw_settler::plan::gas_limit(gas),
             jobs: vec![],
-            target_block: head.number + 1,
+            target_block: head.next_number(),
             blob: None,
             cap: self.op.cap,
         };
@@ -220,7 +220,7 @@ impl Signed {
     /// Refuses unless the wallet covers `value` plus `gas` at the current fee cap.
     async fn ensure_funds(&self, value: U256, gas: u64, what: &str) -> anyhow::Result<()> {
         let fees = self.op.chain.fees(1_000_000).await?;
-        let need = value + U256::from(gas) * U256::from(fees.max_fee);
+        let need = value.saturating_add(U256::from(gas).saturating_mul(U256::from(fees.max_fee)));
         let have = self.op.chain.balance(self.worker).await?;
         if have < need {
             // On a devnet the profile's worker accounts are funded: a newcomer's fresh key is not.

@@ -264,23 +264,38 @@ pub(crate) async fn run(args: WorkArgs, data: DataArgs) -> anyhow::Result<()> {
     print_summary(&summary, args.json)
 }
 
+/// The summary as `--json` prints it. The reasons are errors of nodes, the beacon, the gateway and
+/// the LLM server, whose texts may quote their URLs: redacted here once more, whatever produced
+/// them.
+fn summary_json(s: &WorkSummary) -> serde_json::Value {
+    use lcw_schema::profile::redact_urls;
+    let reasons = |m: &std::collections::BTreeMap<u64, String>| -> std::collections::BTreeMap<u64, String> {
+        m.iter().map(|(job, why)| (*job, redact_urls(why))).collect()
+    };
+    let retried: std::collections::BTreeMap<u64, Vec<String>> =
+        s.retried.iter().map(|(job, whys)| (*job, whys.iter().map(|w| redact_urls(w)).collect())).collect();
+    let missed: std::collections::BTreeMap<String, u64> =
+        s.claims.missed.iter().map(|(why, n)| (redact_urls(why), *n)).collect();
+    serde_json::json!({
+        "acked": s.acked,
+        "completed": s.completed,
+        "reverted": s.reverted,
+        "refused": reasons(&s.refused),
+        "failed": reasons(&s.failed),
+        "retried": retried,
+        "claims": {
+            "sent": s.claims.sent,
+            "won": s.claims.won,
+            "lost": s.claims.lost,
+            "missed": missed,
+        },
+    })
+}
+
 fn print_summary(s: &WorkSummary, json: bool) -> anyhow::Result<()> {
+    use lcw_schema::profile::redact_urls;
     if json {
-        let v = serde_json::json!({
-            "acked": s.acked,
-            "completed": s.completed,
-            "reverted": s.reverted,
-            "refused": s.refused,
-            "failed": s.failed,
-            "retried": s.retried,
-            "claims": {
-                "sent": s.claims.sent,
-                "won": s.claims.won,
-                "lost": s.claims.lost,
-                "missed": s.claims.missed,
-            },
-        });
-        println!("{v}");
+        println!("{}", summary_json(s));
     } else {
         println!(
             "{} acked, {} completed, {} refused, {} failed, {} reverted transactions",
@@ -300,10 +315,10 @@ fn print_summary(s: &WorkSummary, json: bool) -> anyhow::Result<()> {
             );
         }
         for (job, why) in &s.refused {
-            println!("  job {job} refused: {why}");
+            println!("  job {job} refused: {}", redact_urls(why));
         }
         for (job, why) in &s.failed {
-            println!("  job {job} not completed: {why}");
+            println!("  job {job} not completed: {}", redact_urls(why));
         }
     }
     Ok(())
@@ -323,5 +338,19 @@ mod tests {
         assert!(parse_duration("10 parsecs").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("0s").unwrap_err().contains("positive"));
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn the_json_summary_never_carries_a_key_from_a_failure() {
+        const KEY: &str = "SECRETKEY123";
+        let url = format!("https://beacon.example/v1/{KEY}/eth and http://u:{KEY}@127.0.0.1:1/x?apikey={KEY}");
+        let mut s = WorkSummary::default();
+        s.failed.insert(1, format!("GET /eth/v1/beacon/headers at {url}: refused"));
+        s.refused.insert(2, format!("llm: {url}"));
+        s.retried.insert(3, vec![format!("getJob: {url}")]);
+        s.claims.missed.insert(format!("eligibleNow: {url}"), 1);
+        let text = summary_json(&s).to_string();
+        assert!(!text.contains(KEY), "{text}");
+        assert!(text.contains("https://beacon.example/…") && text.contains("http://***@127.0.0.1:1/…"), "{text}");
     }
 }
