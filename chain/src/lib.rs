@@ -19,7 +19,7 @@ pub mod outbox;
 pub mod rpc;
 
 pub use fees::FeeCap;
-pub use node::{CallSpec, Chain, Fees, Head, Simulated};
+pub use node::{CallSpec, Chain, Fees, Head, Simulated, patiently};
 
 use lcw_schema::profile::redact_urls;
 
@@ -85,6 +85,20 @@ impl From<lcw_schema::store::StoreError> for ChainError {
             lcw_schema::store::StoreError::MissingParam(p) => ChainError::MissingParam(p),
             e => ChainError::Store(e.to_string()),
         }
+    }
+}
+
+/// An error that may pass if the same thing is tried again later.
+pub trait Transient {
+    /// Trying again later may succeed.
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for ChainError {
+    /// The node failed (no endpoint answered, a timeout, a rate limit). A wrong chain, a refused
+    /// transaction or a bad configuration will not pass.
+    fn is_transient(&self) -> bool {
+        matches!(self, ChainError::Rpc(_))
     }
 }
 

@@ -132,6 +132,29 @@ impl Chain {
         Self::over(rpc.give_up_after(timeout)).await
     }
 
+    /// [`Chain::open`] for a process that keeps running (`lcw run`, `lcw work`, `lcw settle`):
+    /// while no endpoint answers (a node restarting, a rate limit, a network outage) it waits and
+    /// tries again, backing off to 15 s, with a warning at the first failure and every minute
+    /// after, until one answers, or `stop` turns true (`Ok(None)`). A wrong chain or a bad
+    /// profile fails at once: waiting cannot fix them.
+    pub async fn open_patiently(
+        profile: &Profile,
+        timeout: Duration,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> ChainResult<Option<Self>> {
+        patiently("connecting to the node", stop, || Self::open(profile, timeout)).await
+    }
+
+    /// A chain over the profile's endpoints without a round trip now: its chain id is the
+    /// profile's, and the failover client checks each endpoint's before first using it. For
+    /// what is built before the node is known to answer (the worker's blob source).
+    pub fn lazy(profile: &Profile, timeout: Duration) -> ChainResult<Self> {
+        let rpc = Rpc::for_profile(profile, timeout).map_err(ChainError::config)?.give_up_after(timeout);
+        let client = RpcClient::new(rpc.transport(), rpc.is_local());
+        let provider = ProviderBuilder::new().connect_client(client).erased();
+        Ok(Chain { provider, rpc, chain_id: profile.chain_id, simulate_v1: std::sync::Arc::new(true.into()) })
+    }
+
     /// Connects to one `url` and takes its chain as the expected one (tests, `--head-rpc`); the
     /// processes of a network use [`Chain::open`].
     pub async fn connect(url: &str, timeout: Duration) -> ChainResult<Self> {
@@ -415,6 +438,50 @@ fn simulated(block: SimBlock, asked: usize) -> ChainResult<Vec<Simulated>> {
         )));
     }
     block.calls.into_iter().map(SimCall::into_simulated).collect()
+}
+
+/// Runs `attempt` until it succeeds, fails with an error that waiting cannot fix (one that is
+/// not [`Transient`]), or `stop` turns true (`Ok(None)`). Backs off from 0.5 s to 15 s; warns at
+/// the first failure and then at most once a minute, saying what it is waiting for.
+pub async fn patiently<T, E, F, Fut>(
+    what: &str,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    mut attempt: F,
+) -> Result<Option<T>, E>
+where
+    E: crate::Transient + std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut stop = stop.clone();
+    let mut pause = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let mut warned: Option<std::time::Instant> = None;
+    loop {
+        if *stop.borrow() {
+            return Ok(None);
+        }
+        match attempt().await {
+            Ok(v) => {
+                if warned.is_some() {
+                    tracing::info!(waited_s = started.elapsed().as_secs(), "{what}: succeeded after waiting");
+                }
+                return Ok(Some(v));
+            }
+            Err(e) if e.is_transient() => {
+                if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, waited_s = started.elapsed().as_secs(), "{what} failed; trying again");
+                    warned = Some(std::time::Instant::now());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            r = stop.changed() => if r.is_err() { return Ok(None) },
+        }
+        pause = (pause * 2).min(Duration::from_secs(15));
+    }
 }
 
 #[cfg(test)]

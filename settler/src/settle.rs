@@ -134,7 +134,11 @@ pub async fn run(
     config: SettleConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> SettlerResult<SettleSummary> {
-    let mut settler = Settler::start(&config).await?;
+    // The node may be down when the settler starts (a restart during an outage): it waits.
+    let Some(mut settler) = lcw_chain::patiently("starting the settler", &shutdown, || Settler::start(&config)).await?
+    else {
+        return Ok(SettleSummary::default());
+    };
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             // A dropped sender counts as shutdown: `changed()` would otherwise return at once

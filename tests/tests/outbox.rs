@@ -320,3 +320,46 @@ async fn a_nonce_no_row_holds_is_signed_again_by_the_lane_that_dropped_it() {
     assert_eq!(count(&s.db, "SELECT count(*) FROM outbox WHERE status = 'mined'"), 2);
     assert_eq!(nonce(&s, k.address()).await, 2);
 }
+
+/// A release stuck behind a refusal (the wallet cannot pay) whose job is no longer releasable
+/// when it could go out (here: a job that never was, so `releaseJobs` reverts): instead of
+/// being broadcast to revert and burn gas, its nonce is taken by a transfer to self.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_release_that_would_now_revert_is_cancelled_instead_of_sent() {
+    use alloy::sol_types::SolCall;
+    let s = setup().await;
+    let k = key(&s, U256::from(1_000u64)).await;
+    let mut settler = lane(&s, &k, Lane::Settler).await;
+    let release = lcw_schema::bindings::JobRegistry::releaseJobsCall { jobIds: vec![U256::from(999u64)] };
+    let intent = Intent {
+        to: s.net.profile().contracts.job_registry,
+        data: release.abi_encode().into(),
+        ..intent("release", 999, 200_000)
+    };
+    let head = s.chain.head().await.unwrap().number;
+    match settler.submit(&s.chain, &intent, fees(&s).await, head).await {
+        Err(ChainError::Rejected(_)) => {}
+        other => panic!("a wallet of 1000 wei cannot pay: {other:?}"),
+    }
+    block(&s, &mut [&mut settler], None).await;
+    // It can pay now; on its next broadcast it would be mined, and revert.
+    s.net.provider().anvil_set_balance(k.address(), U256::from(10u128.pow(18))).await.unwrap();
+    for _ in 0..3 {
+        block(&s, &mut [&mut settler], None).await;
+    }
+    let statuses: Vec<(String, String)> = conn(&s.db)
+        .prepare("SELECT kind, status FROM outbox ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        statuses,
+        vec![("release".to_owned(), "dropped".to_owned()), ("cancel".to_owned(), "mined".to_owned())],
+        "the release is given up and a transfer to self takes its nonce"
+    );
+    assert_eq!(nonce(&s, k.address()).await, 1, "its nonce is used once, by the transfer");
+    let reverted = count(&s.db, "SELECT count(*) FROM outbox WHERE status = 'reverted'");
+    assert_eq!(reverted, 0, "nothing was mined to revert");
+}

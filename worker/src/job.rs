@@ -75,17 +75,25 @@ pub struct Failure {
     pub reason: String,
     /// Trying again cannot help.
     pub permanent: bool,
+    /// The LLM server itself failed (unreachable, overloaded, timed out): no new job should be
+    /// acked until it answers again.
+    pub llm_down: bool,
 }
 
 impl Failure {
     /// A failure that trying again cannot fix.
     pub fn permanent(reason: impl std::fmt::Display) -> Self {
-        Failure { reason: redact_urls(&reason.to_string()), permanent: true }
+        Failure { reason: redact_urls(&reason.to_string()), permanent: true, llm_down: false }
     }
 
     /// A failure that may pass.
     pub fn transient(reason: impl std::fmt::Display) -> Self {
-        Failure { reason: redact_urls(&reason.to_string()), permanent: false }
+        Failure { reason: redact_urls(&reason.to_string()), permanent: false, llm_down: false }
+    }
+
+    /// What the LLM server answered (may pass).
+    pub fn llm(e: &crate::llm::LlmError) -> Self {
+        Failure { llm_down: e.is_outage(), ..Failure::transient(e) }
     }
 }
 
@@ -163,7 +171,7 @@ pub async fn infer(
                 limit.as_secs()
             ))
         })?
-        .map_err(|e| Failure::transient(e.to_string()))?;
+        .map_err(|e| Failure::llm(&e))?;
     let inference = t.elapsed();
     let t = Instant::now();
     let truncated = fit(&mut generation.text, answer_capacity());

@@ -163,6 +163,10 @@ pub enum WorkerError {
     /// shown: a transport's error quotes the node's URL, API key included).
     #[error("{}", lcw_schema::profile::redact_urls(.0))]
     Config(String),
+    /// The node did not answer a read the worker needs to start (a restart during an outage);
+    /// the worker waits and tries again.
+    #[error("{}", lcw_schema::profile::redact_urls(.0))]
+    Unavailable(String),
     /// The transaction sender failed.
     #[error(transparent)]
     Chain(#[from] ChainError),
@@ -175,6 +179,26 @@ impl WorkerError {
     /// [`WorkerError::Config`] with `text`'s URLs redacted (`format_args!("getJob: {e}")`).
     pub fn config(text: impl std::fmt::Display) -> Self {
         WorkerError::Config(lcw_schema::profile::redact_urls(&text.to_string()))
+    }
+}
+
+impl lcw_chain::Transient for WorkerError {
+    fn is_transient(&self) -> bool {
+        match self {
+            WorkerError::Unavailable(_) => true,
+            WorkerError::Chain(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A failed contract read: the node's failure may pass (`Unavailable`); a revert or a wrong
+/// answer is what the chain says (`Config`).
+pub(crate) fn read_failed(what: impl std::fmt::Display, err: alloy::contract::Error) -> WorkerError {
+    let text = lcw_schema::profile::redact_urls(&format!("{what}: {err}"));
+    match err {
+        alloy::contract::Error::TransportError(t) if t.as_error_resp().is_none() => WorkerError::Unavailable(text),
+        _ => WorkerError::Config(text),
     }
 }
 
@@ -230,17 +254,24 @@ pub struct WorkSummary {
 }
 
 mod executor;
+mod health;
 mod rules;
 mod send;
 mod steps;
 
 use executor::Worker;
+use health::LlmHealth;
 use rules::{ChainRules, check_encryption_key, served_models};
 use steps::{Held, KeyCache, Outcome, Served};
 
 /// Runs the worker until `shutdown` (or `stop_after` completions).
 pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Result<WorkSummary, WorkerError> {
-    let mut w = Worker::start(config, &shutdown).await?;
+    // The node may be down when the worker starts (a restart during an outage): it waits; the
+    // LLM server's health is watched while it runs (see `executor::LlmHealth`).
+    let started = lcw_chain::patiently("starting the worker", &shutdown, || Worker::start(config.clone(), &shutdown));
+    let Some(mut w) = started.await? else {
+        return Ok(WorkSummary::default());
+    };
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             break;

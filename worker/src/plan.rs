@@ -65,6 +65,8 @@ pub struct JobView<'a> {
     /// Why it cannot be served at all here (model not served, session key not for this
     /// worker), decided before any of the rest.
     pub blocker: Option<(&'static str, String)>,
+    /// Why no new job is taken now (the LLM server is down): not acked, not final.
+    pub hold: Option<&'a str>,
 }
 
 impl JobView<'_> {
@@ -239,6 +241,10 @@ pub fn plan(jobs: &[JobView<'_>], clock: &Clock, funds: Option<Funds>, busy: usi
             out.push(refuse(what, why.clone(), true));
             continue;
         }
+        if let Some(why) = j.hold {
+            out.push(refuse("llm", why.to_owned(), false));
+            continue;
+        }
         match j.local {
             Some(Local::Opening | Local::Working) => continue,
             Some(Local::Failed { reason, permanent: true, .. }) => {
@@ -266,6 +272,16 @@ pub fn plan(jobs: &[JobView<'_>], clock: &Clock, funds: Option<Funds>, busy: usi
         }
         let opened = matches!(j.local, Some(Local::Opened | Local::Ready));
         let ack_budget = budget(ack_deadline, clock);
+        if ack_budget == 0 {
+            // Less than the margin is left: the ack would likely land after its deadline, and
+            // revert, or race the consumer's timeout claim.
+            out.push(refuse(
+                "ack",
+                format!("less than the margin is left before its ack deadline ({ack_deadline})"),
+                true,
+            ));
+            continue;
+        }
         if !opened && ack_budget as f64 >= clock.open_secs {
             // Open first; ack once the prompt is known to open.
             out.push(Action::Open { job, budget: ack_budget });
@@ -336,7 +352,15 @@ mod tests {
     }
 
     fn view<'a>(a: &'a Assignment, local: Option<&'a Local>) -> JobView<'a> {
-        JobView { assignment: a, ack_mined: false, complete_mined: false, live: false, local, blocker: None }
+        JobView {
+            assignment: a,
+            ack_mined: false,
+            complete_mined: false,
+            live: false,
+            local,
+            blocker: None,
+            hold: None,
+        }
     }
 
     fn clock() -> Clock {
@@ -498,6 +522,24 @@ mod tests {
         let mut v = view(&a, None);
         v.blocker = Some(("model", "its model is not served here".into()));
         assert!(matches!(&plan(&[v], &clock(), None, 0)[..], [Action::Refuse { what: "model", last: true, .. }]));
+    }
+
+    #[test]
+    fn while_the_llm_server_is_down_new_jobs_wait_and_acked_ones_keep_trying() {
+        let down = "the LLM server is down (connection refused); not acked while it is";
+        let new = assignment(1, JobState::Submitted, 1_060);
+        let mut v = view(&new, None);
+        v.hold = Some(down);
+        let actions = plan(&[v], &clock(), None, 0);
+        assert!(
+            matches!(&actions[..], [Action::Refuse { job: 1, what: "llm", last: false, reason }] if reason == down),
+            "{actions:?}"
+        );
+        // An acked job is owed: its work is retried (and fails fast while the server is down).
+        let acked = assignment(2, JobState::Acknowledged, 1_300);
+        let mut v = view(&acked, None);
+        v.hold = Some(down);
+        assert!(matches!(&plan(&[v], &clock(), None, 0)[..], [Action::Work { job: 2, .. }]));
     }
 
     #[test]

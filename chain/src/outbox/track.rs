@@ -109,6 +109,9 @@ impl Outbox {
                 Ok(Vec::new())
             }
             Action::Rebroadcast { id, why } => {
+                if let Some(events) = self.drop_if_it_would_revert(chain, head, market, tx).await? {
+                    return Ok(events);
+                }
                 let Some(raw) = store::latest_raw(&self.conn, id)? else { return Ok(Vec::new()) };
                 match self.broadcast(chain, id, &raw, head).await? {
                     Sent::Refused(reason) if tx.refusal.as_deref() != Some(reason.as_str()) => {
@@ -118,7 +121,12 @@ impl Outbox {
                 }
                 Ok(Vec::new())
             }
-            Action::Bump { fees, .. } => self.bump(chain, head, market, tx, fees).await,
+            Action::Bump { fees, .. } => {
+                if let Some(events) = self.drop_if_it_would_revert(chain, head, market, tx).await? {
+                    return Ok(events);
+                }
+                self.bump(chain, head, market, tx, fees).await
+            }
             Action::Cancel { id, fees } => {
                 let cap = policy::cap_of(tx.cap, self.filler_cap);
                 let reason = tx.refusal.clone().unwrap_or_default();
@@ -310,6 +318,65 @@ impl Outbox {
             return Ok(vec![reorged]);
         }
         let why = sim.first().and_then(|s| s.error.clone()).unwrap_or_else(|| "no result".into());
+        let nonce = row.nonce.unwrap_or_default();
+        let note = format!(
+            "reorged out of block {block} and would now revert ({why}); nonce {nonce} taken by a transfer to self, \
+             jobs back to the schedule"
+        );
+        let cancel = self.take_its_nonce(chain, head.number, &row, market, &note).await?;
+        tracing::warn!(id, block, cancel, nonce, reason = %why, "a reorged-out transaction would now revert; cancelled it");
+        Ok(vec![reorged, Tracked::Dropped { id, note }])
+    }
+
+    /// Before a stuck job transaction goes out again: if its call would now revert (another
+    /// settler or keeper ended its jobs first, its deadline passed while it was refused or
+    /// evicted), sending it would only burn gas, so its nonce is taken by a transfer to self under
+    /// its ceiling and its jobs return to their planners. Blob transactions (the simulation
+    /// cannot carry their blobs) and operator verbs go out as they are.
+    async fn drop_if_it_would_revert(
+        &mut self,
+        chain: &Chain,
+        head: u64,
+        market: &Market,
+        tx: &LiveTx,
+    ) -> ChainResult<Option<Vec<Tracked>>> {
+        if !matches!(tx.kind, Kind::Release | Kind::ClaimTimeout | Kind::SettleStuck | Kind::Ack | Kind::Claim) {
+            return Ok(None);
+        }
+        let Some(row) = store::row(&self.conn, tx.id)? else { return Ok(None) };
+        let body = store::body(&self.conn, tx.id)?;
+        if !body.value.is_zero() {
+            return Ok(None);
+        }
+        let tip = chain.head().await?;
+        let call = CallSpec { from: self.key.sender, to: body.to, data: body.calldata };
+        let sim = chain.simulate(&[call], tip.number.saturating_add(1), tip.timestamp.saturating_add(1)).await?;
+        let Some(why) = sim.first().filter(|s| !s.ok()).map(|s| s.error.clone().unwrap_or_else(|| "no result".into()))
+        else {
+            return Ok(None);
+        };
+        let note = format!(
+            "not mined yet and would now revert ({why}); nonce {} taken by a transfer to self, jobs back to the \
+             schedule",
+            tx.nonce
+        );
+        let cancel = self.take_its_nonce(chain, head, &row, market.fees, &note).await?;
+        tracing::warn!(id = tx.id, cancel, nonce = tx.nonce, kind = tx.kind.as_str(), reason = %why,
+            "a transaction waiting to be mined would now revert; cancelled it");
+        Ok(Some(if tx.lane == self.key.lane { vec![Tracked::Dropped { id: tx.id, note }] } else { Vec::new() }))
+    }
+
+    /// Takes the nonce of `row` by a zero-value transfer to self, priced above its last version
+    /// (a node replaces only for a bump) under its ceiling; returns the transfer's row id.
+    async fn take_its_nonce(
+        &mut self,
+        chain: &Chain,
+        head: u64,
+        row: &store::OutboxRow,
+        market: Option<Fees>,
+        note: &str,
+    ) -> ChainResult<i64> {
+        let id = row.id;
         let last = store::last_attempt(&self.conn, id)?.map(|(_, f)| f).unwrap_or_default();
         let cap = policy::cap_of(row.cap, self.filler_cap);
         let last_fees = Fees { max_fee: last.max_fee, tip: last.tip };
@@ -317,21 +384,16 @@ impl Outbox {
         let max_fee = base.max_fee.max(policy::raise(last.max_fee, policy::BUMP_PERCENT)).min(cap.per_gas);
         let fees = Fees { max_fee, tip: base.tip.max(policy::raise(last.tip, policy::BUMP_PERCENT)).min(max_fee) };
         let nonce = row.nonce.unwrap_or_default();
-        let note = format!(
-            "reorged out of block {block} and would now revert ({why}); nonce {nonce} taken by a transfer to self, \
-             jobs back to the schedule"
-        );
         let (cancel, raw) = {
             let db = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let r = take_nonce(&db, &self.key, Some(id), nonce, Kind::Cancel, cap, fees, head.number, &note)?;
+            let r = take_nonce(&db, &self.key, Some(id), nonce, Kind::Cancel, cap, fees, head, note)?;
             db.commit()?;
             r
         };
-        tracing::warn!(id, block, cancel, nonce, reason = %why, "a reorged-out transaction would now revert; cancelled it");
-        if let Sent::Failed(e) = self.broadcast(chain, cancel, &raw, head.number).await? {
+        if let Sent::Failed(e) = self.broadcast(chain, cancel, &raw, head).await? {
             tracing::warn!(id = cancel, error = %e, "broadcast failed; re-broadcasting on the next head");
         }
-        Ok(vec![reorged, Tracked::Dropped { id, note }])
+        Ok(cancel)
     }
 }
 

@@ -262,7 +262,9 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let chain = lcw_chain::Chain::open(&profile, Duration::from_secs(10)).await?;
+    // For the API's readiness only: no round trip now, so that `lcw run` starts (and its
+    // indexer, settler and worker wait for the node) while the node is down.
+    let chain = lcw_chain::Chain::lazy(&profile, Duration::from_secs(10))?;
     let head = watch_head(chain).await;
     let api_config =
         (!args.no_api).then(|| args.api.config(db.clone(), Readiness::Head { head, confirmations: 0 })).transpose()?;

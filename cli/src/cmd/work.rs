@@ -219,7 +219,9 @@ pub(crate) async fn work_config(
     let secret = keys.load_encryption(&password()?).with_context(|| {
         format!("the worker's encryption key ({}); create one with `lcw keygen`", keys.encryption_path().display())
     })?;
-    let provider = lcw_chain::Chain::open(&profile, Duration::from_secs(10)).await?;
+    // No round trip: the worker waits for the node when it starts, and a restart during an
+    // outage must not fail here first.
+    let provider = lcw_chain::Chain::lazy(&profile, Duration::from_secs(10))?;
     // A devnet (its profile carries dev accounts) is anvil, which serves blobs itself; a real
     // network needs a beacon node.
     let blobs = if !profile.accounts.is_empty() {

@@ -52,23 +52,45 @@ pub fn put(
     Ok(changed > 0)
 }
 
+impl Refusal {
+    /// The step as one of the worker's step names (`other` for one this version does not know).
+    pub fn step_name(&self) -> &'static str {
+        STEPS.iter().find(|s| **s == self.step).copied().unwrap_or("other")
+    }
+}
+
+/// The steps the worker refuses at.
+pub const STEPS: [&str; 10] = ["model", "key", "prompt", "ack", "deadline", "funds", "llm", "node", "session", "other"];
+
+/// The refusal of `job` by `worker`, if there is one.
+pub fn get(conn: &Connection, worker: Address, job: u64) -> StoreResult<Option<Refusal>> {
+    use rusqlite::OptionalExtension;
+    let mut stmt = conn.prepare_cached(
+        "SELECT job_id, step, reason, final, acked, first_at, updated_at FROM worker_refusals
+         WHERE worker = ?1 AND job_id = ?2",
+    )?;
+    Ok(stmt.query_row(params![worker.as_slice(), job as i64], refusal_of).optional()?)
+}
+
+fn refusal_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Refusal> {
+    Ok(Refusal {
+        job_id: r.get::<_, i64>(0)? as u64,
+        step: r.get(1)?,
+        reason: r.get(2)?,
+        last: r.get(3)?,
+        acked: r.get(4)?,
+        first_at: r.get::<_, i64>(5)? as u64,
+        updated_at: r.get::<_, i64>(6)? as u64,
+    })
+}
+
 /// The latest `limit` refusals of `worker`, newest first.
 pub fn recent(conn: &Connection, worker: Address, limit: usize) -> StoreResult<Vec<Refusal>> {
     let mut stmt = conn.prepare_cached(
         "SELECT job_id, step, reason, final, acked, first_at, updated_at FROM worker_refusals
          WHERE worker = ?1 ORDER BY updated_at DESC, job_id DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![worker.as_slice(), limit as i64], |r| {
-        Ok(Refusal {
-            job_id: r.get::<_, i64>(0)? as u64,
-            step: r.get(1)?,
-            reason: r.get(2)?,
-            last: r.get(3)?,
-            acked: r.get(4)?,
-            first_at: r.get::<_, i64>(5)? as u64,
-            updated_at: r.get::<_, i64>(6)? as u64,
-        })
-    })?;
+    let rows = stmt.query_map(params![worker.as_slice(), limit as i64], refusal_of)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

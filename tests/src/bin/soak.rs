@@ -205,7 +205,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     report.jobs = soak::check::jobs(&fresh)?;
     report.lcw_worker = soak::check::worker_jobs(&fresh, &rig.worker_db, rig.worker_addr, &faults)?;
     report.lcw_txs_mined = scan.txs.len() as u64;
-    report.reverted = soak::money::reverted(&rig, &scan, &fresh).await;
+    report.reverted = soak::money::reverted(&rig, &scan, &fresh, &report.faults).await;
     report.fees = soak::money::fees(&rig, &scan)?;
     report.nonces.push(soak::money::nonces(&rig, &scan, "keeper", rig.keeper_addr, &rig.keeper_db).await?);
     report.nonces.push(soak::money::nonces(&rig, &scan, "worker", rig.worker_addr, &rig.worker_db).await?);

@@ -42,6 +42,8 @@ pub(crate) struct WorkerJobs {
     pub(crate) settled_no_fault: u64,
     /// Refusals in `worker_refusals`, by step.
     pub(crate) refusals: BTreeMap<String, u64>,
+    /// Acked jobs that timed out because the worker's side was out (see [`clean_stretch`]).
+    pub(crate) outage_timeouts: Vec<String>,
     /// Timeouts that were lcw's fault, each with what explains it.
     pub(crate) lcw_fault_timeouts: Vec<String>,
 }
@@ -73,10 +75,38 @@ pub(crate) struct StoreCheck {
 pub(crate) fn excused(step: &str) -> Option<&'static str> {
     match step {
         "prompt" | "key" | "session" => Some("consumer"),
-        "funds" | "model" | "deadline" => Some("operator"),
+        // The LLM server is the operator's: while it is down no job is acked.
+        "funds" | "model" | "deadline" | "llm" => Some("operator"),
         "node" => Some("network"),
         _ => None,
     }
+}
+
+/// Faults that leave a worker unable to finish an acked job, whoever runs it: its LLM server
+/// down or too slow to answer, its wallet emptied, its process killed.
+const OUTAGES: [&str; 4] = ["llm outage", "llm slow", "low balance", "kill -9 worker"];
+
+/// An acked job that timed out is lcw's fault when the worker had at least this many blocks
+/// (seconds, on the soak's 1 s devnet) in a row without an [`OUTAGES`] fault before its deadline:
+/// enough to restart, fetch, answer and complete.
+const CLEAN_BLOCKS_TO_COMPLETE: u64 = 15;
+
+/// The longest run of blocks in `from..to` that no [`OUTAGES`] fault covers (a fault counts until
+/// 2 blocks after its end: the restart or the first answer).
+pub(crate) fn clean_stretch(faults: &[Record], from: u64, to: u64) -> u64 {
+    let mut busy: Vec<(u64, u64)> = faults
+        .iter()
+        .filter(|f| OUTAGES.contains(&f.kind))
+        .map(|f| (f.start_block, f.end_block + 2))
+        .filter(|&(s, e)| s < to && e > from)
+        .collect();
+    busy.sort_unstable();
+    let (mut longest, mut at) = (0, from);
+    for (s, e) in busy {
+        longest = longest.max(s.saturating_sub(at));
+        at = at.max(e);
+    }
+    longest.max(to.saturating_sub(at))
 }
 
 /// The faults whose time overlaps blocks `from..=to` (a few blocks of slack after each).
@@ -188,6 +218,15 @@ pub(crate) fn worker_jobs(
         let why = refusal(job)?;
         let blame = why.as_ref().and_then(|(step, ..)| excused(step));
         let fault = match (acked, &why, blame) {
+            (Some(a), _, _) if clean_stretch(faults, a as u64, timed_out as u64) < CLEAN_BLOCKS_TO_COMPLETE => {
+                out.outage_timeouts.push(format!(
+                    "job {job}: acked in block {a}, timed out in block {timed_out}: at most {} blocks in a row \
+                     without an outage of the worker's side; {}",
+                    clean_stretch(faults, a as u64, timed_out as u64),
+                    around(faults, a as u64, timed_out as u64)
+                ));
+                None
+            }
             (Some(a), _, _) => Some(format!("acked in block {a} and not completed")),
             (None, None, _) => Some("not acked, and no refusal recorded".to_owned()),
             (None, Some((step, reason, _)), None) => Some(format!("not acked; refused at step `{step}`: {reason}")),
@@ -287,4 +326,23 @@ pub(crate) async fn store(rig: &Rig, name: &str, db: &Path, fresh: &Path) -> Sto
         Err(e) => out.detail.push(format!("verify failed: {e}")),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(kind: &'static str, start_block: u64, end_block: u64) -> Record {
+        Record { n: 1, kind, detail: String::new(), start_s: 0.0, end_s: 0.0, start_block, end_block }
+    }
+
+    #[test]
+    fn the_clean_stretch_leaves_out_outages_of_the_workers_side_only() {
+        // An LLM outage 10..20 and a kill 30..31 (each counted 2 blocks longer) in 0..60.
+        let faults = [fault("llm outage", 10, 20), fault("kill -9 worker", 30, 31), fault("rpc storm", 0, 60)];
+        assert_eq!(clean_stretch(&faults, 0, 60), 27, "33..60");
+        assert_eq!(clean_stretch(&faults, 12, 40), 8, "22..30");
+        assert_eq!(clean_stretch(&[], 5, 9), 4);
+        assert_eq!(clean_stretch(&[fault("low balance", 0, 100)], 5, 9), 0);
+    }
 }

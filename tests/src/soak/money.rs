@@ -10,6 +10,7 @@ use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 use super::GWEI;
+use super::faults::Record;
 use super::rig::Rig;
 use super::scan::Scan;
 
@@ -20,6 +21,10 @@ pub(crate) struct Reverted {
     pub(crate) tx: String,
     pub(crate) block: u64,
     pub(crate) explanation: String,
+    /// Another sender ended one of its jobs in the same block or the one before, or a reorg put
+    /// its block on a new branch: a race no sender can see coming (two settlers, or a keeper,
+    /// acting on the same head; a transaction valid on the branch it was sent for).
+    pub(crate) lost_race: bool,
 }
 
 /// Fees paid.
@@ -115,7 +120,7 @@ fn outbox_row(db: &Path, hash: B256) -> Option<(String, Vec<i64>)> {
 
 /// Every reverted transaction of lcw's keys, with its outbox row, its revert reason (replayed on
 /// the parent block) and, for jobs someone else ended first, who did it and where.
-pub(crate) async fn reverted(rig: &Rig, scan: &Scan, fresh: &Path) -> Vec<Reverted> {
+pub(crate) async fn reverted(rig: &Rig, scan: &Scan, fresh: &Path, faults: &[Record]) -> Vec<Reverted> {
     let mut out = Vec::new();
     for tx in scan.txs.iter().filter(|t| !t.ok) {
         let (key, db) =
@@ -123,7 +128,8 @@ pub(crate) async fn reverted(rig: &Rig, scan: &Scan, fresh: &Path) -> Vec<Revert
         let (row, jobs) = outbox_row(db, tx.hash).unwrap_or_else(|| ("not in the outbox".into(), Vec::new()));
         let reason = match rig.anvil.get_transaction_by_hash(tx.hash).await {
             Ok(Some(full)) => {
-                let request = alloy::rpc::types::TransactionRequest::from_transaction(full);
+                let from = alloy::network::TransactionResponse::from(&full);
+                let request = alloy::rpc::types::TransactionRequest::from_transaction(full).from(from);
                 // Replayed on the state after its block: a job someone else ended earlier in the
                 // block shows as such (the parent's state would show the parent's clock instead).
                 match rig.anvil.call(request).block(tx.block.into()).await {
@@ -156,14 +162,21 @@ pub(crate) async fn reverted(rig: &Rig, scan: &Scan, fresh: &Path) -> Vec<Revert
             })
             .unwrap_or_default();
         let mut others = Vec::new();
+        let mut lost_race = false;
         for (job, event, block, index, hash) in nearby {
             if jobs.contains(&job) && hash != tx.hash.as_slice() {
+                lost_race |= block as u64 + 1 >= tx.block;
                 let from = match rig.anvil.get_transaction_by_hash(B256::from_slice(&hash)).await {
                     Ok(Some(t)) => alloy::network::TransactionResponse::from(&t).to_string(),
                     _ => "?".into(),
                 };
                 others.push(format!("job {job} {event} in block {block} (tx index {index}) by {from}"));
             }
+        }
+        // Sent for one branch, mined on the branch a reorg put in its place.
+        if let Some(r) = reorged_into(faults, tx.block) {
+            lost_race = true;
+            others.push(format!("reorg #{} ({}) replaced the blocks up to {}", r.n, r.detail, r.start_block));
         }
         out.push(Reverted {
             key: key.into(),
@@ -173,9 +186,23 @@ pub(crate) async fn reverted(rig: &Rig, scan: &Scan, fresh: &Path) -> Vec<Revert
                 "{row}; reverted with {reason}{}",
                 if others.is_empty() { String::new() } else { format!("; meanwhile: {}", others.join(", ")) }
             ),
+            lost_race,
         });
     }
     out
+}
+
+/// The reorg whose new branch holds `block` (its replaced blocks, and the 2 after).
+fn reorged_into(faults: &[Record], block: u64) -> Option<&Record> {
+    faults.iter().filter(|f| f.kind == "reorg").find(|f| {
+        let depth: u64 = f
+            .detail
+            .strip_prefix("depth ")
+            .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        f.start_block.saturating_sub(depth) <= block && block <= f.start_block + 2
+    })
 }
 
 /// Fees against the ceiling and the market.
@@ -261,8 +288,16 @@ pub(crate) async fn nonces(rig: &Rig, scan: &Scan, name: &str, key: Address, db:
     for (id, kind, nonce, status) in rows {
         let nonce = nonce as u64;
         let holder = on_chain.get(&nonce).copied();
+        // Two rows may hold byte-identical versions (a cancel signed again at the same nonce
+        // and fee): the row is mined if any version of its own is the chain's.
         let ours = match holder {
-            Some(h) => signed(h)?.is_some_and(|o| o == id),
+            Some(h) => c
+                .query_row(
+                    "SELECT count(*) FROM outbox_attempts WHERE tx_hash = ?1 AND outbox_id = ?2",
+                    rusqlite::params![h.as_slice(), id],
+                    |r| r.get::<_, i64>(0),
+                )
+                .is_ok_and(|n| n > 0),
             None => false,
         };
         match status.as_str() {

@@ -65,10 +65,15 @@ impl Report {
             w.lcw_fault_timeouts.is_empty(),
             format!("{} of lcw's {} timeouts", w.lcw_fault_timeouts.len(), w.timed_out),
         );
+        let raced = self.reverted.iter().filter(|r| r.lost_race).count();
         add(
-            "reverted transactions of lcw's keys",
-            self.reverted.is_empty(),
-            format!("{} of {} mined", self.reverted.len(), self.lcw_txs_mined),
+            "reverted transactions of lcw's keys (but races lost in one block or to a reorg)",
+            raced == self.reverted.len(),
+            format!(
+                "{} of {} mined, {raced} of them lost a race in the same block or to a reorg",
+                self.reverted.len(),
+                self.lcw_txs_mined
+            ),
         );
         let f = &self.fees;
         add(
@@ -147,9 +152,13 @@ impl Report {
         for t in &w.lcw_fault_timeouts {
             println!("  lcw's fault: {t}");
         }
+        for t in &w.outage_timeouts {
+            println!("  not lcw's fault (outage): {t}");
+        }
         println!("transactions of lcw's keys: {} mined, {} reverted", self.lcw_txs_mined, self.reverted.len());
         for r in &self.reverted {
-            println!("  reverted ({}) {} in block {}: {}", r.key, r.tx, r.block, r.explanation);
+            let raced = if r.lost_race { " [lost race]" } else { "" };
+            println!("  reverted ({}) {} in block {}{raced}: {}", r.key, r.tx, r.block, r.explanation);
         }
         let f = &self.fees;
         println!(

@@ -91,6 +91,20 @@ impl std::fmt::Debug for LlmError {
     }
 }
 
+impl LlmError {
+    /// The server is unavailable now (down, overloaded, cut off mid-answer), which passes; the
+    /// others say it is misconfigured or the request is wrong.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            LlmError::Unreachable { .. } | LlmError::Timeout(_) | LlmError::ServerError(_) | LlmError::Protocol(_) => {
+                true
+            }
+            LlmError::Status { status, .. } => *status == 429 || *status >= 500,
+            LlmError::Config(_) | LlmError::MissingModels { .. } | LlmError::EmptyGeneration { .. } => false,
+        }
+    }
+}
+
 /// What to do about an HTTP status.
 fn status_hint(status: &u16) -> &'static str {
     match *status {

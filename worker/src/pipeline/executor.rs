@@ -41,6 +41,8 @@ pub(super) struct Worker {
     pub(super) gave_up: HashSet<u64>,
     /// Why planning claims last failed, once said.
     pub(super) claims_failing: Option<String>,
+    /// Whether the LLM server can take a job now.
+    pub(super) llm: LlmHealth,
 }
 
 impl Worker {
@@ -52,10 +54,13 @@ impl Worker {
         }
         let chain = Chain::open(&config.profile, config.rpc_timeout).await?;
         let me = config.signer.address();
-        // The model set must be there, and warm, before any job is acked.
-        config.llm.check_models(&config.models).await.map_err(|e| WorkerError::Config(e.to_string()))?;
-        for m in &config.models {
-            config.llm.warm(m).await.map_err(|e| WorkerError::Config(format!("warming {m}: {e}")))?;
+        // The model set must be there, and warm, before any job is acked. A server that is down
+        // now holds back new jobs until it answers; one without the models stops the worker.
+        let mut llm = LlmHealth::up();
+        match health::ready(&config.llm, &config.models).await {
+            Ok(()) => {}
+            Err(e) if e.is_outage() => llm.failed(&e.to_string()),
+            Err(e) => return Err(WorkerError::config(e)),
         }
         // The KZG trusted setup loads on first use (seconds): paid here, not by the first job.
         let kzg = Instant::now();
@@ -126,6 +131,7 @@ impl Worker {
             claims_planned_at: None,
             gave_up: HashSet::new(),
             claims_failing: None,
+            llm,
             config,
         };
         for e in reconciled {
@@ -145,6 +151,7 @@ impl Worker {
                     held.prompt = Some(prompt);
                 }
                 Outcome::Answered(ready) => {
+                    self.llm.answered();
                     let t = &ready.timing;
                     let secs = (t.fetch + t.decrypt + t.inference + t.encrypt).as_secs_f64();
                     self.job_secs = 0.8 * self.job_secs + 0.2 * secs;
@@ -152,6 +159,9 @@ impl Worker {
                     held.ready = Some(*ready);
                 }
                 Outcome::Failed(f) => {
+                    if f.llm_down {
+                        self.llm.failed(&f.reason);
+                    }
                     let backoff = Duration::from_millis(250u64 << held.tries.min(5));
                     held.tries += 1;
                     held.retry_at = Instant::now() + backoff;
@@ -218,6 +228,7 @@ impl Worker {
                 *retry_due = now >= h.retry_at;
             }
         }
+        self.llm.poll(&self.config.llm, &self.config.models);
         let blockers: Vec<Option<(&'static str, String)>> = assignments.iter().map(|a| self.blocker(a)).collect();
         let views: Vec<JobView<'_>> = assignments
             .iter()
@@ -229,6 +240,7 @@ impl Worker {
                 live: live.contains(&a.job_id),
                 local: self.held.get(&a.job_id).map(|h| &h.stage),
                 blocker,
+                hold: self.llm.down(),
             })
             .collect();
         let busy = self.held.values().filter(|h| matches!(h.stage, Local::Working | Local::Ready)).count();

@@ -16,9 +16,8 @@ pub(super) struct ChainRules {
 impl ChainRules {
     pub(super) async fn read(config: &WorkConfig, chain: &Chain) -> Result<ChainRules, WorkerError> {
         let ai = AIConfig::new(config.profile.contracts.ai_config, chain.provider());
-        let e = |what: &'static str| {
-            move |err: alloy::contract::Error| WorkerError::config(format_args!("AIConfig.{what}: {err}"))
-        };
+        let e =
+            |what: &'static str| move |err: alloy::contract::Error| read_failed(format_args!("AIConfig.{what}"), err);
         // Chain state, not trusted to fit: a value past u64 saturates (a timeout that never
         // comes, a share that is all of the fee) instead of panicking.
         let completion_timeout: u64 =
@@ -55,7 +54,7 @@ pub(super) async fn served_models(
     for name in &config.models {
         let id = ModelId::from_name(name).0;
         let e = |what: &'static str| {
-            move |err: alloy::contract::Error| WorkerError::config(format_args!("AIConfig.{what}({name}): {err}"))
+            move |err: alloy::contract::Error| read_failed(format_args!("AIConfig.{what}({name})"), err)
         };
         let max: u64 =
             ai.getModelMaxOutputTokens(id).call().await.map_err(e("getModelMaxOutputTokens"))?.saturating_to();
@@ -77,7 +76,7 @@ pub(super) async fn check_encryption_key(config: &WorkConfig, chain: &Chain, me:
             .getWorkerEncryptionKey(me)
             .call()
             .await
-            .map_err(|e| WorkerError::config(format_args!("getWorkerEncryptionKey: {e}")))?;
+            .map_err(|e| read_failed("getWorkerEncryptionKey", e))?;
     if registered.as_ref() != config.secret.public_key().as_slice() {
         return Err(WorkerError::Config(format!(
             "the encryption key registered for {me} is not the local one: sessions for this worker cannot be \

@@ -112,6 +112,21 @@ impl Worker {
     /// refusal is told to the consumer and frees what the worker held for it.
     pub(super) fn refuse(&mut self, a: &Assignment, what: &'static str, why: &str, last: bool) {
         let job = a.job_id;
+        // A job held back for a while (the LLM server down, the wallet short, the queue full)
+        // and then given up when its ack deadline passes is recorded under what held it back:
+        // that, not the deadline, is what the operator has to fix. The store remembers it across
+        // restarts.
+        let earlier = if last && what == "ack" {
+            refusals::get(&self.conn, self.me, job).ok().flatten().filter(|r| r.step != "ack")
+        } else {
+            None
+        };
+        let (what, why) = match earlier {
+            Some(r) if r.last => (r.step_name(), r.reason),
+            Some(r) => (r.step_name(), format!("{}; then its ack deadline passed", r.reason)),
+            None => (what, why.to_owned()),
+        };
+        let why = why.as_str();
         if self.told.insert((job, what)) {
             tracing::warn!(job, step = what, reason = %why, last, "job refused");
         }
