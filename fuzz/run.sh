@@ -51,6 +51,7 @@ summary=()
 for target in $targets; do
     mkdir -p "target/corpus/$target" "corpus/$target" "artifacts/$target"
     echo "== $target: ${seconds} s" >&2
+    started=$SECONDS
     # New inputs go to the first corpus dir; the committed seeds are only read.
     # -timeout: one input may take at most 10 s (the slowest legitimate one takes milliseconds);
     # -rss_limit_mb: libFuzzer's default, stated.
@@ -66,7 +67,8 @@ for target in $targets; do
     runs=$(grep -m1 '^stat::number_of_executed_units' "target/logs/$target.log" | awk '{print $2}' || true)
     rate=$(grep -m1 '^stat::average_exec_per_sec' "target/logs/$target.log" | awk '{print $2}' || true)
     kept=$(find "target/corpus/$target" -type f | wc -l)
-    line=$(printf '%-15s %10s runs %7s exec/s %5s s  corpus %s' "$target" "${runs:-?}" "${rate:-?}" "$seconds" "$kept")
+    line=$(printf '%-15s %10s runs %7s exec/s %5s s  corpus %s' "$target" "${runs:-?}" "${rate:-?}" \
+        "$((SECONDS - started))" "$kept")
     summary+=("$line")
     echo "   $line (log: fuzz/target/logs/$target.log)" >&2
 done
