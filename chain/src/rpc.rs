@@ -39,10 +39,24 @@
 //! listed as a mainnet fallback would otherwise return believable answers for the same predeploy
 //! addresses.
 //!
+//! # Checked answers
+//!
+//! A caller that must not trust an answer as it comes checks it inside the attempt that got it
+//! ([`Rpc::checked`]): every request of the attempt goes to one endpoint ([`Node`]), so its
+//! answers can be checked against each other, and an answer the check refuses
+//! ([`AttemptError::bad_answer`]) is a failure of that endpoint. It is counted
+//! ([`RpcStats::bad_answers`], and per endpoint by reason, [`Rpc::bad_answers`]), logged as a
+//! warning with the endpoint (redacted), the reason and the detail, and the call moves on to the
+//! next endpoint as after any other failure. Nothing of a refused answer reaches the caller.
+//! An `eth_getLogs` answer that does not parse is refused the same way, and no answer is read
+//! past a size limit ([`MAX_LOGS_ANSWER_BYTES`] unless the caller sets another), error bodies
+//! past [`ERROR_BODY_BYTES`].
+//!
 //! URLs in logs and errors are always redacted (they often embed API keys).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use alloy::eips::BlockNumberOrTag;
@@ -50,8 +64,9 @@ use alloy::primitives::{Address, B256, U64, U256};
 use alloy::rpc::json_rpc::{RpcRecv, RpcSend};
 use alloy::rpc::types::Filter;
 use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
+use futures::future::BoxFuture;
 use lcw_schema::profile::{Profile, redact_urls};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod pool;
 mod transport;
@@ -61,6 +76,14 @@ pub use transport::FailoverTransport;
 
 /// The indexer's calls keep retrying for this long before they give up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+/// No `eth_getLogs` answer is read past this size unless the caller sets another limit: a
+/// hostile or broken endpoint could otherwise fill the memory. A block of 12,000 logs answers
+/// about 11 MB.
+pub const MAX_LOGS_ANSWER_BYTES: usize = 64 << 20;
+
+/// The part of an error answer (HTTP status other than 2xx) that is read; the rest is dropped.
+pub const ERROR_BODY_BYTES: usize = 16 << 10;
 
 /// An endpoint that answered another chain id than the expected one (never used again).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,11 +166,67 @@ pub enum RpcError {
 /// Result alias.
 pub type RpcResult<T> = Result<T, RpcError>;
 
+#[derive(Debug)]
 enum Class {
     /// Refused range: message, suggested last block, size of an answer over the cap.
     Range(String, Option<u64>, Option<u64>),
     Retry(String),
     Fatal(String),
+}
+
+/// How one attempt on one endpoint failed, for the failover loop.
+#[derive(Debug)]
+enum Fault {
+    /// The node or the transport failed, or the node answered with an error.
+    Node(Class),
+    /// An answer came and is wrong: it does not parse, is too large, or a check refused it.
+    Bad(BadAnswer),
+}
+
+/// A refused answer: what kind of wrong (a short snake_case label, bounded: it labels a metric)
+/// and what exactly, with the values.
+#[derive(Debug)]
+struct BadAnswer {
+    reason: &'static str,
+    detail: String,
+}
+
+impl Fault {
+    fn bad(reason: &'static str, detail: impl std::fmt::Display) -> Self {
+        Fault::Bad(BadAnswer { reason, detail: detail.to_string() })
+    }
+}
+
+impl From<Class> for Fault {
+    fn from(c: Class) -> Self {
+        Fault::Node(c)
+    }
+}
+
+/// Why an attempt of [`Rpc::checked`] on one endpoint gave no answer.
+#[derive(Debug)]
+pub struct AttemptError(Fault);
+
+impl AttemptError {
+    /// The endpoint's answer is wrong: `reason` names the kind of wrong (a short snake_case
+    /// label from a fixed set, such as `duplicate`: it labels the per-endpoint metric) and
+    /// `detail` says what exactly, with the values. It is counted and reported with the
+    /// endpoint, none of it is used, and the call moves on to the next endpoint.
+    pub fn bad_answer(reason: &'static str, detail: impl std::fmt::Display) -> Self {
+        AttemptError(Fault::bad(reason, detail))
+    }
+
+    /// The endpoint cannot answer yet (a node behind the others): the call moves on to the next
+    /// endpoint, as after a timeout, without counting a bad answer.
+    pub fn unavailable(reason: impl std::fmt::Display) -> Self {
+        AttemptError(Fault::Node(Class::Retry(truncate(&reason.to_string()))))
+    }
+}
+
+impl From<AttemptError> for Fault {
+    fn from(e: AttemptError) -> Self {
+        e.0
+    }
 }
 
 /// A node's or transport's message, shortened, with any URL in it redacted (reqwest quotes the
@@ -239,6 +318,21 @@ pub struct RpcStats {
     pub retries: AtomicU64,
     /// Ranges refused as too large.
     pub range_splits: AtomicU64,
+    /// Answers refused as wrong (each one retried on the next endpoint).
+    pub bad_answers: AtomicU64,
+}
+
+/// The answers of one endpoint that were refused as wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadAnswers {
+    /// The endpoint (redacted).
+    pub endpoint: String,
+    /// Answers refused.
+    pub count: u64,
+    /// Answers refused, by reason (see [`AttemptError::bad_answer`]).
+    pub reasons: BTreeMap<&'static str, u64>,
+    /// Why the last one was, with the values.
+    pub last: String,
 }
 
 /// A log as `eth_getLogs` returns it. Parsed through a flat wire struct: alloy's `Log` uses
@@ -332,9 +426,17 @@ pub struct Header {
 }
 
 /// One `eth_getLogs` attempt on one endpoint, the body streamed into one buffer (sized from
-/// Content-Length when the node sends it) and parsed in place.
-async fn logs_attempt(ep: &Endpoint, body: Vec<u8>, max_bytes: Option<usize>) -> Result<Vec<FetchedLog>, Class> {
-    let transport = |e: reqwest::Error| Class::Retry(truncate(&format!("{e:#}")));
+/// Content-Length when the node sends it) and parsed in place. With `split_above`, an answer
+/// past it (or past `at_most`, if lower) is abandoned and its range reported as too large (the
+/// caller splits it); without, an answer past `at_most` is a bad answer (so is one that does not
+/// parse). Of an error answer (a status other than 2xx) at most [`ERROR_BODY_BYTES`] are read.
+async fn logs_attempt(
+    ep: &Endpoint,
+    body: Vec<u8>,
+    split_above: Option<usize>,
+    at_most: usize,
+) -> Result<Vec<FetchedLog>, Fault> {
+    let transport = |e: reqwest::Error| Fault::Node(Class::Retry(truncate(&format!("{e:#}"))));
     let mut response = ep
         .http
         .post(ep.url.clone())
@@ -344,15 +446,21 @@ async fn logs_attempt(ep: &Endpoint, body: Vec<u8>, max_bytes: Option<usize>) ->
         .await
         .map_err(transport)?;
     let status = response.status();
-    let too_large = |n: usize| {
-        let cap = max_bytes.unwrap_or(usize::MAX);
-        Class::Range(
-            format!("the answer exceeds the response cap of {cap} bytes (at least {n}); splitting the range"),
+    let limit = if status.is_success() { split_above.unwrap_or(at_most).min(at_most) } else { ERROR_BODY_BYTES };
+    let too_large = |n: usize| match split_above {
+        Some(cap) => Fault::Node(Class::Range(
+            format!(
+                "the answer exceeds the response cap of {} bytes (at least {n}); splitting the range",
+                cap.min(at_most)
+            ),
             None,
             Some(n as u64),
-        )
+        )),
+        None => Fault::bad(
+            "too_large",
+            format!("the answer exceeds {at_most} bytes (at least {n}), more than any block's logs"),
+        ),
     };
-    let limit = max_bytes.unwrap_or(usize::MAX);
     let expected = response.content_length().map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     if status.is_success()
         && let Some(n) = expected.filter(|n| *n > limit)
@@ -361,15 +469,19 @@ async fn logs_attempt(ep: &Endpoint, body: Vec<u8>, max_bytes: Option<usize>) ->
     }
     let mut buf = Vec::with_capacity(expected.unwrap_or(64 * 1024).min(limit));
     while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        buf.extend_from_slice(&chunk);
-        if buf.len() > limit && status.is_success() {
-            return Err(too_large(buf.len()));
+        if buf.len() + chunk.len() > limit {
+            if status.is_success() {
+                return Err(too_large(buf.len() + chunk.len()));
+            }
+            buf.extend_from_slice(&chunk[..limit - buf.len()]);
+            break;
         }
+        buf.extend_from_slice(&chunk);
     }
     if !status.is_success() {
         let error =
             alloy::transports::HttpError { status: status.as_u16(), body: String::from_utf8_lossy(&buf).into_owned() };
-        return Err(classify(&AlloyRpcError::Transport(TransportErrorKind::HttpError(error))));
+        return Err(classify(&AlloyRpcError::Transport(TransportErrorKind::HttpError(error))).into());
     }
     #[derive(Deserialize)]
     struct Envelope {
@@ -378,12 +490,80 @@ async fn logs_attempt(ep: &Endpoint, body: Vec<u8>, max_bytes: Option<usize>) ->
         #[serde(default)]
         error: Option<alloy::rpc::json_rpc::ErrorPayload>,
     }
-    let text = answer_text(&buf).map_err(|e| Class::Retry(format!("malformed answer: {e}")))?;
+    let text = answer_text(&buf).map_err(|e| Fault::bad("malformed", e))?;
     match serde_json::from_str::<Envelope>(text) {
-        Ok(Envelope { error: Some(payload), .. }) => Err(classify(&AlloyRpcError::ErrorResp(payload))),
+        Ok(Envelope { error: Some(payload), .. }) => Err(classify(&AlloyRpcError::ErrorResp(payload)).into()),
         Ok(Envelope { result: Some(logs), .. }) => Ok(logs),
-        Ok(Envelope { result: None, .. }) => Err(classify(&AlloyRpcError::NullResp)),
-        Err(e) => Err(Class::Retry(format!("malformed answer: {e}"))),
+        Ok(Envelope { result: None, .. }) => {
+            Err(Fault::bad("malformed", "an answer with neither a result nor an error"))
+        }
+        Err(e) => Err(Fault::bad("malformed", format!("malformed answer ({} bytes): {e}", buf.len()))),
+    }
+}
+
+/// The request body of `eth_getLogs` with `filter`.
+fn logs_request(filter: &Filter) -> Result<Vec<u8>, serde_json::Error> {
+    #[derive(Serialize)]
+    struct Request<'f> {
+        jsonrpc: &'static str,
+        id: u64,
+        method: &'static str,
+        params: [&'f Filter; 1],
+    }
+    serde_json::to_vec(&Request { jsonrpc: "2.0", id: 1, method: "eth_getLogs", params: [filter] })
+}
+
+/// The endpoint one attempt of [`Rpc::checked`] runs on: every request of the attempt goes to it,
+/// so its answers can be checked against each other, and a wrong one is that endpoint's.
+pub struct Node<'e> {
+    ep: &'e Endpoint,
+    stats: Arc<RpcStats>,
+    /// Whether a request was sent yet (the failover loop counts the first).
+    sent: AtomicBool,
+}
+
+impl std::fmt::Debug for Node<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("endpoint", &self.ep.label).finish()
+    }
+}
+
+impl Node<'_> {
+    /// The endpoint (redacted).
+    pub fn endpoint(&self) -> &str {
+        &self.ep.label
+    }
+
+    fn count(&self) {
+        if self.sent.swap(true, Ordering::Relaxed) {
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The header at `tag` (None when the node has no such block); an answer that does not parse
+    /// is a bad answer.
+    pub async fn header(&self, tag: BlockNumberOrTag) -> Result<Option<Header>, AttemptError> {
+        self.count();
+        self.ep.client.request("eth_getBlockByNumber", (tag, false)).await.map_err(|e| {
+            AttemptError(match &e {
+                AlloyRpcError::DeserError { err, .. } => Fault::bad("malformed", format!("malformed header: {err}")),
+                e => classify(e).into(),
+            })
+        })
+    }
+
+    /// `eth_getLogs` with `filter`, read as [`Rpc::logs_capped`] reads it: past `split_above`
+    /// bytes the range is reported as too large, past `at_most` the answer is a bad one.
+    pub async fn logs(
+        &self,
+        filter: &Filter,
+        split_above: Option<usize>,
+        at_most: usize,
+    ) -> Result<Vec<FetchedLog>, AttemptError> {
+        self.count();
+        let body = logs_request(filter)
+            .map_err(|e| AttemptError(Fault::Node(Class::Fatal(format!("cannot encode the filter: {e}")))))?;
+        logs_attempt(self.ep, body, split_above, at_most).await.map_err(AttemptError)
     }
 }
 
@@ -476,12 +656,31 @@ impl Rpc {
     }
 
     /// The retry and failover loop (see the module docs) around one attempt on one endpoint.
-    async fn retrying<R>(
+    async fn retrying<R, E: Into<Fault>>(
         &self,
         method: &'static str,
-        attempt: impl for<'e> Fn(&'e Endpoint) -> futures::future::BoxFuture<'e, Result<R, Class>>,
+        attempt: impl for<'e> Fn(&'e Endpoint) -> BoxFuture<'e, Result<R, E>>,
     ) -> RpcResult<R> {
         self.pool.run(method, true, self.give_up_after, attempt).await.map_err(|f| self.error(method, f))
+    }
+
+    /// A call whose answers are checked before they are used: `attempt` makes its requests on
+    /// the one endpoint it is given and checks what comes back; an answer it refuses
+    /// ([`AttemptError::bad_answer`]) is counted and reported with the endpoint, and the call
+    /// moves on to the next endpoint, with retries and failover as for any call (see the module
+    /// docs). `method` names the call in logs and errors.
+    pub async fn checked<R>(
+        &self,
+        method: &'static str,
+        attempt: impl for<'e> Fn(Node<'e>) -> BoxFuture<'e, Result<R, AttemptError>>,
+    ) -> RpcResult<R> {
+        let stats = &self.stats;
+        self.retrying(method, |ep| attempt(Node { ep, stats: stats.clone(), sent: AtomicBool::new(false) })).await
+    }
+
+    /// The endpoints whose answers were refused as wrong, with how many and why the last one was.
+    pub fn bad_answers(&self) -> Vec<BadAnswers> {
+        self.pool.bad_answers()
     }
 
     /// One call with retries and failover (see the module docs).
@@ -512,7 +711,7 @@ impl Rpc {
     /// transport holds the whole body, copies the result into a `RawValue` and parses it again).
     /// With `max_bytes`, an answer larger than that is abandoned as it streams in and reported as
     /// [`RpcError::RangeTooLarge`], so the caller splits the range: memory stays bounded however
-    /// dense the chain turns.
+    /// dense the chain turns. No answer is read past [`MAX_LOGS_ANSWER_BYTES`].
     pub async fn logs_capped(
         &self,
         addresses: &[Address],
@@ -538,19 +737,19 @@ impl Rpc {
 
     /// `eth_getLogs` with `filter`, read off the wire as [`Rpc::logs_capped`] describes.
     async fn logs_where(&self, filter: &Filter, max_bytes: Option<usize>) -> RpcResult<Vec<FetchedLog>> {
-        let request = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [filter]});
-        let body = serde_json::to_vec(&request).map_err(|e| RpcError::Rejected {
+        let body = logs_request(filter).map_err(|e| RpcError::Rejected {
             method: "eth_getLogs",
             endpoint: "(request)".into(),
-            message: e.to_string(),
+            message: format!("cannot encode the filter: {e}"),
         })?;
-        self.retrying("eth_getLogs", |ep| Box::pin(logs_attempt(ep, body.clone(), max_bytes))).await
+        self.retrying("eth_getLogs", |ep| Box::pin(logs_attempt(ep, body.clone(), max_bytes, MAX_LOGS_ANSWER_BYTES)))
+            .await
     }
 
     /// Logs of `addresses` in the block with `hash` (consistent with that exact block).
     pub async fn logs_at(&self, addresses: &[Address], hash: B256) -> RpcResult<Vec<FetchedLog>> {
         let filter = Filter::new().address(addresses.to_vec()).at_block_hash(hash);
-        self.call("eth_getLogs", (filter,)).await
+        self.logs_where(&filter, None).await
     }
 
     /// The value (msg.value) of a transaction.
@@ -708,5 +907,141 @@ mod tests {
         assert!(matches!(classify(&http(503)), Class::Retry(_)));
         assert!(matches!(classify(&http(413)), Class::Range(..)));
         assert!(matches!(classify(&http(401)), Class::Fatal(_)));
+    }
+
+    /// A node on 127.0.0.1 that answers `eth_chainId` with 1 and everything else with `status`
+    /// and `body`; returns its URL.
+    async fn stub(status: u16, body: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // Headers, then as many body bytes as Content-Length says.
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&request).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if request.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let (status, answer) = if String::from_utf8_lossy(&request).contains("eth_chainId") {
+                        (200, r#"{"jsonrpc":"2.0","id":0,"result":"0x1"}"#.to_owned())
+                    } else {
+                        (status, body)
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        answer.len()
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    fn logs_answer(block: u64) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":[{{"address":"0x00000000000000000000000000000000000000a1","topics":[],"data":"0x","blockNumber":"{block:#x}","blockHash":"0x{}","transactionHash":"0x{}","transactionIndex":"0x0","logIndex":"0x0","removed":false}}]}}"#,
+            "bb".repeat(32),
+            "cc".repeat(32)
+        )
+    }
+
+    fn logs_of(rpc: &Rpc) -> impl std::future::Future<Output = RpcResult<Vec<FetchedLog>>> + '_ {
+        let filter = Filter::new().from_block(1).to_block(9);
+        rpc.checked("eth_getLogs", move |node| {
+            let filter = filter.clone();
+            Box::pin(async move {
+                let logs = node.logs(&filter, None, MAX_LOGS_ANSWER_BYTES).await?;
+                match logs.iter().find(|l| l.block_number > 9) {
+                    Some(l) => {
+                        Err(AttemptError::bad_answer("out_of_range", format!("a log of block {}", l.block_number)))
+                    }
+                    None => Ok(logs),
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refused_answer_is_counted_against_its_endpoint_and_asked_of_the_next() {
+        let liar = stub(200, logs_answer(12)).await;
+        let honest = stub(200, logs_answer(5)).await;
+        let rpc = Rpc::new(&[liar.clone(), honest.clone()], Duration::from_secs(5)).unwrap();
+        let logs = logs_of(&rpc).await.unwrap();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].block_number, 5, "the answer came from the second endpoint");
+        assert_eq!(rpc.stats.bad_answers.load(Ordering::Relaxed), 1);
+        let reasons = [("out_of_range", 1)].into_iter().collect();
+        assert_eq!(
+            rpc.bad_answers(),
+            vec![BadAnswers { endpoint: liar, count: 1, reasons, last: "a log of block 12".into() }]
+        );
+
+        // With no other endpoint the call gives up and says why.
+        let alone = Rpc::new(&[stub(200, logs_answer(12)).await], Duration::from_secs(5))
+            .unwrap()
+            .give_up_after(Duration::ZERO);
+        let e = logs_of(&alone).await.unwrap_err().to_string();
+        assert!(e.contains("bad answer: a log of block 12"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_large_is_split_when_it_can_be_and_refused_when_not() {
+        let url = stub(200, logs_answer(5)).await;
+        let rpc = Rpc::new(&[url], Duration::from_secs(5)).unwrap().give_up_after(Duration::ZERO);
+        let read = |split_above: Option<usize>, at_most: usize| {
+            rpc.checked("eth_getLogs", move |node| {
+                Box::pin(async move { node.logs(&Filter::new().from_block(1).to_block(9), split_above, at_most).await })
+            })
+        };
+        assert_eq!(read(None, 4096).await.unwrap().len(), 1);
+        let e = read(None, 64).await.unwrap_err();
+        assert!(e.to_string().contains("bad answer: the answer exceeds 64 bytes"), "{e}");
+        let e = read(Some(64), 4096).await.unwrap_err();
+        assert!(matches!(e, RpcError::RangeTooLarge { answer_bytes: Some(n), .. } if n > 64), "{e}");
+        // The lower of the two limits applies: the range is split.
+        assert!(matches!(read(Some(4096), 64).await.unwrap_err(), RpcError::RangeTooLarge { .. }));
+        assert_eq!(rpc.stats.bad_answers.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_bad_answers_and_error_bodies_are_read_only_in_part() {
+        let cut = logs_answer(5);
+        let cut = stub(200, cut[..cut.len() / 2].to_owned()).await;
+        let rpc = Rpc::new(&[cut], Duration::from_secs(5)).unwrap().give_up_after(Duration::ZERO);
+        let e = rpc.logs(&[], 1, 9).await.unwrap_err().to_string();
+        assert!(e.contains("bad answer: malformed answer"), "{e}");
+        assert_eq!(rpc.stats.bad_answers.load(Ordering::Relaxed), 1);
+
+        let pending = logs_answer(5).replace(&format!(r#""blockHash":"0x{}","#, "bb".repeat(32)), "");
+        let rpc = Rpc::new(&[stub(200, pending).await], Duration::from_secs(5)).unwrap().give_up_after(Duration::ZERO);
+        let e = rpc.logs(&[], 1, 9).await.unwrap_err().to_string();
+        assert!(e.contains("pending log"), "{e}");
+
+        let huge = stub(503, "x".repeat(4 << 20)).await;
+        let rpc = Rpc::new(&[huge], Duration::from_secs(5)).unwrap().give_up_after(Duration::ZERO);
+        let e = rpc.logs(&[], 1, 9).await.unwrap_err().to_string();
+        assert!(e.contains("HTTP 503") && e.len() < 1_000, "{e}");
+        assert_eq!(rpc.stats.bad_answers.load(Ordering::Relaxed), 0, "a failing node is not a bad answer");
     }
 }

@@ -6,18 +6,22 @@
 //! split, using the node's suggested range when it gives one; after successes the range grows
 //! again, aiming at `target_logs` per request. Memory stays bounded: no new request starts while
 //! `max_buffered_logs` logs are fetched but not yet committed.
+//!
+//! Every answer is checked before it is used ([`crate::read::range`]): its logs against the
+//! request and each other, the range's last block against its header. A wrong answer is asked of
+//! the next endpoint; nothing of it is stored.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::B256;
 use alloy::sol_types::SolEvent;
 use futures::stream::{FuturesUnordered, StreamExt};
 use lcw_schema::bindings::WorkerRegistry;
 use lcw_schema::profile::Contracts;
 
+use crate::answer::LogsAsked;
 use crate::rpc::{Rpc, RpcError};
 use crate::segment::Segment;
 use crate::watch::Watched;
@@ -38,8 +42,13 @@ pub struct BackfillOptions {
     /// No new request while this many logs are fetched but not committed.
     pub max_buffered_logs: u64,
     /// An answer larger than this is abandoned while it streams in and its range split (a range
-    /// sized on sparse blocks can reach dense ones). A single block is always read whole.
+    /// sized on sparse blocks can reach dense ones). A single block is read up to
+    /// `max_block_bytes`.
     pub max_response_bytes: usize,
+    /// An answer for one block larger than this is refused as a bad answer and asked of the next
+    /// endpoint: a hostile or broken node could otherwise send gigabytes. No real block's logs
+    /// come near the default.
+    pub max_block_bytes: usize,
 }
 
 impl Default for BackfillOptions {
@@ -53,6 +62,7 @@ impl Default for BackfillOptions {
             // A block of 12,000 logs answers about 11 MB; four answers in flight stay under
             // 64 MB (24 MB cost 12 MB more peak RSS on the 1M-event bench, no speed).
             max_response_bytes: 16 << 20,
+            max_block_bytes: crate::rpc::MAX_LOGS_ANSWER_BYTES,
         }
     }
 }
@@ -73,40 +83,36 @@ pub struct Progress {
 }
 
 /// Fetches one range and everything its commit needs.
-async fn fetch(rpc: &Rpc, watched: &Watched, from: u64, to: u64, cap: usize) -> Result<Segment, RpcError> {
-    let addresses = watched.addresses_until(to);
-    let mut logs = rpc.logs_capped(&addresses, from, to, (from < to).then_some(cap)).await?;
-    logs.retain(|l| !l.removed);
+async fn fetch(
+    rpc: &Rpc,
+    watched: &Watched,
+    from: u64,
+    to: u64,
+    options: &BackfillOptions,
+) -> Result<Segment, RpcError> {
+    let asked = LogsAsked::range(from, to, watched.addresses_until(to));
+    let split_above = (from < to).then_some(options.max_response_bytes);
+    let crate::read::RangeLogs { mut logs, to: last, block_times } =
+        crate::read::range(rpc, &asked, split_above, options.max_block_bytes).await?;
     if watched.needs_filter(from, to) {
         // A manager published inside the range: its logs from before that block are not indexed.
         logs.retain(|l| watched.keeps(&l.log.address, l.block_number));
     }
-    logs.sort_by_key(|l| (l.block_number, l.log_index));
-    // The last block's hash moves the cursor; take it from a log when one is in that block.
-    let (to_hash, to_timestamp) = match logs.last().filter(|l| l.block_number == to) {
-        Some(l) if l.block_timestamp.is_some() => (l.block_hash, l.block_timestamp.unwrap_or_default()),
-        _ => {
-            let h = rpc.header(BlockNumberOrTag::Number(to)).await?.ok_or_else(|| RpcError::Rejected {
-                method: "eth_getBlockByNumber",
-                endpoint: "node".into(),
-                message: format!("block {to} not found"),
-            })?;
-            (h.hash, h.timestamp)
-        }
-    };
-    // Timestamps for logs that lack blockTimestamp (older nodes).
-    let mut block_times = HashMap::new();
-    for n in logs.iter().filter(|l| l.block_timestamp.is_none()).map(|l| l.block_number) {
-        if let std::collections::hash_map::Entry::Vacant(e) = block_times.entry(n)
-            && let Some(h) = rpc.header(BlockNumberOrTag::Number(n)).await?
-        {
-            e.insert(h.timestamp);
-        }
-    }
+    // In block and log index order: the check refuses any other.
     let contracts = watched.contracts();
     let tx_values = registration_values(rpc, contracts, &logs).await?;
     let facts = crate::facts::fetch(rpc, contracts, &logs).await?;
-    Ok(Segment { from, to, to_hash, to_parent: None, to_timestamp, logs, block_times, tx_values, facts })
+    Ok(Segment {
+        from,
+        to,
+        to_hash: last.hash,
+        to_parent: None,
+        to_timestamp: last.timestamp,
+        logs,
+        block_times,
+        tx_values,
+        facts,
+    })
 }
 
 /// WorkerRegistered does not carry the stake (it is the transaction's msg.value): fetch it.
@@ -202,10 +208,9 @@ pub async fn backfill(
                 }
             };
             let rpc = rpc.clone();
-            let cap = options.max_response_bytes;
             in_flight.push(async move {
                 let started = std::time::Instant::now();
-                let result = fetch(&rpc, watched, a, b, cap).await;
+                let result = fetch(&rpc, watched, a, b, &options).await;
                 (a, b, started.elapsed(), result)
             });
         }

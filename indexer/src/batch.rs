@@ -200,3 +200,25 @@ pub(crate) fn unwind(conn: &Connection, to: u64) -> StoreResult<u64> {
     tx.commit()?;
     Ok(restored)
 }
+
+/// Deletes the raw rows above the cursor; returns the number of logs among them. This version
+/// writes none (rows are written with their cursor, in one transaction, and every answer is
+/// checked first), but an earlier one stored `eth_getLogs` answers unchecked: a log above the
+/// requested range was committed above the cursor, where the real log of its block would later
+/// collide with it and stop indexing at every start.
+pub(crate) fn clear_above_cursor(conn: &Connection) -> StoreResult<u64> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let Some(cursor) = Cursor::get(&tx)? else { return Ok(0) };
+    let to = cursor.block_number;
+    // Both by primary key, cheap at every start; the tables without a block index only when
+    // logs were found.
+    let logs = RawLog::delete_above(&tx, to)?;
+    BlockRow::delete_above(&tx, to)?;
+    if logs > 0 {
+        ledger::delete_above(&tx, to)?;
+        raw::delete_tx_values_above(&tx, to)?;
+        CallResult::delete_above(&tx, to)?;
+    }
+    tx.commit()?;
+    Ok(logs)
+}

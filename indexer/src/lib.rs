@@ -8,6 +8,11 @@
 //! - [`watch`]: the watched addresses, following the SessionManagers AIConfig publishes.
 //! - [`facts`]: what SessionRequested and SessionAdopted lack, read once and kept raw.
 //! - [`rpc`]: JSON-RPC with retries, backoff and failover; range refusals recognised.
+//! - [`answer`]: every answer of the node checked before anything of it is stored (logs within
+//!   the range, of the addresses and topic asked, in order, unique, one hash and timestamp per
+//!   block, agreeing with the headers; headers of the block asked, linked to their parent); a
+//!   wrong answer is counted by endpoint and reason, reported, and asked of the next endpoint
+//!   (`read`, the checked reads).
 //! - [`backfill`]: concurrent adaptive `eth_getLogs` over the final part of the chain, in order.
 //! - [`live`]: head following with parent-hash checks and unwinding to the common ancestor.
 //! - [`writer`]: the single writer thread; one transaction per commit, cursor included
@@ -21,6 +26,7 @@
 //! Entry point: [`run`]. Data flow: RPC → backfill/live → writer → store → (notification) →
 //! settler, worker, API.
 
+pub mod answer;
 pub mod apply;
 pub mod backfill;
 mod batch;
@@ -31,6 +37,7 @@ pub mod facts;
 pub mod live;
 pub mod metrics;
 pub mod progress;
+mod read;
 pub mod replay;
 pub use lcw_chain::rpc;
 pub mod segment;
@@ -173,6 +180,7 @@ impl IndexerConfig {
                 finality_depth: 64,
                 poll_interval: Duration::from_millis(500),
                 ws_url,
+                max_block_bytes: rpc::MAX_LOGS_ANSWER_BYTES,
             },
             rpc_timeout: Duration::from_secs(30),
             until_head: false,
@@ -213,6 +221,11 @@ pub struct Summary {
     pub rpc_retries: u64,
     /// Ranges split after a refusal.
     pub range_splits: u64,
+    /// Answers refused as wrong (out-of-range, foreign or duplicate logs, conflicting hashes,
+    /// wrong headers, malformed or oversized answers), each asked again of the next endpoint.
+    pub rpc_bad_answers: u64,
+    /// The endpoints that gave them (redacted), how many each, and why the last one was refused.
+    pub bad_answers: Vec<rpc::BadAnswers>,
 }
 
 /// Takes the store's indexer lock (`<db>.indexer.lock`, released when the process exits, even on
@@ -321,7 +334,7 @@ pub async fn run(
         }
     } else if cursor.is_none() && start > 0 {
         // Nothing final to backfill yet: live indexing starts right after the start block's parent.
-        let parent = rpc.header(BlockNumberOrTag::Number(start - 1)).await?;
+        let parent = read::header(&rpc, start - 1).await?;
         position.hash = parent.map(|h| h.hash).unwrap_or_default();
     }
 
@@ -382,5 +395,7 @@ fn summary(
         rpc_requests: rpc.stats.requests.load(Ordering::Relaxed),
         rpc_retries: rpc.stats.retries.load(Ordering::Relaxed),
         range_splits: rpc.stats.range_splits.load(Ordering::Relaxed),
+        rpc_bad_answers: rpc.stats.bad_answers.load(Ordering::Relaxed),
+        bad_answers: rpc.bad_answers(),
     })
 }

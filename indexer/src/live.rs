@@ -9,7 +9,13 @@
 //! says so: the store is never silently corrupted.
 //!
 //! Each block is fetched for the watched addresses ([`crate::watch`]); one that publishes a new
-//! SessionManager is fetched again for it before it is applied.
+//! SessionManager is fetched again, with it, before it is applied.
+//!
+//! What the node answers is checked before it is used ([`crate::read`]): a header must be the
+//! block asked for; one whose parent is not the stored tip must link to the same node's block
+//! before it (then it is a reorg, handled as above), else it is refused; a block's logs, read by
+//! its hash, must all be that block's and pass [`crate::answer::check_logs`]. A refused answer is
+//! asked of the next endpoint and never written.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +27,7 @@ use lcw_schema::profile::Contracts;
 use lcw_schema::store::raw::BlockRow;
 use tokio::sync::Notify;
 
+use crate::read::Next;
 use crate::rpc::{Header, Rpc};
 use crate::segment::Segment;
 use crate::watch::Watched;
@@ -38,6 +45,9 @@ pub struct LiveOptions {
     pub poll_interval: Duration,
     /// WebSocket URL for `newHeads`.
     pub ws_url: Option<String>,
+    /// A block's logs answering more bytes than this are refused as a bad answer (see
+    /// [`crate::BackfillOptions::max_block_bytes`]).
+    pub max_block_bytes: usize,
 }
 
 /// Counters shared with metrics and the summary.
@@ -165,14 +175,18 @@ pub async fn follow(
                     return Ok(position);
                 }
                 let n = position.number + 1;
-                let Some(header) = rpc.header(BlockNumberOrTag::Number(n)).await? else { break };
-                if header.parent_hash != position.hash {
-                    position = reorg(&rpc, writer, reader, position, &stats).await?;
-                    // The unwind removed the publications above the fork from the store.
-                    watched = load().await?;
-                    continue;
-                }
-                let (p, logs) = apply_block(&rpc, &mut watched, writer, header, finalized).await?;
+                let header = match crate::read::next(&rpc, n, position.hash).await? {
+                    Next::Extends(header) => header,
+                    Next::Missing => break,
+                    Next::Forked => {
+                        position = reorg(&rpc, writer, reader, position, &stats).await?;
+                        // The unwind removed the publications above the fork from the store.
+                        watched = load().await?;
+                        continue;
+                    }
+                };
+                let (p, logs) =
+                    apply_block(&rpc, &mut watched, writer, header, finalized, options.max_block_bytes).await?;
                 position = p;
                 stats.blocks.fetch_add(1, Ordering::Relaxed);
                 stats.logs.fetch_add(logs, Ordering::Relaxed);
@@ -192,17 +206,18 @@ async fn apply_block(
     writer: &Writer,
     header: Header,
     finalized: u64,
+    max_bytes: usize,
 ) -> IndexerResult<(Position, u64)> {
-    let mut logs = rpc.logs_at(&watched.addresses_until(header.number), header.hash).await?;
-    // A SessionManager published in this block may have logs in it already: fetch them too.
+    let mut logs = crate::read::block(rpc, &header, watched.addresses_until(header.number), max_bytes).await?;
+    // A SessionManager published in this block may have logs in it already: read the block again
+    // with it (one answer, checked whole, rather than two to merge).
     let new = watched.published_in(&logs);
     if !new.is_empty() {
         tracing::info!(block = header.number, managers = ?new, "following a newly published SessionManager");
-        logs.extend(rpc.logs_at(&new, header.hash).await?);
+        logs = crate::read::block(rpc, &header, watched.addresses_until(header.number), max_bytes).await?;
     }
-    logs.retain(|l| !l.removed && watched.keeps(&l.log.address, l.block_number));
-    logs.sort_by_key(|l| l.log_index);
-    logs.dedup_by_key(|l| l.log_index);
+    // In log index order: the check refuses any other.
+    logs.retain(|l| watched.keeps(&l.log.address, l.block_number));
     let contracts = watched.contracts();
     let tx_values = crate::backfill::registration_values(rpc, contracts, &logs).await?;
     let facts = crate::facts::fetch(rpc, contracts, &logs).await?;
@@ -238,7 +253,7 @@ async fn reorg(
         if stored.number < floor {
             return Err(IndexerError::DeepReorg { tip: position.number, floor });
         }
-        let canonical = rpc.header(BlockNumberOrTag::Number(stored.number)).await?;
+        let canonical = crate::read::header(rpc, stored.number).await?;
         if canonical.map(|h| h.hash) == Some(stored.hash) {
             break stored;
         }
@@ -269,7 +284,7 @@ pub async fn reconcile_cursor(
     position: Position,
     stats: &LiveStats,
 ) -> IndexerResult<Position> {
-    match rpc.header(BlockNumberOrTag::Number(position.number)).await? {
+    match crate::read::header(rpc, position.number).await? {
         Some(h) if h.hash == position.hash => Ok(position),
         Some(_) => reorg(rpc, writer, reader, position, stats).await,
         None => Err(IndexerError::Internal(format!(

@@ -1,7 +1,8 @@
 //! Prometheus metrics at `GET /metrics` (`lcw index --metrics ADDR`, `lcw run --metrics ADDR`):
 //! head, indexed and finalized blocks, blocks behind, events, undecodable logs, reorgs and their
-//! depth, RPC requests, retries and range splits; and, from the store, the sortition claims of
-//! the workers lcw runs beside it (won, lost, missed by reason, in flight).
+//! depth, RPC requests, retries, range splits and answers refused as wrong (in all and by
+//! endpoint); and, from the store, the sortition claims of the workers lcw runs beside it (won,
+//! lost, missed by reason, in flight).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,16 +79,42 @@ fn render(rpc: &Rpc, live: &LiveStats, progress: &Progress, db: &std::path::Path
             "eth_getLogs ranges split after a refusal",
             rpc.stats.range_splits.load(Ordering::Relaxed) as f64,
         ),
+        (
+            "lcw_indexer_rpc_bad_answers_total",
+            "counter",
+            "RPC answers refused as wrong (never stored) and asked of the next endpoint",
+            rpc.stats.bad_answers.load(Ordering::Relaxed) as f64,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in lines {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     }
+    bad_answers(&mut out, &rpc.bad_answers());
     if let Ok(store) = Store::open_readonly(db) {
         claims(&mut out, store.conn());
         refusals(&mut out, store.conn());
     }
     out
+}
+
+/// The answers refused as wrong, by endpoint (redacted) and reason.
+fn bad_answers(out: &mut String, by_endpoint: &[crate::rpc::BadAnswers]) {
+    if by_endpoint.is_empty() {
+        return;
+    }
+    out.push_str(
+        "# HELP lcw_indexer_rpc_endpoint_bad_answers_total RPC answers refused as wrong, by endpoint and reason\n\
+         # TYPE lcw_indexer_rpc_endpoint_bad_answers_total counter\n",
+    );
+    for b in by_endpoint {
+        let endpoint = b.endpoint.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        for (reason, n) in &b.reasons {
+            out.push_str(&format!(
+                "lcw_indexer_rpc_endpoint_bad_answers_total{{endpoint=\"{endpoint}\",reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+    }
 }
 
 /// Jobs the workers will not serve (`worker_refusals`, final ones), by worker and the step that
@@ -200,11 +227,39 @@ mod tests {
         assert!(out.contains("# TYPE lcw_worker_missed_claims gauge"), "{out}");
 
         let w = Address::repeat_byte(0xab);
-        lcw_schema::store::refusals::put(store.conn(), w, 7, "prompt", "blob not found; not acked", true, false).unwrap();
+        lcw_schema::store::refusals::put(store.conn(), w, 7, "prompt", "blob not found; not acked", true, false)
+            .unwrap();
         lcw_schema::store::refusals::put(store.conn(), w, 8, "funds", "top up", false, false).unwrap();
         let mut out = String::new();
         super::refusals(&mut out, store.conn());
         assert!(out.contains(&format!("lcw_worker_refused_jobs{{worker=\"{w:#x}\",step=\"prompt\"}} 1\n")), "{out}");
         assert!(!out.contains("step=\"funds\""), "a job held back is not counted as refused: {out}");
+    }
+
+    #[test]
+    fn bad_answers_are_exposed_per_endpoint_and_reason_with_the_label_escaped() {
+        let mut out = String::new();
+        super::bad_answers(&mut out, &[]);
+        assert!(out.is_empty());
+        let b = |endpoint: &str, reasons: &[(&'static str, u64)]| crate::rpc::BadAnswers {
+            endpoint: endpoint.into(),
+            count: reasons.iter().map(|r| r.1).sum(),
+            reasons: reasons.iter().copied().collect(),
+            last: "x".into(),
+        };
+        super::bad_answers(
+            &mut out,
+            &[
+                b("https://eth.example/…", &[("duplicate", 2), ("out_of_range", 1)]),
+                b("http://a\"b", &[("malformed", 1)]),
+            ],
+        );
+        assert!(out.contains("# TYPE lcw_indexer_rpc_endpoint_bad_answers_total counter\n"), "{out}");
+        let line = |endpoint: &str, reason: &str, n: u64| {
+            format!("lcw_indexer_rpc_endpoint_bad_answers_total{{endpoint=\"{endpoint}\",reason=\"{reason}\"}} {n}\n")
+        };
+        assert!(out.contains(&line("https://eth.example/…", "duplicate", 2)), "{out}");
+        assert!(out.contains(&line("https://eth.example/…", "out_of_range", 1)), "{out}");
+        assert!(out.contains(&line("http://a\\\"b", "malformed", 1)), "{out}");
     }
 }

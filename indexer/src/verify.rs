@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, U256};
 use alloy::sol_types::SolCall;
 use futures::stream::{self, StreamExt};
@@ -19,6 +18,7 @@ use lcw_schema::store::raw::{Cursor, RangeRow, RawLog};
 use lcw_schema::store::{Store, StoreError, ledger, sortition};
 use serde::Serialize;
 
+use crate::answer::LogsAsked;
 use crate::backfill::BackfillOptions;
 use crate::rpc::{Rpc, RpcError};
 use crate::watch::{self, Watched};
@@ -55,16 +55,18 @@ impl VerifyReport {
     }
 }
 
-/// Counts the logs of the watched contracts in `from..=to`, splitting refused ranges.
+/// Counts the logs of the watched contracts in `from..=to`, splitting refused ranges. Each
+/// answer is checked as indexing checks it ([`crate::read::logs`]): a wrong one is asked of the
+/// next endpoint rather than reported as a difference.
 async fn chain_count(rpc: &Rpc, watched: &Watched, from: u64, to: u64) -> Result<u64, RpcError> {
+    let options = BackfillOptions::default();
     let mut todo = vec![(from, to)];
     let mut total = 0;
     while let Some((a, b)) = todo.pop() {
-        match rpc.logs(&watched.addresses_until(b), a, b).await {
-            Ok(logs) => {
-                total +=
-                    logs.iter().filter(|l| !l.removed && watched.keeps(&l.log.address, l.block_number)).count() as u64
-            }
+        let asked = LogsAsked::range(a, b, watched.addresses_until(b));
+        let split_above = (a < b).then_some(options.max_response_bytes);
+        match crate::read::logs(rpc, &asked, split_above, options.max_block_bytes).await {
+            Ok(logs) => total += logs.iter().filter(|l| watched.keeps(&l.log.address, l.block_number)).count() as u64,
             Err(RpcError::RangeTooLarge { .. }) if a < b => {
                 let mid = a + (b - a) / 2;
                 todo.push((mid + 1, b));
@@ -98,7 +100,7 @@ pub async fn verify(profile: &Profile, db: &Path, rpc_timeout: Duration) -> Inde
     let mut differences = Vec::new();
     let mut diff = |check: &str, detail: String| differences.push(Difference { check: check.into(), detail });
 
-    match rpc.header(BlockNumberOrTag::Number(block)).await? {
+    match crate::read::header(&rpc, block).await? {
         Some(h) if h.hash == cursor.block_hash => {}
         Some(h) => diff("cursor", format!("block {block}: store has hash {}, the node {}", cursor.block_hash, h.hash)),
         None => diff("cursor", format!("the node has no block {block}")),

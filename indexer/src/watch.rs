@@ -44,6 +44,7 @@ use lcw_schema::store::StoreResult;
 use lcw_schema::store::sortition;
 use rusqlite::Connection;
 
+use crate::answer::LogsAsked;
 use crate::backfill::{BackfillOptions, split_range};
 use crate::rpc::{FetchedLog, Rpc, RpcError};
 
@@ -150,7 +151,8 @@ fn published(contracts: &Contracts, log: &FetchedLog) -> Option<Address> {
 
 /// Adds to `watched` every SessionManager AIConfig publishes in `from..=to`: one `eth_getLogs`
 /// for the event over the whole range, split where the node refuses it (with its suggested
-/// range when it gives one), `options.concurrency` requests in flight.
+/// range when it gives one), `options.concurrency` requests in flight. Every answer is checked
+/// ([`crate::read::logs`]): a wrong one is asked of the next endpoint.
 pub async fn discover(
     rpc: &Rpc,
     watched: &mut Watched,
@@ -179,7 +181,11 @@ pub async fn discover(
                     r
                 }
             };
-            in_flight.push(async move { (a, b, rpc.logs_of_event(ai_config, topic0, a, b).await) });
+            let asked = LogsAsked::event(a, b, ai_config, topic0);
+            let split_above = (a < b).then_some(options.max_response_bytes);
+            in_flight.push(async move {
+                (a, b, crate::read::logs(rpc, &asked, split_above, options.max_block_bytes).await)
+            });
         }
         let Some((a, b, result)) = in_flight.next().await else { break };
         match result {

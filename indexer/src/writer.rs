@@ -1,9 +1,10 @@
 //! The store's single writer: a dedicated thread that owns the write connection and commits
 //! segments with the cursor moved in the same transaction: a live block alone, backfill
 //! segments applied into one open transaction as they arrive (see `BATCH_LOGS`; the
-//! transaction itself is in `batch.rs`). It also unwinds reorgs. Async callers talk to it
-//! through a channel; nothing else writes the store, and [`crate::checkpoint`] copies its WAL
-//! into the database beside it.
+//! transaction itself is in `batch.rs`). It also unwinds reorgs, and at start deletes raw rows
+//! an earlier version left above the cursor (`batch::clear_above_cursor`). Async callers talk
+//! to it through a channel; nothing else writes the store, and [`crate::checkpoint`] copies its
+//! WAL into the database beside it.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use lcw_schema::store::{Identity, Store, StoreError, StoreResult};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::{Batch, unwind};
+use crate::batch::{Batch, clear_above_cursor, unwind};
 use crate::cache::JobCache;
 use crate::checkpoint::Checkpointer;
 use crate::decode::Decoder;
@@ -68,6 +69,15 @@ impl Writer {
         store.conn().pragma_update(None, "wal_autocheckpoint", 0).map_err(StoreError::from)?;
         let checkpointer = Checkpointer::start(&path)?;
         let cursor = Cursor::get(store.conn())?;
+        let stray = clear_above_cursor(store.conn())?;
+        if stray > 0 {
+            tracing::warn!(
+                cursor = cursor.as_ref().map(|c| c.block_number),
+                logs = stray,
+                "deleted logs stored above the cursor from unchecked answers of an earlier version; \
+                 run `lcw replay` to check the projections (`--write` rebuilds them)"
+            );
+        }
         let decoder = Decoder::new(identity.contracts);
         let (tx, rx) = mpsc::channel::<Cmd>(2);
         let failure = std::sync::Arc::new(std::sync::Mutex::new(None));

@@ -22,6 +22,7 @@ pub use lcw_schema::bindings::decode_revert;
 pub mod beacon;
 pub mod gate;
 pub mod gateway;
+pub mod hostile;
 pub mod llm;
 pub mod proxy;
 pub mod sortition;

@@ -3,6 +3,7 @@
 //! transport ([`super::FailoverTransport`]) alike. The policy is described in the [`super`]
 //! module docs.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use alloy::rpc::client::RpcClient;
 use futures::future::BoxFuture;
 use lcw_schema::profile::redact_url;
 
-use super::{Class, Refused, RpcError, RpcResult, RpcStats, classify};
+use super::{BadAnswer, BadAnswers, Class, Fault, Refused, RpcError, RpcResult, RpcStats, classify, truncate};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -35,6 +36,9 @@ pub(super) struct Endpoint {
     /// The chain id this endpoint answered when it differed from the expected one: set once, and
     /// the endpoint is never used again.
     wrong_chain: OnceLock<u64>,
+    /// Answers of this endpoint that a caller's check refused, by reason, and why the last one
+    /// was (rare: a lock is cheap enough).
+    bad_answers: Mutex<(BTreeMap<&'static str, u64>, String)>,
 }
 
 impl Endpoint {
@@ -52,6 +56,7 @@ impl Endpoint {
             rest_until: Mutex::new(None),
             last_success: Mutex::new(None),
             wrong_chain: OnceLock::new(),
+            bad_answers: Mutex::default(),
         })
     }
 
@@ -144,6 +149,18 @@ impl Pool {
             .collect()
     }
 
+    /// The endpoints that gave answers a check refused, in preference order.
+    pub(super) fn bad_answers(&self) -> Vec<BadAnswers> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| {
+                let (reasons, last) = e.bad_answers.lock().map(|g| g.clone()).unwrap_or_default();
+                let count = reasons.values().sum();
+                (count > 0).then(|| BadAnswers { endpoint: e.label.clone(), count, reasons, last })
+            })
+            .collect()
+    }
+
     pub(super) fn labels(&self) -> Vec<&str> {
         self.endpoints.iter().map(|e| e.label.as_str()).collect()
     }
@@ -194,18 +211,41 @@ impl Pool {
         Ok(())
     }
 
+    /// Counts and reports an answer of `ep` that its attempt refused; returns the message the
+    /// call fails with if no endpoint gives a better one. The detail is shortened and any URL in
+    /// it redacted, as for a node's own messages: it may quote the answer.
+    fn bad_answer(&self, method: &str, ep: &Endpoint, bad: BadAnswer) -> String {
+        let BadAnswer { reason, detail } = bad;
+        let detail = truncate(&detail);
+        self.stats.bad_answers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            method,
+            endpoint = %ep.label,
+            reason,
+            %detail,
+            "bad answer refused, none of it used; asking the next endpoint"
+        );
+        let message = format!("bad answer: {detail}");
+        if let Ok(mut g) = ep.bad_answers.lock() {
+            *g.0.entry(reason).or_default() += 1;
+            g.1 = detail;
+        }
+        message
+    }
+
     /// One call with retries and failover. A failed attempt moves on to the next usable endpoint
     /// at once; only when every one failed in a round does the call back off (exponentially,
     /// with jitter), and it gives up at the end of the first round that ends past `give_up_after`
     /// (so every endpoint is tried at least once). With `repeat` false the request is sent once:
     /// a failure after it was sent ends the call at once (a failed chain check before it still
-    /// moves on, since nothing was sent).
-    pub(super) async fn run<R>(
+    /// moves on, since nothing was sent). An answer the attempt itself refused ([`Fault::Bad`])
+    /// is a failure of its endpoint, counted and reported with it.
+    pub(super) async fn run<R, E: Into<Fault>>(
         &self,
         method: &str,
         repeat: bool,
         give_up_after: Duration,
-        attempt: impl for<'e> Fn(&'e Endpoint) -> BoxFuture<'e, Result<R, Class>>,
+        attempt: impl for<'e> Fn(&'e Endpoint) -> BoxFuture<'e, Result<R, E>>,
     ) -> Result<R, Failure> {
         let started = Instant::now();
         let mut delay = BACKOFF_START;
@@ -233,36 +273,36 @@ impl Pool {
             let (outcome, sent) = match self.check_chain(i).await {
                 Ok(()) => {
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    (attempt(ep).await, true)
+                    (attempt(ep).await.map_err(Into::into), true)
                 }
                 Err(Check::Wrong) => continue,
-                Err(Check::Failed(message)) => (Err(Class::Retry(message)), false),
+                Err(Check::Failed(message)) => (Err(Fault::Node(Class::Retry(message))), false),
             };
             attempts += 1;
-            match outcome {
+            let message = match outcome {
                 Ok(r) => {
                     ep.succeeded();
                     return Ok(r);
                 }
-                Err(Class::Range(message, suggested_to, answer_bytes)) => {
+                Err(Fault::Node(Class::Range(message, suggested_to, answer_bytes))) => {
                     ep.succeeded();
                     self.stats.range_splits.fetch_add(1, Ordering::Relaxed);
                     return Err(Failure::Range { message, suggested_to, answer_bytes });
                 }
-                Err(Class::Fatal(message)) => {
+                Err(Fault::Node(Class::Fatal(message))) => {
                     return Err(Failure::Rejected { endpoint: ep.label.clone(), message });
                 }
-                Err(Class::Retry(message)) => {
-                    ep.failed();
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(method, endpoint = %ep.label, attempts, error = %message, "retrying RPC call");
-                    if sent && !repeat {
-                        return Err(Failure::Unavailable { attempts, endpoint: ep.label.clone(), message });
-                    }
-                    tried.push(i);
-                    last = Some((i, message));
-                }
+                Err(Fault::Node(Class::Retry(message))) => message,
+                Err(Fault::Bad(bad)) => self.bad_answer(method, ep, bad),
+            };
+            ep.failed();
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(method, endpoint = %ep.label, attempts, error = %message, "retrying RPC call");
+            if sent && !repeat {
+                return Err(Failure::Unavailable { attempts, endpoint: ep.label.clone(), message });
             }
+            tried.push(i);
+            last = Some((i, message));
         }
     }
 }
