@@ -119,10 +119,14 @@ soak: tools llm
 ## on the stable toolchain (fuzz/run.sh; FUZZ_TARGETS="blob keystore" picks some). fuzz/ is its own
 ## workspace building into fuzz/target: a debug build for the seed tests and an instrumented
 ## release build, about 5 GB. Needs cargo-fuzz (cargo install cargo-fuzz --locked). A finding fails
-## it and leaves the input in fuzz/artifacts/<target>/
+## it and leaves the input in fuzz/artifacts/<target>/. FUZZ_PROFILE=dev builds unoptimised (half the
+## build, for short runs) and FUZZ_SEED_TESTS=0 leaves out the seed tests (each target replays its
+## seeds first anyway): CI's 30 s smoke run
 FUZZ_SECONDS ?= 60
+FUZZ_PROFILE ?= release
+FUZZ_SEED_TESTS ?= 1
 fuzz:
-	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_PROFILE=$(FUZZ_PROFILE) FUZZ_SEED_TESTS=$(FUZZ_SEED_TESTS) fuzz/run.sh
 
 ## deny: cargo-deny offline against the RustSec snapshot in deny/advisory-db (deny/README.md):
 ## advisories, bans, licences and sources of the workspace, advisories, bans and sources of fuzz/
