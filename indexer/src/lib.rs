@@ -252,6 +252,59 @@ pub fn lock_store(db: &std::path::Path) -> IndexerResult<std::fs::File> {
     }
 }
 
+/// [`run`] for a process that keeps running beside the indexer (`lcw run`, `lcw work`, `lcw
+/// settle`): when every endpoint kept failing for the whole retry budget (a node outage of more
+/// than a minute) the indexer starts again 5 s later, from its cursor, instead of stopping them.
+/// Any other error, and shutdown, end it as [`run`] does.
+pub async fn keep_running(
+    config: IndexerConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    commits: Option<Commits>,
+) -> IndexerResult<Summary> {
+    loop {
+        match run(config.clone(), shutdown.clone(), commits.clone()).await {
+            Err(IndexerError::Rpc(e @ rpc::RpcError::Unavailable { .. })) if !*shutdown.borrow() => {
+                tracing::warn!(error = %e, "the indexer lost the node; starting it again in 5 s");
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.changed() => return Err(IndexerError::Interrupted),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The chain id, waited for while no endpoint answers when the indexer is to keep running (a
+/// restart during a node outage must not stop `lcw run`); `--until-head` fails at once.
+async fn chain_id_patiently(
+    rpc: &rpc::Rpc,
+    config: &IndexerConfig,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> IndexerResult<u64> {
+    let started = Instant::now();
+    let mut warned: Option<Instant> = None;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match rpc.chain_id().await {
+            Ok(id) => return Ok(id),
+            Err(e @ rpc::RpcError::Unavailable { .. }) if !config.until_head => {
+                if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, waited_s = started.elapsed().as_secs(), "no RPC endpoint answers; waiting");
+                    warned = Some(Instant::now());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return Err(IndexerError::Interrupted),
+        }
+        pause = (pause * 2).min(Duration::from_secs(15));
+    }
+}
+
 /// Indexes the network: backfill to the finalized block, then follow the head (until the head
 /// with `until_head`, otherwise until `shutdown`). `commits` receives every commit.
 pub async fn run(
@@ -263,7 +316,7 @@ pub async fn run(
     let profile = &config.profile;
     // Every endpoint, primary and fallbacks, must serve the profile's chain.
     let rpc = Arc::new(rpc::Rpc::for_profile(profile, config.rpc_timeout)?);
-    let chain_id = rpc.chain_id().await?;
+    let chain_id = chain_id_patiently(&rpc, &config, &mut shutdown).await?;
     profile.check_chain_id(chain_id)?;
 
     let _lock = lock_store(&config.db)?;

@@ -291,8 +291,10 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     config.live.poll_interval = Duration::from_millis(100);
     config.metrics = args.metrics;
     let indexer_stop = stop.clone();
-    let mut indexer = tokio::spawn(async move { lcw_indexer::run(config, indexer_stop, Some(commits_tx)).await });
-    crate::cmd::settle::wait_for_store(&db, stop.clone()).await?;
+    // Through a node outage the indexer waits and starts again; the worker and the settler
+    // keep their obligations.
+    let mut indexer = tokio::spawn(lcw_indexer::keep_running(config, indexer_stop, Some(commits_tx)));
+    crate::cmd::settle::wait_for_store(&db, stop.clone(), None).await?;
     // The indexer checks the store's network too, but the settler and the worker would start first.
     lcw_schema::store::Store::open_readonly_as(&db, &lcw_schema::store::Identity::of(&profile))?;
 

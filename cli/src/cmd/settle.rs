@@ -69,7 +69,7 @@ pub(crate) fn spawn_indexer(
         let mut config = lcw_indexer::IndexerConfig::new(profile, db.clone());
         config.progress = lcw_indexer::ProgressMode::Logs;
         config.live.poll_interval = std::time::Duration::from_millis(100);
-        match lcw_indexer::run(config, shutdown, None).await {
+        match lcw_indexer::keep_running(config, shutdown, None).await {
             Ok(_) | Err(lcw_indexer::IndexerError::Interrupted) => Ok(()),
             Err(lcw_indexer::IndexerError::Locked(_)) => {
                 tracing::info!("another lcw process indexes this store; using it");
@@ -124,7 +124,10 @@ where
         let _ = tx.send(true);
     });
     let indexer = (!no_index).then(|| spawn_indexer(profile, db.clone(), rx.clone()));
-    wait_for_store(&db, rx.clone()).await?;
+    // The embedded indexer creates the store once the node answers, however long that takes;
+    // another process's store is waited for a minute.
+    let patience = if no_index { Some(std::time::Duration::from_secs(60)) } else { None };
+    wait_for_store(&db, rx.clone(), patience).await?;
     let run = service(rx);
     match indexer {
         Some(mut indexer) => tokio::select! {
@@ -135,21 +138,28 @@ where
     }
 }
 
-/// Waits until the store exists (the embedded indexer creates it on first run).
+/// Waits until the store exists (the embedded indexer creates it on first run), at most `limit`
+/// (None: until shutdown).
 pub(crate) async fn wait_for_store(
     db: &std::path::Path,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    limit: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
-    for _ in 0..600 {
+    let started = std::time::Instant::now();
+    loop {
         if lcw_schema::store::Store::open_readonly(db).is_ok() {
             return Ok(());
+        }
+        if let Some(limit) = limit
+            && started.elapsed() >= limit
+        {
+            anyhow::bail!("no store at {} after {} s; run `lcw index` first", db.display(), limit.as_secs());
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
             _ = shutdown.changed() => anyhow::bail!("interrupted"),
         }
     }
-    anyhow::bail!("no store at {} after 60 s; run `lcw index` first", db.display())
 }
 
 fn print_summary(s: &SettleSummary, json: bool) -> anyhow::Result<()> {
@@ -201,7 +211,7 @@ pub(crate) async fn release(args: ReleaseArgs, data: DataArgs) -> anyhow::Result
     config.only_jobs = only_jobs.map(|ids| ids.into_iter().collect::<HashSet<u64>>());
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let indexer = spawn_indexer(profile, db.clone(), rx.clone());
-    wait_for_store(&db, rx.clone()).await?;
+    wait_for_store(&db, rx.clone(), Some(std::time::Duration::from_secs(60))).await?;
     let summary = tokio::select! {
         s = lcw_settler::settle::run(config, rx) => s?,
         r = indexer => { r??; anyhow::bail!("the embedded indexer stopped") }
