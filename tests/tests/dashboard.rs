@@ -204,7 +204,7 @@ async fn pages_on_other_origins_read_the_api_only_when_allowed_in_headless_chrom
         dump_dom(&chromium, &format!("{}/?api={}", allowed.origin, api.origin), &[], &dir.path().join("allowed")).await;
     let (fetch, ws) = (probe_result(&page, "fetch"), probe_result(&page, "ws"));
     assert_eq!(fetch, "ok:31337", "an allowed origin reads the API over fetch (CORS)");
-    assert_eq!(ws, "ok:31337", "an allowed origin reads the API over a WebSocket");
+    assert_eq!(ws, "ok:31337", "an allowed origin reads the API over a WebSocket: {page}");
     println!("page on {} (--api-allow-origin): fetch {fetch}, WebSocket {ws}", allowed.origin);
 
     // DNS rebinding: a name the attacker controls, now resolving to 127.0.0.1.
@@ -217,7 +217,7 @@ async fn pages_on_other_origins_read_the_api_only_when_allowed_in_headless_chrom
     drop(api);
 }
 
-/// A page server on its own local port: `/` is the probe, `/wait` answers after a few seconds
+/// A page server on its own local port: `/` is the probe, `/wait` answers after 10 s
 /// (held open so Chromium's virtual time stands still while the probe's socket works).
 struct ProbePage {
     origin: String,
@@ -231,7 +231,8 @@ impl ProbePage {
         let app = axum::Router::new().route("/", axum::routing::get(|| async { axum::response::Html(PROBE) })).route(
             "/wait",
             axum::routing::get(|| async {
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                // Long enough for the probe's socket on a machine loaded by a parallel test run.
+                tokio::time::sleep(Duration::from_secs(10)).await;
                 "done"
             }),
         );
