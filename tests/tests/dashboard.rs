@@ -193,15 +193,27 @@ async fn pages_on_other_origins_read_the_api_only_when_allowed_in_headless_chrom
     let foreign = ProbePage::start().await;
     let api = Api::start_with(&lcw, &db, &["--api-allow-origin", &allowed.origin], dir.path()).await;
 
-    let page =
-        dump_dom(&chromium, &format!("{}/?api={}", foreign.origin, api.origin), &[], &dir.path().join("foreign")).await;
+    let page = dump_dom_with(
+        &chromium,
+        &format!("{}/?api={}", foreign.origin, api.origin),
+        &[],
+        &dir.path().join("foreign"),
+        false,
+    )
+    .await;
     let (fetch, ws) = (probe_result(&page, "fetch"), probe_result(&page, "ws"));
     assert!(fetch.starts_with("refused"), "a foreign page read the API over fetch: {fetch}");
     assert!(ws.starts_with("refused"), "a foreign page read the API over a WebSocket: {ws}");
     println!("page on {} (not allowed): fetch {fetch}, WebSocket {ws}", foreign.origin);
 
-    let page =
-        dump_dom(&chromium, &format!("{}/?api={}", allowed.origin, api.origin), &[], &dir.path().join("allowed")).await;
+    let page = dump_dom_with(
+        &chromium,
+        &format!("{}/?api={}", allowed.origin, api.origin),
+        &[],
+        &dir.path().join("allowed"),
+        false,
+    )
+    .await;
     let (fetch, ws) = (probe_result(&page, "fetch"), probe_result(&page, "ws"));
     assert_eq!(fetch, "ok:31337", "an allowed origin reads the API over fetch (CORS)");
     assert_eq!(ws, "ok:31337", "an allowed origin reads the API over a WebSocket: {page}");
@@ -217,8 +229,8 @@ async fn pages_on_other_origins_read_the_api_only_when_allowed_in_headless_chrom
     drop(api);
 }
 
-/// A page server on its own local port: `/` is the probe, `/wait` answers after 10 s
-/// (held open so Chromium's virtual time stands still while the probe's socket works).
+/// A page server on its own local port: `/` is the probe, whose load event waits on `/wait`
+/// until the probe has read (or failed to read) the API both ways.
 struct ProbePage {
     origin: String,
     task: tokio::task::JoinHandle<()>,
@@ -228,14 +240,26 @@ impl ProbePage {
     async fn start() -> ProbePage {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
-        let app = axum::Router::new().route("/", axum::routing::get(|| async { axum::response::Html(PROBE) })).route(
-            "/wait",
-            axum::routing::get(|| async {
-                // Long enough for the probe's socket on a machine loaded by a parallel test run.
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                "done"
-            }),
-        );
+        // `/wait` (a script that holds the page's load event) is answered once the probe has both
+        // results (`/done`), or after 30 s.
+        let done = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (wait, finished) = (done.clone(), done);
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(|| async { axum::response::Html(PROBE) }))
+            .route(
+                "/wait",
+                axum::routing::get(move || async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), wait.notified()).await;
+                    ([(axum::http::header::CONTENT_TYPE, "text/javascript")], "")
+                }),
+            )
+            .route(
+                "/done",
+                axum::routing::get(move || async move {
+                    finished.notify_one();
+                    "ok"
+                }),
+            );
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -254,8 +278,11 @@ impl Drop for ProbePage {
 const PROBE: &str = r#"<!doctype html><html><body data-fetch="pending" data-ws="pending"><script>
 const API = new URLSearchParams(location.search).get('api');
 const Q = '{ indexerStatus { chainId } }';
-const set = (k, v) => document.body.setAttribute('data-' + k, v);
-fetch('/wait').catch(() => {});
+const set = (k, v) => {
+  const b = document.body;
+  b.setAttribute('data-' + k, v);
+  if (b.getAttribute('data-fetch') !== 'pending' && b.getAttribute('data-ws') !== 'pending') fetch('/done').catch(() => {});
+};
 fetch(API + '/graphql', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: Q }) })
   .then(r => r.json()).then(j => set('fetch', 'ok:' + j.data.indexerStatus.chainId))
   .catch(e => set('fetch', 'refused:' + e.name));
@@ -270,7 +297,7 @@ if (ws) {
   };
   ws.onclose = ev => { if (document.body.getAttribute('data-ws') === 'pending') set('ws', 'refused:close ' + ev.code); };
 }
-</script></body></html>"#;
+</script><script src="/wait"></script></body></html>"#;
 
 /// What the probe page wrote for `what`.
 fn probe_result(dom: &str, what: &str) -> String {
@@ -279,12 +306,19 @@ fn probe_result(dom: &str, what: &str) -> String {
 
 /// Loads `url` in headless Chromium and returns its DOM.
 async fn dump_dom(chromium: &Path, url: &str, flags: &[&str], dir: &Path) -> String {
+    dump_dom_with(chromium, url, flags, dir, true).await
+}
+
+/// Loads `url` and returns its DOM once the page has loaded; with `virtual_time`, after 5 s of
+/// Chromium's virtual time as well (timers run at once, but a pending request freezes it, and
+/// with it the page's sockets: a page that waits on its own sockets must load in real time).
+async fn dump_dom_with(chromium: &Path, url: &str, flags: &[&str], dir: &Path, virtual_time: bool) -> String {
     std::fs::create_dir_all(dir).unwrap();
     let run = tokio::process::Command::new(chromium)
         .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
         .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
         .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg("--virtual-time-budget=5000")
+        .args(virtual_time.then_some("--virtual-time-budget=5000"))
         .args(flags)
         .arg("--dump-dom")
         .arg(url)
