@@ -66,6 +66,10 @@ pub use writer::{Commits, Committed};
 /// Why indexing stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexerError {
+    /// The node does not have a block the store has indexed: it is behind (a node restarting or
+    /// catching up, a shorter branch for a moment during a reorg) or on another chain.
+    #[error("the node does not have block {0} that the store has indexed; it is behind or on another chain")]
+    NodeBehind(u64),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -254,7 +258,8 @@ pub fn lock_store(db: &std::path::Path) -> IndexerResult<std::fs::File> {
 
 /// [`run`] for a process that keeps running beside the indexer (`lcw run`, `lcw work`, `lcw
 /// settle`): when every endpoint kept failing for the whole retry budget (a node outage of more
-/// than a minute) the indexer starts again 5 s later, from its cursor, instead of stopping them.
+/// than a minute), or the node is behind the store, the indexer starts again 5 s later, from its
+/// cursor, instead of stopping them.
 /// Any other error, and shutdown, end it as [`run`] does.
 pub async fn keep_running(
     config: IndexerConfig,
@@ -263,7 +268,9 @@ pub async fn keep_running(
 ) -> IndexerResult<Summary> {
     loop {
         match run(config.clone(), shutdown.clone(), commits.clone()).await {
-            Err(IndexerError::Rpc(e @ rpc::RpcError::Unavailable { .. })) if !*shutdown.borrow() => {
+            Err(e @ (IndexerError::Rpc(rpc::RpcError::Unavailable { .. }) | IndexerError::NodeBehind(_)))
+                if !*shutdown.borrow() =>
+            {
                 tracing::warn!(error = %e, "the indexer lost the node; starting it again in 5 s");
                 let mut stop = shutdown.clone();
                 tokio::select! {

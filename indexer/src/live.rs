@@ -287,10 +287,7 @@ pub async fn reconcile_cursor(
     match crate::read::header(rpc, position.number).await? {
         Some(h) if h.hash == position.hash => Ok(position),
         Some(_) => reorg(rpc, writer, reader, position, stats).await,
-        None => Err(IndexerError::Internal(format!(
-            "the node does not have block {} that the store has indexed; it is behind or on another chain",
-            position.number
-        ))),
+        None => Err(IndexerError::NodeBehind(position.number)),
     }
 }
 

@@ -14,6 +14,9 @@ use super::{Outbox, REORG_WINDOW, Tracked, now, take_nonce};
 use crate::ChainResult;
 use crate::node::{CallSpec, Chain, Fees, Head};
 
+/// Blocks a job transaction waits in a pool before each head checks that it would still succeed.
+const WAITED_BLOCKS: u64 = 2;
+
 impl Outbox {
     /// On a new head: reorg checks of recently mined transactions, receipts of live ones, then per
     /// live transaction what the [`policy`] says (wait, re-broadcast at most once per block, bump
@@ -105,6 +108,13 @@ impl Outbox {
                 Ok(vec![Tracked::Dropped { id, note }])
             }
             Action::Wait { id, why } => {
+                // One in a node's pool past its first blocks (priced out by a spike, behind a
+                // gap) may be overtaken by events: mined later, it would revert.
+                if head >= tx.signed_head.saturating_add(WAITED_BLOCKS)
+                    && let Some(events) = self.drop_if_it_would_revert(chain, head, market, tx).await?
+                {
+                    return Ok(events);
+                }
                 tracing::trace!(id, ?why, "waiting");
                 Ok(Vec::new())
             }
@@ -328,7 +338,8 @@ impl Outbox {
         Ok(vec![reorged, Tracked::Dropped { id, note }])
     }
 
-    /// Before a stuck job transaction goes out again: if its call would now revert (another
+    /// Before a stuck job transaction goes out again, and while one waits in a pool: if its call
+    /// would now revert (another
     /// settler or keeper ended its jobs first, its deadline passed while it was refused or
     /// evicted), sending it would only burn gas, so its nonce is taken by a transfer to self under
     /// its ceiling and its jobs return to their planners. Blob transactions (the simulation

@@ -162,6 +162,15 @@ impl Worker {
                     if f.llm_down {
                         self.llm.failed(&f.reason);
                     }
+                    // A prompt that could not be fetched yet (the node failing) holds the job back
+                    // before its ack: recorded for now, so that a job whose ack deadline passes
+                    // meanwhile is put down to the node, not to the worker.
+                    if matches!(held.stage, Local::Opening) && !f.permanent {
+                        let why = format!("{}; not acked until the prompt is fetched", f.reason);
+                        if let Err(e) = refusals::put(&self.conn, self.me, job, "node", &why, false, false) {
+                            tracing::warn!(job, error = %e, "recording the refusal failed");
+                        }
+                    }
                     let backoff = Duration::from_millis(250u64 << held.tries.min(5));
                     held.tries += 1;
                     held.retry_at = Instant::now() + backoff;
