@@ -294,15 +294,30 @@ async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with
     let worker = parties::register_worker(&net, 0, Suite::P256AesGcm).await;
     let session = parties::open_session(&net, 0, &worker, U256::from(10u64).pow(U256::from(20u64))).await;
 
-    // Down at start: the worker refuses to start, naming the server and what to do.
+    // Down at start: the worker starts (transactions in flight may need it) but acks nothing while
+    // the server is down: each new job is refused for now at step `llm`, naming the server.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
     let nowhere = Llm::new(LlmConfig { url: closed.clone(), api: Api::OpenAi, ..LlmConfig::default() }).unwrap();
-    let err = start_worker(&net, &db, 0, &worker, nowhere).task.await.unwrap().expect_err("no LLM, no worker");
-    let text = err.to_string();
-    assert!(text.contains(&closed) && text.contains("cannot reach the LLM server"), "{text}");
+    let waiting = start_worker(&net, &db, 0, &worker, nowhere);
+    let held = submit_prompt(&net, &session, "Name a sea.").await;
+    let step = |job: u64| {
+        Store::open_readonly(&db).ok().and_then(|s| {
+            s.conn()
+                .query_row("SELECT step FROM worker_refusals WHERE job_id = ?1", [job as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .ok()
+        })
+    };
+    let refused = wait_until(Duration::from_secs(30), || async { step(held.job).as_deref() == Some("llm") }).await;
+    assert!(refused, "refused for now at step llm, not {:?}", step(held.job));
+    assert!(job_row(&db, held.job).is_some_and(|r| r.4.is_none()), "not acked while the server is down");
+    let s0 = waiting.finish().await;
+    let why = s0.refused.get(&held.job).expect("reported as refused");
+    assert!(why.contains(&closed) && why.contains("cannot reach the LLM server"), "{why}");
 
     let done = |job: u64| {
         let db = db.clone();
@@ -382,7 +397,9 @@ async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with
     assert!(s2.failed.is_empty(), "completed in the end: {s2:?}");
     let why = s2.retried.get(&slow.job).expect("the slow attempts are reported");
     assert!(why.iter().any(|w| w.contains("did not finish within")), "reported as a timeout: {why:?}");
-    assert_eq!((s1.acked + s2.acked, s1.completed + s2.completed), (3, 3), "{s1:?} {s2:?}");
+    // The job held back while the server was down is served by the next run, with the other three.
+    assert!(done(held.job)().await, "the job held back at start is served once the server is up");
+    assert_eq!((s1.acked + s2.acked, s1.completed + s2.completed), (4, 4), "{s1:?} {s2:?}");
     assert_eq!(s1.reverted + s2.reverted, 0);
     // One ack and one completion each: the retries never sent a second transaction.
     let store = Store::open_readonly(&db).unwrap();
@@ -392,7 +409,7 @@ async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with
             r.get(0)
         })
         .unwrap();
-    assert_eq!(sent, 6);
+    assert_eq!(sent, 8);
     let reference = llm(&server);
     for s in [&first, &slow, &down] {
         let (_, blob_hash, ..) = job_row(&db, s.job).unwrap();
