@@ -121,9 +121,12 @@ impl Worker {
         } else {
             None
         };
+        // Its prompt still being fetched when the deadline passed: the node was too slow.
+        let fetching = last && what == "ack" && self.held.get(&job).is_some_and(|h| matches!(h.stage, Local::Opening));
         let (what, why) = match earlier {
             Some(r) if r.last => (r.step_name(), r.reason),
             Some(r) => (r.step_name(), format!("{}; then its ack deadline passed", r.reason)),
+            None if fetching => ("node", format!("its prompt was still being fetched when {why}")),
             None => (what, why.to_owned()),
         };
         let why = why.as_str();
