@@ -1,4 +1,4 @@
-# lcw: make setup | demo | test | contracts | bench
+# lcw: make setup | demo | test | docs | contracts | bench
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
@@ -6,9 +6,9 @@ LCW := target/debug/lcw
 DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition soak fuzz deny
+.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition soak fuzz deny docs
 
-## setup: the pinned tools and the real LLM server with its model
+## setup: the pinned tools and the real LLM server with its model (make docs installs mdBook itself)
 setup: tools llm
 
 ## tools: anvil 1.7.1 and solc 0.8.37 from npm into contracts/node_modules
@@ -27,6 +27,19 @@ $(TOOLS_STAMP): contracts/package.json contracts/package-lock.json
 ## build: compile the workspace (debug)
 build:
 	$(CARGO) build --workspace
+
+## docs: the book (docs/book.toml, docs/src) built with mdBook into target/book; fails on any error
+## or warning. Installs mdBook (MDBOOK_VERSION) with cargo when it is missing or another version
+## (a few minutes, once). The links of the book and the README are checked by cargo test
+## (tests/tests/workspace_layout.rs)
+MDBOOK_VERSION := 0.5.4
+docs:
+	@[ "$$(mdbook --version 2>/dev/null)" = "mdbook v$(MDBOOK_VERSION)" ] \
+		|| $(CARGO) install mdbook --version $(MDBOOK_VERSION) --locked --no-default-features --features search
+	@mkdir -p target
+	mdbook build docs 2>&1 | tee target/mdbook.log
+	@if grep -qE '(WARN|ERROR)' target/mdbook.log; then echo "error: mdbook reported problems (above)" >&2; exit 1; fi
+	@echo "the book: target/book/index.html"
 
 ## contracts: rebuild contracts/out from contracts/src with the pinned solc (commit the result)
 contracts: tools
