@@ -155,7 +155,7 @@ pub(crate) struct KeyArgs {
 }
 
 /// The operator's fee ceiling: no transaction of the key ever offers more, whatever the market
-/// does. Each transaction is further bounded by what it is worth (README "Fees").
+/// does. Each transaction is further bounded by what it is worth (docs/src/keeper.md, "Fees").
 #[derive(Debug, Clone, Args)]
 pub(crate) struct FeeArgs {
     /// Ceiling of maxFeePerGas, in wei or with a unit (`100gwei`). A transaction priced out by

@@ -434,7 +434,8 @@ mod tests {
 
     #[test]
     fn aliases_in_a_fragment_count_once_per_spread() {
-        // The finding of the 2026-12 review (L5): the old alias limit counted a fragment once.
+        // A limit that counted a fragment's aliases once would let ten spreads of it ask for ten times
+        // as many.
         let aliases: String = (0..10).map(|i| format!("a{i}: x ")).collect();
         let spreads = "...F ".repeat(4);
         let q = format!("{{ {spreads} }} fragment F on Query {{ {aliases} }}");

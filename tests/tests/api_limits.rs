@@ -129,7 +129,7 @@ async fn documents_past_depth_complexity_alias_and_directive_limits_are_refused_
     let (e, _) = refused("{ ...A } fragment A on Query { __typename ...B } fragment B on Query { ...A }".into()).await;
     assert!(e.contains("fragment A spreads itself"), "{e}");
 
-    // Aliases, counted once per spread of the fragment that holds them (review L5).
+    // Aliases, counted once per spread of the fragment that holds them.
     let aliases: String = (0..10).map(|i| format!("a{i}: __typename ")).collect();
     let (e, _) = refused(format!("{{ ...F ...F ...F ...F }} fragment F on Query {{ {aliases} }}")).await;
     assert!(e.contains("40 aliases"), "{e}");

@@ -15,7 +15,7 @@
 //!    figure, not the raw rate alone, says what a backfill here can reach.
 //!
 //! The figures are printed as a table and, with `--json`, as one JSON object. Nothing here
-//! asserts a time: the targets are in the README and the closing notes quote these figures.
+//! asserts a time: the targets, and figures measured with it, are in docs/src/benchmarks.md.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
-//! Two settlers with different keys on one store, racing for the same due jobs (security review
-//! M6): a keeper, and a worker's own settler. Each sees only its own live transactions, so for
-//! every job both plan the release in the same head and the store's one-live-transaction-per-job
-//! trigger refuses the slower one. That refusal is a skipped job, never a stopped settler.
+//! Two settlers with different keys on one store, racing for the same due jobs: a keeper, and a
+//! worker's own settler. Each sees only its own live transactions, so for every job both plan the
+//! release in the same head and the store's one-live-transaction-per-job trigger refuses the
+//! slower one. That refusal is a skipped job, never a stopped settler.
 
 use alloy::primitives::Address;
 

@@ -1,7 +1,7 @@
-//! A keeper through a base-fee spike (security review H1): the moment its first release is in the
-//! mempool, the base fee jumps to 20,000 gwei for 18 blocks, far above what a release bounty pays
-//! for its gas. The keeper must wait: never pay more gas than it collects, never offer a fee per
-//! gas above the cap its bounties allow, and release everything once the spike ends.
+//! A keeper through a base-fee spike: the moment its first release is in the mempool, the base
+//! fee jumps to 20,000 gwei for 18 blocks, far above what a release bounty pays for its gas. The
+//! keeper must wait: never pay more gas than it collects, never offer a fee per gas above the cap
+//! its bounties allow, and release everything once the spike ends.
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
