@@ -28,7 +28,7 @@ pub(crate) struct IndexArgs {
     /// eth_getLogs requests in flight during backfill.
     #[arg(long, env = "LCW_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
-    /// Blocks in the first eth_getLogs request; the range then grows (at most eightfold per
+    /// Blocks in the first eth_getLogs request; the range then grows (at most twofold per
     /// answer) or shrinks towards --target-logs logs per request.
     #[arg(long, env = "LCW_RANGE", default_value_t = 1)]
     range: u64,
