@@ -280,6 +280,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
             break;
         }
         w.collect();
+        let began = Instant::now();
         let head = match w.chain.head().await {
             Ok(h) => h,
             Err(e) => {
@@ -288,19 +289,47 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
                 continue;
             }
         };
-        w.on_head(head).await?;
+        let read = began.elapsed();
+        let mut sent_any = false;
+        if w.observe(head) {
+            // The jobs first, on the fees and receipts of the last head: a new job is acked
+            // without waiting for this head's reads, which take seconds on a slow node.
+            if w.fees.is_some() {
+                sent_any |= w.pass(&head).await?;
+            }
+            w.on_head(head).await?;
+        }
+        let tracked = began.elapsed();
         if w.fees.is_none() {
             wait(&mut shutdown, w.config.poll_interval).await;
             continue;
         }
-        let mut sent_any = w.pass(&head).await?;
+        sent_any |= w.pass(&head).await?;
         sent_any |= w.claims(&head).await;
+        if began.elapsed() >= SLOW_PASS {
+            tracing::warn!(
+                head_s = read.as_secs_f64(),
+                fees_and_receipts_s = (tracked - read).as_secs_f64(),
+                jobs_s = (began.elapsed() - tracked).as_secs_f64(),
+                "a pass over the jobs took {:.1} s: the node answers slowly, and new jobs wait for it",
+                began.elapsed().as_secs_f64()
+            );
+        }
         if !sent_any {
             wait(&mut shutdown, w.config.poll_interval).await;
         }
     }
     Ok(w.finish())
 }
+
+/// How long a new head's fee and balance reads may take before the last values are kept.
+const HEAD_READ_BUDGET: Duration = Duration::from_secs(3);
+
+/// How long the outbox's tracking of a head may go on starting new steps.
+const TRACK_BUDGET: Duration = Duration::from_secs(3);
+
+/// A pass slower than this is reported: new jobs wait that long to be seen.
+const SLOW_PASS: Duration = Duration::from_secs(5);
 
 async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) {
     tokio::select! {

@@ -23,12 +23,29 @@ impl Outbox {
     /// under its ceiling, cancel, drop), then nonce gaps below live transactions filled. `fees`
     /// (the market now) enables bumps and fills; None only observes and re-broadcasts.
     pub async fn track(&mut self, chain: &Chain, head: &Head, fees: Option<Fees>) -> ChainResult<Vec<Tracked>> {
+        self.track_until(chain, head, fees, None).await
+    }
+
+    /// [`Outbox::track`] that starts no new step after `until` (a step already started runs to
+    /// its end): on a slow node the caller gets back to its jobs, and the steps left are done on
+    /// a later head. Nothing is lost by stopping between steps: each head starts them all over.
+    pub async fn track_until(
+        &mut self,
+        chain: &Chain,
+        head: &Head,
+        fees: Option<Fees>,
+        until: Option<std::time::Instant>,
+    ) -> ChainResult<Vec<Tracked>> {
+        let late = || until.is_some_and(|t| std::time::Instant::now() >= t);
         let mut events = Vec::new();
         // Reorgs: a mined transaction whose block is no longer canonical goes back to `sent`.
         let above = head.number.saturating_sub(REORG_WINDOW);
         let recent = store::recent_mined(&self.conn, self.key.sender, self.key.lane, above)?;
         let mut canonical: HashMap<u64, Option<B256>> = HashMap::new();
         for (id, block, hash) in recent {
+            if late() {
+                return Ok(events);
+            }
             if let std::collections::hash_map::Entry::Vacant(e) = canonical.entry(block) {
                 e.insert(chain.block(block.into()).await?.map(|b| b.hash));
             }
@@ -37,7 +54,7 @@ impl Outbox {
             }
         }
         let live = store::live(&self.conn, self.key.sender)?;
-        if live.is_empty() {
+        if live.is_empty() || late() {
             return Ok(events);
         }
         // The nonce is read before the receipts: a block landing between the two reads must not
@@ -64,10 +81,15 @@ impl Outbox {
         let rest: Vec<LiveTx> = live.into_iter().filter(|t| !mined.contains(&t.id)).collect();
         let market = Market { head: head.number, base_fee: head.base_fee, fees };
         for action in policy::plan(self.key.lane, &market, latest, self.filler_cap, &rest) {
+            if late() {
+                return Ok(events);
+            }
             let Some(tx) = rest.iter().find(|t| t.id == action_id(&action)) else { continue };
             events.extend(self.act(chain, head.number, &market, tx, action).await?);
         }
-        if let Some(fees) = fees {
+        if let Some(fees) = fees
+            && !late()
+        {
             self.fill_gaps(chain, head.number, latest, fees).await?;
         }
         Ok(events)

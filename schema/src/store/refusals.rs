@@ -52,6 +52,41 @@ pub fn put(
     Ok(changed > 0)
 }
 
+/// A job of the worker's that timed out before it was acked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Missed {
+    /// Job id.
+    pub job_id: u64,
+    /// Unix seconds of its submission block.
+    pub submitted_at: u64,
+    /// Its ack deadline (unix s).
+    pub deadline: u64,
+    /// The block of its `JobTimedOut`.
+    pub timed_out_block: u64,
+}
+
+/// Jobs of `worker` that timed out in a block above `after_block`, never acked, whose ack
+/// deadline is at or before `before` (unix s), and with no refusal recorded: jobs no running
+/// worker saw before their ack deadline. Oldest timeout first.
+pub fn missed(conn: &Connection, worker: Address, after_block: u64, before: u64) -> StoreResult<Vec<Missed>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT j.job_id, j.submitted_at, j.deadline, j.timed_out_block FROM jobs j
+         WHERE j.worker = ?1 AND j.timed_out_block > ?2 AND j.acknowledged_block IS NULL
+           AND j.deadline <= ?3
+           AND NOT EXISTS (SELECT 1 FROM worker_refusals r WHERE r.worker = j.worker AND r.job_id = j.job_id)
+         ORDER BY j.timed_out_block, j.job_id",
+    )?;
+    let rows = stmt.query_map(params![worker.as_slice(), after_block as i64, before as i64], |r| {
+        Ok(Missed {
+            job_id: r.get::<_, i64>(0)? as u64,
+            submitted_at: r.get::<_, i64>(1)? as u64,
+            deadline: r.get::<_, i64>(2)? as u64,
+            timed_out_block: r.get::<_, i64>(3)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 impl Refusal {
     /// The step as one of the worker's step names (`other` for one this version does not know).
     pub fn step_name(&self) -> &'static str {
@@ -60,7 +95,8 @@ impl Refusal {
 }
 
 /// The steps the worker refuses at.
-pub const STEPS: [&str; 10] = ["model", "key", "prompt", "ack", "deadline", "funds", "llm", "node", "session", "other"];
+pub const STEPS: [&str; 11] =
+    ["model", "key", "prompt", "ack", "deadline", "funds", "llm", "node", "session", "offline", "other"];
 
 /// The refusal of `job` by `worker`, if there is one.
 pub fn get(conn: &Connection, worker: Address, job: u64) -> StoreResult<Option<Refusal>> {
@@ -142,5 +178,40 @@ mod tests {
         let c = counts(&conn).unwrap();
         assert_eq!(c[&(w, "ack".to_owned())], 1);
         assert_eq!(c[&(w, "prompt".to_owned())], 1);
+    }
+
+    #[test]
+    fn missed_jobs_are_the_unacked_timeouts_with_no_refusal_before_a_time() {
+        let (_dir, conn) = store();
+        let (w, other) = (Address::repeat_byte(7), Address::repeat_byte(8));
+        // job, worker, acked, deadline, timed out in block
+        let jobs: [(u64, Address, bool, u64, Option<u64>); 6] = [
+            (1, w, false, 1_000, Some(20)), // missed
+            (2, w, true, 1_000, Some(21)),  // acked: timed out at completion
+            (3, w, false, 1_000, None),     // still open
+            (4, other, false, 1_000, Some(22)),
+            (5, w, false, 2_000, Some(23)), // deadline after `before`
+            (6, w, false, 1_000, Some(24)), // refused already
+        ];
+        for (job, worker, acked, deadline, timed_out) in jobs {
+            conn.execute(
+                "INSERT INTO jobs (job_id, session_id, worker, state, deadline, submitted_block, submitted_at,
+                     submit_tx, acknowledged_block, timed_out_block, updated_block)
+                 VALUES (?1, 1, ?2, 'SUBMITTED', ?3, 10, 980, x'00', ?4, ?5, 30)",
+                params![
+                    job as i64,
+                    worker.as_slice(),
+                    deadline as i64,
+                    acked.then_some(12i64),
+                    timed_out.map(|b| b as i64)
+                ],
+            )
+            .unwrap();
+        }
+        put(&conn, w, 6, "llm", "the LLM server is down", false, false).unwrap();
+        let m = missed(&conn, w, 0, 1_500).unwrap();
+        assert_eq!(m, vec![Missed { job_id: 1, submitted_at: 980, deadline: 1_000, timed_out_block: 20 }]);
+        assert!(missed(&conn, w, 20, 1_500).unwrap().is_empty(), "only timeouts above the block given");
+        assert_eq!(missed(&conn, w, 0, 5_000).unwrap().iter().map(|m| m.job_id).collect::<Vec<_>>(), [1, 5]);
     }
 }

@@ -43,6 +43,15 @@ pub(super) struct Worker {
     pub(super) claims_failing: Option<String>,
     /// Whether the LLM server can take a job now.
     pub(super) llm: LlmHealth,
+    /// Chain time of this process's first pass: a job submitted before it arrived while lcw was
+    /// not running.
+    pub(super) started: Option<f64>,
+    /// Chain time each job not yet acked was first seen in the store by this process, so that a
+    /// job seen too late to ack is put down to what kept it out of sight.
+    pub(super) first_seen: HashMap<u64, f64>,
+    /// Jobs that timed out in blocks up to this one have been checked for ones this process
+    /// never saw (see [`Worker::record_missed`]).
+    pub(super) missed_checked: u64,
 }
 
 impl Worker {
@@ -132,6 +141,9 @@ impl Worker {
             gave_up: HashSet::new(),
             claims_failing: None,
             llm,
+            started: None,
+            first_seen: HashMap::new(),
+            missed_checked: 0,
             config,
         };
         for e in reconciled {
@@ -188,26 +200,46 @@ impl Worker {
         }
     }
 
-    /// A new head: chain time, fees, the wallet, and the outbox's receipts and bumps.
-    pub(super) async fn on_head(&mut self, head: Head) -> Result<(), WorkerError> {
+    /// A head: the chain's clock moves on. Whether it is a new one, to be tracked.
+    pub(super) fn observe(&mut self, head: Head) -> bool {
         if self.last_head.map(|h| (h.number, h.hash)) == Some((head.number, head.hash)) {
-            return Ok(());
+            return false;
         }
         self.clock.observe(head.number, head.timestamp);
         self.head_seen = Instant::now();
-        match self.chain.fees(self.config.min_tip).await {
-            Ok(f) => self.fees = Some(f),
-            Err(e) => tracing::warn!(error = %e, "eth_feeHistory failed; keeping the last fees"),
+        self.last_head = Some(head);
+        true
+    }
+
+    /// What a new head brings: fees, the wallet, and the outbox's receipts and bumps. On a slow
+    /// node this takes seconds; the jobs are passed over before it as well as after it.
+    pub(super) async fn on_head(&mut self, head: Head) -> Result<(), WorkerError> {
+        // Independent reads, at once, each given up after a while (the last value is kept).
+        let provider = self.chain.provider();
+        let (fees, blob_fee, balance) = tokio::join!(
+            tokio::time::timeout(HEAD_READ_BUDGET, self.chain.fees(self.config.min_tip)),
+            tokio::time::timeout(HEAD_READ_BUDGET, provider.get_blob_base_fee()),
+            tokio::time::timeout(HEAD_READ_BUDGET, self.chain.balance(self.me))
+        );
+        let slow = || format!("no answer within {} s", HEAD_READ_BUDGET.as_secs());
+        match fees {
+            Ok(Ok(f)) => self.fees = Some(f),
+            Ok(Err(e)) => tracing::warn!(error = %e, "eth_feeHistory failed; keeping the last fees"),
+            Err(_) => tracing::warn!(error = slow(), "eth_feeHistory failed; keeping the last fees"),
         }
-        if let Ok(b) = self.chain.provider().get_blob_base_fee().await {
+        if let Ok(Ok(b)) = blob_fee {
             // Room for the blob base fee to double before the completion lands.
             self.blob_fee = b.max(1).saturating_mul(2);
         }
-        match self.chain.balance(self.me).await {
+        let balance = balance.unwrap_or_else(|_| Err(ChainError::Rpc(slow())));
+        match balance {
             Ok(b) => self.balance = Some(b.try_into().unwrap_or(u128::MAX)),
             Err(e) => tracing::warn!(error = %e, "reading the balance failed; keeping the last one"),
         }
-        match self.outbox.track(&self.chain, &head, self.fees).await {
+        // Receipts, bumps and gap fills: no new step is started past the budget; the rest
+        // waits for the next head (the jobs are passed over in between).
+        let until = Instant::now() + TRACK_BUDGET;
+        match self.outbox.track_until(&self.chain, &head, self.fees, Some(until)).await {
             Ok(events) => {
                 for e in events {
                     self.note(&e);
@@ -216,7 +248,6 @@ impl Worker {
             Err(ChainError::Rpc(m)) => tracing::warn!(error = %m, "tracking transactions failed; retrying"),
             Err(e) => return Err(e.into()),
         }
-        self.last_head = Some(head);
         Ok(())
     }
 
@@ -238,6 +269,9 @@ impl Worker {
             }
         }
         self.llm.poll(&self.config.llm, &self.config.models);
+        let now_chain = head.timestamp as f64 + self.head_seen.elapsed().as_secs_f64();
+        let started = *self.started.get_or_insert(now_chain);
+        self.record_missed(started);
         let blockers: Vec<Option<(&'static str, String)>> = assignments.iter().map(|a| self.blocker(a)).collect();
         let views: Vec<JobView<'_>> = assignments
             .iter()
@@ -262,6 +296,17 @@ impl Worker {
             open_secs: self.open_secs,
             concurrency: self.config.concurrency,
         };
+        for a in assignments.iter().filter(|a| a.state == JobState::Submitted) {
+            self.first_seen.entry(a.job_id).or_insert_with(|| {
+                tracing::debug!(
+                    job = a.job_id,
+                    after_s = clock.now - a.submitted_at as f64,
+                    left_s = a.deadline.map(|d| d as f64 - clock.now),
+                    "job seen"
+                );
+                clock.now
+            });
+        }
         let actions = plan::plan(&views, &clock, self.funds(), busy);
         drop(views);
         let by_id: HashMap<u64, &Assignment> = assignments.iter().map(|a| (a.job_id, a)).collect();
@@ -292,7 +337,32 @@ impl Worker {
         // reassigned) is let go, answers included.
         let assigned: HashSet<u64> = assignments.iter().map(|a| a.job_id).collect();
         self.held.retain(|job, _| assigned.contains(job) || live.contains(job));
+        self.first_seen.retain(|job, _| assigned.contains(job));
         Ok(sent_any)
+    }
+
+    /// Records why the jobs that timed out unacked before this process could see them were
+    /// missed: their ack deadline passed before it started (lcw was not running). Without it such
+    /// a job would have no reason at all.
+    fn record_missed(&mut self, started: f64) {
+        let missed = match refusals::missed(&self.conn, self.me, self.missed_checked, started as u64) {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(error = %e, "reading the jobs that timed out failed"),
+        };
+        let Some(last) = missed.last() else { return };
+        self.missed_checked = last.timed_out_block;
+        for m in &missed {
+            let why = format!(
+                "its ack deadline ({}) passed while lcw was not running: it started {:.0} s after the job's submission",
+                m.deadline,
+                started - m.submitted_at as f64
+            );
+            if let Err(e) = refusals::put(&self.conn, self.me, m.job_id, "offline", &why, true, false) {
+                tracing::warn!(job = m.job_id, error = %e, "recording the refusal failed");
+            }
+        }
+        let jobs: Vec<u64> = missed.iter().map(|m| m.job_id).collect();
+        tracing::warn!(?jobs, "jobs timed out unacked while lcw was not running (recorded, step offline)");
     }
 
     /// Sortition: once per (head, indexed block), after the jobs owed have been looked after.

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// A job seen with less than the deadline margin and this much more left before its ack deadline
+/// was seen too late to ack: about two blocks, for the pass that sees it and the ack to land.
+const SEEN_SLACK_SECS: f64 = 2.0;
+
 impl Worker {
     /// The wallet at the fees the next acks and completions would be signed with.
     pub(super) fn funds(&self) -> Option<plan::Funds> {
@@ -123,11 +127,15 @@ impl Worker {
         };
         // Its prompt still being fetched when the deadline passed: the node was too slow.
         let fetching = last && what == "ack" && self.held.get(&job).is_some_and(|h| matches!(h.stage, Local::Opening));
+        let unseen = if last && what == "ack" { self.seen_too_late(a) } else { None };
         let (what, why) = match earlier {
             Some(r) if r.last => (r.step_name(), r.reason),
             Some(r) => (r.step_name(), format!("{}; then its ack deadline passed", r.reason)),
             None if fetching => ("node", format!("its prompt was still being fetched when {why}")),
-            None => (what, why.to_owned()),
+            None => match unseen {
+                Some((step, late)) => (step, format!("{why}: {late}")),
+                None => (what, why.to_owned()),
+            },
         };
         let why = why.as_str();
         if self.told.insert((job, what)) {
@@ -149,6 +157,21 @@ impl Worker {
         }
     }
 
+    /// Why a job given up at its ack deadline, with nothing recorded against it, was never
+    /// acked (see [`seen_too_late`]).
+    fn seen_too_late(&self, a: &Assignment) -> Option<(&'static str, String)> {
+        let head = self.last_head?;
+        let now = head.timestamp as f64 + self.head_seen.elapsed().as_secs_f64();
+        let seen = self.first_seen.get(&a.job_id).copied().unwrap_or(now);
+        let sighting = Sighting {
+            submitted: a.submitted_at as f64,
+            deadline: a.deadline? as f64,
+            seen,
+            started: self.started.unwrap_or(now),
+        };
+        seen_too_late(&sighting, self.config.deadline_margin)
+    }
+
     /// Gives up the live transaction `id` of `a` (its deadline passed unmined): its nonce is
     /// freed or taken by a transfer to self, so it cannot be mined to revert.
     pub(super) async fn cancel(&mut self, a: &Assignment, id: i64, reason: &str) {
@@ -159,5 +182,81 @@ impl Worker {
             }
             Err(e) => tracing::warn!(job = a.job_id, id, error = %e, "giving up the transaction failed; trying again"),
         }
+    }
+}
+
+/// When a job not acked yet was seen by this process, in chain seconds.
+#[derive(Debug, Clone, Copy)]
+struct Sighting {
+    /// Its submission block's timestamp.
+    submitted: f64,
+    /// Its ack deadline.
+    deadline: f64,
+    /// When this process first saw it in the store.
+    seen: f64,
+    /// When this process made its first pass.
+    started: f64,
+}
+
+/// Whether a job was seen too late to ack safely (less than the margin and about two blocks
+/// left), and what kept it out of sight: lcw was not running when it arrived (`offline`), or the
+/// store showed it late (`node`: the node, or the indexer reading it, was behind). None when it
+/// was seen in time: then the worker itself failed to ack it.
+fn seen_too_late(s: &Sighting, margin: u64) -> Option<(&'static str, String)> {
+    if s.seen + margin as f64 + SEEN_SLACK_SECS < s.deadline {
+        return None;
+    }
+    let left = (s.deadline - s.seen).max(0.0);
+    Some(if s.started > s.submitted {
+        let down = s.started - s.submitted;
+        (
+            "offline",
+            format!(
+                "lcw was not running when it arrived (started {down:.0} s after its submission), and saw it with {left:.0} s left"
+            ),
+        )
+    } else {
+        let late = s.seen - s.submitted;
+        (
+            "node",
+            format!(
+                "the store showed it {late:.0} s after its submission, with {left:.0} s left: the node or the indexer \
+                 reading it was behind"
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARGIN: u64 = 5;
+
+    #[test]
+    fn a_job_seen_in_time_and_not_acked_is_the_workers_own_failure() {
+        let s = Sighting { submitted: 100.0, deadline: 120.0, seen: 101.0, started: 50.0 };
+        assert_eq!(seen_too_late(&s, MARGIN), None);
+        // Still in time with the margin and two blocks left.
+        assert_eq!(seen_too_late(&Sighting { seen: 112.9, ..s }, MARGIN), None);
+    }
+
+    #[test]
+    fn a_job_that_arrived_while_lcw_was_not_running_is_put_down_to_that() {
+        let s = Sighting { submitted: 100.0, deadline: 120.0, seen: 117.0, started: 116.0 };
+        let (step, why) = seen_too_late(&s, MARGIN).expect("seen too late");
+        assert_eq!(step, "offline");
+        assert!(why.contains("started 16 s after its submission") && why.contains("3 s left"), "{why}");
+        // Seen after its deadline: nothing left.
+        let (_, why) = seen_too_late(&Sighting { seen: 125.0, started: 124.0, ..s }, MARGIN).unwrap();
+        assert!(why.contains("0 s left"), "{why}");
+    }
+
+    #[test]
+    fn a_job_the_store_showed_late_to_a_running_worker_is_put_down_to_the_node() {
+        let s = Sighting { submitted: 100.0, deadline: 120.0, seen: 115.0, started: 50.0 };
+        let (step, why) = seen_too_late(&s, MARGIN).expect("seen too late");
+        assert_eq!(step, "node");
+        assert!(why.contains("15 s after its submission, with 5 s left"), "{why}");
     }
 }
