@@ -140,17 +140,29 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     // for a submission it gave up on).
     let drain_started = Instant::now();
     let drain_deadline = drain_started + Duration::from_secs(config.drain_secs);
+    // A simulated worker's job that the keeper leaves unreleased (its bounty below the gas, at
+    // the 1 gwei minimum tip, until other jobs join it) does not hold the drain up once nothing
+    // has changed for a while.
     let mut quiet = 0;
+    let mut still: (Owed, Instant) = (Owed::default(), Instant::now());
     let mut next_note = Instant::now();
     while Instant::now() < drain_deadline && quiet < 3 {
         tokio::time::sleep(Duration::from_secs(2)).await;
         traffic.tick(until)?;
         watchdog(&rig, &mut exits).await;
-        let owed = owed(&rig).unwrap_or(u64::MAX);
-        quiet = if owed == 0 { quiet + 1 } else { 0 };
+        let owed = owed(&rig).unwrap_or(Owed { lcw: u64::MAX, others: u64::MAX });
+        if owed != still.0 {
+            still = (owed, Instant::now());
+        }
+        let settled = owed.others == 0 || still.1.elapsed() >= UNCHANGED_FOR;
+        quiet = if owed.lcw == 0 && settled { quiet + 1 } else { 0 };
         if Instant::now() >= next_note {
             next_note += Duration::from_secs(30);
-            say!("draining: {owed} job(s) and live transactions lcw still owes");
+            say!(
+                "draining: lcw still owes {} job(s) and live transactions; {} job(s) of the simulated workers unreleased",
+                owed.lcw,
+                owed.others
+            );
         }
     }
     traffic.finish(Instant::now() + Duration::from_secs(5)).await;
@@ -255,15 +267,30 @@ async fn watchdog(rig: &Rig, exits: &mut Vec<soak::faults::Record>) {
 /// What lcw still owes once the traffic has stopped: jobs it must release, time out or settle,
 /// and live outbox rows. Jobs of simulated workers stranded on closed sessions are left out
 /// (only the simulator's keeper settles those; a keeper is not paid to).
-fn owed(rig: &Rig) -> anyhow::Result<u64> {
+/// What is still owed at the drain: by lcw (its worker's jobs, its live transactions, the timeouts
+/// its keeper claims), and the simulated workers' completed jobs that only its keeper releases,
+/// when their bounty pays for the gas.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Owed {
+    lcw: u64,
+    others: u64,
+}
+
+/// How long the simulated workers' unreleased jobs may stay unchanged before the drain stops
+/// waiting for them.
+const UNCHANGED_FOR: Duration = Duration::from_secs(40);
+
+fn owed(rig: &Rig) -> anyhow::Result<Owed> {
     let store = Store::open_readonly(&rig.keeper_db)?;
-    let jobs: i64 = store.conn().query_row(
-        "SELECT count(*) FROM jobs j LEFT JOIN sessions s ON s.session_id = j.session_id
+    let (mine, others): (i64, i64) = store.conn().query_row(
+        "SELECT count(CASE WHEN j.worker = ?1 OR j.state != 'COMPLETED' THEN 1 END),
+                count(CASE WHEN j.worker != ?1 AND j.state = 'COMPLETED' THEN 1 END)
+         FROM jobs j LEFT JOIN sessions s ON s.session_id = j.session_id
          WHERE j.released_block IS NULL AND j.timed_out_block IS NULL AND j.settled_no_fault = 0
            AND coalesce(j.guilty, 0) = 0
            AND NOT (j.state IN ('SUBMITTED', 'ACKNOWLEDGED') AND s.status = 'CLOSED' AND j.worker != ?1)",
         [rig.worker_addr.as_slice()],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let mut live = 0i64;
     for db in [&rig.keeper_db, &rig.worker_db] {
@@ -273,7 +300,7 @@ fn owed(rig: &Rig) -> anyhow::Result<u64> {
             |r| r.get::<_, i64>(0),
         )?;
     }
-    Ok((jobs + live) as u64)
+    Ok(Owed { lcw: (mine + live) as u64, others: others as u64 })
 }
 
 /// The once-a-minute status line.

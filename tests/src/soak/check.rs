@@ -78,6 +78,8 @@ pub(crate) fn excused(step: &str) -> Option<&'static str> {
         // The LLM server is the operator's: while it is down no job is acked.
         "funds" | "model" | "deadline" | "llm" => Some("operator"),
         "node" => Some("network"),
+        // lcw was not running: excused only where the soak killed it (see `worker_jobs`).
+        "offline" => Some("a kill"),
         _ => None,
     }
 }
@@ -107,6 +109,11 @@ pub(crate) fn clean_stretch(faults: &[Record], from: u64, to: u64) -> u64 {
         at = at.max(e);
     }
     longest.max(to.saturating_sub(at))
+}
+
+/// Whether a fault of `kind` overlaps blocks `from..=to`.
+fn killed(faults: &[Record], kind: &str, from: u64, to: u64) -> bool {
+    faults.iter().any(|f| f.kind == kind && f.start_block <= to && f.end_block + 2 >= from)
 }
 
 /// The faults whose time overlaps blocks `from..=to` (a few blocks of slack after each).
@@ -230,6 +237,11 @@ pub(crate) fn worker_jobs(
             (Some(a), _, _) => Some(format!("acked in block {a} and not completed")),
             (None, None, _) => Some("not acked, and no refusal recorded".to_owned()),
             (None, Some((step, reason, _)), None) => Some(format!("not acked; refused at step `{step}`: {reason}")),
+            (None, Some((step, reason, _)), Some(_))
+                if step == "offline" && !killed(faults, "kill -9 worker", submitted as u64, timed_out as u64) =>
+            {
+                Some(format!("not acked while lcw was not running, and the soak did not kill it then: {reason}"))
+            }
             (None, Some(_), Some(_)) => None,
         };
         if let Some(fault) = fault {
