@@ -124,12 +124,19 @@ fn spawn_reader(db: PathBuf, decoder: Decoder, to: u64) -> StoreResult<Reader> {
 }
 
 /// Rebuilds the projections of `source` into `target` (a store with the same identity and no
-/// projections). Returns (logs, last block).
+/// projections; it may be the source's own file). Returns (logs, last block).
 ///
-/// Reading and decoding run on a second thread; this one applies. Blocks at or below the undo
-/// floor go in transactions of [`REPLAY_BATCH`] logs, blocks above it one per transaction with
-/// undo images, as live indexing wrote them. The target's secondary indexes are dropped for the
-/// rebuild and created again at the end (see [`lcw_schema::store::projections::drop_indexes`]).
+/// Reading and decoding run on a second thread, with its own connection to the source; this one
+/// applies. Blocks at or below the undo floor go in transactions of [`REPLAY_BATCH`] logs, blocks
+/// above it one per transaction with undo images, as live indexing wrote them. The target's
+/// secondary indexes are dropped for the rebuild and created again at the end (see
+/// [`lcw_schema::store::projections::drop_indexes`]).
+///
+/// The target is written with its connection's settings as they are: its journal mode is the
+/// caller's to choose. Leaving WAL needs the only connection to the file, so a rebuild into the
+/// source's file (which the reader holds open) would fail on it, and a store left without a
+/// journal is corrupted by a crash. [`replay`] turns the journal off on the scratch store it
+/// alone opens.
 pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
     let identity = source.identity()?.ok_or_else(|| StoreError::Missing(source.path().to_owned()))?;
     let decoder = Decoder::new(identity.contracts);
@@ -142,11 +149,6 @@ pub fn rebuild(source: &Store, target: &mut Store) -> StoreResult<(u64, u64)> {
         lcw_schema::store::meta_set(&tx, UNDO_FLOOR, &floor.to_string())?;
         tx.commit()?;
     }
-    // The scratch store is thrown away on any failure, so it need not survive a power cut.
-    // Nor does it need a journal: without one, pages are written once, into the database,
-    // instead of into the WAL and then copied by checkpoints.
-    target.conn().pragma_update(None, "synchronous", "OFF")?;
-    target.conn().pragma_update(None, "journal_mode", "OFF")?;
     let indexes = lcw_schema::store::projections::drop_indexes(target.conn())?;
     let (reader, chunks) = spawn_reader(source.path().to_owned(), decoder, cursor.block_number)?;
     let mut count = 0u64;
@@ -198,6 +200,12 @@ pub fn replay(db: &Path, write: bool) -> IndexerResult<ReplayReport> {
     remove_db(&scratch);
     let result = (|| -> IndexerResult<ReplayReport> {
         let mut target = Store::open(&scratch, &identity)?;
+        // The scratch store is thrown away on any failure, so it need not survive a power cut.
+        // Nor does it need a journal: without one, pages are written once, into the database,
+        // instead of into the WAL and then copied by checkpoints. Only this connection has the
+        // file open (it was just created), as leaving WAL requires.
+        target.conn().pragma_update(None, "synchronous", "OFF").map_err(StoreError::from)?;
+        target.conn().pragma_update(None, "journal_mode", "OFF").map_err(StoreError::from)?;
         let started = Instant::now();
         let (events, block) = rebuild(&source, &mut target)?;
         let rebuild_secs = started.elapsed().as_secs_f64();
@@ -229,4 +237,108 @@ pub fn replay(db: &Path, write: bool) -> IndexerResult<ReplayReport> {
         IndexerError::Store(StoreError::Sqlite(s)) => IndexerError::Internal(format!("replay: {s}")),
         other => other,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::{Address, B256, U256};
+    use alloy::sol_types::SolEvent;
+    use lcw_schema::bindings::AIConfig;
+    use lcw_schema::profile::Contracts;
+    use lcw_schema::store::Identity;
+    use lcw_schema::store::raw::BlockRow;
+    use lcw_schema::store::rows::ModelRow;
+
+    fn identity() -> Identity {
+        Identity {
+            chain_id: 31_337,
+            contracts: Contracts {
+                worker_registry: Address::repeat_byte(0xa1),
+                job_registry: Address::repeat_byte(0xa2),
+                ai_config: Address::repeat_byte(0xa3),
+            },
+            start_block: 1,
+        }
+    }
+
+    /// A WAL store at `db` whose raw layer holds one ModelRegistered log in block 1, final.
+    fn raw_store(db: &Path) -> (Store, B256) {
+        let identity = identity();
+        let mut store = Store::open(db, &identity).unwrap();
+        let model = B256::repeat_byte(7);
+        let event =
+            AIConfig::ModelRegistered { modelId: model, fee: U256::from(500u64), maxOutputTokens: U256::from(256u64) };
+        let log = Log { address: identity.contracts.ai_config, data: event.encode_log_data() };
+        let decoded = Decoder::new(identity.contracts).decode(&log);
+        let (topics, data) = log.data.split();
+        let tx = store.begin().unwrap();
+        RawLog {
+            block_number: 1,
+            log_index: 0,
+            block_hash: B256::repeat_byte(1),
+            block_timestamp: 1_700_000_000,
+            tx_hash: B256::repeat_byte(2),
+            tx_index: 0,
+            address: identity.contracts.ai_config,
+            topics,
+            data,
+            event: decoded.name.map(str::to_owned),
+            decode_error: None,
+            job_id: None,
+        }
+        .insert(&tx)
+        .unwrap();
+        BlockRow { number: 1, hash: B256::repeat_byte(1), parent_hash: None, timestamp: 1_700_000_000, log_count: 1 }
+            .put(&tx)
+            .unwrap();
+        Cursor { block_number: 1, block_hash: B256::repeat_byte(1), finalized_number: 1 }.set(&tx).unwrap();
+        lcw_schema::store::meta_set(&tx, UNDO_FLOOR, "1").unwrap();
+        tx.commit().unwrap();
+        (store, model)
+    }
+
+    fn journal_mode(store: &Store) -> String {
+        store.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap()
+    }
+
+    /// The source's reader holds the file open while the projections are written: a rebuild
+    /// that switched the target out of WAL failed here with "database is locked".
+    #[test]
+    fn rebuilds_into_the_sources_own_file_while_it_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lcw.db");
+        let (writer, model) = raw_store(&db);
+        let source = Store::open_readonly(&db).unwrap();
+        let mut target = Store::open(&db, &identity()).unwrap();
+
+        let (events, block) = rebuild(&source, &mut target).unwrap();
+
+        assert_eq!((events, block), (1, 1));
+        assert_eq!(journal_mode(&target), "wal", "the target keeps the journal mode it was opened with");
+        // Another connection that was open throughout reads the rebuilt projection.
+        let row = ModelRow::get(writer.conn(), &model).unwrap().expect("the model's row");
+        assert!(row.registered && row.enabled);
+        assert_eq!(row.fee_wei, Some(U256::from(500u64)));
+    }
+
+    #[test]
+    fn replay_of_an_open_store_finds_it_equal_and_leaves_it_in_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lcw.db");
+        let (writer, _) = raw_store(&db);
+        {
+            let source = Store::open_readonly(&db).unwrap();
+            let mut target = Store::open(&db, &identity()).unwrap();
+            rebuild(&source, &mut target).unwrap();
+        }
+
+        let report = replay(&db, true).unwrap();
+
+        assert_eq!(report.events, 1);
+        assert!(report.equal(), "{:?}", report.differences);
+        assert!(!report.written);
+        assert_eq!(journal_mode(&writer), "wal");
+        assert!(!scratch_path(&db).exists(), "the scratch store is removed");
+    }
 }
