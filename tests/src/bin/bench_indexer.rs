@@ -65,11 +65,14 @@ struct Args {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
-    /// Block interval to restore on the devnet after measuring (interval mining is paused while
-    /// measuring: on a chain this large every empty block costs anvil seconds of CPU, which would
-    /// land at random in the timings).
+    /// Block interval of the devnet this bench starts, and the one restored on the chain after
+    /// measuring (interval mining is paused while measuring: on a chain this large every empty
+    /// block costs anvil seconds of CPU, which would land at random in the timings).
     #[arg(long, default_value_t = 12)]
     block_time: u64,
+    /// Dispute window of the devnet this bench starts, in seconds: jobs are released after it.
+    #[arg(long, default_value_t = 60)]
+    dispute_window: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -162,11 +165,12 @@ async fn main() -> anyhow::Result<()> {
             options.port = 0;
             // Anvil's memory grows with every block it mines (tens of MB per block once the state
             // is large), so the workload goes into few, full blocks.
-            options.block_time = 12;
+            options.block_time = args.block_time;
             options.gas_limit = 3_000_000_000;
             options.prune_history = Some(1);
             options.deploy.ack_timeout = 600;
             options.deploy.completion_timeout = 600;
+            options.deploy.dispute_window = args.dispute_window;
             eprintln!("starting a devnet in {}", options.data_dir.display());
             devnet = Devnet::start(&options).await?;
             let pid = devnet.anvil.pid();

@@ -14,10 +14,10 @@
 //! Part 2 starts `lcw serve` on the store, checks each query once (a response with `errors` or
 //! null data stops the benchmark), then runs wrk against each: `job(id)` with a random id per
 //! request, `jobs(worker, first: 50)` and `exitPlan(worker)` with a random worker per request, and
-//! network-wide daily `earnings` over 30 days. It prints requests/s, p50, p90 and p99 per query
-//! and the server's peak RSS. Figures only: nothing here asserts a timing, but a query that
-//! answered errors under load (timeouts) is marked invalid and the run exits non-zero, since the
-//! latency of error responses means nothing.
+//! network-wide daily `earnings` over 30 days. It prints the flags `lcw serve` ran with,
+//! requests/s, p50, p90 and p99 per query and the server's peak RSS. Figures only: nothing here
+//! asserts a timing, but a query that answered errors under load (timeouts) is marked invalid and
+//! the run exits non-zero, since the latency of error responses means nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -936,21 +936,24 @@ struct BuildReport {
     jobs_by_state: BTreeMap<String, u64>,
 }
 
-fn sidecar(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_os_string();
-    name.push(".bench.json");
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
     PathBuf::from(name)
 }
 
+fn sidecar(db: &Path) -> PathBuf {
+    with_suffix(db, ".bench.json")
+}
+
+/// Where a store is generated until it is complete, so an interrupted run never leaves a store
+/// at `db` that the next run would have to refuse (it has no notes).
+fn partial(db: &Path) -> PathBuf {
+    with_suffix(db, ".partial")
+}
+
 fn store_files(db: &Path) -> Vec<PathBuf> {
-    ["", "-wal", "-shm", ".bench.json"]
-        .iter()
-        .map(|suffix| {
-            let mut name = db.as_os_str().to_os_string();
-            name.push(suffix);
-            PathBuf::from(name)
-        })
-        .collect()
+    ["", "-wal", "-shm", ".bench.json"].iter().map(|suffix| with_suffix(db, suffix)).collect()
 }
 
 fn store_bytes(db: &Path) -> u64 {
@@ -987,6 +990,10 @@ fn build_store(args: &Args, db: &Path) -> anyhow::Result<BuildReport> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     ensure!(args.workers > 0 && args.days > 0 && args.jobs > 0, "--jobs, --workers and --days must be positive");
+    let building = partial(db);
+    for file in store_files(&building) {
+        let _ = std::fs::remove_file(file);
+    }
 
     let head = SETUP_BLOCKS + args.days * BLOCKS_PER_DAY;
     let now = lcw_schema::store::unix_now();
@@ -1001,7 +1008,7 @@ fn build_store(args: &Args, db: &Path) -> anyhow::Result<BuildReport> {
         db.display()
     );
     let started = Instant::now();
-    let store = Store::open(db, &identity).with_context(|| format!("creating {}", db.display()))?;
+    let store = Store::open(&building, &identity).with_context(|| format!("creating {}", building.display()))?;
     // The generator's own connection: a large page cache for the bulk insert.
     store.conn().execute_batch("PRAGMA cache_size = -262144")?;
     let (logs, counts) = {
@@ -1047,25 +1054,23 @@ fn build_store(args: &Args, db: &Path) -> anyhow::Result<BuildReport> {
     eprintln!("generated {logs} logs in {:.1} s; replaying them into the projections", report.generate_secs);
 
     // The projections: the indexer's replay over the raw logs just written, into the same
-    // (projection-free) store.
+    // (projection-free) store, as it is served. The replay's reader holds the file open while
+    // the projections are written, so it stays in WAL.
     let started = Instant::now();
-    let source = Store::open_readonly(db)?;
-    let mut target = Store::open(db, &identity)?;
+    let source = Store::open_readonly(&building)?;
+    let mut target = Store::open(&building, &identity)?;
     let (events, _) = lcw_indexer::replay::rebuild(&source, &mut target).context("replaying the generated logs")?;
     drop(source);
     target.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    // The last connection: SQLite checkpoints and removes the WAL, so the file alone is the store.
     drop(target);
     report.replay_secs = started.elapsed().as_secs_f64();
-    report.replay_events = events;
-    report.replay_events_per_sec = events as f64 / report.replay_secs.max(1e-9);
-    eprintln!("replayed {events} events in {:.1} s ({:.0} events/s)", report.replay_secs, report.replay_events_per_sec);
-    if args.check {
-        let started = Instant::now();
-        let replay = lcw_indexer::replay::replay(db, false).context("checking the store against its replay")?;
-        eprintln!("replay check: equal = {} ({:.1} s)", replay.equal(), started.elapsed().as_secs_f64());
-        ensure!(replay.equal(), "the store differs from its replay: {:?}", replay.differences);
-        report.check_equal = Some(true);
-    }
+    ensure!(
+        !with_suffix(&building, "-wal").exists(),
+        "{} still has a WAL after its last connection closed",
+        building.display()
+    );
+    // The notes first: a store at `db` always has them.
     let notes = Generated {
         jobs: args.jobs,
         workers: args.workers,
@@ -1077,6 +1082,17 @@ fn build_store(args: &Args, db: &Path) -> anyhow::Result<BuildReport> {
         head_time,
     };
     std::fs::write(sidecar(db), serde_json::to_vec_pretty(&notes)?)?;
+    std::fs::rename(&building, db).with_context(|| format!("moving {} to {}", building.display(), db.display()))?;
+    report.replay_events = events;
+    report.replay_events_per_sec = events as f64 / report.replay_secs.max(1e-9);
+    eprintln!("replayed {events} events in {:.1} s ({:.0} events/s)", report.replay_secs, report.replay_events_per_sec);
+    if args.check {
+        let started = Instant::now();
+        let replay = lcw_indexer::replay::replay(db, false).context("checking the store against its replay")?;
+        eprintln!("replay check: equal = {} ({:.1} s)", replay.equal(), started.elapsed().as_secs_f64());
+        ensure!(replay.equal(), "the store differs from its replay: {:?}", replay.differences);
+        report.check_equal = Some(true);
+    }
     report.store_bytes = store_bytes(db);
     report.jobs_by_state = jobs_by_state(db)?;
     Ok(report)
@@ -1113,7 +1129,12 @@ fn targets(db: &Path) -> anyhow::Result<Targets> {
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         Ok(rows.map(|r| r.map(|b| Address::from_slice(&b))).collect::<Result<_, _>>()?)
     };
-    let workers = addresses("SELECT address FROM workers WHERE registered = 1 ORDER BY address")?;
+    // Workers that served jobs (every registered one in a large store; a small one leaves some
+    // without, and an empty page would not measure the query).
+    let workers = addresses(
+        "SELECT address FROM workers WHERE registered = 1 \
+         AND EXISTS (SELECT 1 FROM jobs WHERE jobs.worker = workers.address) ORDER BY address",
+    )?;
     let busy_workers = addresses(
         "SELECT DISTINCT worker FROM jobs WHERE state NOT IN ('RELEASED', 'TIMED_OUT') \
          AND NOT (state = 'RESOLVED' AND guilty = 1) ORDER BY worker",
@@ -1357,8 +1378,25 @@ impl Drop for Server {
     }
 }
 
+/// The `lcw serve` flags that bound the load: the defaults, except a connection cap above wrk's
+/// connections (past the cap, a new connection closes the longest-idle one, or is answered 503
+/// when every one has a request in flight).
+fn serve_flags(args: &Args) -> Vec<String> {
+    let defaults = lcw_queries::ServeConfig::new(PathBuf::new());
+    let connections = defaults.limits.connections.max(args.connections as usize + 1);
+    [
+        ("--pool", defaults.pool.to_string()),
+        ("--timeout-ms", defaults.request_timeout.as_millis().to_string()),
+        ("--api-max-requests", defaults.limits.requests.to_string()),
+        ("--api-max-connections", connections.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect()
+}
+
 impl Server {
-    fn start(lcw: &Path, db: &Path, listen: &str) -> anyhow::Result<Server> {
+    fn start(lcw: &Path, db: &Path, listen: &str, flags: &[String]) -> anyhow::Result<Server> {
         let mut log = db.as_os_str().to_os_string();
         log.push(".serve.log");
         let log = PathBuf::from(log);
@@ -1369,6 +1407,7 @@ impl Server {
             .arg(db)
             .arg("--listen")
             .arg(listen)
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -1467,6 +1506,8 @@ fn run_wrk(args: &Args, url: &str, script: &Path, seconds: u64) -> anyhow::Resul
 
 #[derive(Debug, Serialize)]
 struct LoadReport {
+    /// The flags `lcw serve` ran with besides --db and --listen.
+    server_flags: Vec<String>,
     connections: u64,
     threads: u64,
     duration_secs: u64,
@@ -1491,7 +1532,7 @@ async fn load(args: &Args, db: &Path) -> anyhow::Result<LoadReport> {
     warm_page_cache(db)?;
     let t = targets(db)?;
     eprintln!(
-        "targets: job ids {}..={}, {} workers, {} with open jobs, earnings from {}",
+        "targets: job ids {}..={}, {} workers with jobs, {} with open jobs, earnings from {}",
         t.min_job,
         t.max_job,
         t.workers.len(),
@@ -1501,7 +1542,8 @@ async fn load(args: &Args, db: &Path) -> anyhow::Result<LoadReport> {
     let listen = format!("127.0.0.1:{}", free_port()?);
     let base = format!("http://{listen}");
     let url = format!("{base}/graphql");
-    let mut server = Server::start(&lcw, db, &listen)?;
+    let flags = serve_flags(args);
+    let mut server = Server::start(&lcw, db, &listen, &flags)?;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let started = Instant::now();
     server.wait_healthy(&client, &base).await?;
@@ -1539,6 +1581,7 @@ async fn load(args: &Args, db: &Path) -> anyhow::Result<LoadReport> {
     let peak = server.peak_rss_mib();
     drop(server);
     Ok(LoadReport {
+        server_flags: flags,
         connections: args.connections,
         threads: args.threads,
         duration_secs: args.duration,
@@ -1579,6 +1622,7 @@ fn print_report(r: &Report) {
     println!("  jobs by state: {}", states.join(", "));
     let Some(load) = &r.load else { return };
     println!();
+    println!("lcw serve {}", load.server_flags.join(" "));
     println!(
         "wrk: {} threads, {} connections, {} s per query (closed loop, client and server on the same cores)",
         load.threads, load.connections, load.duration_secs
