@@ -2,8 +2,6 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
-LCW := target/debug/lcw
-DEMO_DIR := lcw-data/demo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
 .PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition soak fuzz deny docs
@@ -20,6 +18,7 @@ llm:
 	tests/scripts/llm-server.sh install
 
 $(TOOLS_STAMP): contracts/package.json contracts/package-lock.json
+	@echo "== installing anvil and solc from npm into contracts/node_modules"
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	chmod +x contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 	touch $@
@@ -63,22 +62,22 @@ test: tools
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 
-## demo: a devnet and a burst of simulated traffic with every outcome, then stop
+## demo: the whole product on a local devnet until Ctrl-C (lcw demo): anvil with the contracts and
+## sessions by sortition, one lcw run (indexer, keeper, GraphQL API and dashboard on
+## http://127.0.0.1:8080/ or a free port, and our worker serving gemma3-270m on the real LLM server),
+## consumer traffic with every outcome, a reorg every 2 min; prints what to open, then a status
+## line. Installs what it lacks first: the tools, and the LLM server in the background (about
+## 15 min the first time, progress in the status line; simulated workers serve meanwhile and ours
+## joins when it answers). Up in about 15 s once installed. Files in DEMO_DIR (emptied at each
+## start), the LLM server on 127.0.0.1:DEMO_LLM_PORT; DEMO_ARGS adds flags (lcw demo --help);
+## LCW=path runs that lcw instead of building one
+LCW ?= target/debug/lcw
+DEMO_DIR ?= lcw-data/demo
+DEMO_LLM_PORT ?= 8181
 demo: tools
-	$(CARGO) build -p lcw-cli
-	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	$(LCW) --data-dir $(DEMO_DIR) devnet --port 0 --dispute-window 10 --ack-timeout 10 \
-		--completion-timeout 10 --resolution-timeout 10 > $(DEMO_DIR)/devnet.out 2> $(DEMO_DIR)/devnet.err & \
-	pid=$$!; trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true' EXIT; \
-	for _ in $$(seq 1 600); do \
-		grep -q '^Ctrl-C' $(DEMO_DIR)/devnet.out 2>/dev/null && break; \
-		kill -0 $$pid 2>/dev/null || { cat $(DEMO_DIR)/devnet.err; exit 1; }; sleep 0.1; \
-	done; \
-	cat $(DEMO_DIR)/devnet.out; echo; \
-	echo "== simulating 200 jobs: 10% time out, 15% disputed, 5% on closed sessions, the rest released"; \
-	$(LCW) --data-dir $(DEMO_DIR) simulate --network $(DEMO_DIR)/devnet.json --jobs 200 --workers 3 \
-		--auto-complete --auto-release --timeout-share 10 --dispute-share 15 --settle-share 5; \
-	echo; echo "the devnet stops now; run '$(LCW) --data-dir $(DEMO_DIR) devnet' to keep one up"
+	$(if $(filter target/debug/lcw,$(LCW)),$(CARGO) build -p lcw-cli)
+	$(LCW) demo --dir $(DEMO_DIR) --llm-url http://127.0.0.1:$(DEMO_LLM_PORT) \
+		--llm-start 'tests/scripts/llm-server.sh serve $(DEMO_LLM_PORT)' $(DEMO_ARGS)
 
 clean:
 	rm -rf lcw-data

@@ -79,6 +79,9 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Index, serve the API, and (with --keeper, --worker, --work) settle and serve jobs, in one process.
     Run(cmd::serve::RunArgs),
+    /// Run the whole product on a local devnet until Ctrl-C: lcw run with our worker, traffic, reorgs.
+    #[command(long_about = cmd::demo::LONG_ABOUT)]
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,6 +104,7 @@ fn main() -> std::process::ExitCode {
             Command::Index(args) => cmd::index::run(args, cli.data).await,
             Command::Serve(args) => cmd::serve::serve(args, cli.data).await,
             Command::Run(args) => cmd::serve::run(args, cli.data).await,
+            Command::Demo(args) => cmd::demo::run(args, cli.data).await,
             Command::Replay(args) => cmd::replay::run(args, cli.data).await,
             Command::Verify(args) => cmd::verify::run(args, cli.data).await,
             Command::Settle(args) => cmd::settle::run(args, cli.data).await,

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub(crate) mod demo;
 pub(crate) mod deploy;
 pub(crate) mod devnet;
 pub(crate) mod index;
