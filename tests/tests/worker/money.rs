@@ -52,7 +52,15 @@ fn refusal(db: &std::path::Path, job: u64) -> Option<(String, String, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_prompt_that_cannot_be_opened_is_refused_without_an_ack() {
-    let net = devnet().await;
+    // A short ack window, watched to its end: a job refused for good must not be acked
+    // "unopened" once too little time is left to open it again.
+    let net = TestNet::start_with(|o| {
+        o.block_time = 1;
+        o.deploy.dispute_window = 30;
+        o.deploy.ack_timeout = 15;
+        o.deploy.completion_timeout = 120;
+    })
+    .await;
     let server = lcw_tests::llm::LlmServer::start();
     let (_dir, db, indexer) = followed_store(&net).await;
     let worker = parties::register_worker(&net, 0, Suite::X25519).await;
@@ -72,6 +80,18 @@ async fn a_prompt_that_cannot_be_opened_is_refused_without_an_ack() {
     assert!(wait_until(Duration::from_secs(120), served).await, "the good job was served");
     let reported = || async { refusal(&db, missing).is_some() && refusal(&db, foreign).is_some() };
     assert!(wait_until(Duration::from_secs(30), reported).await, "both bad jobs were reported in the store");
+    // Until both ack deadlines are 3 blocks behind the head.
+    let deadline = [missing, foreign].iter().map(|&j| ack_deadline(&db, j)).max().unwrap();
+    let past = || async {
+        net.provider()
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.header.timestamp > deadline + 3)
+    };
+    // (An ack would move the deadline to the completion's: the checks below say so.)
+    wait_until(Duration::from_secs(40), past).await;
     let summary = running.finish().await;
     indexer.finish().await;
 
@@ -87,6 +107,16 @@ async fn a_prompt_that_cannot_be_opened_is_refused_without_an_ack() {
     assert!(summary.refused[&foreign].contains("does not decrypt"), "{summary:?}");
     assert_eq!(summary.acked, 1, "only the good job was acked: {summary:?}");
     assert_eq!(summary.reverted, 0);
+}
+
+/// The ack deadline of a job not acked (unix s), from the store.
+fn ack_deadline(db: &std::path::Path, job: u64) -> u64 {
+    let store = Store::open_readonly(db).expect("store");
+    let d: i64 = store
+        .conn()
+        .query_row("SELECT deadline FROM jobs WHERE job_id = ?1", [job as i64], |r| r.get(0))
+        .expect("deadline");
+    d as u64
 }
 
 /// Pauses block production; the test mines by hand until `resume`.

@@ -52,6 +52,10 @@ pub(super) struct Worker {
     /// Jobs that timed out in blocks up to this one have been checked for ones this process
     /// never saw (see [`Worker::record_missed`]).
     pub(super) missed_checked: u64,
+    /// Jobs refused for good, with the step and why: never planned again, not even as an ack
+    /// "unopened" when little time is left. Read back from the store when a job is first seen,
+    /// so a restart keeps them.
+    pub(super) refused: HashMap<u64, (&'static str, String)>,
 }
 
 impl Worker {
@@ -144,6 +148,7 @@ impl Worker {
             started: None,
             first_seen: HashMap::new(),
             missed_checked: 0,
+            refused: HashMap::new(),
             config,
         };
         for e in reconciled {
@@ -272,6 +277,14 @@ impl Worker {
         let now_chain = head.timestamp as f64 + self.head_seen.elapsed().as_secs_f64();
         let started = *self.started.get_or_insert(now_chain);
         self.record_missed(started);
+        for a in assignments.iter().filter(|a| a.state == JobState::Submitted) {
+            if !self.first_seen.contains_key(&a.job_id)
+                && let Ok(Some(r)) = refusals::get(&self.conn, self.me, a.job_id)
+                && r.last
+            {
+                self.refused.insert(a.job_id, (r.step_name(), r.reason));
+            }
+        }
         let blockers: Vec<Option<(&'static str, String)>> = assignments.iter().map(|a| self.blocker(a)).collect();
         let views: Vec<JobView<'_>> = assignments
             .iter()
@@ -338,6 +351,7 @@ impl Worker {
         let assigned: HashSet<u64> = assignments.iter().map(|a| a.job_id).collect();
         self.held.retain(|job, _| assigned.contains(job) || live.contains(job));
         self.first_seen.retain(|job, _| assigned.contains(job));
+        self.refused.retain(|job, _| assigned.contains(job));
         Ok(sent_any)
     }
 

@@ -148,6 +148,9 @@ impl Worker {
             tracing::warn!(job, error = %e, "recording the refusal failed");
         }
         if last {
+            if a.state == JobState::Submitted {
+                self.refused.insert(job, (what, why.to_owned()));
+            }
             self.held.remove(&job);
             if let Some(link) = &self.link
                 && self.gave_up.insert(job)

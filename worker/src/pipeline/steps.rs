@@ -60,6 +60,11 @@ pub(super) struct Spec {
 impl Worker {
     /// Why an assignment cannot be served here at all, if it cannot.
     pub(super) fn blocker(&mut self, a: &Assignment) -> Option<(&'static str, String)> {
+        if a.state == JobState::Submitted
+            && let Some((step, why)) = self.refused.get(&a.job_id)
+        {
+            return Some((step, why.clone()));
+        }
         if a.model_id.and_then(|m| self.models.get(&m)).is_none() {
             return Some(("model", "its model is not served here".into()));
         }
