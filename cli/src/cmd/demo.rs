@@ -4,13 +4,16 @@
 //! the command starting the LLM server, all its children ([`procs`]); now and then a reorg
 //! ([`chain`]); and a status line read from the API ([`status`]).
 
+mod banner;
 mod chain;
 mod llm;
 mod procs;
+mod setup;
 mod status;
 mod traffic;
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,36 +21,27 @@ use alloy::primitives::Address;
 use anyhow::{Context, bail};
 use clap::Args;
 use lcw_contracts::deploy::DEFAULT_MODEL;
-use lcw_schema::profile::Profile;
+use lcw_schema::profile::{Profile, Role};
 
 use self::llm::LlmServer;
 use self::procs::{Proc, Spec};
+use self::setup::{Settings, keystore_address, prepare, write_password};
 use self::status::{Ours, Screen};
 use self::traffic::Traffic;
 use crate::args::DataArgs;
 
-/// The file that marks a directory as the demo's (it is emptied at each start).
-const MARKER: &str = ".lcw-demo";
-/// What a plain `lcw devnet` leaves in a data dir: a directory holding only these may be taken.
-const DEVNET_LEFTOVERS: [&str; 8] = [
-    "devnet.json",
-    "devnet.out",
-    "devnet.err",
-    "anvil.log",
-    "anvil-accounts.json",
-    "lcw.db",
-    "lcw.db-wal",
-    "lcw.db-shm",
-];
 /// The claim window: with stakes at 10 times the minimum, each worker's first block falls 1 to 5
 /// blocks after a request, drawn anew for every request, so that sessions spread over the workers
 /// (with a short window, every worker could claim in the first block and the quickest would win
 /// them all).
 const CLAIM_WINDOW_BLOCKS: &str = "41";
+/// The fee per job: its keeper bounty pays for a release of one job at a devnet's gas price (at the
+/// default 0.01 LCAI a keeper waits until several are due, as it should, and releases late).
+const JOB_FEE_LCAI: &str = "0.1";
 /// LCAI of gas money for our key.
 const GAS_MONEY_LCAI: u64 = 10_000;
 /// How long the start waits for an LLM server the demo started before draining our worker.
-const LLM_START_WAIT: Duration = Duration::from_secs(15);
+const LLM_START_WAIT: Duration = Duration::from_secs(10);
 /// How often the fuller summary is printed.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
@@ -68,7 +62,7 @@ our worker served and got released, jobs released of all submitted, release lag,
 prints a summary of every outcome each minute.
 
 Without --llm-url only simulated workers serve. With it our worker is registered at once; when the \
-server does not answer (with --llm-start: within 15 s of its start) our worker is drained (claims \
+server does not answer (with --llm-start: within 10 s of its start) our worker is drained (claims \
 no sessions) until the server lists the model and answers, then undrained, and claims sessions from \
 the traffic's next session requests on. --llm-start runs a command that starts the server (`make \
 demo` installs and starts llama-server with it: about 15 min the first time, seconds after).
@@ -101,7 +95,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, env = "LCW_DEMO_MODEL", default_value = DEFAULT_MODEL)]
     model: String,
     /// Most tokens per answer of our worker.
-    #[arg(long, env = "LCW_DEMO_NUM_PREDICT", default_value_t = 64)]
+    #[arg(long, env = "LCW_DEMO_NUM_PREDICT", default_value_t = 32)]
     num_predict: u32,
     /// Address of the API and dashboard, on this machine (default 127.0.0.1:8080, or a free port
     /// when that is taken; port 0 picks a free one).
@@ -123,7 +117,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, env = "LCW_ACK_TIMEOUT", default_value_t = 10)]
     ack_timeout: u64,
     /// Seconds a worker has to complete an acknowledged job.
-    #[arg(long, env = "LCW_COMPLETION_TIMEOUT", default_value_t = 30)]
+    #[arg(long, env = "LCW_COMPLETION_TIMEOUT", default_value_t = 60)]
     completion_timeout: u64,
     /// Seconds after completion before a job can be released.
     #[arg(long, env = "LCW_DISPUTE_WINDOW", default_value_t = 20)]
@@ -133,152 +127,14 @@ pub(crate) struct DemoArgs {
     resolution_timeout: u64,
 }
 
-/// The demo's validated settings.
-#[derive(Debug)]
-struct Settings {
-    /// This binary, which every child runs.
-    lcw: PathBuf,
-    /// How the user called it, for the commands printed.
-    called_as: String,
-    dir: PathBuf,
-    listen: SocketAddr,
-    reorg_every: Option<Duration>,
-    args: DemoArgs,
-}
-
-impl Settings {
-    fn new(args: DemoArgs, data: &DataArgs) -> anyhow::Result<Settings> {
-        if !(args.rate > 0.0 && args.rate <= 50.0) {
-            bail!("--rate {} is out of range: give jobs per second between 0.01 and 50", args.rate);
-        }
-        if args.workers == 0 && args.llm_url.is_none() {
-            bail!("--workers 0 without --llm-url leaves no worker to serve the traffic; keep at least one");
-        }
-        for (flag, v) in [
-            ("--block-time", args.block_time),
-            ("--ack-timeout", args.ack_timeout),
-            ("--completion-timeout", args.completion_timeout),
-            ("--dispute-window", args.dispute_window),
-            ("--resolution-timeout", args.resolution_timeout),
-        ] {
-            if v == 0 {
-                bail!("{flag} must be at least 1 second");
-            }
-        }
-        if args.model.trim().is_empty() {
-            bail!("--model must name a model");
-        }
-        let lcw = std::env::current_exe().context("finding the lcw binary")?;
-        let called_as = std::env::args().next().filter(|a| !a.is_empty()).unwrap_or_else(|| "lcw".into());
-        let dir = args.dir.clone().unwrap_or_else(|| data.data_dir.join("demo"));
-        let listen = listen_address(args.listen)?;
-        let reorg_every = (args.reorg_every > 0).then(|| Duration::from_secs(args.reorg_every));
-        Ok(Settings { lcw, called_as, dir, listen, reorg_every, args })
-    }
-
-    fn log(&self, name: &str) -> PathBuf {
-        self.dir.join("logs").join(format!("{name}.log"))
-    }
-
-    fn network(&self) -> PathBuf {
-        self.dir.join("devnet.json")
-    }
-
-    fn password(&self) -> PathBuf {
-        self.dir.join("password")
-    }
-
-    fn keystore(&self) -> PathBuf {
-        self.dir.join("keys/signing.json")
-    }
-
-    /// An lcw child on the demo's directory.
-    fn lcw(&self, name: &'static str, log: &str, args: &[&str]) -> Spec<'_> {
-        let mut all = vec!["--data-dir".to_owned(), self.dir.to_string_lossy().into_owned()];
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        Spec { name, program: &self.lcw, args: all, env: Vec::new(), log: self.log(log) }
-    }
-}
-
-/// The API's address: the one asked for (loopback only; port 0 picks one), else 127.0.0.1:8080
-/// when free, else a free port.
-fn listen_address(asked: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
-    let free = |ip| TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).context("finding a free port");
-    match asked {
-        Some(a) if !a.ip().is_loopback() => {
-            bail!("--listen {a}: the demo serves its API on this machine only; give 127.0.0.1:PORT")
-        }
-        Some(a) if a.port() == 0 => free(a.ip()),
-        Some(a) => match TcpListener::bind(a) {
-            Ok(_) => Ok(a),
-            Err(e) => bail!("--listen {a} is not free ({e}); pick another port, or 127.0.0.1:0 for any free one"),
-        },
-        None => {
-            let default: SocketAddr = ([127, 0, 0, 1], 8080).into();
-            if TcpListener::bind(default).is_ok() { Ok(default) } else { free(default.ip()) }
-        }
-    }
-}
-
-/// Empties the demo's directory (refusing one that holds anything but an earlier demo or devnet)
-/// and marks it.
-fn prepare(dir: &Path) -> anyhow::Result<()> {
-    if dir.exists() {
-        let entries: Vec<String> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        let ours = entries.iter().any(|e| e == MARKER);
-        let leftovers = entries.iter().all(|e| DEVNET_LEFTOVERS.contains(&e.as_str()));
-        if !ours && !leftovers {
-            bail!(
-                "{} is not empty and is not an earlier demo's directory (it holds {}); the demo empties its \
-                 directory at each start, so pass --dir with a new or empty one",
-                dir.display(),
-                entries.join(", ")
-            );
-        }
-        std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join(MARKER), "lcw demo: emptied at each start\n")?;
-    Ok(())
-}
-
-/// A password for the demo's keystore, readable by the user only.
-fn write_password(path: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let secret = alloy::signers::local::PrivateKeySigner::random();
-    let text = alloy::primitives::hex::encode(secret.to_bytes());
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{text}")?;
-    Ok(())
-}
-
-/// The address of a keystore (geth v3 JSON).
-fn keystore_address(path: &Path) -> anyhow::Result<Address> {
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let address = json.get("address").and_then(|a| a.as_str()).context("the keystore names no address")?;
-    crate::args::parse_address(&format!("0x{}", address.trim_start_matches("0x")))
-}
-
 pub(crate) async fn run(args: DemoArgs, data: DataArgs) -> anyhow::Result<()> {
     let settings = Settings::new(args, &data)?;
     lcw_contracts::anvil::locate().context(
         "lcw demo runs a devnet on anvil (Foundry's local node): `make tools` installs it into the repository, \
          `curl -L https://foundry.paradigm.xyz | bash && foundryup` anywhere; or set ANVIL_BIN",
     )?;
-    prepare(&settings.dir)?;
     let mut demo = Demo::new(settings)?;
+    prepare(&demo.s.dir)?;
     let result = tokio::select! {
         biased;
         _ = crate::shutdown_signal() => Ok(()),
@@ -348,6 +204,8 @@ impl Demo {
             "--sortition",
             "--claim-window-blocks",
             CLAIM_WINDOW_BLOCKS,
+            "--job-fee",
+            JOB_FEE_LCAI,
             "--block-time",
             &block,
             "--ack-timeout",
@@ -514,6 +372,9 @@ impl Demo {
         let api = self.llm.as_ref().map(|l| l.api().to_string()).unwrap_or_default();
         if self.llm.is_some() {
             args.extend(["--work", "--llm-api", &api, "--models", &s.args.model, "--num-predict", &num_predict]);
+            // Two jobs at once: one's transactions wait for their blocks while the other's
+            // answer is generated.
+            args.extend(["--concurrency", "2"]);
         }
         let mut spec = s.lcw("lcw run", "run", &args);
         if let Some(llm) = &self.llm {
@@ -545,71 +406,32 @@ impl Demo {
     fn print_up(&mut self, profile: &Profile, key: Address) {
         let s = &self.s;
         let a = &s.args;
-        let api = format!("http://{}", s.listen);
-        let dir = s.dir.display();
-        let (worker_line, exit_worker) = match &self.llm {
-            Some(llm) => {
-                let when = if llm.ready() {
-                    "serving"
-                } else {
-                    "drained until the LLM server answers; the status line shows how it is going"
-                };
-                (format!("{key}, {} via {} ({when})", a.model, llm.label()), key)
-            }
-            None => {
-                let first = profile
-                    .accounts_with(lcw_schema::profile::Role::Worker)
-                    .next()
-                    .map(|w| w.address)
-                    .unwrap_or_default();
-                (format!("none: no --llm-url, so only simulated workers serve (the keeper is {key})"), first)
-            }
+        let ours = match &self.llm {
+            Some(llm) => banner::Ours::Worker { model: &a.model, llm: llm.label(), serving: llm.ready() },
+            None => banner::Ours::Nobody {
+                simulated: profile.accounts_with(Role::Worker).next().map(|w| w.address).unwrap_or_default(),
+            },
         };
-        let reorgs = match s.reorg_every {
-            Some(e) => format!("a reorg every {} s", e.as_secs()),
-            None => "no reorgs".into(),
+        let up = banner::Up {
+            after: self.started.elapsed(),
+            called_as: &s.called_as,
+            dir: &s.dir,
+            listen: s.listen,
+            rpc_url: &profile.rpc_url,
+            chain_id: profile.chain_id,
+            key,
+            ours,
+            windows: [a.block_time, a.ack_timeout, a.completion_timeout, a.dispute_window, a.resolution_timeout],
+            rate: a.rate,
+            workers: a.workers,
+            reorg_every: s.reorg_every,
         };
-        let exit_note = if self.llm.is_some() { "our worker" } else { "a simulated worker" };
         self.screen.clear();
-        println!("lcw demo is up after {:.1} s. Open:", self.started.elapsed().as_secs_f64());
-        println!("  dashboard   {api}/");
-        println!("  GraphiQL    {api}/graphql");
-        println!(
-            "  store       {dir}/lcw.db (SQLite; `{} serve --db {dir}/lcw.db` serves it after the demo)",
-            s.called_as
-        );
-        println!("  exit plan   {} --data-dir {dir} exit-plan --worker {exit_worker}   ({exit_note})", s.called_as);
-        println!("What runs:");
-        println!(
-            "  devnet      anvil at {} (chain {}), {} s blocks, sessions by sortition; ack {} s, completion {} s, \
-             dispute window {} s, resolution {} s",
-            profile.rpc_url,
-            profile.chain_id,
-            a.block_time,
-            a.ack_timeout,
-            a.completion_timeout,
-            a.dispute_window,
-            a.resolution_timeout
-        );
-        println!(
-            "  lcw run     indexer, keeper (releases and timeouts of every worker), API and dashboard, our worker"
-        );
-        println!("  our worker  {worker_line}");
-        println!(
-            "  traffic     lcw simulate, {} job{}/s to {} simulated workers{}: {}% time out, {}% disputed, {}% on \
-             closed sessions, the rest released; {reorgs}",
-            a.rate,
-            if a.rate == 1.0 { "" } else { "s" },
-            a.workers,
-            if self.llm.is_some() { " and ours" } else { "" },
-            traffic::TIMEOUT_SHARE,
-            traffic::DISPUTE_SHARE,
-            traffic::SETTLE_SHARE
-        );
-        println!("  logs        {dir}/logs/");
-        println!("Ctrl-C stops everything.");
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        for line in banner::lines(&up) {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
     }
 
     /// Keeps everything going and the status line current until a child fails.
@@ -699,45 +521,5 @@ impl Demo {
              in {dir}/logs/",
             self.s.called_as
         ));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_directory_is_taken_only_when_empty_or_an_earlier_demos() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("demo");
-        prepare(&dir).unwrap();
-        std::fs::write(dir.join("lcw.db"), "x").unwrap();
-        prepare(&dir).unwrap();
-        assert!(!dir.join("lcw.db").exists(), "emptied");
-        assert!(dir.join(MARKER).exists() && dir.join("logs").is_dir());
-
-        let devnet = tmp.path().join("devnet");
-        std::fs::create_dir_all(&devnet).unwrap();
-        std::fs::write(devnet.join("devnet.json"), "{}").unwrap();
-        prepare(&devnet).unwrap();
-
-        let precious = tmp.path().join("precious");
-        std::fs::create_dir_all(precious.join("keys")).unwrap();
-        std::fs::write(precious.join("lcw.db"), "x").unwrap();
-        let e = prepare(&precious).unwrap_err().to_string();
-        assert!(e.contains("is not an earlier demo's directory") && e.contains("--dir"), "{e}");
-        assert!(precious.join("lcw.db").exists(), "left alone");
-    }
-
-    #[test]
-    fn the_api_listens_on_this_machine_only() {
-        let e = listen_address(Some("0.0.0.0:8080".parse().unwrap())).unwrap_err().to_string();
-        assert!(e.contains("127.0.0.1:PORT"), "{e}");
-        let any = listen_address(Some("127.0.0.1:0".parse().unwrap())).unwrap();
-        assert!(any.port() != 0);
-        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-        let e = listen_address(Some(taken.local_addr().unwrap())).unwrap_err().to_string();
-        assert!(e.contains("is not free"), "{e}");
-        assert!(listen_address(None).unwrap().ip().is_loopback());
     }
 }

@@ -131,7 +131,7 @@ pub(super) fn line(s: &Snapshot, ours: &Ours, reorgs: Option<u64>) -> String {
     let mut parts = vec![format!("block {}", s.block)];
     match (ours, s.ours) {
         (Ours::None, _) => parts.push("simulated workers only".into()),
-        (Ours::Waiting(how), _) => parts.push(format!("our worker waits for the LLM server: {how}")),
+        (Ours::Waiting(how), _) => parts.push(format!("LLM server: {how}")),
         (Ours::Serving, Some(o)) => parts.push(format!("our worker: {} served, {} released", o.completed, o.released)),
         (Ours::Serving, None) => parts.push("our worker: 0 served".into()),
     }
@@ -288,10 +288,7 @@ mod tests {
     fn the_status_line_says_why_our_worker_does_not_serve() {
         let s = Snapshot { lags: Vec::new(), ..snapshot() };
         let waiting = line(&s, &Ours::Waiting("building llama-server: 45%, 3m10s".into()), None);
-        assert!(
-            waiting.contains("our worker waits for the LLM server: building llama-server: 45%, 3m10s"),
-            "{waiting}"
-        );
+        assert!(waiting.starts_with("block 412 · LLM server: building llama-server: 45%, 3m10s · all:"), "{waiting}");
         assert!(waiting.contains("release lag -"), "{waiting}");
         assert!(!waiting.contains("reorgs"), "{waiting}");
         assert!(line(&s, &Ours::None, None).contains("simulated workers only"));
