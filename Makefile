@@ -68,7 +68,7 @@ test: tools
 ## consumer traffic with every outcome, a reorg every 2 min; prints what to open, then a status
 ## line. Installs what it lacks first: the tools, and the LLM server in the background (about
 ## 15 min the first time, progress in the status line; simulated workers serve meanwhile and ours
-## joins when it answers). Up in about 15 s once installed. Files in DEMO_DIR (emptied at each
+## joins when it answers). Up in about 10 s once installed. Files in DEMO_DIR (emptied at each
 ## start), the LLM server on 127.0.0.1:DEMO_LLM_PORT; DEMO_ARGS adds flags (lcw demo --help);
 ## LCW=path runs that lcw instead of building one
 LCW ?= target/debug/lcw

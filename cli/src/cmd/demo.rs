@@ -244,12 +244,13 @@ impl Demo {
                     };
                     llm.start = Some(Proc::spawn(spec)?);
                     self.screen.say(&format!(
-                        "starting the LLM server in the background: {command} (log {})",
+                        "starting the LLM server in the background: {} (log {})",
+                        lcw_schema::profile::redact_urls(command),
                         s.log("llm").display()
                     ));
                 }
                 (llm::State::Waiting(why) | llm::State::Unusable(why), None) => self.screen.say(&format!(
-                    "the LLM server at {} does not answer yet ({why}); our worker waits for it",
+                    "the LLM server at {} is {why}; our worker is drained until it answers",
                     llm.label()
                 )),
             }
@@ -500,7 +501,18 @@ impl Demo {
     /// Stops every child: the traffic and the LLM server first, then lcw run, then the devnet.
     async fn stop(&mut self) {
         self.screen.clear();
-        self.screen.say("lcw demo: stopping the traffic, the LLM server, lcw run and the devnet");
+        let running: Vec<&str> = [
+            ("the traffic", self.traffic.is_some()),
+            ("the LLM server", self.llm.as_ref().is_some_and(|l| l.start.is_some())),
+            ("lcw run", self.run.is_some()),
+            ("the devnet", self.devnet.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        if !running.is_empty() {
+            self.screen.say(&format!("lcw demo: stopping {}", running.join(", ")));
+        }
         if let Some(p) = self.traffic.as_mut().and_then(Traffic::current) {
             p.stop(Duration::from_secs(2)).await;
         }
@@ -516,10 +528,14 @@ impl Demo {
             p.stop(Duration::from_secs(10)).await;
         }
         let dir = self.s.dir.display();
-        self.screen.say(&format!(
-            "lcw demo: stopped. The store stays in {dir}/lcw.db (`{} serve --db {dir}/lcw.db` serves it), the logs \
-             in {dir}/logs/",
-            self.s.called_as
-        ));
+        if self.s.dir.join("lcw.db").exists() {
+            self.screen.say(&format!(
+                "lcw demo: stopped. The store stays in {dir}/lcw.db (`{} serve --db {dir}/lcw.db` serves it), the \
+                 logs in {dir}/logs/",
+                self.s.called_as
+            ));
+        } else {
+            self.screen.say(&format!("lcw demo: stopped; the logs are in {dir}/logs/"));
+        }
     }
 }

@@ -154,6 +154,11 @@ async fn probe(url: String, asked: Option<Api>, model: String) -> State {
     let config = LlmConfig { url, api, timeout: Duration::from_secs(30), num_predict: 1, ..LlmConfig::default() };
     let state = |e: LlmError| match e {
         LlmError::Unreachable { .. } => State::Waiting("not answering yet".to_owned()),
+        LlmError::Status { status: 503, .. } => State::Waiting("loading its model".to_owned()),
+        LlmError::Status { status, .. } if status == 429 || status >= 500 => {
+            State::Waiting(format!("answering HTTP {status}"))
+        }
+        LlmError::Timeout(_) => State::Waiting("too slow to answer".to_owned()),
         e if e.is_outage() => State::Waiting(e.to_string()),
         e => State::Unusable(e.to_string()),
     };

@@ -43,8 +43,12 @@ impl Settings {
         if !(args.rate > 0.0 && args.rate <= 50.0) {
             bail!("--rate {} is out of range: give jobs per second between 0.01 and 50", args.rate);
         }
-        if args.workers == 0 && args.llm_url.is_none() {
-            bail!("--workers 0 without --llm-url leaves no worker to serve the traffic; keep at least one");
+        if !(1..=12).contains(&args.workers) {
+            bail!(
+                "--workers {} is out of range: the devnet has keys for 1 to 12 simulated workers (the traffic needs \
+                 at least one)",
+                args.workers
+            );
         }
         for (flag, v) in [
             ("--block-time", args.block_time),
