@@ -510,8 +510,9 @@ impl Demo {
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
         .collect();
-        if !running.is_empty() {
-            self.screen.say(&format!("lcw demo: stopping {}", running.join(", ")));
+        if let Some((last, rest)) = running.split_last() {
+            let list = if rest.is_empty() { (*last).to_owned() } else { format!("{} and {last}", rest.join(", ")) };
+            self.screen.say(&format!("lcw demo: stopping {list}"));
         }
         if let Some(p) = self.traffic.as_mut().and_then(Traffic::current) {
             p.stop(Duration::from_secs(2)).await;
