@@ -72,7 +72,7 @@ directory is emptied at each start; Ctrl-C stops every process of the demo and l
 and logs.";
 
 /// The flags of `lcw demo` (its help is [`LONG_ABOUT`]).
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct DemoArgs {
     /// The demo's directory: devnet profile, store (lcw.db), keys, logs/. Emptied at each start
     /// (refused unless it is empty or an earlier demo's). Default: <data-dir>/demo.
@@ -125,6 +125,23 @@ pub(crate) struct DemoArgs {
     /// Seconds the disputer has to rule before a dispute defaults.
     #[arg(long, env = "LCW_RESOLUTION_TIMEOUT", default_value_t = 15)]
     resolution_timeout: u64,
+}
+
+/// Written by hand: the LLM URL, and the command that starts the server, may carry an API key.
+impl std::fmt::Debug for DemoArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoArgs")
+            .field("dir", &self.dir)
+            .field("llm_url", &self.llm_url.as_deref().map(lcw_schema::profile::redact_url))
+            .field("llm_api", &self.llm_api)
+            .field("llm_start", &self.llm_start.as_deref().map(lcw_schema::profile::redact_urls))
+            .field("model", &self.model)
+            .field("listen", &self.listen)
+            .field("rate", &self.rate)
+            .field("workers", &self.workers)
+            .field("reorg_every", &self.reorg_every)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) async fn run(args: DemoArgs, data: DataArgs) -> anyhow::Result<()> {

@@ -25,7 +25,6 @@ pub(super) enum State {
 }
 
 /// The LLM side of the demo.
-#[derive(Debug)]
 pub(super) struct LlmServer {
     /// Base URL (may carry credentials: shown only through [`LlmServer::label`]).
     pub(super) url: String,
@@ -38,6 +37,18 @@ pub(super) struct LlmServer {
     probe: Option<JoinHandle<State>>,
     next_probe: Instant,
     since: Instant,
+}
+
+/// Written by hand: the URL may carry an API key.
+impl std::fmt::Debug for LlmServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmServer")
+            .field("url", &self.label())
+            .field("api", &self.api)
+            .field("model", &self.model)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LlmServer {

@@ -59,7 +59,6 @@ pub(super) struct Proc {
 }
 
 /// What to start.
-#[derive(Debug)]
 pub(super) struct Spec<'a> {
     pub(super) name: &'a str,
     pub(super) program: &'a Path,
@@ -67,6 +66,19 @@ pub(super) struct Spec<'a> {
     /// Added to the environment (after the foreign variables are removed).
     pub(super) env: Vec<(&'static str, String)>,
     pub(super) log: PathBuf,
+}
+
+/// Written by hand: the environment it adds may hold a credentialed URL; only its names show.
+impl std::fmt::Debug for Spec<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec")
+            .field("name", &self.name)
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &self.env.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+            .field("log", &self.log)
+            .finish()
+    }
 }
 
 impl Proc {
