@@ -299,8 +299,13 @@ impl Outbox {
         Ok(store::live_of_kind(&self.conn, self.key.sender, kind)?)
     }
 
-    /// This lane's live transactions the node refuses, with its reason and the head the refusals
-    /// began at. They keep their nonce and jobs and go out again once per block.
+    /// The most this key's live transactions (every lane) can take from its wallet: what a new
+    /// transaction must leave room for.
+    pub fn live_cost(&self) -> ChainResult<u128> {
+        Ok(store::live_cost(&self.conn, self.key.sender)?)
+    }
+
+    /// Live transactions of this lane the node refuses, with its reason.
     pub fn refused(&self) -> ChainResult<Vec<RefusedTx>> {
         Ok(store::refused(&self.conn, self.key.sender, self.key.lane)?)
     }

@@ -295,6 +295,14 @@ pub enum Skip {
     LiveElsewhere,
     /// Its simulation in the target block fails (found by the executor).
     WouldRevert(String),
+    /// The wallet cannot pay for its gas at its ceiling beside what is already in flight (found
+    /// by the executor): nothing is signed until it is topped up.
+    NoFunds {
+        /// The wallet's balance.
+        balance: u128,
+        /// What the transaction and those in flight may cost at most.
+        needs: u128,
+    },
 }
 
 impl Skip {
@@ -309,6 +317,7 @@ impl Skip {
             Skip::PricedOut { .. } => "priced_out",
             Skip::LiveElsewhere => "live_elsewhere",
             Skip::WouldRevert(_) => "would_revert",
+            Skip::NoFunds { .. } => "no_funds",
         }
     }
 }
@@ -333,6 +342,13 @@ impl fmt::Display for Skip {
                 f.write_str("live elsewhere: another key or lane has a transaction in flight for it")
             }
             Skip::WouldRevert(reason) => write!(f, "would revert: {reason}"),
+            Skip::NoFunds { balance, needs } => write!(
+                f,
+                "the wallet cannot pay for its gas: it holds {}, and this transaction with those in flight may \
+                 cost {}; nothing is signed until the key is topped up",
+                Wei(*balance),
+                Wei(*needs)
+            ),
         }
     }
 }

@@ -112,6 +112,8 @@ pub struct SettleSummary {
     pub priced_out: u64,
     /// Jobs skipped because another key or lane had a transaction in flight for them.
     pub live_elsewhere: u64,
+    /// Jobs that waited because the wallet could not pay for their gas.
+    pub no_funds: u64,
     /// Gas used by mined transactions.
     pub gas_used: u64,
     /// The next job that is not due yet: (job id, releasable at) at the end of a `once` run.
@@ -196,6 +198,8 @@ struct Settler<'a> {
     /// Skips logged and counted, kept while they last so each spell is logged once.
     noted: HashSet<(u64, &'static str)>,
     waited_for_store: bool,
+    /// What the wallet can pay this head (None: unknown).
+    budget: Option<Budget>,
     summary: SettleSummary,
 }
 
@@ -227,6 +231,7 @@ impl<'a> Settler<'a> {
             done: None,
             noted: HashSet::new(),
             waited_for_store: false,
+            budget: None,
             summary,
         })
     }
@@ -242,6 +247,8 @@ impl<'a> Settler<'a> {
         for e in self.outbox.track(&self.chain, &head, Some(fees)).await? {
             count(&mut self.summary, &e);
         }
+        let balance = self.chain.balance(self.outbox.sender()).await;
+        self.budget = self.budget(balance)?;
         let cursor = view::cursor(&self.store)?;
         if cursor.saturating_add(2) < head.number {
             if !self.waited_for_store {
@@ -327,6 +334,10 @@ impl<'a> Settler<'a> {
                 let intent = self.intent(Action::Release, release_call(&ids), gas_limit, ids, round.target, cap);
                 let refused = match self.submit(&intent, round).await? {
                     Submitted::Sent => break,
+                    Submitted::NoFunds(why) => {
+                        skipped.extend(jobs.iter().map(|r| skip(r.job_id, Action::Release, why.clone())));
+                        break;
+                    }
                     Submitted::LiveElsewhere(job) => job.and_then(|j| jobs.iter().position(|r| r.job_id == j)),
                 };
                 match refused {
@@ -421,8 +432,10 @@ impl<'a> Settler<'a> {
             }
         };
         let intent = self.intent(s.action, data, gas_limit, vec![s.job_id], round.target, cap);
-        if let Submitted::LiveElsewhere(_) = self.submit(&intent, round).await? {
-            skipped.push(skip(s.job_id, s.action, Skip::LiveElsewhere));
+        match self.submit(&intent, round).await? {
+            Submitted::LiveElsewhere(_) => skipped.push(skip(s.job_id, s.action, Skip::LiveElsewhere)),
+            Submitted::NoFunds(why) => skipped.push(skip(s.job_id, s.action, why)),
+            Submitted::Sent => {}
         }
         Ok(())
     }
@@ -460,6 +473,20 @@ impl<'a> Settler<'a> {
     /// jobs has a live transaction of another key or lane.
     async fn submit(&mut self, intent: &Intent, round: &Round) -> SettlerResult<Submitted> {
         let (kind, jobs, block, cap) = (intent.kind, intent.jobs.len(), intent.target_block, Wei(intent.cap.per_gas));
+        // Nothing the wallet cannot pay is signed: the node would refuse it, and its nonce would
+        // hold back every later one.
+        if let Some(b) = self.budget.as_mut() {
+            let cost = u128::from(intent.gas_limit)
+                .saturating_mul(intent.cap.per_gas)
+                .saturating_add(u128::try_from(intent.value).unwrap_or(u128::MAX));
+            if cost > b.left {
+                return Ok(Submitted::NoFunds(Skip::NoFunds {
+                    balance: b.balance,
+                    needs: b.balance.saturating_sub(b.left).saturating_add(cost),
+                }));
+            }
+            b.left = b.left.saturating_sub(cost);
+        }
         match self.outbox.submit(&self.chain, intent, round.fees, round.head).await {
             Ok((id, hash)) => {
                 self.summary.sent += 1;
@@ -478,6 +505,21 @@ impl<'a> Settler<'a> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// What the wallet can still pay this head: its balance less what the key's live
+    /// transactions may cost. None when the balance cannot be read (the node refuses what the
+    /// wallet cannot pay, and the outbox keeps it).
+    fn budget(&self, balance: Result<U256, lcw_chain::ChainError>) -> SettlerResult<Option<Budget>> {
+        let balance = match balance {
+            Ok(b) => u128::try_from(b).unwrap_or(u128::MAX),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the balance failed; sending without a budget this head");
+                return Ok(None);
+            }
+        };
+        let left = balance.saturating_sub(self.outbox.live_cost()?);
+        Ok(Some(Budget { balance, left }))
     }
 
     /// `lcw release` does not wait for a transaction the node refuses for a reason fees cannot
@@ -503,6 +545,7 @@ impl<'a> Settler<'a> {
                 Skip::Unprofitable { .. } => &mut self.summary.unprofitable,
                 Skip::PricedOut { .. } => &mut self.summary.priced_out,
                 Skip::LiveElsewhere => &mut self.summary.live_elsewhere,
+                Skip::NoFunds { .. } => &mut self.summary.no_funds,
                 Skip::WouldRevert(_) => &mut self.summary.excluded,
                 Skip::NotDue { .. } | Skip::InFlight | Skip::RecentlyMined | Skip::KeeperOnly => continue,
             };
@@ -523,8 +566,19 @@ impl<'a> Settler<'a> {
     }
 }
 
+/// What the wallet can pay this head.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Its balance at the head.
+    balance: u128,
+    /// The balance less what live transactions and those sent this head may cost.
+    left: u128,
+}
+
 /// What became of an intent.
 enum Submitted {
+    /// The wallet cannot pay for it: not signed.
+    NoFunds(Skip),
     /// Signed and with the outbox (broadcast, or sent again next block if the node refused it).
     Sent,
     /// The store refused it: a job of it, the one named when the refusal names it, has a live

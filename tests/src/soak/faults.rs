@@ -342,8 +342,20 @@ async fn reorg(rig: &Rig, depth: u64, drop_lcw: bool) -> anyhow::Result<String> 
                 Err(_) => refused += 1,
             }
         }
+        // A rollback undoes a low-balance episode's top-up too (it is no transaction that the new
+        // branch could carry): put back the wallets it left empty.
+        let refills: Vec<(Address, U256)> =
+            rig.refills.lock().expect("refills").iter().filter_map(|(a, b)| b.map(|b| (*a, b))).collect();
+        let mut refilled = 0;
+        for (who, balance) in refills {
+            if p.get_balance(who).await? < U256::from(LEFT_WITH + 1) {
+                p.anvil_set_balance(who, balance).await?;
+                refilled += 1;
+            }
+        }
         anyhow::Ok(format!(
-            "blocks {from}..={head} replaced; {again} transactions sent again, {dropped} of lcw's dropped, {refused} refused"
+            "blocks {from}..={head} replaced; {again} transactions sent again, {dropped} of lcw's dropped, {refused} refused{}",
+            if refilled > 0 { format!("; {refilled} emptied wallet(s) topped up again") } else { String::new() }
         ))
     }
     .await;
@@ -367,13 +379,18 @@ async fn fee_spike(rig: &Rig, blocks: u64) -> anyhow::Result<String> {
     Ok(format!("base fee back to {before} wei"))
 }
 
+/// What a low-balance episode leaves in a wallet, in wei.
+const LEFT_WITH: u64 = 1_000;
+
 /// `who`'s balance at 1,000 wei for `secs`, then back to what it was.
 async fn low_balance(rig: &Rig, who: Address, secs: Duration) -> anyhow::Result<String> {
     let p = &rig.anvil;
     let before = p.get_balance(who).await?;
-    p.anvil_set_balance(who, U256::from(1_000u64)).await?;
+    rig.refills.lock().expect("refills").insert(who, None);
+    p.anvil_set_balance(who, U256::from(LEFT_WITH)).await?;
     tokio::time::sleep(secs).await;
     p.anvil_set_balance(who, before).await?;
+    rig.refills.lock().expect("refills").insert(who, Some(before));
     Ok(String::new())
 }
 

@@ -173,6 +173,12 @@ pub(crate) async fn reverted(rig: &Rig, scan: &Scan, fresh: &Path, faults: &[Rec
                 others.push(format!("job {job} {event} in block {block} (tx index {index}) by {from}"));
             }
         }
+        // lcw saw before it was mined that it would revert and gave its nonce to a transfer to
+        // self, but the original was mined first (the replacement refused or not yet in a block).
+        if row.contains("would now revert") {
+            lost_race = true;
+            others.push("lcw's cancel at its nonce was not mined before it".to_owned());
+        }
         // Sent for one branch, mined on the branch a reorg put in its place.
         if let Some(r) = reorged_into(faults, tx.block) {
             lost_race = true;

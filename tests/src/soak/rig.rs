@@ -75,6 +75,9 @@ pub(crate) struct Rig {
     pub(crate) dir: PathBuf,
     /// The fee ceiling lcw runs with.
     pub(crate) max_fee_per_gas: u128,
+    /// Wallets a low-balance episode emptied: the balance it put back once over (None while it
+    /// runs). A reorg rolls anvil's state back, top-ups included, so it puts them back again.
+    pub(crate) refills: Mutex<std::collections::HashMap<Address, Option<U256>>>,
 }
 
 impl Rig {
@@ -240,6 +243,7 @@ impl Rig {
             worker_db: worker_dir.join("lcw.db"),
             api_ports,
             sim_profile,
+            refills: Mutex::default(),
             dir,
             max_fee_per_gas: config.max_fee_per_gas,
         };

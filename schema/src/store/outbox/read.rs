@@ -397,6 +397,42 @@ pub fn refused(conn: &Connection, sender: Address, lane: Lane) -> StoreResult<Ve
     Ok(out)
 }
 
+/// Blob gas of one blob (EIP-4844).
+const BLOB_GAS: u64 = 131_072;
+
+/// The most the live transactions of `sender` (every lane) can take from its wallet if they are
+/// all mined at their latest fees: gas limit × max fee per gas, the blob gas of a blob
+/// transaction at its max fee per blob gas, and the value. Saturates.
+pub fn live_cost(conn: &Connection, sender: Address) -> StoreResult<u128> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.id, o.gas_limit, o.value_wei, a.max_fee_per_gas, a.max_fee_per_blob_gas
+         FROM outbox o JOIN outbox_attempts a ON a.outbox_id = o.id
+         WHERE o.sender = ?1 AND o.status = 'sent'
+           AND a.attempt = (SELECT max(attempt) FROM outbox_attempts WHERE outbox_id = o.id)",
+    )?;
+    let rows = stmt.query_map([sender.as_slice()], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut total: u128 = 0;
+    for row in rows {
+        let (id, gas, value, fee, blob_fee) = row?;
+        let what = |col: &str| format!("outbox #{id} {col}");
+        let gas = u128::try_from(gas).unwrap_or_default().saturating_mul(wei(&what("max_fee_per_gas"), &fee)?);
+        let blob = match blob_fee {
+            Some(f) => wei(&what("max_fee_per_blob_gas"), &f)?.saturating_mul(u128::from(BLOB_GAS)),
+            None => 0,
+        };
+        total = total.saturating_add(gas).saturating_add(blob).saturating_add(wei(&what("value_wei"), &value)?);
+    }
+    Ok(total)
+}
+
 /// Jobs with a live (intent or sent) transaction of `sender`'s `lane`.
 pub fn live_jobs(conn: &Connection, sender: Address, lane: Lane) -> StoreResult<HashSet<u64>> {
     let mut stmt = conn.prepare_cached(
