@@ -3,8 +3,9 @@
 //! restart with transactions in the mempool, a reorg that removes a mined release (sent again, or
 //! cancelled at its nonce when a competitor released the jobs on the new branch), and a stuck
 //! transaction replaced; two settlers racing for the same jobs on one store (`race`); a keeper
-//! through a base-fee spike (`spike`); a keeper with an empty wallet (`broke`). (`lcw exit` is tested with the binary in
-//! cli/tests/exit_cli.rs; the settler's decisions have unit tests in settler/src/plan.rs.)
+//! through a base-fee spike (`spike`); a keeper with an empty wallet (`broke`). (`lcw exit` is
+//! tested with the binary in cli/tests/exit_cli.rs; the settler's decisions have unit tests in
+//! settler/src/plan.rs.)
 
 use std::collections::HashMap;
 use std::path::Path;
