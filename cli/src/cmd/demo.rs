@@ -311,9 +311,16 @@ impl Demo {
         }
         self.start_run(&network, &password).await?;
         self.print_up(&profile, key);
-        let plan = traffic::Plan { network: s.network(), rate: a.rate, workers: a.workers, model: a.model.clone() };
+        let outcome_within = a.ack_timeout + a.completion_timeout + a.dispute_window + a.resolution_timeout;
+        let plan = traffic::Plan {
+            network: s.network(),
+            rate: a.rate,
+            workers: a.workers,
+            model: a.model.clone(),
+            outcome_within: Duration::from_secs(outcome_within),
+        };
         let mut traffic = Traffic::new(plan, &s.lcw, &s.dir, s.log("simulate"));
-        traffic.tick()?;
+        traffic.tick().await?;
         self.traffic = Some(traffic);
         Ok(profile)
     }
@@ -468,7 +475,9 @@ impl Demo {
                     bail!("{} stopped ({status}); its log ends with:\n{}", p.name, p.tail(15));
                 }
             }
-            if let Some(note) = self.traffic.as_mut().map(Traffic::tick).transpose()?.flatten() {
+            if let Some(traffic) = self.traffic.as_mut()
+                && let Some(note) = traffic.tick().await?
+            {
                 self.screen.say(&note);
             }
             let became_ready = self.llm.as_mut().is_some_and(LlmServer::tick);
