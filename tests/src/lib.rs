@@ -20,6 +20,7 @@ use lcw_schema::profile::{Profile, Role};
 pub use lcw_schema::bindings::decode_revert;
 
 pub mod beacon;
+pub mod binary;
 pub mod gate;
 pub mod gateway;
 pub mod hostile;

@@ -17,13 +17,10 @@ use lcw_tests::TestNet;
 const PW: &str = "correct horse battery staple";
 const MODEL: &str = "gemma3-270m";
 
-/// `lcw --data-dir DATA ...` with the password in LCW_PASSWORD and no network variables.
+/// `lcw --data-dir DATA ...` with the password in LCW_PASSWORD.
 fn lcw(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcw"));
-    for var in ["LCW_NETWORK", "RPC_URL", "CHAIN_ID", "WORKER_KEYSTORE_PATH", "LCW_PASSWORD_FILE", "LCW_IMPORT_KEY"] {
-        cmd.env_remove(var);
-    }
-    cmd.env("LCW_PASSWORD", PW).env("LCW_LOG", "warn").arg("--data-dir").arg(data);
+    let mut cmd = crate::lcw_in(data);
+    cmd.env("LCW_PASSWORD", PW);
     cmd
 }
 

@@ -2,7 +2,6 @@
 //! that reads the chain, with a message naming the node (redacted) and both chain ids; a store of
 //! another network is refused by the operator verbs, even while another indexer holds it.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,18 +10,10 @@ use lcw_schema::profile::Role;
 use lcw_tests::TestNet;
 use lcw_tests::indexing::{self, Follower};
 
+use crate::lcw_in;
+
 /// A marker API key: it must never be printed.
 const KEY: &str = "K3yOfTheOperator";
-
-/// `lcw --data-dir DATA ...` with no network variables.
-fn lcw(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcw"));
-    for var in ["LCW_NETWORK", "RPC_URL", "CHAIN_ID", "LCW_DB", "WORKER_KEYSTORE_PATH", "LCW_PASSWORD_FILE"] {
-        cmd.env_remove(var);
-    }
-    cmd.env("LCW_LOG", "warn").arg("--data-dir").arg(data);
-    cmd
-}
 
 /// Runs a command that must fail; returns stdout and stderr together.
 fn fails(cmd: &mut Command) -> String {
@@ -52,14 +43,14 @@ async fn an_rpc_url_of_another_chain_fails_with_a_clear_message() {
     let worker = net.signer(Role::Worker, 0).address().to_string();
     for verb in ["exit-plan", "balance", "status"] {
         let started = std::time::Instant::now();
-        let all = fails(lcw(net.dir.path()).args([verb, "--worker", &worker, "--rpc-url", &url]));
+        let all = fails(lcw_in(net.dir.path()).args([verb, "--worker", &worker, "--rpc-url", &url]));
         assert!(started.elapsed() < Duration::from_secs(20), "`lcw {verb}` fails at once");
         assert!(all.contains("no RPC endpoint serves chain 31337"), "`lcw {verb}`: {all}");
         assert!(all.contains(&format!("{shown} answers chain 8200")), "`lcw {verb}` names the node: {all}");
         assert!(!all.contains(KEY), "`lcw {verb}` printed the API key: {all}");
     }
     // Preflight reports it as its failed RPC check.
-    let all = fails(lcw(net.dir.path()).args(["preflight", "--worker", &worker, "--rpc-url", &url]));
+    let all = fails(lcw_in(net.dir.path()).args(["preflight", "--worker", &worker, "--rpc-url", &url]));
     assert!(all.contains("no RPC endpoint serves chain 31337") && !all.contains(KEY), "{all}");
 }
 
@@ -75,7 +66,7 @@ async fn a_store_of_another_network_is_refused_even_while_another_indexer_holds_
     let worker = other.signer(Role::Worker, 0).address().to_string();
     let db_arg = db.display().to_string();
     for verb in ["exit-plan", "balance", "drain"] {
-        let all = fails(lcw(other.dir.path()).args([verb, "--worker", &worker, "--db", &db_arg]));
+        let all = fails(lcw_in(other.dir.path()).args([verb, "--worker", &worker, "--db", &db_arg]));
         assert!(all.contains(&format!("store {db_arg} belongs to chain 31337")), "`lcw {verb}`: {all}");
         assert!(all.contains("not to chain 31338"), "`lcw {verb}` names this network: {all}");
         assert!(all.contains("--data-dir or --db"), "`lcw {verb}` says what to do: {all}");

@@ -3,7 +3,7 @@
 //! final store equals a fresh index of the same chain. Also bad input before anything starts: a
 //! missing network profile, and an RPC URL whose API key must not reach the output.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use alloy::providers::ext::AnvilApi;
@@ -12,13 +12,14 @@ use lcw_tests::TestNet;
 use lcw_tests::indexing;
 use rand::{Rng, SeedableRng};
 
+use crate::{lcw, lcw_in};
+
 fn index(profile: &std::path::Path, db: &std::path::Path, until_head: bool) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcw"));
+    let mut cmd = lcw();
     cmd.args(["index", "--progress", "off", "--target-logs", "150", "--range", "2", "--poll-ms", "100", "--network"])
         .arg(profile)
         .arg("--db")
         .arg(db)
-        .env("LCW_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if until_head {
@@ -136,12 +137,11 @@ fn a_missing_network_profile_is_named_and_its_reason_given_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("no-such-profile.json");
     let db = dir.path().join("lcw.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_lcw"))
+    let out = lcw()
         .args(["index", "--until-head", "--progress", "off", "--network"])
         .arg(&missing)
         .arg("--db")
         .arg(&db)
-        .env("LCW_LOG", "warn")
         .output()
         .expect("run lcw index");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -168,13 +168,10 @@ fn an_api_key_in_the_rpc_url_never_reaches_the_output() {
     );
     std::fs::write(&profile, text).expect("write profile");
     for verb in ["balance", "status", "exit-plan"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_lcw"))
-            .arg("--data-dir")
-            .arg(dir.path())
+        let out = lcw_in(dir.path())
             .args([verb, "--worker", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "--network"])
             .arg(&profile)
             .env("LCW_LOG", "debug")
-            .env_remove("RPC_URL")
             .output()
             .expect("run lcw");
         let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

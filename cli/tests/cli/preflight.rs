@@ -13,34 +13,17 @@ use lcw_tests::llm::LlmServer;
 const PW: &str = "correct horse battery staple";
 const MODEL: &str = "gemma3-270m";
 
-/// `lcw --data-dir DATA ...` with the password in LCW_PASSWORD and no network or LLM variables.
+/// `lcw --data-dir DATA ...` with the password in LCW_PASSWORD.
 fn lcw(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcw"));
-    for var in [
-        "LCW_NETWORK",
-        "RPC_URL",
-        "CHAIN_ID",
-        "BEACON_API_URL",
-        "WORKER_KEYSTORE_PATH",
-        "LCW_PASSWORD_FILE",
-        "LCW_IMPORT_KEY",
-        "LCW_LLM_URL",
-        "LCW_LLM_API",
-        "LCW_MODELS",
-        "WORKER_GATEWAY_URL",
-        "SESSION_MANAGER_ADDRESS",
-        "SORTITION_ENABLED",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("LCW_PASSWORD", PW).env("LCW_LOG", "warn").arg("--data-dir").arg(data);
+    let mut cmd = crate::lcw_in(data);
+    cmd.env("LCW_PASSWORD", PW);
     cmd
 }
 
 /// `lcw preflight` without any password.
 fn preflight(data: &Path, llm_url: &str) -> Command {
-    let mut cmd = lcw(data);
-    cmd.env_remove("LCW_PASSWORD").args(["preflight", "--llm-api", "openai", "--llm-url", llm_url]);
+    let mut cmd = crate::lcw_in(data);
+    cmd.args(["preflight", "--llm-api", "openai", "--llm-url", llm_url]);
     cmd
 }
 

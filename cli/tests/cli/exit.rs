@@ -8,9 +8,7 @@ use lcw_contracts::simulate::{self, SimulateOptions};
 use lcw_schema::bindings::{JobRegistry, WorkerRegistry};
 use lcw_tests::TestNet;
 
-fn lcw() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_lcw"))
-}
+use crate::lcw_in;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lcw_exit_takes_a_busy_worker_to_a_returned_stake() {
@@ -34,12 +32,12 @@ async fn lcw_exit_takes_a_busy_worker_to_a_returned_stake() {
     assert!(wr.getActiveJobCount(worker).call().await.unwrap() > U256::ZERO, "busy");
     let before = net.balance(worker).await;
     // Deregistering now is refused with the plan, and sends nothing.
-    let out = lcw().arg("--data-dir").arg(data).args(["deregister", "--worker", &worker.to_string()]).output().unwrap();
+    let out = lcw_in(data).args(["deregister", "--worker", &worker.to_string()]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ActiveJobsExist"), "{err}");
     let started = std::time::Instant::now();
-    let out = lcw().arg("--data-dir").arg(data).args(["exit", "--worker", &worker.to_string()]).output().unwrap();
+    let out = lcw_in(data).args(["exit", "--worker", &worker.to_string()]).output().unwrap();
     assert!(started.elapsed() < Duration::from_secs(300));
     assert!(
         out.status.success(),
@@ -55,7 +53,7 @@ async fn lcw_exit_takes_a_busy_worker_to_a_returned_stake() {
     let earned = after + parse_ether("0.1").unwrap() - before; // generous gas allowance
     assert!(earned >= stake, "stake {stake} returned (balance {before} -> {after})");
     // Resumable: running it again says there is nothing left.
-    let again = lcw().arg("--data-dir").arg(data).args(["exit", "--worker", &worker.to_string()]).output().unwrap();
+    let again = lcw_in(data).args(["exit", "--worker", &worker.to_string()]).output().unwrap();
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("not registered"));
 }
@@ -71,14 +69,11 @@ async fn keystores_unlock_with_a_password_file_and_bad_input_is_explained() {
     std::fs::write(data.join("pw"), format!("{secret}\n")).unwrap();
     std::fs::write(data.join("bad-pw"), "hunter2-nope\n").unwrap();
     let balance = |pw: &str| {
-        lcw()
-            .arg("--data-dir")
-            .arg(data)
+        lcw_in(data)
             .args(["balance", "--json", "--key"])
             .arg(&ks)
             .arg("--password-file")
             .arg(data.join(pw))
-            .env_remove("LCW_PASSWORD")
             .output()
             .unwrap()
     };
@@ -92,27 +87,18 @@ async fn keystores_unlock_with_a_password_file_and_bad_input_is_explained() {
     assert!(err.contains("wrong password"), "{err}");
     assert!(!err.contains("hunter2-nope") && !err.contains(secret), "the password never appears: {err}");
     // A keystore without any password source says how to give one.
-    let none = lcw()
-        .arg("--data-dir")
-        .arg(data)
-        .args(["balance", "--key"])
-        .arg(&ks)
-        .env_remove("LCW_PASSWORD")
-        .output()
-        .unwrap();
+    let none = lcw_in(data).args(["balance", "--key"]).arg(&ks).output().unwrap();
     assert!(
         String::from_utf8_lossy(&none.stderr).contains("--password-file"),
         "{}",
         String::from_utf8_lossy(&none.stderr)
     );
     // A malformed address is named with what was expected.
-    let bad_addr = lcw().arg("--data-dir").arg(data).args(["exit-plan", "--worker", "0x123"]).output().unwrap();
+    let bad_addr = lcw_in(data).args(["exit-plan", "--worker", "0x123"]).output().unwrap();
     assert!(!bad_addr.status.success());
     assert!(String::from_utf8_lossy(&bad_addr.stderr).contains("40 hex digits"));
     // Job ids are validated before anything is sent.
-    let bad_jobs = lcw()
-        .arg("--data-dir")
-        .arg(data)
+    let bad_jobs = lcw_in(data)
         .args(["release", "--key"])
         .arg(&ks)
         .arg("--password-file")

@@ -3,7 +3,8 @@
 //! keystore password, private keys), no help text of any command or subcommand shows one.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+
+use crate::lcw;
 
 /// Variables that hold secrets whether or not a flag reads them.
 const SECRET_VARS: &[&str] = &[
@@ -30,7 +31,7 @@ fn secret(var: &str) -> String {
 
 /// `lcw <path> --help` with `env` set, stdout and stderr together.
 fn help(path: &[String], env: &[(String, String)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_lcw"))
+    let out = lcw()
         .args(path)
         .arg("--help")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

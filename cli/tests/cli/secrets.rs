@@ -4,7 +4,7 @@
 //! answer with error pages that quote the request URL.
 
 // The hostile node of the chain layer's tests, shared rather than copied.
-#[path = "../../chain/tests/hostile/mod.rs"]
+#[path = "../../../chain/tests/hostile/mod.rs"]
 mod hostile;
 
 use std::path::Path;
@@ -31,12 +31,10 @@ fn write_profile(dir: &Path, host: &str) -> std::path::PathBuf {
     path
 }
 
+/// `lcw --data-dir DATA ...` with the password in LCW_PASSWORD.
 fn lcw(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcw"));
-    for var in ["LCW_NETWORK", "CHAIN_ID", "WORKER_KEYSTORE_PATH", "LCW_PASSWORD_FILE", "LCW_IMPORT_KEY", "LCW_DB"] {
-        cmd.env_remove(var);
-    }
-    cmd.env("LCW_PASSWORD", PW).arg("--data-dir").arg(data);
+    let mut cmd = crate::lcw_in(data);
+    cmd.env("LCW_PASSWORD", PW);
     cmd
 }
 

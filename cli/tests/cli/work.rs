@@ -19,12 +19,11 @@ const PW: &str = "correct horse battery staple";
 const MODEL: &str = "gemma3-270m";
 const NUM_PREDICT: u32 = 24;
 
+/// `lcw --data-dir DATA ...` with the password in LCW_PASSWORD, logging at `info` (the log is
+/// shown when the test fails).
 fn lcw(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcw"));
-    for var in ["LCW_NETWORK", "RPC_URL", "CHAIN_ID", "WORKER_KEYSTORE_PATH", "LCW_PASSWORD_FILE", "LCW_IMPORT_KEY"] {
-        cmd.env_remove(var);
-    }
-    cmd.env("LCW_PASSWORD", PW).env("LCW_LOG", "info").arg("--data-dir").arg(data);
+    let mut cmd = crate::lcw_in(data);
+    cmd.env("LCW_PASSWORD", PW).env("LCW_LOG", "info");
     cmd
 }
 

@@ -13,12 +13,10 @@ use lcw_schema::store::{Store, obligations};
 use lcw_tests::proxy::{Faults, FlakyProxy};
 use lcw_tests::{TestNet, wait_until};
 
+/// `lcw --data-dir DATA ...` logging at `info`: the log shows what it did while the node was down.
 fn lcw(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcw"));
-    for var in ["LCW_NETWORK", "RPC_URL", "CHAIN_ID", "WORKER_KEYSTORE_PATH", "LCW_PASSWORD_FILE", "LCW_IMPORT_KEY"] {
-        cmd.env_remove(var);
-    }
-    cmd.env("LCW_LOG", "info").arg("--data-dir").arg(data);
+    let mut cmd = crate::lcw_in(data);
+    cmd.env("LCW_LOG", "info");
     cmd
 }
 

@@ -9,28 +9,9 @@ use std::process::Command;
 use lcw_tests::TestNet;
 use lcw_tests::llm::{LlmServer, MODEL};
 
-/// `lcw --data-dir DATA speedtest --llm-api openai --llm-url URL --num-predict 16`, with no
-/// variables from the environment that would change it.
+/// `lcw --data-dir DATA speedtest --llm-api openai --llm-url URL --num-predict 16`.
 fn speedtest(data: &Path, llm: &LlmServer) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcw"));
-    for var in [
-        "LCW_NETWORK",
-        "RPC_URL",
-        "CHAIN_ID",
-        "AI_CONFIG_ADDRESS",
-        "LCW_LLM_URL",
-        "LCW_LLM_API",
-        "LCW_MODELS",
-        "OLLAMA_NUM_PREDICT",
-        "OLLAMA_TIMEOUT",
-        "LCW_SUITE",
-        "MAX_CONCURRENT_JOBS",
-        "LCW_SPEEDTEST_PROMPTS",
-        "LCW_SPEEDTEST_PROMPT_FILES",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("LCW_LOG", "warn").arg("--data-dir").arg(data);
+    let mut cmd = crate::lcw_in(data);
     cmd.args(["speedtest", "--llm-api", "openai", "--llm-url", &llm.url, "--num-predict", "16"]);
     cmd
 }
@@ -103,11 +84,8 @@ async fn a_completion_timeout_below_the_worst_case_fails_naming_the_model() {
     let data = net.dir.path();
 
     // The local encryption key's suite wins over --suite.
-    let keygen = Command::new(env!("CARGO_BIN_EXE_lcw"))
+    let keygen = crate::lcw_in(data)
         .env("LCW_PASSWORD", "speedtest password")
-        .env("LCW_LOG", "warn")
-        .arg("--data-dir")
-        .arg(data)
         .args(["keygen", "--suite", "x25519"])
         .output()
         .expect("run lcw keygen");
