@@ -1,6 +1,6 @@
 //! The LLM backends against recorded wire fixtures (tests/fixtures/{ollama,openai}), served by an
 //! in-process HTTP server on 127.0.0.1: request bodies, stream decoding across arbitrary chunk
-//! boundaries, and every error path. The live test against llama-server is tests/tests/llm.rs.
+//! boundaries, and every error path. The live test against llama-server is tests/tests/e2e/llm.rs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

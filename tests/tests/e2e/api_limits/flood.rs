@@ -110,7 +110,7 @@ async fn flood(addr: SocketAddr, run_for: Duration) -> BTreeMap<String, usize> {
     };
     let mut tasks = Vec::new();
     let bodies: Vec<(&str, String, Option<&str>)> = vec![
-        ("introspection", query_json(crate::INTROSPECTION), None),
+        ("introspection", query_json(super::INTROSPECTION), None),
         ("directives", query_json(&format!("{{ __typename {} }}", "@skip(if: false)".repeat(3_900))), None),
         ("fragment-bomb", query_json(&fragment_bomb()), None),
         ("3MB-body", "x".repeat(3 << 20), None),

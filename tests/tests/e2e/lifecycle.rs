@@ -296,5 +296,4 @@ async fn registration_and_sessions_reject_bad_input() {
     assert!(err.starts_with("InvalidDispatcherSignature"), "{err}");
 }
 
-#[path = "lifecycle/sortition.rs"]
 mod sortition;

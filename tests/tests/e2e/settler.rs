@@ -4,7 +4,7 @@
 //! cancelled at its nonce when a competitor released the jobs on the new branch), and a stuck
 //! transaction replaced; two settlers racing for the same jobs on one store (`race`); a keeper
 //! through a base-fee spike (`spike`); a keeper with an empty wallet (`broke`). (`lcw exit` is
-//! tested with the binary in cli/tests/exit_cli.rs; the settler's decisions have unit tests in
+//! tested with the binary in cli/tests/cli/exit.rs; the settler's decisions have unit tests in
 //! settler/src/plan.rs.)
 
 use std::collections::HashMap;
@@ -23,11 +23,8 @@ use lcw_settler::settle::{Mode, SettleConfig, SettleSummary};
 use lcw_tests::indexing::Follower;
 use lcw_tests::{TestNet, wait_until};
 
-#[path = "settler/broke.rs"]
 mod broke;
-#[path = "settler/race.rs"]
 mod race;
-#[path = "settler/spike.rs"]
 mod spike;
 
 const WINDOW: u64 = 4;

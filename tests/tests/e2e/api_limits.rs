@@ -13,9 +13,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-#[path = "queries/flood.rs"]
 mod flood;
-#[path = "queries/wire.rs"]
 mod wire;
 
 use wire::{Api, Frame, Ws, empty_store, exchange, post, query_json};
@@ -391,7 +389,7 @@ fn a_flood_of_the_api_does_not_hold_up_a_worker_on_the_same_runtime() {
 }
 
 /// graphql-js's introspection query, as GraphiQL sends it.
-pub(crate) const INTROSPECTION: &str = "query IntrospectionQuery { __schema { queryType { name } mutationType { name } \
+pub(super) const INTROSPECTION: &str = "query IntrospectionQuery { __schema { queryType { name } mutationType { name } \
     subscriptionType { name } types { ...FullType } directives { name description locations args { ...InputValue } } } }
     fragment FullType on __Type { kind name description fields(includeDeprecated: true) { name description args { ...InputValue } \
     type { ...TypeRef } isDeprecated deprecationReason } inputFields { ...InputValue } interfaces { ...TypeRef } \

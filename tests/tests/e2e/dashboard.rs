@@ -5,8 +5,9 @@
 //! origins cannot read the API (fetch or WebSocket) unless the operator allows their origin, and
 //! the dashboard does not load under a rebound DNS name.
 //!
-//! The API runs as the real `lcw` binary (`target/<profile>/lcw`, built by `cargo test
-//! --workspace` for the CLI's own tests, or by `cargo build -p lcw-cli`; `LCW_BIN` overrides).
+//! The API runs as the real `lcw` binary ([`lcw_tests::binary::locate`]: `target/<profile>/lcw`,
+//! built by `cargo test --workspace` for the CLI's own tests, or by `cargo build -p lcw-cli`;
+//! `LCW_BIN` overrides), in a clean environment.
 //! Chromium is the Debian package `chromium`, installed by the project's setup (`.ci/run`);
 //! `CHROMIUM_BIN` overrides.
 
@@ -23,7 +24,7 @@ use lcw_tests::indexing::{Follower, cursor};
 use lcw_tests::{TestNet, wait_until};
 
 /// The page as the binary should serve it (a mismatch means a stale binary).
-const DASHBOARD: &str = include_str!("../../queries/src/dashboard/index.html");
+const DASHBOARD: &str = include_str!("../../../queries/src/dashboard/index.html");
 /// Every chart the page draws, by its `data-chart` name.
 const CHARTS: [&str; 6] = ["exit-plan", "earnings", "jobs-by-state", "jobs-by-model", "latency", "release-queue"];
 /// The dispute window while the last jobs complete: they wait an hour in the release queue.
@@ -33,7 +34,7 @@ const LONG_WINDOW: u64 = 3600;
 async fn dashboard_draws_every_chart_from_the_store_in_headless_chromium() {
     // The tools first: a missing one is a set-up error, reported before minutes of traffic.
     let chromium = chromium();
-    let lcw = lcw_binary();
+    let lcw = lcw_tests::binary::locate();
 
     let net = TestNet::start_with(|o| {
         o.block_time = 1;
@@ -176,7 +177,7 @@ async fn dashboard_draws_every_chart_from_the_store_in_headless_chromium() {
 async fn pages_on_other_origins_read_the_api_only_when_allowed_in_headless_chromium() {
     lcw_tests::init_tracing();
     let chromium = chromium();
-    let lcw = lcw_binary();
+    let lcw = lcw_tests::binary::locate();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lcw.db");
     let identity = lcw_schema::store::Identity {
@@ -415,25 +416,9 @@ impl Truth {
     }
 }
 
-/// `target/<profile>`: this test executable lives in its `deps` folder.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps").to_owned()
-}
-
 fn target_dir() -> PathBuf {
-    let profile = profile_dir();
+    let profile = lcw_tests::binary::profile_dir();
     profile.parent().map(Path::to_owned).unwrap_or(profile)
-}
-
-fn lcw_binary() -> PathBuf {
-    let path = std::env::var_os("LCW_BIN").map(PathBuf::from).unwrap_or_else(|| profile_dir().join("lcw"));
-    assert!(
-        path.is_file(),
-        "the lcw binary is missing at {}: build it with `cargo build -p lcw-cli` (`cargo test --workspace` does)",
-        path.display()
-    );
-    path
 }
 
 fn chromium() -> PathBuf {
@@ -465,13 +450,13 @@ impl Api {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log_path = dir.join("serve.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = tokio::process::Command::new(lcw)
+        let mut child = tokio::process::Command::from(lcw_tests::binary::lcw(lcw))
             .arg("serve")
             .arg("--db")
             .arg(db)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(flags)
-            .env("RUST_LOG", "info")
+            .env("LCW_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)

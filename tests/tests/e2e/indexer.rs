@@ -21,9 +21,7 @@ use lcw_tests::parties::{ack_and_complete, open_session, register_worker, submit
 use lcw_tests::proxy::{Faults, FlakyProxy};
 use lcw_tests::{TestNet, b256, send};
 
-#[path = "indexer/hostile.rs"]
 mod hostile;
-#[path = "indexer/sortition.rs"]
 mod sortition;
 
 fn count(db: &std::path::Path, sql: &str) -> i64 {

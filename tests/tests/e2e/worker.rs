@@ -419,7 +419,5 @@ async fn an_llm_server_that_is_down_or_slow_fails_the_work_until_it_is_back_with
     }
 }
 
-#[path = "worker/money.rs"]
 mod money;
-#[path = "worker/sortition.rs"]
 mod sortition;

@@ -4,35 +4,24 @@
 //! workload the bench reports done, and figures that can only be there if it measured something.
 //! No timing is asserted; the figures themselves are documented in docs/src/benchmarks.md.
 //!
-//! bench-indexer and bench-queries run the real `lcw` binary next to them (`target/<profile>/lcw`,
-//! built by `cargo test --workspace` for the CLI's own tests, or by `cargo build -p lcw-cli`;
-//! `LCW_BIN` overrides). bench-queries needs `wrk`, bench-worker and bench-sortition the real
-//! LLM server (`make llm`).
+//! bench-indexer and bench-queries run the real `lcw` binary ([`lcw_tests::binary::locate`]:
+//! `target/<profile>/lcw`, built by `cargo test --workspace` for the CLI's own tests, or by
+//! `cargo build -p lcw-cli`; `LCW_BIN` overrides). bench-queries needs `wrk`, bench-worker and
+//! bench-sortition the real LLM server (`make llm`).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Longest a bench may take here before it is stopped (each takes well under a minute).
 const DEADLINE: Duration = Duration::from_secs(600);
 
-fn lcw_binary() -> PathBuf {
-    let path = std::env::var_os("LCW_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_BIN_EXE_bench-queries")).with_file_name("lcw"));
-    assert!(
-        path.is_file(),
-        "the lcw binary is missing at {}: build it with `cargo build -p lcw-cli` (`cargo test --workspace` does)",
-        path.display()
-    );
-    path
-}
-
-/// Runs a bench binary in `dir` with `args` and returns its stdout, failing with its output when
+/// Runs a bench binary in `dir` with `args`, in a clean environment (the `lcw` it starts sees no
+/// variable of the developer's shell either), and returns its stdout, failing with its output when
 /// it does not exit 0.
 fn run(bin: &str, dir: &Path, args: &[&str]) -> String {
-    let mut child = Command::new(bin)
+    let mut child = lcw_tests::binary::clean(bin)
         .args(args)
         .current_dir(dir)
         .env("RUST_BACKTRACE", "0")
@@ -92,7 +81,7 @@ fn numbers(out: &str, prefix: &str) -> Vec<f64> {
 fn bench_queries_loads_every_query_and_reports_its_rate_and_latency() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jobs.db");
-    let lcw = lcw_binary();
+    let lcw = lcw_tests::binary::locate();
     let out = run(
         env!("CARGO_BIN_EXE_bench-queries"),
         dir.path(),
@@ -132,7 +121,7 @@ fn bench_queries_loads_every_query_and_reports_its_rate_and_latency() {
 #[test]
 fn bench_indexer_backfills_and_replays_every_event_of_its_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let lcw = lcw_binary();
+    let lcw = lcw_tests::binary::locate();
     let out = run(
         env!("CARGO_BIN_EXE_bench-indexer"),
         dir.path(),
