@@ -143,16 +143,25 @@ impl LlmServer {
         };
         match self.start.as_mut() {
             Some(p) => match p.exited() {
-                Some(status) => format!("its start command exited ({status}), see {}", p.log.display()),
-                None => {
-                    let last = p.tail(1);
-                    let last = last.trim().trim_start_matches("llm: ");
-                    if last.is_empty() { format!("starting, {waited}") } else { format!("{last}, {waited}") }
+                Some(status) if !status.success() => {
+                    format!("its start command failed ({status}), see {}", p.log.display())
                 }
+                Some(_) => format!("{why}, {waited}"),
+                None => match progress(&p.tail(20)) {
+                    Some(line) => format!("{line}, {waited}"),
+                    None => format!("starting, {waited}"),
+                },
             },
             None => format!("{why}, {waited}"),
         }
     }
+}
+
+/// The start command's progress in its output: its last `llm: ` line (how
+/// tests/scripts/llm-server.sh reports each step), else its last line.
+fn progress(tail: &str) -> Option<&str> {
+    let lines = || tail.lines().rev().map(str::trim).filter(|l| !l.is_empty());
+    lines().find_map(|l| l.strip_prefix("llm: ")).or_else(|| lines().next())
 }
 
 /// Lists the models and warms the one served: ready (with the API it speaks) when it can take a
@@ -197,5 +206,31 @@ async fn detect(url: &str) -> Api {
             _ => Api::OpenAi,
         },
         _ => Api::OpenAi,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_commands_own_progress_lines_come_first() {
+        let tail = "llm: building llama-server: 45% (about 15 min on 2 cores, once)\n[ 45%] Building CXX\n";
+        assert_eq!(progress(tail), Some("building llama-server: 45% (about 15 min on 2 cores, once)"));
+        let server = "llm: starting llama-server on 127.0.0.1:8181\n0.00.887 I srv load_model: loading\n";
+        assert_eq!(progress(server), Some("starting llama-server on 127.0.0.1:8181"));
+        assert_eq!(progress("pulling manifest\n\n"), Some("pulling manifest"));
+        assert_eq!(progress(""), None);
+    }
+
+    #[test]
+    fn the_url_is_checked_and_never_shown_with_its_key() {
+        let e = LlmServer::new("ftp://x", "auto", "m").unwrap_err().to_string();
+        assert!(e.contains("must start with http://"), "{e}");
+        let e = LlmServer::new("http://127.0.0.1:1", "grpc", "m").unwrap_err().to_string();
+        assert!(e.contains("--llm-api") && e.contains("auto"), "{e}");
+        let llm = LlmServer::new("https://user:hunter2@llm.example/v1/", "openai", "m").unwrap();
+        assert!(!llm.label().contains("hunter2") && !format!("{llm:?}").contains("hunter2"), "{llm:?}");
+        assert_eq!(llm.api(), Api::OpenAi);
     }
 }
