@@ -55,8 +55,15 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## test: formatting, stale artifacts, clippy -D warnings, every test against the real parts
+## test: formatting, stale artifacts, clippy -D warnings, every test against the real parts. Where
+## the LLM server is not installed yet it is built in the background first (about 15 min once, log
+## target/llm-install-test.log): the build and the other tests go on, the worker tests wait for it
 test: tools
+	@status=0; tests/scripts/llm-server.sh paths >/dev/null 2>&1 || status=$$?; \
+	if [ $$status -eq 1 ]; then \
+		echo "== the LLM server is not installed: building it in the background (log target/llm-install-test.log)"; \
+		mkdir -p target; nohup nice -n 19 tests/scripts/llm-server.sh install > target/llm-install-test.log 2>&1 & \
+	fi
 	$(CARGO) fmt --all --check
 	node contracts/build.js --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
