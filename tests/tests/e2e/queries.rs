@@ -291,7 +291,13 @@ async fn examples_answer_what_the_chain_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscriptions_push_on_indexer_commits() {
-    let net = TestNet::start_with(|o| o.block_time = 1).await;
+    // A short dispute window: the listener waits for a release, and the devnet's minute would be
+    // most of the test.
+    let net = TestNet::start_with(|o| {
+        o.block_time = 1;
+        o.deploy.dispute_window = 3;
+    })
+    .await;
     let db = net.dir.path().join("lcw.db");
     let follower = Follower::start(net.profile(), &db);
     assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await);
