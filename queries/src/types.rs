@@ -528,7 +528,7 @@ pub struct SessionClaims {
     pub skipped: u64,
     /// Claims whose request expired first.
     pub expired: u64,
-    /// Missed requests by reason: busy, at_capacity, drained, late.
+    /// Missed requests by reason: busy, llm_down, at_capacity, drained, late.
     pub missed_by_reason: Vec<ReasonCount>,
 }
 

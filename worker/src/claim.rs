@@ -123,6 +123,8 @@ pub struct Local {
     pub drained: bool,
     /// Every local work slot is taken (upstream's MAX_CONCURRENT_JOBS check).
     pub busy: bool,
+    /// The LLM server is down: a session claimed now would bring jobs that cannot be served.
+    pub llm_down: bool,
     /// Requests with a claim transaction in flight.
     pub in_flight: HashSet<u64>,
     /// Claims sent per request so far (a refused or dropped one may be sent again).
@@ -154,6 +156,8 @@ pub enum Skip {
     },
     /// Every local work slot is busy.
     Busy,
+    /// The LLM server does not answer.
+    LlmDown,
     /// Not registered, suspended, or stake below the minimum.
     NotEligible(&'static str),
     /// Its expiry has passed.
@@ -175,6 +179,7 @@ impl Skip {
             Skip::MissingCapabilities { .. } => "missing_capabilities",
             Skip::AtCapacity { .. } => "at_capacity",
             Skip::Busy => "busy",
+            Skip::LlmDown => "llm_down",
             Skip::NotEligible(_) => "not_eligible",
             Skip::Expired => "expired",
             Skip::TooRecent => "too_recent",
@@ -192,6 +197,7 @@ impl std::fmt::Display for Skip {
             Skip::MissingCapabilities { missing } => write!(f, "capability bits {missing:#x} are not set"),
             Skip::AtCapacity { active, max } => write!(f, "{active} active jobs, at most {max} (AIConfig)"),
             Skip::Busy => f.write_str("every local work slot is busy"),
+            Skip::LlmDown => f.write_str("the LLM server does not answer"),
             Skip::NotEligible(why) => write!(f, "the worker is not eligible: {why}"),
             Skip::Expired => f.write_str("the request has expired"),
             Skip::TooRecent => f.write_str("not confirmed yet"),
@@ -322,6 +328,10 @@ pub fn plan(chain: &ChainView, me: &Me, local: &Local, rule: Rule, requests: &[C
             out.push(skip(Skip::Busy));
             continue;
         }
+        if local.llm_down {
+            out.push(skip(Skip::LlmDown));
+            continue;
+        }
         committed += 1;
         out.push(match rule {
             Rule::Predict => Decision::Claim { req_id: c.req_id, target_block, first_block: first },
@@ -442,11 +452,16 @@ mod tests {
     }
 
     #[test]
-    fn busy_slots_confirmations_and_retries_hold_claims_back() {
+    fn busy_slots_an_llm_server_down_confirmations_and_retries_hold_claims_back() {
         let busy = Local { busy: true, ..local() };
         assert_eq!(
             plan(&chain(120), &me(), &busy, Rule::Predict, &[request(1, 100)]),
             vec![Decision::Skip { req_id: 1, reason: Skip::Busy }]
+        );
+        let down = Local { llm_down: true, ..local() };
+        assert_eq!(
+            plan(&chain(120), &me(), &down, Rule::Predict, &[request(1, 100)]),
+            vec![Decision::Skip { req_id: 1, reason: Skip::LlmDown }]
         );
         let confirmations = Local { confirmations: 3, ..local() };
         assert_eq!(

@@ -114,6 +114,7 @@ impl Claimer {
         clock: &ChainClock,
         fees: Fees,
         busy: bool,
+        llm_down: bool,
     ) -> StoreResult<Tick> {
         let state = sortition::sortition_state(&self.conn)?;
         let Some(manager) = state.manager else {
@@ -150,6 +151,7 @@ impl Claimer {
         let local = Local {
             drained: obligations::drained(&self.conn, self.me)?,
             busy,
+            llm_down,
             in_flight,
             attempts: self.attempts.clone(),
             retry_limit: self.config.retry_limit,

@@ -389,7 +389,10 @@ impl Worker {
         let Some(fees) = self.fees else { return false };
         let in_progress = self.held.values().filter(|h| matches!(h.stage, Local::Working | Local::Ready)).count();
         let busy = in_progress >= self.config.concurrency.max(1);
-        let sent = match self.claimer.tick(&mut self.outbox, &self.chain, head, &self.clock, fees, busy).await {
+        // A session claimed while the LLM server is down brings jobs it cannot serve.
+        let llm_down = self.llm.down().is_some();
+        let sent = match self.claimer.tick(&mut self.outbox, &self.chain, head, &self.clock, fees, busy, llm_down).await
+        {
             Ok(t) => {
                 self.claims_failing = None;
                 t.sent > 0
