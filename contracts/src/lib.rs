@@ -15,5 +15,6 @@
 pub mod anvil;
 pub mod deploy;
 pub mod devnet;
+pub mod reorg;
 pub mod simulate;
 pub mod txs;

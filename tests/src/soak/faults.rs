@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy::eips::BlockNumberOrTag;
-use alloy::network::TransactionResponse;
-use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
 use anyhow::Context;
@@ -316,51 +315,22 @@ fn storm(seed: u64) -> Faults {
 /// have new hashes and timestamps, as on a real reorg.
 async fn reorg(rig: &Rig, depth: u64, drop_lcw: bool) -> anyhow::Result<String> {
     let p = &rig.anvil;
-    p.anvil_set_interval_mining(0).await?;
-    let result = async {
-        let head = p.get_block_number().await?;
-        let from = head.saturating_sub(depth - 1).max(1);
-        let mut txs: Vec<(Address, B256)> = Vec::new();
-        for n in from..=head {
-            let block = p.get_block_by_number(BlockNumberOrTag::Number(n)).full().await?.context("block")?;
-            txs.extend(block.transactions.txns().map(|t| (t.from(), t.tx_hash())));
+    let replaced = lcw_contracts::reorg::replace_blocks(p, depth, 1, |from| drop_lcw && rig.is_lcw(from)).await?;
+    // A rollback undoes a low-balance episode's top-up too (it is no transaction that the new
+    // branch could carry): put back the wallets it left empty.
+    let refills: Vec<(Address, U256)> =
+        rig.refills.lock().expect("refills").iter().filter_map(|(a, b)| b.map(|b| (*a, b))).collect();
+    let mut refilled = 0;
+    for (who, balance) in refills {
+        if p.get_balance(who).await? < U256::from(LEFT_WITH + 1) {
+            p.anvil_set_balance(who, balance).await?;
+            refilled += 1;
         }
-        let mut raws = Vec::with_capacity(txs.len());
-        for (from, hash) in &txs {
-            let raw: Bytes = p.raw_request("eth_getRawTransactionByHash".into(), (*hash,)).await?;
-            raws.push((*from, raw));
-        }
-        p.anvil_rollback(Some(head - from + 1)).await?;
-        let (mut again, mut dropped, mut refused) = (0, 0, 0);
-        for (from, raw) in raws {
-            if drop_lcw && rig.is_lcw(from) {
-                dropped += 1;
-                continue;
-            }
-            match p.raw_request::<_, B256>("eth_sendRawTransaction".into(), (raw,)).await {
-                Ok(_) => again += 1,
-                Err(_) => refused += 1,
-            }
-        }
-        // A rollback undoes a low-balance episode's top-up too (it is no transaction that the new
-        // branch could carry): put back the wallets it left empty.
-        let refills: Vec<(Address, U256)> =
-            rig.refills.lock().expect("refills").iter().filter_map(|(a, b)| b.map(|b| (*a, b))).collect();
-        let mut refilled = 0;
-        for (who, balance) in refills {
-            if p.get_balance(who).await? < U256::from(LEFT_WITH + 1) {
-                p.anvil_set_balance(who, balance).await?;
-                refilled += 1;
-            }
-        }
-        anyhow::Ok(format!(
-            "blocks {from}..={head} replaced; {again} transactions sent again, {dropped} of lcw's dropped, {refused} refused{}",
-            if refilled > 0 { format!("; {refilled} emptied wallet(s) topped up again") } else { String::new() }
-        ))
     }
-    .await;
-    p.anvil_set_interval_mining(1).await?;
-    result
+    Ok(format!(
+        "{replaced}{}",
+        if refilled > 0 { format!("; {refilled} emptied wallet(s) topped up again") } else { String::new() }
+    ))
 }
 
 /// The base fee at 20,000 gwei for `blocks` blocks, then back to what it was.

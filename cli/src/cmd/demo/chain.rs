@@ -3,11 +3,9 @@
 //! offences, or whose stake fell below the minimum, would stop the traffic), and replaces the
 //! last blocks now and then (a reorg), as a real chain does.
 
-use alloy::eips::BlockNumberOrTag;
-use alloy::network::{EthereumWallet, TransactionResponse};
-use std::time::Duration;
+use alloy::network::EthereumWallet;
 
-use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::primitives::{Address, U256};
 use alloy::providers::ext::AnvilApi;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
@@ -72,80 +70,9 @@ impl Devnet {
     /// transactions sent again and then the pool's, mining resumed. The new blocks have new
     /// hashes and timestamps, as after a real reorg. Returns what happened.
     pub(super) async fn reorg(&self, depth: u64) -> anyhow::Result<String> {
-        let p = &self.provider;
-        p.anvil_set_interval_mining(0).await.context("pausing mining")?;
-        let result = async {
-            // A block the miner had begun when mining was paused still lands: the head is read
-            // once it has, or that block would be the one rolled back, its transactions lost.
-            let mut head = p.get_block_number().await?;
-            loop {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let now = p.get_block_number().await?;
-                if now == head {
-                    break;
-                }
-                head = now;
-            }
-            let from = head.saturating_sub(depth.max(1) - 1).max(1);
-            let mut hashes = Vec::new();
-            for n in from..=head {
-                let block = p
-                    .get_block_by_number(BlockNumberOrTag::Number(n))
-                    .full()
-                    .await?
-                    .with_context(|| format!("block {n} is missing"))?;
-                hashes.extend(block.transactions.txns().map(|t| t.tx_hash()));
-            }
-            let replaced = hashes.len();
-            // The pool survives a rollback, but anvil then takes its transactions for ready in
-            // the old order, before the replaced blocks' ones of the same sender, and drops them
-            // as invalid: they go back in after those, in nonce order.
-            hashes.extend(pool(p).await?);
-            let mut raws = Vec::with_capacity(hashes.len());
-            for hash in &hashes {
-                let raw: Option<Bytes> = p.raw_request("eth_getRawTransactionByHash".into(), (*hash,)).await?;
-                raws.extend(raw);
-            }
-            anyhow::ensure!(p.get_block_number().await? == head, "a block was mined while mining was paused");
-            p.anvil_rollback(Some(head - from + 1)).await?;
-            p.anvil_drop_all_transactions().await?;
-            let mut refused = Vec::new();
-            for raw in raws {
-                if let Err(e) = p.raw_request::<_, B256>("eth_sendRawTransaction".into(), (raw,)).await {
-                    refused.push(e.to_string());
-                }
-            }
-            let refused = match refused.first() {
-                Some(first) => format!("; {} refused (the first: {first})", refused.len()),
-                None => String::new(),
-            };
-            anyhow::Ok(format!(
-                "blocks {from}..={head} replaced; their {replaced} transactions and the pool's {} sent again{refused}",
-                hashes.len() - replaced
-            ))
-        }
-        .await;
-        p.anvil_set_interval_mining(self.block_time).await.context("resuming mining")?;
-        result
+        let replaced = lcw_contracts::reorg::replace_blocks(&self.provider, depth, self.block_time, |_| false)
+            .await
+            .context("replacing the last blocks")?;
+        Ok(replaced.to_string())
     }
-}
-
-/// The hashes of the transactions waiting in anvil's pool, each sender's in nonce order.
-async fn pool(p: &DynProvider) -> anyhow::Result<Vec<B256>> {
-    let content: serde_json::Value = p.raw_request("txpool_content".into(), ()).await.context("txpool_content")?;
-    let mut waiting: Vec<(String, u64, B256)> = Vec::new();
-    for part in ["pending", "queued"] {
-        let Some(senders) = content.get(part).and_then(|v| v.as_object()) else { continue };
-        for (sender, txs) in senders {
-            let Some(txs) = txs.as_object() else { continue };
-            for (nonce, tx) in txs {
-                let hash = tx.get("hash").and_then(|h| h.as_str()).and_then(|h| h.parse::<B256>().ok());
-                if let (Ok(nonce), Some(hash)) = (nonce.parse::<u64>(), hash) {
-                    waiting.push((sender.to_ascii_lowercase(), nonce, hash));
-                }
-            }
-        }
-    }
-    waiting.sort();
-    Ok(waiting.into_iter().map(|(_, _, hash)| hash).collect())
 }
