@@ -201,7 +201,7 @@ pub struct ChainClock {
     pub head: u64,
     /// Head block timestamp.
     pub head_ts: u64,
-    /// Recent positive timestamp gaps between consecutive heads.
+    /// Recent timestamp gaps between consecutive heads (zero when two blocks share a second).
     gaps: std::collections::VecDeque<u64>,
 }
 
@@ -221,7 +221,7 @@ impl ChainClock {
         }
         if self.head_ts != 0
             && Some(number) == self.head.checked_add(1)
-            && let Some(gap) = timestamp.checked_sub(self.head_ts).filter(|g| *g > 0)
+            && let Some(gap) = timestamp.checked_sub(self.head_ts)
         {
             if self.gaps.len() == GAPS {
                 self.gaps.pop_front();
@@ -233,16 +233,18 @@ impl ChainClock {
         true
     }
 
-    /// The smallest gap seen between consecutive blocks (1 s until one has been seen): the next
-    /// block's timestamp is at least `head_ts + min_interval`, so an action due by then cannot
-    /// revert for being early.
+    /// The smallest gap seen between recent consecutive blocks (1 s until one has been seen): the
+    /// next block's timestamp is at least `head_ts + min_interval`, so an action due by then
+    /// cannot revert for being early. Zero once two recent blocks shared a second (a loaded node,
+    /// sub-second blocks): then the next block may too, and an action waits for a head that has
+    /// reached its time rather than revert in a block that has not.
     pub fn min_interval(&self) -> u64 {
-        self.gaps.iter().copied().min().unwrap_or(1).max(1)
+        self.gaps.iter().copied().min().unwrap_or(1)
     }
 
-    /// The typical gap (median), for countdowns.
+    /// The typical gap (median of the positive ones), for countdowns.
     pub fn typical_interval(&self) -> u64 {
-        let mut g: Vec<u64> = self.gaps.iter().copied().collect();
+        let mut g: Vec<u64> = self.gaps.iter().copied().filter(|g| *g > 0).collect();
         if g.is_empty() {
             return 1;
         }
@@ -393,13 +395,18 @@ mod tests {
         assert_eq!((c.head, c.head_ts), (0, 10));
         assert!(c.observe(1, 9), "a timestamp going back measures no gap");
         assert_eq!(c.min_interval(), 1);
-        // Zero block times (several blocks in one second) measure no gap either.
+        // Several blocks in one second: the next block may share the head's second too.
         let mut c = ChainClock::default();
         for n in 1..5 {
             assert!(c.observe(n, 100));
         }
-        assert_eq!((c.min_interval(), c.typical_interval(), c.next_ts()), (1, 1, 101));
+        assert_eq!((c.min_interval(), c.typical_interval(), c.next_ts()), (0, 1, 100));
         assert_eq!(c.eta(200), (100, 104));
+        // Once the zero gap has left the recent ones, the next block is a second later again.
+        for n in 5..5 + GAPS as u64 {
+            assert!(c.observe(n, 100 + n));
+        }
+        assert_eq!(c.next_ts(), c.head_ts + 1);
     }
 
     #[test]
