@@ -6,6 +6,11 @@
 //! a 270M base model whose text is nonsense: assert protocol, token counts and determinism, never
 //! meaning (llm-runtime.md §4). Prompt caching is off (`--no-cache-prompt`) and there is one slot
 //! (`-np 1`) so greedy output is reproducible (§6).
+//!
+//! One compute thread (`-t 1`): the tests run many processes beside the server on two cores, and
+//! llama.cpp's threads wait for each other by spinning. Descheduled beside a busy test, two
+//! threads took 4.4 s and 4 CPU-seconds for a 24-token answer that one thread gives in 1 s and
+//! 1 CPU-second, with the same text.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -115,7 +120,7 @@ impl LlmServer {
         let mut child = Command::new(&paths.bin)
             .arg("-m")
             .arg(&paths.model)
-            .args(["--host", "127.0.0.1", "--port", &port, "-c", "2048", "-t", "2", "-np", "1"])
+            .args(["--host", "127.0.0.1", "--port", &port, "-c", "2048", "-t", "1", "-np", "1"])
             .args(["--alias", MODEL, "--no-cache-prompt", "--no-webui", "--chat-template-file"])
             .arg(&paths.template)
             .args(&extra_args)
