@@ -139,6 +139,7 @@ impl World {
     /// greater, so a deadline `d` can be claimed once `now >= d`).
     pub(crate) fn decide(&mut self, block: u64, now: u64, p: &Params) -> Vec<Action> {
         let mut actions = Vec::new();
+        let mut done = Vec::new();
         for id in &self.active {
             let Some(j) = self.jobs.get(id) else { continue };
             if block < j.in_flight_until {
@@ -158,11 +159,22 @@ impl World {
                 JobState::Acknowledged if ours && !closed && j.outcome != Outcome::CompletionTimeout => {
                     Some(Action::Complete(*id))
                 }
-                JobState::Completed if matches!(j.outcome, Outcome::Dispute(_)) && !j.disputed => {
-                    (now + 1 < j.completed_at + p.dispute_window).then_some(Action::Dispute(*id))
+                JobState::Completed
+                    if matches!(j.outcome, Outcome::Dispute(_))
+                        && !j.disputed
+                        && now + 1 < j.completed_at + p.dispute_window =>
+                {
+                    Some(Action::Dispute(*id))
                 }
+                // Every job once its window is over, a job meant to be disputed included: its
+                // dispute could not land in the window (the simulator fell behind, or the dispute
+                // reverted), and waiting for it would stall the run.
                 JobState::Completed if p.auto_release && now >= j.completed_at + p.dispute_window => {
                     Some(self.release(*id, j, p))
+                }
+                JobState::Completed if !j.disputed && now >= j.completed_at + p.dispute_window => {
+                    done.push(*id);
+                    None
                 }
                 JobState::Disputed => match j.outcome {
                     Outcome::Dispute(Verdict::Guilty) => Some(Action::Resolve(*id, true)),
@@ -176,6 +188,9 @@ impl World {
             if let Some(a) = action {
                 actions.push(a);
             }
+        }
+        for id in done {
+            self.active.remove(&id);
         }
         actions
     }
@@ -300,6 +315,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_dispute_that_can_no_longer_land_in_the_window_does_not_stall_the_job() {
+        let p = params();
+        let mut w = world_with(Outcome::Dispute(Verdict::Guilty));
+        w.transition(7, JobState::Acknowledged, 101, &p);
+        w.transition(7, JobState::Completed, 102, &p);
+        // One block before the window ends a dispute would land too late: nothing is sent.
+        assert!(w.decide(3, 131, &p).is_empty());
+        // At the window's end the job is released like any other.
+        assert_eq!(w.decide(4, 132, &p), vec![Action::Release(7, Some(W))]);
+        // Without auto-release there is nothing left to do for it.
+        let p = Params { auto_release: false, ..params() };
+        let mut w = world_with(Outcome::Dispute(Verdict::Guilty));
+        w.transition(7, JobState::Acknowledged, 101, &p);
+        w.transition(7, JobState::Completed, 102, &p);
+        assert!(w.decide(4, 132, &p).is_empty());
+        assert!(w.active.is_empty(), "the job is final");
     }
 
     #[test]
