@@ -38,10 +38,12 @@ async fn head(net: &TestNet) -> (u64, alloy::primitives::B256) {
 async fn simulated_workload_indexed_live_equals_chain_replay_and_fresh_backfill() {
     let net = TestNet::start_with(|o| {
         o.block_time = 1;
-        o.deploy.ack_timeout = 3;
-        o.deploy.completion_timeout = 3;
-        o.deploy.dispute_window = 3;
-        o.deploy.resolution_timeout = 3;
+        // The simulator acts on 2,000 jobs submitted within seconds: on two busy cores it can fall
+        // seconds behind, and an ack, dispute or verdict landing after a 3 s window reverts.
+        o.deploy.ack_timeout = 30;
+        o.deploy.completion_timeout = 30;
+        o.deploy.dispute_window = 10;
+        o.deploy.resolution_timeout = 10;
     })
     .await;
     let live_db = net.dir.path().join("live.db");
