@@ -29,6 +29,10 @@ mod spike;
 
 const WINDOW: u64 = 4;
 
+/// The scenarios run one at a time: each measures block-exact timing on a 1 s chain, and two
+/// devnets with simulators and settlers on two cores would measure the machine instead.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn devnet() -> TestNet {
     TestNet::start_with(|o| {
         o.block_time = 1;
@@ -176,6 +180,7 @@ async fn all_released(db: &Path, n: u64, timeout: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_job_lands_in_the_first_block_after_its_window_through_a_window_change() {
+    let _serial = SERIAL.lock().await;
     let net = devnet().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lcw.db");
@@ -211,6 +216,7 @@ async fn every_job_lands_in_the_first_block_after_its_window_through_a_window_ch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restart_with_transactions_in_flight_and_a_competing_keeper_release_each_job_once() {
+    let _serial = SERIAL.lock().await;
     let net = devnet().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lcw.db");
@@ -288,6 +294,7 @@ async fn a_restart_with_transactions_in_flight_and_a_competing_keeper_release_ea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
+    let _serial = SERIAL.lock().await;
     let net = devnet().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lcw.db");
@@ -400,6 +407,7 @@ async fn a_reorged_release_is_sent_again_and_a_stuck_one_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reorged_release_that_would_now_revert_gives_its_nonce_to_a_transfer_to_self() {
+    let _serial = SERIAL.lock().await;
     let net = devnet().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lcw.db");

@@ -16,6 +16,7 @@ fn outbox_rows(db: &Path) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keeper_with_an_empty_wallet_signs_nothing_until_it_is_topped_up() {
+    let _serial = SERIAL.lock().await;
     let net = devnet().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lcw.db");

@@ -27,6 +27,7 @@ async fn busiest_worker(db: &Path, n: u64) -> Address {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_settlers_racing_for_the_same_jobs_both_keep_running_and_release_each_once() {
+    let _serial = SERIAL.lock().await;
     let net = devnet().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("lcw.db");

@@ -131,6 +131,7 @@ fn keeper_sent(db: &Path, keeper: Address) -> Vec<Sent> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keeper_waits_out_a_base_fee_spike_and_never_pays_more_gas_than_its_bounties() {
+    let _serial = SERIAL.lock().await;
     let net = TestNet::start_with(|o| {
         o.block_time = 1;
         o.deploy.dispute_window = SPIKE_WINDOW;
