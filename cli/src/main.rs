@@ -205,23 +205,49 @@ fn init_tracing() {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed by this call, not
+/// when the future is first polled: a command calls it before it prints that it is up, so a
+/// signal sent the moment that line is read stops it cleanly instead of killing it.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                    one.recv().await;
+                }
+                (Err(_), Err(_)) => std::future::pending::<()>().await,
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// A stop flag that turns true on Ctrl-C or SIGTERM, after logging `stopping` (when not empty).
+/// The handlers are installed before this returns.
+pub(crate) fn stop_on_signal(stopping: &'static str) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signal = shutdown_signal();
+    tokio::spawn(async move {
+        signal.await;
+        if !stopping.is_empty() {
+            tracing::info!("{stopping}");
+        }
+        let _ = tx.send(true);
+    });
+    rx
 }

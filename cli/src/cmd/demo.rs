@@ -145,6 +145,7 @@ impl std::fmt::Debug for DemoArgs {
 }
 
 pub(crate) async fn run(args: DemoArgs, data: DataArgs) -> anyhow::Result<()> {
+    let stop = crate::shutdown_signal();
     let settings = Settings::new(args, &data)?;
     lcw_contracts::anvil::locate().context(
         "lcw demo runs a devnet on anvil (Foundry's local node): `make tools` installs it into the repository, \
@@ -154,7 +155,7 @@ pub(crate) async fn run(args: DemoArgs, data: DataArgs) -> anyhow::Result<()> {
     prepare(&demo.s.dir)?;
     let result = tokio::select! {
         biased;
-        _ = crate::shutdown_signal() => Ok(()),
+        _ = stop => Ok(()),
         r = demo.start_and_watch() => r,
     };
     demo.stop().await;

@@ -92,6 +92,8 @@ pub(crate) async fn run(args: DevnetArgs, data: DataArgs) -> anyhow::Result<()> 
         options.deploy.models.push(ModelSpec { name: name.to_owned(), fee, max_output_tokens: 256 });
     }
 
+    // Installed first: a signal from here on stops the devnet cleanly, anvil included.
+    let stop = crate::shutdown_signal();
     let mut devnet = Devnet::start(&options).await?;
     let p = &devnet.profile;
     if args.json {
@@ -123,7 +125,7 @@ pub(crate) async fn run(args: DevnetArgs, data: DataArgs) -> anyhow::Result<()> 
     }
     use std::io::Write;
     std::io::stdout().flush()?;
-    crate::shutdown_signal().await;
+    stop.await;
     tracing::info!("stopping anvil");
     devnet.anvil.stop();
     Ok(())

@@ -79,12 +79,7 @@ pub(crate) async fn run(args: IndexArgs, data: DataArgs) -> anyhow::Result<()> {
         "off" => ProgressMode::Off,
         other => anyhow::bail!("--progress must be auto, logs or off, not `{other}`"),
     };
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        tracing::info!("stopping after the current commit");
-        let _ = tx.send(true);
-    });
+    let rx = crate::stop_on_signal("stopping after the current commit");
     let summary =
         lcw_indexer::run(config, rx, None).await.with_context(|| format!("indexing into {}", db.display()))?;
     if args.json {

@@ -170,11 +170,7 @@ pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()>
         None => Readiness::MaxLag(args.max_lag),
     };
     let config = args.api.config(db.clone(), readiness)?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        let _ = tx.send(true);
-    });
+    let rx = crate::stop_on_signal("");
     println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/ (store {1})", config.listen, db.display());
     lcw_queries::serve(config, None, rx).await.with_context(|| format!("serving {}", db.display()))
 }
@@ -269,12 +265,7 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     let api_config =
         (!args.no_api).then(|| args.api.config(db.clone(), Readiness::Head { head, confirmations: 0 })).transpose()?;
 
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        tracing::info!("stopping");
-        let _ = stop_tx.send(true);
-    });
+    let stop = crate::stop_on_signal("stopping");
     // The indexer's commits, as block numbers, for the API's subscriptions.
     let (commits_tx, mut commits_rx) = tokio::sync::watch::channel(lcw_indexer::Committed::default());
     let (blocks_tx, blocks_rx) = tokio::sync::watch::channel(0u64);

@@ -117,12 +117,7 @@ where
     F: std::future::Future<Output = Result<T, E>>,
     E: Into<anyhow::Error>,
 {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        tracing::info!("{stopping}");
-        let _ = tx.send(true);
-    });
+    let rx = crate::stop_on_signal(stopping);
     let indexer = (!no_index).then(|| spawn_indexer(profile, db.clone(), rx.clone()));
     // The embedded indexer creates the store once the node answers, however long that takes;
     // another process's store is waited for a minute.
