@@ -55,7 +55,8 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## test: formatting, stale artifacts, clippy -D warnings, every test against the real parts. Where
+## test: formatting, stale artifacts, clippy -D warnings, every test against the real parts (under
+## cargo-nextest, installed when missing: .config/nextest.toml says how they are scheduled). Where
 ## the LLM server is not installed yet it is built in the background first (about 15 min once, log
 ## target/llm-install-test.log): the build and the other tests go on, the worker tests wait for it
 test: tools
@@ -67,7 +68,10 @@ test: tools
 	$(CARGO) fmt --all --check
 	node contracts/build.js --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) test --workspace
+	@$(CARGO) nextest --version >/dev/null 2>&1 || { echo "== installing cargo-nextest"; \
+		$(CARGO) install cargo-nextest --locked; }
+	$(CARGO) nextest run --workspace
+	$(CARGO) test --workspace --doc
 
 ## demo: the whole product on a local devnet until Ctrl-C (lcw demo): anvil with the contracts and
 ## sessions by sortition, one lcw run (indexer, keeper, GraphQL API and dashboard on

@@ -27,6 +27,7 @@ fn top_level_has_only_the_documented_entries() {
         "rustfmt.toml",
         ".ci",
         ".cargo",
+        ".config",
         ".gitignore",
         ".git",
         "fuzz",
