@@ -44,6 +44,8 @@ const GAS_MONEY_LCAI: u64 = 10_000;
 const LLM_START_WAIT: Duration = Duration::from_secs(10);
 /// How often the fuller summary is printed.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// How long after a failed undrain of our worker it is tried again.
+const UNDRAIN_RETRY: Duration = Duration::from_secs(10);
 
 /// `lcw demo --help`.
 pub(crate) const LONG_ABOUT: &str = "\
@@ -175,6 +177,9 @@ struct Demo {
     /// Our key: the worker's (when it serves) and the keeper's.
     key: Option<Address>,
     reorgs: u64,
+    /// When our worker, drained while the LLM server is not ready, is undrained next (a failed
+    /// undrain is tried again: one refused transaction must not end the demo).
+    undrain_at: Option<Instant>,
 }
 
 impl Demo {
@@ -190,6 +195,7 @@ impl Demo {
             llm,
             key: None,
             reorgs: 0,
+            undrain_at: None,
         })
     }
 
@@ -481,15 +487,30 @@ impl Demo {
             {
                 self.screen.say(&note);
             }
-            let became_ready = self.llm.as_mut().is_some_and(LlmServer::tick);
-            if became_ready && let (Some(llm), Some(key)) = (&self.llm, self.key) {
+            if self.llm.as_mut().is_some_and(LlmServer::tick) {
+                self.undrain_at = Some(Instant::now());
+            }
+            if let (Some(at), Some(llm), Some(key)) = (self.undrain_at, &self.llm, self.key)
+                && Instant::now() >= at
+            {
                 let took = status::duration(llm.waited());
                 let key = key.to_string();
-                self.once("lcw undrain", "drain", &["undrain", "--network", &network, "--worker", &key]).await?;
-                self.screen.say(&format!(
-                    "the LLM server answers after {took}: our worker is undrained and claims sessions from the next \
-                     session requests on"
-                ));
+                match self.once("lcw undrain", "drain", &["undrain", "--network", &network, "--worker", &key]).await {
+                    Ok(()) => {
+                        self.undrain_at = None;
+                        self.screen.say(&format!(
+                            "the LLM server answers after {took}: our worker is undrained and claims sessions from \
+                             the next session requests on"
+                        ));
+                    }
+                    Err(e) => {
+                        self.undrain_at = Some(Instant::now() + UNDRAIN_RETRY);
+                        self.screen.say(&format!(
+                            "warning: undraining our worker failed, trying again in {} s: {e:#}",
+                            UNDRAIN_RETRY.as_secs()
+                        ));
+                    }
+                }
             }
             let traffic_settled = self.traffic.as_ref().is_none_or(Traffic::settled_in);
             if let (Some(at), Some(every)) = (next_reorg, self.s.reorg_every)

@@ -166,10 +166,15 @@ async fn make_demo_serves_and_releases_jobs_and_ctrl_c_leaves_no_process() {
             }
             last = answer;
         }
-        if Instant::now() > deadline || make.try_wait().unwrap().is_some() {
+        let exited = make.try_wait().unwrap();
+        if Instant::now() > deadline || exited.is_some() {
+            let why = match exited {
+                Some(status) => format!("make demo exited ({status})"),
+                None => "90 s went by".to_owned(),
+            };
             panic!(
-                "within 90 s of being up, no job acknowledged by our worker {ours} and released by its keeper; the \
-                 API last said {last}\nstderr:\n{}\nlcw run's log ends with:\n{}",
+                "{why} before a job was acknowledged by our worker {ours} and released by its keeper; the API last \
+                 said {last}\nstderr:\n{}\nlcw run's log ends with:\n{}",
                 stderr(),
                 std::fs::read_to_string(demo_dir.join("logs/run.log"))
                     .unwrap_or_default()
