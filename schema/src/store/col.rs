@@ -109,6 +109,16 @@ impl<T: Col> Col for Option<T> {
     }
 }
 
+/// The value a [`Col::out`] holds (every codec here produces a plain value).
+pub fn value_ref<'a>(out: &'a ToSqlOutput<'a>) -> ValueRef<'a> {
+    match out {
+        ToSqlOutput::Borrowed(v) => *v,
+        ToSqlOutput::Owned(v) => v.into(),
+        // Zero-blobs and arrays are never produced by a codec of this module.
+        _ => ValueRef::Null,
+    }
+}
+
 /// Reads column `i` of a row through [`Col`].
 pub fn get<T: Col>(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T> {
     let v = row.get_ref(i)?;

@@ -10,6 +10,8 @@
 //! - [`ledger`]: append-only projections (config history, withdrawals, bounties, slashes).
 //! - [`projections`]: whole-projection comparison and replacement (replay).
 //! - [`undo`]: before-images of projection rows changed by blocks that are not final yet.
+//! - [`changes`]: the change log: which projection rows each commit changed, for a copy of the
+//!   store elsewhere to follow.
 //! - [`sortition`]: session requests, capabilities and the sortition parameters, for the worker
 //!   and the API.
 //! - [`operator`] and [`claims`]: state the operator verbs and the worker keep for themselves (the
@@ -17,6 +19,7 @@
 //!
 //! All SQL of lcw lives in this module tree.
 
+pub mod changes;
 pub mod claims;
 pub mod col;
 mod identity;

@@ -34,6 +34,13 @@ pub trait ProjectionRow: Sized + Clone + PartialEq + serde::Serialize + serde::d
     fn delete(&self, conn: &Connection) -> StoreResult<()>;
     /// Every row of the table in key order (comparisons, replay checks).
     fn all(conn: &Connection) -> StoreResult<Vec<Self>>;
+    /// The table's columns, in the order rows are read and written.
+    fn columns() -> &'static [&'static str];
+    /// The primary key columns.
+    fn key_columns() -> &'static [&'static str];
+    /// Hands the primary key values to `f`, in [`key_columns`](Self::key_columns) order, as
+    /// they are stored (the change log names rows by them).
+    fn each_key_value(&self, f: &mut dyn FnMut(rusqlite::types::ValueRef<'_>));
 }
 
 /// The statements a run of writes to one table shares, prepared once. Looking a statement up in
@@ -218,6 +225,18 @@ macro_rules! projection_rows {
                 let mut stmt = conn.prepare(Self::all_sql())?;
                 let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
+            }
+
+            fn columns() -> &'static [&'static str] {
+                Self::COLUMNS
+            }
+
+            fn key_columns() -> &'static [&'static str] {
+                Self::KEYS
+            }
+
+            fn each_key_value(&self, f: &mut dyn FnMut(rusqlite::types::ValueRef<'_>)) {
+                $( f(col::value_ref(&Col::out(&self.$key))); )+
             }
         }
     )+};

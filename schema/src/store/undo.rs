@@ -7,6 +7,7 @@
 
 use rusqlite::Connection;
 
+use super::changes::KeySet;
 use super::rows::{
     CapabilityRow, EventCountRow, JobRow, ModelRow, ProjectionRow, RollupRow, SessionRequestRow, SessionRow,
     WorkerModelRow, WorkerRow,
@@ -62,29 +63,39 @@ impl UndoEntry {
         Ok(())
     }
 
-    fn restore_as<R: ProjectionRow>(&self, conn: &Connection) -> StoreResult<()> {
+    fn restore_as<R: ProjectionRow>(&self, conn: &Connection, keys: &mut KeySet) -> StoreResult<()> {
         let parse = |s: &str| {
             serde_json::from_str::<R>(s)
                 .map_err(|e| StoreError::Corrupt { what: format!("undo image of {}", self.tbl), value: e.to_string() })
         };
-        match &self.before {
-            Some(before) => parse(before)?.put(conn),
-            None => parse(&self.key)?.delete(conn),
-        }
+        let row = match &self.before {
+            Some(before) => {
+                let row = parse(before)?;
+                row.put(conn)?;
+                row
+            }
+            None => {
+                let row = parse(&self.key)?;
+                row.delete(conn)?;
+                row
+            }
+        };
+        keys.add(&row);
+        Ok(())
     }
 
-    /// Puts the row back as it was before the block.
-    pub fn restore(&self, conn: &Connection) -> StoreResult<()> {
+    /// Puts the row back as it was before the block and adds its key to `keys`.
+    pub fn restore(&self, conn: &Connection, keys: &mut KeySet) -> StoreResult<()> {
         match self.tbl.as_str() {
-            WorkerRow::TABLE => self.restore_as::<WorkerRow>(conn),
-            WorkerModelRow::TABLE => self.restore_as::<WorkerModelRow>(conn),
-            ModelRow::TABLE => self.restore_as::<ModelRow>(conn),
-            SessionRow::TABLE => self.restore_as::<SessionRow>(conn),
-            JobRow::TABLE => self.restore_as::<JobRow>(conn),
-            RollupRow::TABLE => self.restore_as::<RollupRow>(conn),
-            EventCountRow::TABLE => self.restore_as::<EventCountRow>(conn),
-            SessionRequestRow::TABLE => self.restore_as::<SessionRequestRow>(conn),
-            CapabilityRow::TABLE => self.restore_as::<CapabilityRow>(conn),
+            WorkerRow::TABLE => self.restore_as::<WorkerRow>(conn, keys),
+            WorkerModelRow::TABLE => self.restore_as::<WorkerModelRow>(conn, keys),
+            ModelRow::TABLE => self.restore_as::<ModelRow>(conn, keys),
+            SessionRow::TABLE => self.restore_as::<SessionRow>(conn, keys),
+            JobRow::TABLE => self.restore_as::<JobRow>(conn, keys),
+            RollupRow::TABLE => self.restore_as::<RollupRow>(conn, keys),
+            EventCountRow::TABLE => self.restore_as::<EventCountRow>(conn, keys),
+            SessionRequestRow::TABLE => self.restore_as::<SessionRequestRow>(conn, keys),
+            CapabilityRow::TABLE => self.restore_as::<CapabilityRow>(conn, keys),
             other => Err(StoreError::Corrupt { what: "undo table".into(), value: other.to_owned() }),
         }
     }
@@ -92,6 +103,11 @@ impl UndoEntry {
 
 /// Restores every row changed above `block`, newest first, and drops those entries.
 pub fn unwind_above(conn: &Connection, block: u64) -> StoreResult<u64> {
+    restore_above(conn, block, &mut KeySet::default())
+}
+
+/// [`unwind_above`], adding the key of every restored row to `keys` (for the change log).
+pub fn restore_above(conn: &Connection, block: u64, keys: &mut KeySet) -> StoreResult<u64> {
     let mut stmt = conn.prepare_cached(
         "SELECT block_number, seq, tbl, key, before FROM undo WHERE block_number > ?1 ORDER BY block_number DESC, seq DESC",
     )?;
@@ -108,7 +124,7 @@ pub fn unwind_above(conn: &Connection, block: u64) -> StoreResult<u64> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     for e in &entries {
-        e.restore(conn)?;
+        e.restore(conn, keys)?;
     }
     conn.prepare_cached("DELETE FROM undo WHERE block_number > ?1")?.execute([block as i64])?;
     Ok(entries.len() as u64)
