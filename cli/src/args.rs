@@ -30,6 +30,33 @@ impl StoreArgs {
     }
 }
 
+/// A URL that may carry a password (`postgres://user:password@host/db`): kept as given for the
+/// client, shown only redacted, in `Debug` as everywhere. Parsing never fails here, so that clap
+/// never quotes the value in an error; the command parses it and reports it redacted.
+#[derive(Clone)]
+pub(crate) struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL as given, for the client only.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretUrl(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&lcw_replica::url::redact(&self.0))
+    }
+}
+
 /// Which network to talk to. `--network` takes `devnet` (the profile `lcw devnet` wrote in the
 /// data dir), `testnet`, `mainnet` or a profile file; the official worker's variables override it.
 #[derive(Debug, Clone, Args)]

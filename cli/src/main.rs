@@ -31,8 +31,10 @@ enum Command {
     Index(cmd::index::IndexArgs),
     /// Rebuild the projections from the raw logs (no RPC) and compare.
     Replay(cmd::replay::ReplayArgs),
-    /// Check the store against the chain.
+    /// Check the store against the chain (or, with --replica, its PostgreSQL replica).
     Verify(cmd::verify::VerifyArgs),
+    /// Copy the store into PostgreSQL for many readers (the store stays the source of truth).
+    Replicate(cmd::replicate::ReplicateArgs),
     /// Release every job in the first block after its dispute window (worker or keeper).
     Settle(cmd::settle::SettleArgs),
     /// Serve the jobs assigned to this worker (ack, decrypt, run the model, encrypt, complete).
@@ -107,6 +109,7 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => cmd::demo::run(args, cli.data).await,
             Command::Replay(args) => cmd::replay::run(args, cli.data).await,
             Command::Verify(args) => cmd::verify::run(args, cli.data).await,
+            Command::Replicate(args) => cmd::replicate::run(args, cli.data).await,
             Command::Settle(args) => cmd::settle::run(args, cli.data).await,
             Command::Work(args) => cmd::work::run(args, cli.data).await,
             Command::Release(args) => cmd::settle::release(args, cli.data).await,

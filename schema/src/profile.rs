@@ -397,7 +397,7 @@ fn key_like(segment: &str) -> bool {
 /// [`redact_url`] applied to every URL in `text` (an error message that may quote one, such as
 /// reqwest's "error sending request for url (…)").
 pub fn redact_urls(text: &str) -> String {
-    const SCHEMES: [&str; 4] = ["https://", "http://", "wss://", "ws://"];
+    const SCHEMES: [&str; 6] = ["https://", "http://", "wss://", "ws://", "postgresql://", "postgres://"];
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = SCHEMES.iter().filter_map(|s| rest.find(s)).min() {

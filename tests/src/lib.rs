@@ -25,6 +25,7 @@ pub mod gate;
 pub mod gateway;
 pub mod hostile;
 pub mod llm;
+pub mod postgres;
 pub mod proxy;
 pub mod sortition;
 pub mod stats;

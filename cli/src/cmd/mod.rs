@@ -9,6 +9,7 @@ pub(crate) mod operator;
 pub(crate) mod preflight;
 pub(crate) mod register;
 pub(crate) mod replay;
+pub(crate) mod replicate;
 pub(crate) mod serve;
 pub(crate) mod settle;
 pub(crate) mod simulate;

@@ -1,0 +1,281 @@
+//! # lcw-replica: a PostgreSQL copy of the store for many readers
+//!
+//! The SQLite store stays the source of truth; the replica is a copy of the tables readers use
+//! (raw layer, projections, ledger, rollups; [`tables::TABLES`]) with the analyst views, in a
+//! PostgreSQL database that any number of dashboards and analysts can query at once.
+//!
+//! - [`Replica::connect`] opens the database ([`ReplicaUrl`]: its password never reaches a
+//!   message), applies the replica's migrations (`replica/migrations`, refinery) and checks that
+//!   the replica belongs to the store's network (chain id and contracts, recorded in its `meta`
+//!   on first connect): a replica of another network is refused.
+//! - [`Replica::copy_from`] copies one read snapshot of the store into the replica with binary
+//!   COPY, in one PostgreSQL transaction that empties the tables first and moves
+//!   `replica_cursor` to the snapshot's cursor; readers see the old copy or the new one.
+//! - [`verify()`] compares the store with the replica table by table: row counts and a SHA-256
+//!   digest of every row in key order, encoded the same way from both sides ([`value`]), and the
+//!   cursors.
+//!
+//! Data flow: SQLite snapshot (`lcw_schema::store::export`) → [`value::Value`] per column, by the
+//! column's [`tables::Kind`] → binary COPY → PostgreSQL; and back for the digests.
+//!
+//! The client is the synchronous `postgres` crate, which runs its own small runtime: async
+//! callers call into this crate from a blocking thread (`spawn_blocking`).
+
+pub mod copy;
+pub mod tables;
+pub mod url;
+pub mod value;
+pub mod verify;
+
+use alloy::primitives::Address;
+use lcw_schema::store::{Identity, StoreError};
+
+pub use copy::CopyReport;
+pub use url::ReplicaUrl;
+pub use verify::{VerifyReport, verify};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Why a replica operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The URL is not one the replica accepts.
+    #[error("replica URL {url}: {reason}")]
+    Url {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The database could not be reached or refused the login.
+    #[error("cannot connect to the replica {url}: {source}; check that PostgreSQL runs there and the user may log in")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// The replica's migrations failed.
+    #[error("migrating the replica {url}: {source}")]
+    Migration {
+        /// The URL, password redacted.
+        url: String,
+        /// refinery's error.
+        #[source]
+        source: refinery::Error,
+    },
+    /// The replica was made from a store of another network.
+    #[error(
+        "the replica {url} holds {replica}, not this store's {store} ({differs}); a replica holds one network: \
+         give --to another database for this store, or empty this one (DROP SCHEMA public CASCADE; CREATE SCHEMA \
+         public) and replicate again"
+    )]
+    OtherNetwork {
+        /// The URL, password redacted.
+        url: String,
+        /// The network the replica records.
+        replica: String,
+        /// The store's network.
+        store: String,
+        /// Which of chain id and contracts differ.
+        differs: String,
+    },
+    /// The store the caller passed belongs to another network than the one connected with.
+    #[error(
+        "the store belongs to {store}, but the replica was opened for {replica}; connect with this store's identity"
+    )]
+    StoreMismatch {
+        /// The store's network.
+        store: String,
+        /// The network the replica was opened for.
+        replica: String,
+    },
+    /// PostgreSQL refused a statement.
+    #[error("replica {what}: {source}")]
+    Postgres {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// Reading the store failed.
+    #[error("reading the store: {0}")]
+    Store(#[from] StoreError),
+    /// A store value does not fit its column's kind (a value the replica cannot represent).
+    #[error(
+        "{table} row {key}: column {column} holds {found}, expected {expected}; the store was edited or written by a newer lcw"
+    )]
+    Value {
+        /// The table.
+        table: &'static str,
+        /// The row's primary key.
+        key: String,
+        /// The column.
+        column: &'static str,
+        /// What it holds.
+        found: String,
+        /// What its kind allows.
+        expected: &'static str,
+    },
+    /// A value read back from the replica is not one the replica writes.
+    #[error("replica table {table}: column {column} holds {found}, which lcw never writes; the replica was edited")]
+    Foreign {
+        /// The table.
+        table: &'static str,
+        /// The column.
+        column: &'static str,
+        /// What it holds.
+        found: String,
+    },
+}
+
+/// Result alias for replica operations.
+pub type ReplicaResult<T> = Result<T, ReplicaError>;
+
+pub(crate) fn pg(what: impl Into<String>) -> impl FnOnce(postgres::Error) -> ReplicaError {
+    let what = what.into();
+    move |source| ReplicaError::Postgres { what, source }
+}
+
+/// An open replica: a connection with the migrations applied, for one network.
+pub struct Replica {
+    client: postgres::Client,
+    url: ReplicaUrl,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("url", &self.url).field("chain_id", &self.identity.chain_id).finish()
+    }
+}
+
+/// The `meta` keys that say which network a store or replica belongs to.
+const IDENTITY_KEYS: [&str; 4] = ["chain_id", "worker_registry", "job_registry", "ai_config"];
+
+impl Replica {
+    /// Connects to `url` (no TLS: a replica is reached over a trusted network or a local
+    /// socket), applies the migrations, and checks that the replica belongs to `store`'s network;
+    /// a fresh replica records it.
+    pub fn connect(url: &ReplicaUrl, store: &Identity) -> ReplicaResult<Replica> {
+        let mut client = url
+            .config()
+            .connect(postgres::NoTls)
+            .map_err(|source| ReplicaError::Connect { url: url.to_string(), source })?;
+        embedded::migrations::runner()
+            .run(&mut client)
+            .map_err(|source| ReplicaError::Migration { url: url.to_string(), source })?;
+        let mut replica = Replica { client, url: url.clone(), identity: *store };
+        replica.check_identity()?;
+        Ok(replica)
+    }
+
+    /// The URL, password redacted when shown.
+    pub fn url(&self) -> &ReplicaUrl {
+        &self.url
+    }
+
+    /// The network this replica holds.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The connection, for readers and tests.
+    pub fn client(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+
+    /// The store's cursor the replica stands at (block number and hash) and the change-log
+    /// sequence number it has applied, or None before the first copy.
+    pub fn cursor(&mut self) -> ReplicaResult<Option<ReplicaCursor>> {
+        let row = self
+            .client
+            .query_opt("SELECT block_number, block_hash, seq FROM replica_cursor WHERE id = 1", &[])
+            .map_err(pg("reading replica_cursor"))?;
+        Ok(row.map(|r| ReplicaCursor { block_number: r.get(0), block_hash: r.get(1), seq: r.get(2) }))
+    }
+
+    fn check_identity(&mut self) -> ReplicaResult<()> {
+        let rows = self
+            .client
+            .query("SELECT key, value FROM meta WHERE key = ANY($1)", &[&IDENTITY_KEYS.as_slice()])
+            .map_err(pg("reading meta"))?;
+        let recorded = |key: &str| rows.iter().find(|r| r.get::<_, &str>(0) == key).map(|r| r.get::<_, String>(1));
+        let Some(chain_id) = recorded("chain_id") else {
+            return self.record_identity();
+        };
+        let mine = self.identity;
+        let mut differs = Vec::new();
+        if chain_id.parse::<u64>().ok() != Some(mine.chain_id) {
+            differs.push(format!("chain id {chain_id} here, {} in the store", mine.chain_id));
+        }
+        for (key, name, address) in [
+            ("job_registry", "JobRegistry", mine.contracts.job_registry),
+            ("worker_registry", "WorkerRegistry", mine.contracts.worker_registry),
+            ("ai_config", "AIConfig", mine.contracts.ai_config),
+        ] {
+            let value = recorded(key).unwrap_or_default();
+            if value.parse::<Address>().ok() != Some(address) {
+                differs.push(format!("{name} {value} here, {address} in the store"));
+            }
+        }
+        if differs.is_empty() {
+            return Ok(());
+        }
+        let value = |key: &str| recorded(key).unwrap_or_else(|| "(none)".into());
+        Err(ReplicaError::OtherNetwork {
+            url: self.url.to_string(),
+            replica: format!(
+                "chain {chain_id} (JobRegistry {}, WorkerRegistry {}, AIConfig {})",
+                value("job_registry"),
+                value("worker_registry"),
+                value("ai_config")
+            ),
+            store: describe(&mine),
+            differs: differs.join("; "),
+        })
+    }
+
+    fn record_identity(&mut self) -> ReplicaResult<()> {
+        let id = self.identity;
+        let mut tx = self.client.transaction().map_err(pg("recording the network"))?;
+        for (key, value) in [
+            ("chain_id", id.chain_id.to_string()),
+            ("worker_registry", id.contracts.worker_registry.to_string()),
+            ("job_registry", id.contracts.job_registry.to_string()),
+            ("ai_config", id.contracts.ai_config.to_string()),
+        ] {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&key, &value],
+            )
+            .map_err(pg("recording the network"))?;
+        }
+        tx.commit().map_err(pg("recording the network"))
+    }
+}
+
+/// Where a replica stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaCursor {
+    /// The store's cursor block.
+    pub block_number: i64,
+    /// Its hash.
+    pub block_hash: Vec<u8>,
+    /// The store's change-log sequence number applied (0 for a snapshot copied whole).
+    pub seq: i64,
+}
+
+pub(crate) fn describe(id: &Identity) -> String {
+    format!(
+        "chain {} (JobRegistry {}, WorkerRegistry {}, AIConfig {})",
+        id.chain_id, id.contracts.job_registry, id.contracts.worker_registry, id.contracts.ai_config
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,184 @@
+//! Against a real PostgreSQL ([`lcw_tests::postgres::PgCluster`]) and a real SQLite store file.
+
+use alloy::primitives::{Address, B256, U256, address};
+use lcw_schema::profile::Contracts;
+use lcw_schema::store::raw::Cursor;
+use lcw_schema::store::rows::{ProjectionRow, WorkerRow};
+use lcw_schema::store::{Identity, Store};
+use lcw_tests::postgres::PgCluster;
+
+use crate::tables::{TABLES, VIEWS};
+use crate::{Replica, ReplicaError, ReplicaUrl, verify};
+
+pub(crate) fn identity(chain_id: u64) -> Identity {
+    Identity {
+        chain_id,
+        contracts: Contracts {
+            worker_registry: address!("0x00000000000000000000000000000000000000a1"),
+            job_registry: address!("0x00000000000000000000000000000000000000a2"),
+            ai_config: address!("0x00000000000000000000000000000000000000a3"),
+        },
+        start_block: 0,
+    }
+}
+
+/// A store with a few rows whose values sit at the edges of their columns.
+fn store(dir: &std::path::Path, chain_id: u64) -> Store {
+    let mut store = Store::open(&dir.join(format!("lcw-{chain_id}.db")), &identity(chain_id)).unwrap();
+    let tx = store.begin().unwrap();
+    let mut w = WorkerRow::new(Address::repeat_byte(7), 5);
+    w.registered = true;
+    w.stake_wei = U256::MAX;
+    w.earned_wei = U256::from(10u64).pow(U256::from(18u64));
+    w.capabilities = U256::from(5u64);
+    w.put(&tx).unwrap();
+    WorkerRow::new(Address::repeat_byte(8), 6).put(&tx).unwrap();
+    Cursor { block_number: 6, block_hash: B256::repeat_byte(0xab), finalized_number: 0 }.set(&tx).unwrap();
+    tx.commit().unwrap();
+    store
+}
+
+fn connect(url: &str, id: &Identity) -> Result<Replica, ReplicaError> {
+    Replica::connect(&ReplicaUrl::parse(url).unwrap(), id)
+}
+
+#[test]
+fn copies_a_snapshot_verifies_it_and_names_a_changed_table() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), 31337);
+    let mut replica = connect(&pg.url(), &identity(31337)).unwrap();
+    assert_eq!(replica.cursor().unwrap(), None, "nothing copied yet");
+
+    let report = replica.copy_from(&store).unwrap();
+    let count = |name: &str| report.tables.iter().find(|(t, _)| *t == name).map(|(_, n)| *n);
+    assert_eq!(count("workers"), Some(2));
+    assert_eq!(count("cursor"), Some(1));
+    assert!(count("meta").unwrap() >= 5);
+    assert_eq!(report.tables.len(), TABLES.len());
+    let cursor = replica.cursor().unwrap().unwrap();
+    assert_eq!((cursor.block_number, cursor.block_hash.as_slice(), cursor.seq), (6, [0xab; 32].as_slice(), 0));
+
+    // Exact wei and booleans on the PostgreSQL side.
+    let row = replica
+        .client()
+        .query_one(
+            "SELECT stake_wei::text, registered, earned_wei = 1e18 FROM workers WHERE address = $1",
+            &[&Address::repeat_byte(7).as_slice()],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), U256::MAX.to_string());
+    assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+
+    let check = verify(&store, &mut replica).unwrap();
+    assert!(check.ok(), "differs: {:?}", check.differing());
+
+    // A second copy replaces the first whole.
+    let again = replica.copy_from(&store).unwrap();
+    assert_eq!(again.rows(), report.rows());
+    assert!(verify(&store, &mut replica).unwrap().ok());
+
+    // Every view answers.
+    for view in VIEWS {
+        replica.client().query(&format!("SELECT * FROM {view}"), &[]).unwrap_or_else(|e| panic!("{view}: {e}"));
+    }
+    let shown = replica
+        .client()
+        .query_one("SELECT address, stake_lcai, registered, models FROM v_workers ORDER BY address LIMIT 1", &[])
+        .unwrap();
+    assert_eq!(shown.get::<_, String>(0), format!("0x{}", "07".repeat(20)));
+    assert!(shown.get::<_, f64>(1) > 1e58);
+
+    // One changed value, one changed cursor: each is named.
+    replica
+        .client()
+        .execute(
+            "UPDATE workers SET slash_count = slash_count + 1 WHERE address = $1",
+            &[&Address::repeat_byte(8).as_slice()],
+        )
+        .unwrap();
+    replica.client().execute("UPDATE replica_cursor SET block_number = 5", &[]).unwrap();
+    let check = verify(&store, &mut replica).unwrap();
+    assert_eq!(check.differing(), ["workers", "replica_cursor"]);
+    let workers = check.tables.iter().find(|t| t.table == "workers").unwrap();
+    assert_eq!((workers.store_rows, workers.replica_rows), (2, 2), "same rows, other content");
+}
+
+#[test]
+fn refuses_a_replica_of_another_network_and_hides_the_password() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut replica = connect(&pg.url(), &identity(31337)).unwrap();
+    replica.copy_from(&store(dir.path(), 31337)).unwrap();
+    drop(replica);
+    // The same network again is fine (another start block is the same network).
+    let mut later = identity(31337);
+    later.start_block = 99;
+    connect(&pg.url(), &later).unwrap();
+
+    let err = connect(&pg.url(), &identity(8200)).unwrap_err();
+    let m = err.to_string();
+    assert!(matches!(err, ReplicaError::OtherNetwork { .. }), "{m}");
+    assert!(m.contains("chain 31337") && m.contains("chain 8200"), "names both networks: {m}");
+    assert!(m.contains("chain id 31337 here, 8200 in the store"), "says what differs: {m}");
+    assert!(m.contains("another database") && m.contains("DROP SCHEMA"), "says what to do: {m}");
+    assert!(!m.contains(pg.password()) && m.contains(":***@"), "password hidden: {m}");
+
+    let mut moved = identity(31337);
+    moved.contracts.job_registry = address!("0x00000000000000000000000000000000000000ff");
+    let m = connect(&pg.url(), &moved).unwrap_err().to_string();
+    assert!(m.contains("JobRegistry") && !m.contains("chain id"), "{m}");
+
+    // A store of another network cannot be copied into a replica opened for this one.
+    let mut replica = connect(&pg.url(), &identity(31337)).unwrap();
+    let err = replica.copy_from(&store(dir.path(), 8200)).unwrap_err();
+    assert!(matches!(err, ReplicaError::StoreMismatch { .. }), "{err}");
+
+    let wrong = pg.url().replace(pg.password(), "wrong-password");
+    let m = connect(&wrong, &identity(31337)).unwrap_err().to_string();
+    assert!(m.contains("cannot connect") && !m.contains("wrong-password"), "{m}");
+}
+
+#[test]
+fn migrations_create_every_described_column_with_its_type() {
+    let pg = PgCluster::start();
+    let mut replica = connect(&pg.url(), &identity(1)).unwrap();
+    for table in TABLES {
+        let rows = replica
+            .client()
+            .query(
+                "SELECT column_name::text, data_type::text, is_nullable = 'YES', numeric_precision, numeric_scale \
+                 FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 \
+                 ORDER BY ordinal_position",
+                &[&table.name],
+            )
+            .unwrap();
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(names, table.column_names(), "columns of {}", table.name);
+        for (r, c) in rows.iter().zip(table.columns) {
+            assert_eq!(r.get::<_, String>(1), c.kind.pg_type(), "{}.{}", table.name, c.name);
+            assert_eq!(r.get::<_, bool>(2), c.nullable, "nullability of {}.{}", table.name, c.name);
+            if c.kind == crate::tables::Kind::Wei {
+                let (p, s): (Option<i32>, Option<i32>) = (r.get(3), r.get(4));
+                assert_eq!((p, s), (Some(78), Some(0)), "{}.{} is numeric(78,0)", table.name, c.name);
+            }
+        }
+        let key: Vec<String> = replica
+            .client()
+            .query(
+                "SELECT a.attname::text FROM pg_index i \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
+                 ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                &[&table.name],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(key, table.key, "primary key of {}", table.name);
+    }
+    for view in VIEWS {
+        replica.client().query(&format!("SELECT * FROM {view}"), &[]).unwrap_or_else(|e| panic!("{view}: {e}"));
+    }
+}
