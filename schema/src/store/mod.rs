@@ -16,12 +16,14 @@
 //!   and the API.
 //! - [`operator`] and [`claims`]: state the operator verbs and the worker keep for themselves (the
 //!   drained flag; the worker's sortition claims), beside the outbox; not projections.
+//! - [`export`]: whole tables in key order from one read snapshot, for the PostgreSQL replica.
 //!
 //! All SQL of lcw lives in this module tree.
 
 pub mod changes;
 pub mod claims;
 pub mod col;
+pub mod export;
 mod identity;
 pub mod ledger;
 pub mod obligations;
