@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use alloy::primitives::B256;
+use lcw_schema::store::changes::{self, ChangeKind, KeySet, Retention};
 use lcw_schema::store::raw::{BlockRow, CallResult, Cursor, LogInserter, RangeRow, RawLog};
 use lcw_schema::store::{StoreResult, ledger, raw, undo};
 use rusqlite::Connection;
@@ -55,7 +56,8 @@ impl<'c> Batch<'c> {
         let undo_block = live_finalized.filter(|f| first.to > *f).map(|_| first.to);
         // The projector and inserter borrow the connection, not the transaction: both live
         // exactly as long as it does, and everything they write is inside it.
-        let projector = Projector::with_cache(conn, undo_block.is_some(), cache)?;
+        let mut projector = Projector::with_cache(conn, undo_block.is_some(), cache)?;
+        projector.record_keys();
         let inserter = LogInserter::new(conn)?;
         Ok(Batch {
             tx,
@@ -137,7 +139,7 @@ impl<'c> Batch<'c> {
         self.inserter.finish()?;
         self.stats.unattributed = self.projector.unattributed;
         self.stats.block = tail.to;
-        self.projector.flush(self.undo_block)?;
+        let (_, keys) = self.projector.flush_keys(self.undo_block)?;
         for (number, (hash, timestamp, count)) in &self.blocks {
             let parent = if *number == tail.to { tail.parent } else { None };
             BlockRow { number: *number, hash: *hash, parent_hash: parent, timestamp: *timestamp, log_count: *count }
@@ -168,6 +170,7 @@ impl<'c> Batch<'c> {
             lcw_schema::store::meta_set(tx, UNDO_FLOOR, &new_floor.to_string())?;
         }
         undo::prune(tx, new_floor)?;
+        log_change(tx, ChangeKind::Apply, self.from.checked_sub(1), tail.to, &tail.hash, &keys)?;
         let stats = self.stats;
         self.tx.commit()?;
         Ok(stats)
@@ -188,8 +191,10 @@ pub(crate) fn unwind(conn: &Connection, to: u64) -> StoreResult<u64> {
         what: "unwind target".into(),
         value: format!("block {to} is not in the store"),
     })?;
-    let finalized = Cursor::get(&tx)?.map(|c| c.finalized_number.min(to)).unwrap_or(to);
-    let restored = undo::unwind_above(&tx, to)?;
+    let before = Cursor::get(&tx)?;
+    let finalized = before.as_ref().map(|c| c.finalized_number.min(to)).unwrap_or(to);
+    let mut keys = KeySet::default();
+    let restored = undo::restore_above(&tx, to, &mut keys)?;
     RawLog::delete_above(&tx, to)?;
     BlockRow::delete_above(&tx, to)?;
     RangeRow::truncate_above(&tx, to)?;
@@ -197,6 +202,7 @@ pub(crate) fn unwind(conn: &Connection, to: u64) -> StoreResult<u64> {
     raw::delete_tx_values_above(&tx, to)?;
     CallResult::delete_above(&tx, to)?;
     Cursor { block_number: to, block_hash: hash, finalized_number: finalized }.set(&tx)?;
+    log_change(&tx, ChangeKind::Unwind, before.map(|c| c.block_number), to, &hash, &keys)?;
     tx.commit()?;
     Ok(restored)
 }
@@ -214,11 +220,30 @@ pub(crate) fn clear_above_cursor(conn: &Connection) -> StoreResult<u64> {
     // logs were found.
     let logs = RawLog::delete_above(&tx, to)?;
     BlockRow::delete_above(&tx, to)?;
+    let blocks = tx.changes();
     if logs > 0 {
         ledger::delete_above(&tx, to)?;
         raw::delete_tx_values_above(&tx, to)?;
         CallResult::delete_above(&tx, to)?;
     }
+    if logs > 0 || blocks > 0 {
+        log_change(&tx, ChangeKind::Clear, Some(to), to, &cursor.block_hash, &KeySet::default())?;
+    }
     tx.commit()?;
     Ok(logs)
+}
+
+/// Records the change-log entry of the caller's transaction and prunes the entries past
+/// retention (a read of the oldest entries only; nothing to do while the log is short).
+fn log_change(
+    tx: &Connection,
+    kind: ChangeKind,
+    from: Option<u64>,
+    to: u64,
+    hash: &B256,
+    keys: &KeySet,
+) -> StoreResult<()> {
+    changes::record(tx, kind, from, to, hash, keys)?;
+    changes::prune(tx, lcw_schema::store::unix_now(), Retention::of(tx)?)?;
+    Ok(())
 }

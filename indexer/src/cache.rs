@@ -8,6 +8,7 @@ use std::hash::Hash;
 
 use alloy::primitives::{Address, B256, U256};
 use lcw_schema::store::StoreResult;
+use lcw_schema::store::changes::KeySet;
 use lcw_schema::store::ledger::{Bounty, ConfigChange, Slash, Withdrawal};
 use lcw_schema::store::raw;
 use lcw_schema::store::rows::{
@@ -33,8 +34,19 @@ struct Slot<R> {
 }
 
 impl<R: ProjectionRow> Slot<R> {
-    /// Writes the row if it changed; returns whether it did.
-    fn write(&self, w: &mut TableWriter<'_, R>) -> StoreResult<bool> {
+    /// Writes the row if it changed; returns whether it did, after adding its key to `keys`.
+    fn write(&self, w: &mut TableWriter<'_, R>, keys: Option<&mut KeySet>) -> StoreResult<bool> {
+        let written = self.write_row(w)?;
+        if written
+            && let Some(keys) = keys
+            && let Some(row) = self.current.as_deref().or(self.stored.as_deref())
+        {
+            keys.add(row);
+        }
+        Ok(written)
+    }
+
+    fn write_row(&self, w: &mut TableWriter<'_, R>) -> StoreResult<bool> {
         if !self.dirty || self.stored == self.current {
             return Ok(false);
         }
@@ -131,6 +143,8 @@ pub struct Projector<'c> {
     pub(crate) last_slash: Option<(B256, usize)>,
     /// Events about jobs or sessions the store does not know (indexing started after them).
     pub unattributed: u64,
+    /// The keys of the rows written so far, for the change log (None: not recorded).
+    changed: Option<KeySet>,
 }
 
 impl std::fmt::Debug for Projector<'_> {
@@ -202,6 +216,7 @@ impl<'c> Projector<'c> {
             params,
             last_slash: None,
             unattributed: 0,
+            changed: None,
         })
     }
 
@@ -224,6 +239,12 @@ impl<'c> Projector<'c> {
         }
         Ok(s.current.as_deref_mut())
     }
+    /// Collects the key of every row written from now on, for the change log (see
+    /// [`flush_keys`](Self::flush_keys)).
+    pub fn record_keys(&mut self) {
+        self.changed.get_or_insert_with(KeySet::default);
+    }
+
     /// Job rows held (changed or read) by this transaction.
     pub fn jobs_in_memory(&self) -> usize {
         self.jobs.len()
@@ -245,7 +266,7 @@ impl<'c> Projector<'c> {
         let mut w = JobRow::writer(self.conn)?;
         for id in done {
             let Some(s) = self.jobs.remove(&id) else { continue };
-            if s.write(&mut w)? {
+            if s.write(&mut w, self.changed.as_mut())? {
                 written += 1;
             }
         }
@@ -378,8 +399,15 @@ impl<'c> Projector<'c> {
 
     /// Writes every changed row and the appended ledger rows; with `undo_block`, also records
     /// the before-image of every changed row under that block.
-    pub fn flush(mut self, undo_block: Option<u64>) -> StoreResult<FlushStats> {
+    pub fn flush(self, undo_block: Option<u64>) -> StoreResult<FlushStats> {
+        Ok(self.flush_keys(undo_block)?.0)
+    }
+
+    /// [`flush`](Self::flush), returning also the keys of every row written since
+    /// [`record_keys`](Self::record_keys) (empty when it was not called).
+    pub fn flush_keys(mut self, undo_block: Option<u64>) -> StoreResult<(FlushStats, KeySet)> {
         let conn = self.conn;
+        let mut changed = self.changed.take();
         // Rows are handed to the job cache only after they are written; the writer clears the
         // cache if the transaction does not commit.
         let jobs = std::mem::take(&mut self.jobs);
@@ -393,13 +421,14 @@ impl<'c> Projector<'c> {
             map: Map<K, R>,
             undo_block: Option<u64>,
             stats: &mut FlushStats,
+            mut changed: Option<&mut KeySet>,
             mut keep: impl FnMut(Box<R>),
         ) -> StoreResult<()> {
             let mut slots: Vec<(K, Slot<R>)> = map.into_iter().collect();
             slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let mut w = R::writer(conn)?;
             for (_, s) in slots {
-                if !s.write(&mut w)? {
+                if !s.write(&mut w, changed.as_deref_mut())? {
                     if let Some(row) = s.current {
                         keep(row);
                     }
@@ -416,19 +445,19 @@ impl<'c> Projector<'c> {
             }
             Ok(())
         }
-        write(conn, std::mem::take(&mut self.workers), undo_block, &mut stats, drop)?;
-        write(conn, std::mem::take(&mut self.worker_models), undo_block, &mut stats, drop)?;
-        write(conn, std::mem::take(&mut self.models), undo_block, &mut stats, drop)?;
-        write(conn, std::mem::take(&mut self.sessions), undo_block, &mut stats, drop)?;
-        write(conn, jobs, undo_block, &mut stats, |row| {
+        write(conn, std::mem::take(&mut self.workers), undo_block, &mut stats, changed.as_mut(), drop)?;
+        write(conn, std::mem::take(&mut self.worker_models), undo_block, &mut stats, changed.as_mut(), drop)?;
+        write(conn, std::mem::take(&mut self.models), undo_block, &mut stats, changed.as_mut(), drop)?;
+        write(conn, std::mem::take(&mut self.sessions), undo_block, &mut stats, changed.as_mut(), drop)?;
+        write(conn, jobs, undo_block, &mut stats, changed.as_mut(), |row| {
             if keep {
                 kept.push(row);
             }
         })?;
-        write(conn, std::mem::take(&mut self.rollups), undo_block, &mut stats, drop)?;
-        write(conn, std::mem::take(&mut self.event_counts), undo_block, &mut stats, drop)?;
-        write(conn, std::mem::take(&mut self.requests), undo_block, &mut stats, drop)?;
-        write(conn, std::mem::take(&mut self.capabilities), undo_block, &mut stats, drop)?;
+        write(conn, std::mem::take(&mut self.rollups), undo_block, &mut stats, changed.as_mut(), drop)?;
+        write(conn, std::mem::take(&mut self.event_counts), undo_block, &mut stats, changed.as_mut(), drop)?;
+        write(conn, std::mem::take(&mut self.requests), undo_block, &mut stats, changed.as_mut(), drop)?;
+        write(conn, std::mem::take(&mut self.capabilities), undo_block, &mut stats, changed.as_mut(), drop)?;
         if let Some(cache) = self.job_cache.as_mut() {
             for row in kept {
                 cache.keep(row);
@@ -438,6 +467,6 @@ impl<'c> Projector<'c> {
         Withdrawal::insert_all(conn, &self.withdrawals)?;
         Bounty::insert_all(conn, &self.bounties)?;
         Slash::insert_all(conn, &self.slashes)?;
-        Ok(stats)
+        Ok((stats, changed.unwrap_or_default()))
     }
 }

@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use alloy::primitives::{Log, LogData};
+use alloy::primitives::{B256, Log, LogData};
 use lcw_schema::store::raw::{Cursor, RawLog};
-use lcw_schema::store::{Store, StoreError, StoreResult};
+use lcw_schema::store::{Store, StoreError, StoreResult, changes};
 use serde::Serialize;
 
 use crate::apply::Meta;
@@ -217,6 +217,11 @@ pub fn replay(db: &Path, write: bool) -> IndexerResult<ReplayReport> {
             let mut store = Store::open(db, &identity)?;
             let tx = store.begin()?;
             lcw_schema::store::projections::replace_from(&tx, &scratch)?;
+            // In the same transaction: a copy of the store that follows the change log re-reads
+            // every projection table at this entry.
+            let (block, hash) = Cursor::get(&tx)?.map_or((0, B256::ZERO), |c| (c.block_number, c.block_hash));
+            let none = changes::KeySet::default();
+            changes::record(&tx, changes::ChangeKind::Replace, Some(block), block, &hash, &none)?;
             tx.commit().map_err(StoreError::from)?;
             lcw_schema::store::projections::detach(store.conn())?;
             written = true;

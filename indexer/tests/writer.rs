@@ -203,3 +203,76 @@ async fn a_backfill_leaves_no_large_wal_behind() {
     assert!(bytes > 100 * 1024, "the database file holds the logs ({bytes} bytes)");
     drop(writer);
 }
+
+#[tokio::test]
+async fn every_commit_logs_the_rows_it_wrote_and_a_clear_at_start_is_logged_too() {
+    use lcw_schema::store::changes::{self, ChangeKind, Since};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.db");
+    // Queued at once: transactions of several blocks, with finished jobs written mid-batch.
+    let writer = start(&path);
+    for s in blocks(40) {
+        writer.backfill(s).await.expect("queued");
+    }
+    writer.flush().await.expect("committed");
+    drop(writer);
+
+    let entries = |path: &Path| {
+        let store = Store::open_readonly(path).expect("store opens");
+        match changes::since(store.conn(), 0, 1_000).expect("log read") {
+            Since::Entries(e) => e,
+            other => panic!("{other:?}"),
+        }
+    };
+    let log = entries(&path);
+    assert!(log.iter().all(|e| e.kind == ChangeKind::Apply), "{log:?}");
+    // The ranges are contiguous from the first block to the cursor.
+    assert_eq!(log[0].from_block, Some(0));
+    for pair in log.windows(2) {
+        assert_eq!(pair[1].from_block, Some(pair[0].to_block));
+    }
+    let last = log.last().expect("an entry");
+    assert_eq!((last.to_block, last.block_hash), (40, block_hash(40)));
+    // The store started empty: every row it holds was named by some entry.
+    let named: std::collections::BTreeSet<String> =
+        log.iter().flat_map(|e| &e.keys).map(|k| format!("{}{:?}", k.table, k.key)).collect();
+    let store = Store::open_readonly(&path).expect("store opens");
+    let mut rows = 0;
+    for def in changes::keyed_tables() {
+        let sql = format!("SELECT {} FROM {}", def.keys.join(", "), def.table);
+        let mut stmt = store.conn().prepare(&sql).expect("prepared");
+        let keys = stmt
+            .query_map([], |r| {
+                (0..def.keys.len()).map(|i| r.get::<_, rusqlite::types::Value>(i)).collect::<Result<Vec<_>, _>>()
+            })
+            .expect("read");
+        for key in keys {
+            let id = format!("{}{:?}", def.table, key.expect("row"));
+            assert!(named.contains(&id), "{id} is not named by the change log");
+            rows += 1;
+        }
+    }
+    assert!(rows > 40, "{rows} rows");
+    drop(store);
+
+    // A block left above the cursor is deleted at the next start, and logged.
+    {
+        let conn = Store::connect(&path).expect("store opens");
+        lcw_schema::store::raw::BlockRow {
+            number: 41,
+            hash: block_hash(41),
+            parent_hash: None,
+            timestamp: 1,
+            log_count: 0,
+        }
+        .put(&conn)
+        .expect("stray block");
+    }
+    let (commits, _) = tokio::sync::watch::channel(Committed::default());
+    let (writer, _) = Writer::start(path.clone(), identity(), commits).expect("writer starts");
+    drop(writer);
+    let log = entries(&path);
+    let clear = log.last().expect("an entry");
+    assert_eq!((clear.kind, clear.from_block, clear.to_block), (ChangeKind::Clear, Some(40), 40));
+    assert!(clear.keys.is_empty());
+}
