@@ -13,7 +13,7 @@ use lcw_schema::store::ledger::{Bounty, ConfigChange, LogRef, Slash, Withdrawal}
 use lcw_schema::store::rows::{CapabilityRow, JobRow, SessionRow};
 use lcw_schema::store::{StoreError, StoreResult};
 use lcw_schema::suite::Suite;
-use lcw_schema::types::JobState;
+use lcw_schema::types::{JobState, SessionStatus};
 
 use crate::cache::Projector;
 use crate::decode::Event;
@@ -57,7 +57,7 @@ impl Projector<'_> {
                     user: Some(*user),
                     model_id: Some(*model),
                     worker: Some(*worker),
-                    status: "ACTIVE".into(),
+                    status: SessionStatus::Active.as_str().into(),
                     enc_worker_key: Some(enc_worker_key.clone()),
                     enc_disputer_key: Some(enc_disputer_key.clone()),
                     job_count: 0,
@@ -76,7 +76,7 @@ impl Projector<'_> {
                     user: None,
                     model_id: None,
                     worker: None,
-                    status: "ACTIVE".into(),
+                    status: SessionStatus::Active.as_str().into(),
                     enc_worker_key: None,
                     enc_disputer_key: None,
                     job_count: 0,
@@ -101,7 +101,7 @@ impl Projector<'_> {
             }
             Event::SessionClosed { session } => match self.session_mut(*session)? {
                 Some(s) => {
-                    s.status = "CLOSED".into();
+                    s.status = SessionStatus::Closed.as_str().into();
                     s.closed_block = Some(block);
                     s.closed_at = Some(ts);
                     s.updated_block = block;

@@ -114,7 +114,7 @@ pub(crate) async fn jobs_page(
         worker: f.worker.map(|a| a.0),
         session: f.session.map(|s| s.as_u64("session")).transpose()?,
         model: f.model.map(|m| m.0),
-        states: f.states.unwrap_or_default().into_iter().map(|s| s.store_name().to_owned()).collect(),
+        states: f.states.unwrap_or_default().into_iter().map(StoreState::from).collect(),
         submitted_from: f.submitted_from.map(|t| t.0),
         submitted_to: f.submitted_to.map(|t| t.0),
         after: parse_cursor(after, "jobs")?,
@@ -123,7 +123,7 @@ pub(crate) async fn jobs_page(
     db(ctx)?
         .read(move |conn| {
             let page = reads::jobs_page(conn, &q, limit, SCAN_BUDGET)?;
-            let params = obligations::params(conn, None).ok();
+            let params = obligations::params_if_known(conn)?;
             let nodes = page
                 .jobs
                 .into_iter()
@@ -184,6 +184,7 @@ fn worker_view(conn: &Connection, row: WorkerRow, head_ts: u64) -> Result<Worker
 /// The store's version and the cursor block's timestamp (0 for an empty store).
 fn head_version_ts(conn: &Connection) -> Result<(Option<crate::db::Version>, u64), ReadError> {
     let Some(c) = Cursor::get(conn)? else { return Ok((None, 0)) };
+    // 0 too while the store holds no block at or below its cursor (a cursor set before any block).
     let ts = BlockRow::at_or_below(conn, c.block_number)?.map(|b| b.timestamp).unwrap_or(0);
     Ok((Some((c.block_number, c.block_hash)), ts))
 }
@@ -195,7 +196,8 @@ pub(crate) fn head_ts(conn: &Connection) -> Result<u64, ReadError> {
 
 /// The indexer status as of the store's cursor.
 pub(crate) fn status(conn: &Connection, readiness: &Readiness) -> Result<IndexerStatus, ReadError> {
-    let identity = lcw_schema::store::meta_get(conn, "chain_id")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    // 0: the store has no identity yet (nothing indexed); chain ids start at 1.
+    let identity = lcw_schema::store::chain_id(conn)?.unwrap_or(0);
     let cursor = Cursor::get(conn)?;
     let (events, jobs, workers) = reads::counts(conn)?;
     let (block, hash, finalized, updated_at) = match &cursor {
@@ -203,6 +205,7 @@ pub(crate) fn status(conn: &Connection, readiness: &Readiness) -> Result<Indexer
         None => (0, Default::default(), 0, 0),
     };
     let block_time = match &cursor {
+        // 0 as in `head_version_ts`: no block at or below the cursor, or an empty store.
         Some(c) => BlockRow::at_or_below(conn, c.block_number)?.map(|b| b.timestamp).unwrap_or(0),
         None => 0,
     };
@@ -267,7 +270,7 @@ impl Query {
         db(ctx)?
             .read(move |conn| {
                 let Some(row) = JobRow::get(conn, id)? else { return Ok(None) };
-                let params = obligations::params(conn, None).ok();
+                let params = obligations::params_if_known(conn)?;
                 let mut job = Job::build(conn, row, params.as_ref())?;
                 if with_timeline {
                     job.timeline = Some(lcw_schema::store::raw::RawLog::of_job(conn, id)?);
@@ -356,6 +359,7 @@ impl Query {
                     .iter()
                     .take(limit)
                     .map(|d| {
+                        // Every entry is one of `jobs`; the fallback only satisfies the type.
                         let state = states.get(&d.job_id).copied().unwrap_or(StoreState::Completed);
                         ReleaseQueueEntry {
                             job_id: BigInt::from_u64(d.job_id),
@@ -390,15 +394,14 @@ impl Query {
     async fn dispute_window(&self, ctx: &Context<'_>) -> Result<DisputeWindow> {
         db(ctx)?
             .read(|conn| {
-                let history = lcw_schema::store::ledger::config_history(conn, "disputeWindow")?;
-                let history: Vec<DisputeWindowChange> = history
-                    .into_iter()
-                    .filter_map(|(block, time, v)| {
-                        Some(DisputeWindowChange { block, time: Timestamp(time), seconds: v.parse().ok()? })
-                    })
-                    .collect();
+                let history: Vec<DisputeWindowChange> =
+                    lcw_schema::store::ledger::config_history_u64(conn, "disputeWindow")?
+                        .into_iter()
+                        .map(|(block, time, seconds)| DisputeWindowChange { block, time: Timestamp(time), seconds })
+                        .collect();
                 let last = history.last().cloned();
                 Ok(DisputeWindow {
+                    // 0 when the store has seen no value (indexing began after AIConfig set it).
                     seconds: last.as_ref().map(|c| c.seconds).unwrap_or(0),
                     since_block: last.as_ref().map(|c| c.block),
                     since: last.as_ref().map(|c| c.time),
@@ -613,7 +616,7 @@ impl Subscription {
                     .db
                     .read(move |conn| {
                         let rows = reads::jobs_touched(conn, from, now, w.as_ref(), MAX_PUSH)?;
-                        let params = obligations::params(conn, None).ok();
+                        let params = obligations::params_if_known(conn)?;
                         rows.into_iter().map(|r| Job::build(conn, r, params.as_ref())).collect::<Result<Vec<_>, _>>()
                     })
                     .await;

@@ -217,6 +217,7 @@ pub fn watch_cursor(db: Arc<Db>, every: Duration) -> tokio::sync::watch::Receive
     tokio::spawn(async move {
         let mut last = None;
         loop {
+            // An empty store is at block 0: its first commit moves the cursor past it.
             let block = db
                 .read(|conn| Ok(lcw_schema::store::raw::Cursor::get(conn)?.map(|c| c.block_number).unwrap_or(0)))
                 .await;

@@ -6,7 +6,7 @@ use alloy::primitives::U256;
 use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject};
 use lcw_schema::rules::exit::{ExitPlan as Plan, Obligation as PlanObligation, Step};
 use lcw_schema::rules::schedule::{self, Action, OpenJob, Params, Reason};
-use lcw_schema::store::ledger::config_as_of;
+use lcw_schema::store::ledger::config_u64_as_of;
 use lcw_schema::store::rows::{JobRow, ModelRow, WorkerRow};
 use lcw_schema::types::JobState as StoreState;
 use rusqlite::Connection;
@@ -33,30 +33,30 @@ pub enum JobState {
     Released,
 }
 
-impl JobState {
-    /// From the store's spelling.
-    pub fn from_store(s: &str) -> JobState {
-        match StoreState::parse(s) {
-            Some(StoreState::Acknowledged) => JobState::Acknowledged,
-            Some(StoreState::Completed) => JobState::Completed,
-            Some(StoreState::TimedOut) => JobState::TimedOut,
-            Some(StoreState::Disputed) => JobState::Disputed,
-            Some(StoreState::Resolved) => JobState::Resolved,
-            Some(StoreState::Released) => JobState::Released,
-            _ => JobState::Submitted,
+impl From<StoreState> for JobState {
+    fn from(s: StoreState) -> Self {
+        match s {
+            StoreState::Submitted => JobState::Submitted,
+            StoreState::Acknowledged => JobState::Acknowledged,
+            StoreState::Completed => JobState::Completed,
+            StoreState::TimedOut => JobState::TimedOut,
+            StoreState::Disputed => JobState::Disputed,
+            StoreState::Resolved => JobState::Resolved,
+            StoreState::Released => JobState::Released,
         }
     }
+}
 
-    /// The store's spelling.
-    pub fn store_name(self) -> &'static str {
-        match self {
-            JobState::Submitted => "SUBMITTED",
-            JobState::Acknowledged => "ACKNOWLEDGED",
-            JobState::Completed => "COMPLETED",
-            JobState::TimedOut => "TIMED_OUT",
-            JobState::Disputed => "DISPUTED",
-            JobState::Resolved => "RESOLVED",
-            JobState::Released => "RELEASED",
+impl From<JobState> for StoreState {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Submitted => StoreState::Submitted,
+            JobState::Acknowledged => StoreState::Acknowledged,
+            JobState::Completed => StoreState::Completed,
+            JobState::TimedOut => StoreState::TimedOut,
+            JobState::Disputed => StoreState::Disputed,
+            JobState::Resolved => StoreState::Resolved,
+            JobState::Released => StoreState::Released,
         }
     }
 }
@@ -93,6 +93,8 @@ pub enum JobOrder {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub(crate) row: JobRow,
+    /// The row's state, read once when the job is built (an unknown one fails the build).
+    pub(crate) state: StoreState,
     pub(crate) releasable_at: Option<u64>,
     /// The job's logs, when the query asked for its timeline and they were read with the row
     /// (one trip to the store instead of two).
@@ -102,14 +104,14 @@ pub struct Job {
 /// When `row` can (or could) be released: completion plus the window in force at release (or
 /// now, for open jobs); resolution for not-guilty disputes; the default for unresolved ones.
 pub fn releasable_at(conn: &Connection, row: &JobRow, params: Option<&Params>) -> Result<Option<u64>, ReadError> {
-    let state = StoreState::parse(&row.state).unwrap_or(StoreState::Submitted);
+    let state = row.job_state()?;
     if state == StoreState::Released {
         if row.disputed_at.is_some() {
             return Ok(row.resolved_at.or(row.defaulted_at));
         }
         let Some(completed) = row.completed_at else { return Ok(None) };
         let window = match row.released_block {
-            Some(b) => config_as_of(conn, "disputeWindow", b)?.and_then(|v| v.parse::<u64>().ok()),
+            Some(b) => config_u64_as_of(conn, "disputeWindow", b)?,
             None => None,
         };
         return Ok(window.or(params.map(|p| p.dispute_window)).map(|w| completed.saturating_add(w)));
@@ -119,6 +121,7 @@ pub fn releasable_at(conn: &Connection, row: &JobRow, params: Option<&Params>) -
         job_id: row.job_id,
         worker: row.worker,
         state,
+        // JobSubmitted sets the fee; a job without one has no escrow to release.
         fee: row.fee_wei.unwrap_or_default(),
         deadline: row.deadline,
         completed_at: row.completed_at,
@@ -135,8 +138,9 @@ pub fn releasable_at(conn: &Connection, row: &JobRow, params: Option<&Params>) -
 impl Job {
     /// Builds the API view of `row`.
     pub fn build(conn: &Connection, row: JobRow, params: Option<&Params>) -> Result<Job, ReadError> {
+        let state = row.job_state()?;
         let releasable_at = releasable_at(conn, &row, params)?;
-        Ok(Job { row, releasable_at, timeline: None })
+        Ok(Job { row, state, releasable_at, timeline: None })
     }
 }
 
@@ -158,7 +162,7 @@ impl Job {
         self.row.model_id.map(Bytes32)
     }
     async fn state(&self) -> JobState {
-        JobState::from_store(&self.row.state)
+        self.state.into()
     }
     /// Escrowed fee (exact once released or refunded).
     async fn fee(&self) -> Option<BigInt> {
@@ -593,7 +597,7 @@ impl From<&PlanObligation> for Obligation {
     fn from(o: &PlanObligation) -> Self {
         Obligation {
             job_id: BigInt::from_u64(o.job_id),
-            state: JobState::from_store(&o.state),
+            state: o.state.into(),
             action: action_name(o.action).into(),
             reason: reason_name(o.reason).into(),
             at: Timestamp(o.at),

@@ -84,14 +84,32 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
+    /// All statuses in contract order.
+    pub const ALL: [SessionStatus; 3] = [SessionStatus::Active, SessionStatus::Reassigning, SessionStatus::Closed];
+
     /// The status for an ABI value.
     pub fn from_u8(value: u8) -> Option<Self> {
-        match value {
-            0 => Some(Self::Active),
-            1 => Some(Self::Reassigning),
-            2 => Some(Self::Closed),
-            _ => None,
+        Self::ALL.get(usize::from(value)).copied()
+    }
+
+    /// Parses the store's spelling (`as_str`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// The name used in the store, the API and JSON output (`ACTIVE`, `REASSIGNING`, `CLOSED`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Active => "ACTIVE",
+            SessionStatus::Reassigning => "REASSIGNING",
+            SessionStatus::Closed => "CLOSED",
         }
+    }
+}
+
+impl fmt::Display for SessionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -242,6 +260,22 @@ mod tests {
         }
         assert_eq!(JobState::from_u8(7), None);
         assert_eq!(JobState::TimedOut.as_str(), "TIMED_OUT");
+    }
+
+    #[test]
+    fn states_and_statuses_parse_only_their_own_spelling() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "JSON and the store spell it alike");
+        }
+        for (i, s) in SessionStatus::ALL.into_iter().enumerate() {
+            assert_eq!(SessionStatus::from_u8(i as u8), Some(s));
+            assert_eq!(SessionStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "JSON and the store spell it alike");
+        }
+        assert_eq!(SessionStatus::from_u8(3), None);
+        assert_eq!(JobState::parse("released"), None);
+        assert_eq!(SessionStatus::parse("Active"), None);
     }
 
     #[test]

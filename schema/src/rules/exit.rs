@@ -14,7 +14,7 @@ pub struct Obligation {
     /// Job id.
     pub job_id: u64,
     /// Contract state.
-    pub state: String,
+    pub state: JobState,
     /// What ends it.
     pub action: Action,
     /// Why then.
@@ -146,7 +146,7 @@ pub fn plan(
         }
         obligations.push(Obligation {
             job_id: job.job_id,
-            state: job.state.as_str().to_owned(),
+            state: job.state,
             action: d.action,
             reason: d.reason,
             at: d.at,

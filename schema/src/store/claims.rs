@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use alloy::primitives::{Address, B256};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{StoreError, StoreResult, unix_now};
+use super::{StoreError, StoreResult, col, unix_now};
 
 /// Where a claim stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -39,17 +39,22 @@ impl ClaimState {
         }
     }
 
-    /// Parses a column value; an unknown one is corruption.
-    pub fn parse(s: &str) -> StoreResult<Self> {
-        Ok(match s {
-            "sent" => ClaimState::Sent,
-            "won" => ClaimState::Won,
-            "lost" => ClaimState::Lost,
-            "missed" => ClaimState::Missed,
-            "skipped" => ClaimState::Skipped,
-            "expired" => ClaimState::Expired,
-            other => return Err(StoreError::Corrupt { what: "worker_claims.state".into(), value: other.into() }),
-        })
+    /// Every state.
+    pub const ALL: [ClaimState; 6] = [
+        ClaimState::Sent,
+        ClaimState::Won,
+        ClaimState::Lost,
+        ClaimState::Missed,
+        ClaimState::Skipped,
+        ClaimState::Expired,
+    ];
+
+    /// Parses a column value; `row` names the row for the corruption an unknown one is.
+    pub fn parse(s: &str, row: impl FnOnce() -> String) -> StoreResult<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt { what: format!("worker_claims.state of {}", row()), value: s.into() })
     }
 
     /// Whether the outcome is settled (nothing more happens to the request).
@@ -117,20 +122,19 @@ pub fn put(conn: &Connection, row: &ClaimRow) -> StoreResult<()> {
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ClaimRow, String)> {
-    let blob = |i: usize| -> rusqlite::Result<Option<Vec<u8>>> { r.get(i) };
     Ok((
         ClaimRow {
-            worker: Address::from_slice(&r.get::<_, Vec<u8>>(0)?),
-            manager: Address::from_slice(&r.get::<_, Vec<u8>>(1)?),
+            worker: col::get(r, 0)?,
+            manager: col::get(r, 1)?,
             req_id: r.get::<_, i64>(2)? as u64,
-            model_id: B256::from_slice(&r.get::<_, Vec<u8>>(3)?),
+            model_id: col::get(r, 3)?,
             request_block: r.get::<_, i64>(4)? as u64,
             first_block: r.get::<_, Option<i64>>(5)?.map(|b| b as u64),
             state: ClaimState::Sent,
             reason: r.get(7)?,
             sent_block: r.get::<_, Option<i64>>(8)?.map(|b| b as u64),
-            claim_tx: blob(9)?.filter(|b| b.len() == 32).map(|b| B256::from_slice(&b)),
-            winner: blob(10)?.filter(|b| b.len() == 20).map(|b| Address::from_slice(&b)),
+            claim_tx: col::get(r, 9)?,
+            winner: col::get(r, 10)?,
             claimed_block: r.get::<_, Option<i64>>(11)?.map(|b| b as u64),
         },
         r.get::<_, String>(6)?,
@@ -143,7 +147,7 @@ const COLUMNS: &str = "worker, manager, req_id, model_id, request_block, first_b
 fn typed(rows: Vec<(ClaimRow, String)>) -> StoreResult<Vec<ClaimRow>> {
     rows.into_iter()
         .map(|(mut r, state)| {
-            r.state = ClaimState::parse(&state)?;
+            r.state = ClaimState::parse(&state, || format!("{} request {} of {}", r.worker, r.req_id, r.manager))?;
             Ok(r)
         })
         .collect()
@@ -184,7 +188,7 @@ pub fn counts(conn: &Connection, worker: Address) -> StoreResult<BTreeMap<ClaimS
     let rows = stmt
         .query_map([worker.as_slice()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
         .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter().map(|(s, n)| Ok((ClaimState::parse(&s)?, n))).collect()
+    rows.into_iter().map(|(s, n)| Ok((ClaimState::parse(&s, || worker.to_string())?, n))).collect()
 }
 
 /// Missed requests by reason (drained, busy, late, ...).
@@ -202,11 +206,9 @@ pub fn counts_all(conn: &Connection) -> StoreResult<Vec<(Address, ClaimState, u6
     let mut stmt =
         conn.prepare_cached("SELECT worker, state, count(*) FROM worker_claims GROUP BY worker, state ORDER BY 1, 2")?;
     let rows = stmt
-        .query_map([], |r| {
-            Ok((Address::from_slice(&r.get::<_, Vec<u8>>(0)?), r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
-        })?
+        .query_map([], |r| Ok((col::get::<Address>(r, 0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)))?
         .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter().map(|(w, s, n)| Ok((w, ClaimState::parse(&s)?, n))).collect()
+    rows.into_iter().map(|(w, s, n)| Ok((w, ClaimState::parse(&s, || w.to_string())?, n))).collect()
 }
 
 /// Every worker's missed requests by reason: (worker, reason, count), for metrics.
@@ -215,9 +217,8 @@ pub fn missed_all(conn: &Connection) -> StoreResult<Vec<(Address, String, u64)>>
         "SELECT worker, coalesce(reason, 'late'), count(*) FROM worker_claims WHERE state = 'missed'
          GROUP BY 1, 2 ORDER BY 1, 2",
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((Address::from_slice(&r.get::<_, Vec<u8>>(0)?), r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
-    })?;
+    let rows =
+        stmt.query_map([], |r| Ok((col::get::<Address>(r, 0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -281,15 +282,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_state_is_corruption_naming_the_column() {
+    fn an_unknown_state_is_corruption_naming_the_row_and_the_value() {
         let store = store();
         let conn = store.conn();
         put(conn, &claim(1, ClaimState::Sent)).unwrap();
         // A state the enum does not know, written around the CHECK (an older or foreign writer).
         conn.execute_batch("PRAGMA ignore_check_constraints = ON; UPDATE worker_claims SET state = 'weird'").unwrap();
-        let err = counts(conn, Address::repeat_byte(1)).map(|_| ()).unwrap_err().to_string();
-        assert!(err.contains("worker_claims.state"), "{err}");
-        let err = recent(conn, Address::repeat_byte(1), 5).unwrap_err().to_string();
+        let (w, m) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let err = counts(conn, w).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains(&format!("worker_claims.state of {w}")) && err.contains("weird"), "{err}");
+        let err = recent(conn, w, 5).unwrap_err().to_string();
+        assert!(err.contains(&format!("worker_claims.state of {w} request 1 of {m}")), "{err}");
         assert!(err.contains("weird"), "{err}");
+        assert!(matches!(counts_all(conn), Err(StoreError::Corrupt { .. })));
     }
 }

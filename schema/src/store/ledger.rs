@@ -4,8 +4,8 @@
 use alloy::primitives::{Address, B256, U256};
 use rusqlite::{Connection, OptionalExtension};
 
-use super::StoreResult;
 use super::col::{self, Col};
+use super::{StoreError, StoreResult};
 
 /// Executes `sql` once per row, in order, with one prepared statement and `bind` binding it.
 fn insert_rows<T>(
@@ -77,6 +77,25 @@ pub fn config_as_of(conn: &Connection, param: &str, block: u64) -> StoreResult<O
         .optional()?)
 }
 
+/// [`config_as_of`] for a numeric parameter; a value that is not a number is corruption naming
+/// the change.
+pub fn config_u64_as_of(conn: &Connection, param: &str, block: u64) -> StoreResult<Option<u64>> {
+    conn.prepare_cached(
+        "SELECT block_number, value FROM config_history WHERE param = ?1 AND block_number <= ?2 \
+         ORDER BY block_number DESC, log_index DESC LIMIT 1",
+    )?
+    .query_row(rusqlite::params![param, block.min(i64::MAX as u64) as i64], |r| {
+        Ok((col::get::<u64>(r, 0)?, r.get::<_, String>(1)?))
+    })
+    .optional()?
+    .map(|(at, v)| config_u64(param, at, v))
+    .transpose()
+}
+
+fn config_u64(param: &str, block: u64, value: String) -> StoreResult<u64> {
+    value.parse().map_err(|_| StoreError::Corrupt { what: format!("config_history {param} at block {block}"), value })
+}
+
 /// The value of every parameter now (its latest change).
 pub fn current_params(conn: &Connection) -> StoreResult<Vec<(String, String)>> {
     let mut stmt = conn.prepare_cached("SELECT param, value FROM v_config_current")?;
@@ -94,6 +113,12 @@ pub fn config_history(conn: &Connection, param: &str) -> StoreResult<Vec<(u64, u
         .query_map([param], |r| Ok((col::get(r, 0)?, col::get(r, 1)?, col::get(r, 2)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// [`config_history`] of a numeric parameter: (block, timestamp, value); a value that is not a
+/// number is corruption naming the change.
+pub fn config_history_u64(conn: &Connection, param: &str) -> StoreResult<Vec<(u64, u64, u64)>> {
+    config_history(conn, param)?.into_iter().map(|(b, t, v)| Ok((b, t, config_u64(param, b, v)?))).collect()
 }
 
 /// A worker's withdrawal.

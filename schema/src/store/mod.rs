@@ -14,6 +14,8 @@
 //!   store elsewhere to follow.
 //! - [`sortition`]: session requests, capabilities and the sortition parameters, for the worker
 //!   and the API.
+//! - [`states`]: job states, session statuses and amounts read back from their columns strictly
+//!   (an unknown value is [`StoreError::Corrupt`] naming the row).
 //! - [`operator`] and [`claims`]: state the operator verbs and the worker keep for themselves (the
 //!   drained flag; the worker's sortition claims), beside the outbox; not projections.
 //! - [`export`]: whole tables in key order from one read snapshot, for the PostgreSQL replica.
@@ -35,6 +37,7 @@ pub mod reads;
 pub mod refusals;
 pub mod rows;
 pub mod sortition;
+pub mod states;
 pub mod undo;
 
 use std::path::{Path, PathBuf};
@@ -96,7 +99,10 @@ pub enum StoreError {
     )]
     MissingParam(String),
     /// A stored value could not be read back (the file was edited or is from a newer lcw).
-    #[error("store value {what} is invalid: {value}")]
+    #[error(
+        "store value {what} is invalid: {value:?}; the store was edited or written by a newer lcw: read it with \
+         that lcw, or index into a new --db"
+    )]
     Corrupt {
         /// Which value.
         what: String,
@@ -203,10 +209,13 @@ impl Store {
             .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
         configure(&conn, true).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
         let store = Store { conn, path: path.to_owned() };
-        if store.identity().ok().flatten().is_none() {
-            return Err(StoreError::Missing(path.to_owned()));
+        match store.identity() {
+            Ok(Some(_)) => Ok(store),
+            // A file SQLite opens but that has no `meta` table (or no identity in it) is not an
+            // lcw store yet; an identity that does not read back is corruption, said as such.
+            Ok(None) | Err(StoreError::Sqlite(_)) => Err(StoreError::Missing(path.to_owned())),
+            Err(e) => Err(e),
         }
-        Ok(store)
     }
 
     /// Opens an existing store for writing from a component other than the indexer (the
@@ -249,7 +258,9 @@ impl Store {
 
     /// The recorded identity, or None for a store that has none yet.
     pub fn identity(&self) -> StoreResult<Option<Identity>> {
-        let Some(chain_id) = meta_get(&self.conn, "chain_id")? else { return Ok(None) };
+        let Some(chain_id) = chain_id(&self.conn)? else { return Ok(None) };
+        // The identity is recorded whole: a key missing beside `chain_id` reads as "" and fails
+        // as corruption naming the key.
         let addr = |key: &str| -> StoreResult<Address> {
             let v = meta_get(&self.conn, key)?.unwrap_or_default();
             v.parse().map_err(|_| StoreError::Corrupt { what: format!("meta.{key}"), value: v })
@@ -258,13 +269,13 @@ impl Store {
             v.parse().map_err(|_| StoreError::Corrupt { what: format!("meta.{key}"), value: v })
         };
         Ok(Some(Identity {
-            chain_id: num("chain_id", chain_id)?,
+            chain_id,
             contracts: Contracts {
                 worker_registry: addr("worker_registry")?,
                 job_registry: addr("job_registry")?,
                 ai_config: addr("ai_config")?,
             },
-            start_block: num("start_block", meta_get(&self.conn, "start_block")?.unwrap_or_else(|| "0".into()))?,
+            start_block: num("start_block", meta_get(&self.conn, "start_block")?.unwrap_or_default())?,
         }))
     }
 
@@ -282,6 +293,13 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The chain id the store belongs to (`None` before the store records its identity).
+pub fn chain_id(conn: &Connection) -> StoreResult<Option<u64>> {
+    meta_get(conn, "chain_id")?
+        .map(|v| v.parse().map_err(|_| StoreError::Corrupt { what: "meta.chain_id".into(), value: v }))
+        .transpose()
 }
 
 /// Reads a `meta` value.

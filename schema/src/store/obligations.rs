@@ -6,46 +6,62 @@ use alloy::primitives::{Address, B256, U256};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::ledger::current_params;
-use super::{StoreError, StoreResult};
+use super::{StoreError, StoreResult, col, states};
 use crate::rules::exit::ExitPlan;
 use crate::rules::schedule::{ChainClock, OpenJob, Params};
-use crate::types::JobState;
+use crate::types::{JobState, SessionStatus};
 
+// The state literals match the partial index `jobs_open` (SQLite uses a partial index only when
+// the query repeats its WHERE terms literally); they are `JobState::as_str` spellings.
 const OPEN_JOBS: &str = "SELECT j.job_id, j.worker, j.state, j.fee_wei, j.deadline, j.completed_at, j.disputed_at,
-        j.guilty, coalesce(s.status, 'ACTIVE')
+        j.guilty, j.session_id, s.status
     FROM jobs j LEFT JOIN sessions s ON s.session_id = j.session_id
     WHERE j.state NOT IN ('RELEASED', 'TIMED_OUT')";
 
-fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpenJob> {
-    let state: String = r.get(2)?;
-    let fee: Option<String> = r.get(3)?;
-    let status: String = r.get(8)?;
+/// One open job; an unknown state or status or an unreadable fee is corruption naming the row.
+fn open_job(r: &rusqlite::Row<'_>) -> StoreResult<OpenJob> {
+    let job_id: u64 = col::get(r, 0)?;
+    let session_id: u64 = col::get(r, 8)?;
     Ok(OpenJob {
-        job_id: r.get::<_, i64>(0)? as u64,
-        worker: Address::from_slice(&r.get::<_, Vec<u8>>(1)?),
-        state: JobState::parse(&state).unwrap_or(JobState::Submitted),
-        fee: fee.and_then(|f| f.parse().ok()).unwrap_or(U256::ZERO),
-        deadline: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
-        completed_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-        disputed_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-        guilty: r.get::<_, Option<i64>>(7)?.map(|v| v != 0),
-        session_active: status == "ACTIVE",
+        job_id,
+        worker: col::get(r, 1)?,
+        state: states::job_state(job_id, &r.get::<_, String>(2)?)?,
+        // JobSubmitted sets the fee; a job without one has no escrow to release.
+        fee: match r.get::<_, Option<String>>(3)? {
+            Some(f) => states::wei(|| format!("jobs.fee_wei of job {job_id}"), &f)?,
+            None => U256::ZERO,
+        },
+        deadline: col::get(r, 4)?,
+        completed_at: col::get(r, 5)?,
+        disputed_at: col::get(r, 6)?,
+        guilty: col::get(r, 7)?,
+        // A job whose session the store has not seen (indexing began after the session was
+        // created) is not in a closed session as far as the store knows.
+        session_active: match r.get::<_, Option<String>>(9)? {
+            Some(s) => states::session_status(session_id, &s)? == SessionStatus::Active,
+            None => true,
+        },
     })
+}
+
+/// Runs `sql` with `params` and reads every row with `read`, which may find corruption.
+fn query<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    read: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r| Ok(read(r)))?;
+    rows.map(|r| r.map_err(StoreError::from).and_then(|row| row)).collect()
 }
 
 /// Open jobs (not released, not timed out), of one worker or of all.
 pub fn open_jobs(conn: &Connection, worker: Option<Address>) -> StoreResult<Vec<OpenJob>> {
-    let rows = match worker {
-        Some(w) => {
-            let mut stmt = conn.prepare_cached(&format!("{OPEN_JOBS} AND j.worker = ?1"))?;
-            stmt.query_map([w.as_slice()], row_to_job)?.collect::<Result<Vec<_>, _>>()?
-        }
-        None => {
-            let mut stmt = conn.prepare_cached(OPEN_JOBS)?;
-            stmt.query_map([], row_to_job)?.collect::<Result<Vec<_>, _>>()?
-        }
-    };
-    Ok(rows)
+    match worker {
+        Some(w) => query(conn, &format!("{OPEN_JOBS} AND j.worker = ?1"), [w.as_slice()], open_job),
+        None => query(conn, OPEN_JOBS, [], open_job),
+    }
 }
 
 /// Governance parameters in force as the store has them. Fails when the store has not seen the
@@ -83,6 +99,16 @@ pub fn params(conn: &Connection, fallback: Option<&Params>) -> StoreResult<Param
     })
 }
 
+/// [`params`] without a fallback: `None` when the store has not seen one of them (readers that
+/// can do without, such as the API's release times); corruption is still an error.
+pub fn params_if_known(conn: &Connection) -> StoreResult<Option<Params>> {
+    match params(conn, None) {
+        Ok(p) => Ok(Some(p)),
+        Err(StoreError::MissingParam(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A worker as the store knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerView {
@@ -100,27 +126,29 @@ pub struct WorkerView {
 
 /// The worker's row, if the store has one.
 pub fn worker(conn: &Connection, address: Address) -> StoreResult<Option<WorkerView>> {
-    Ok(conn
+    let row = conn
         .query_row(
             "SELECT registered, stake_wei, active_jobs, balance_wei, suspended_until FROM workers WHERE address = ?1",
             [address.as_slice()],
             |r| {
-                let stake: String = r.get(1)?;
-                let balance: String = r.get(3)?;
-                Ok(WorkerView {
-                    registered: r.get::<_, i64>(0)? != 0,
-                    stake: stake.parse().unwrap_or_default(),
-                    active_jobs: r.get::<_, i64>(2)? as u64,
-                    balance: balance.parse().unwrap_or_default(),
-                    suspended_until: r.get::<_, i64>(4)? as u64,
-                })
+                let raw = (col::get::<bool>(r, 0)?, r.get::<_, String>(1)?, col::get::<u64>(r, 2)?);
+                Ok((raw, r.get::<_, String>(3)?, col::get::<u64>(r, 4)?))
             },
         )
-        .optional()?)
+        .optional()?;
+    let Some(((registered, stake, active_jobs), balance, suspended_until)) = row else { return Ok(None) };
+    Ok(Some(WorkerView {
+        registered,
+        stake: states::wei(|| format!("workers.stake_wei of {address}"), &stake)?,
+        active_jobs,
+        balance: states::wei(|| format!("workers.balance_wei of {address}"), &balance)?,
+        suspended_until,
+    }))
 }
 
 /// The store's cursor block (0 when empty).
 pub fn cursor(conn: &Connection) -> StoreResult<u64> {
+    // An empty store has indexed nothing: as far as it knows, the chain is at block 0.
     Ok(super::raw::Cursor::get(conn)?.map(|c| c.block_number).unwrap_or(0))
 }
 
@@ -184,34 +212,35 @@ pub struct Assignment {
     pub enc_worker_key: Option<Vec<u8>>,
     /// Block of the last session key update, if any (a key that failed may work after one).
     pub key_updated_block: Option<u64>,
-    /// The session's status (`ACTIVE`, `REASSIGNING`, `CLOSED`).
-    pub session_status: Option<String>,
+    /// The session's status (`None`: the store has not seen the session).
+    pub session_status: Option<SessionStatus>,
 }
 
 /// Jobs of `worker` in state `Submitted` or `Acknowledged`, oldest first (served by `jobs_open`).
 pub fn assignments(conn: &Connection, worker: Address) -> StoreResult<Vec<Assignment>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT j.job_id, j.session_id, j.state, j.deadline, j.submitted_block, j.submitted_at, j.acknowledged_at,
-                s.model_id, s.enc_worker_key, s.key_updated_block, s.status
-         FROM jobs j LEFT JOIN sessions s ON s.session_id = j.session_id
-         WHERE j.worker = ?1 AND j.state IN ('SUBMITTED', 'ACKNOWLEDGED')
-         ORDER BY j.job_id",
-    )?;
-    let rows = stmt.query_map([worker.as_slice()], |r| {
-        let state: String = r.get(2)?;
+    let sql = "SELECT j.job_id, j.session_id, j.state, j.deadline, j.submitted_block, j.submitted_at,
+                      j.acknowledged_at, s.model_id, s.enc_worker_key, s.key_updated_block, s.status
+               FROM jobs j LEFT JOIN sessions s ON s.session_id = j.session_id
+               WHERE j.worker = ?1 AND j.state IN ('SUBMITTED', 'ACKNOWLEDGED')
+               ORDER BY j.job_id";
+    query(conn, sql, [worker.as_slice()], |r| {
+        let job_id: u64 = col::get(r, 0)?;
+        let session_id: u64 = col::get(r, 1)?;
         Ok(Assignment {
-            job_id: r.get::<_, i64>(0)? as u64,
-            session_id: r.get::<_, i64>(1)? as u64,
-            state: JobState::parse(&state).unwrap_or(JobState::Submitted),
-            deadline: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
-            submitted_block: r.get::<_, i64>(4)? as u64,
-            submitted_at: r.get::<_, i64>(5)? as u64,
-            acknowledged_at: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-            model_id: r.get::<_, Option<Vec<u8>>>(7)?.filter(|b| b.len() == 32).map(|b| B256::from_slice(&b)),
+            job_id,
+            session_id,
+            state: states::job_state(job_id, &r.get::<_, String>(2)?)?,
+            deadline: col::get(r, 3)?,
+            submitted_block: col::get(r, 4)?,
+            submitted_at: col::get(r, 5)?,
+            acknowledged_at: col::get(r, 6)?,
+            model_id: col::get(r, 7)?,
             enc_worker_key: r.get(8)?,
-            key_updated_block: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-            session_status: r.get(10)?,
+            key_updated_block: col::get(r, 9)?,
+            session_status: r
+                .get::<_, Option<String>>(10)?
+                .map(|s| states::session_status(session_id, &s))
+                .transpose()?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
 }

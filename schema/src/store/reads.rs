@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreResult;
 use super::col;
 use super::rows::{JobRow, ModelRow, WorkerRow};
+use crate::types::JobState;
 
 /// Which jobs a page holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,8 +23,8 @@ pub struct JobQuery {
     pub session: Option<u64>,
     /// Of this model.
     pub model: Option<B256>,
-    /// In one of these states (contract names, `RELEASED` ...); empty: any.
-    pub states: Vec<String>,
+    /// In one of these states; empty: any.
+    pub states: Vec<JobState>,
     /// Submitted at or after (unix s).
     pub submitted_from: Option<u64>,
     /// Submitted before (unix s).
@@ -148,7 +149,7 @@ pub fn jobs_page(conn: &Connection, q: &JobQuery, limit: usize, budget: usize) -
         let matches = q.worker.is_none_or(|w| job.worker == w)
             && q.model.is_none_or(|m| job.model_id == Some(m))
             && q.session.is_none_or(|s| job.session_id == s)
-            && (q.states.is_empty() || q.states.contains(&job.state));
+            && (q.states.is_empty() || q.states.iter().any(|s| s.as_str() == job.state));
         if matches {
             if jobs.len() == limit {
                 // One more match exists: the page is full and another follows.
@@ -324,6 +325,7 @@ pub fn cursor_updated_at(conn: &Connection) -> StoreResult<u64> {
         .prepare_cached("SELECT updated_at FROM cursor WHERE id = 1")?
         .query_row([], |r| col::get::<u64>(r, 0))
         .optional()?
+        // No cursor row: the indexer has not committed yet.
         .unwrap_or(0))
 }
 
@@ -387,6 +389,7 @@ pub fn earnings(
             |r| {
                 let mut sums = [U256::ZERO; 7];
                 for (i, s) in sums.iter_mut().enumerate() {
+                    // SUM over a bucket whose column is NULL in every row is NULL: nothing earned.
                     let hi: i64 = r.get::<_, Option<i64>>(2 + 2 * i)?.unwrap_or(0);
                     let lo: i64 = r.get::<_, Option<i64>>(3 + 2 * i)?.unwrap_or(0);
                     *s = U256::from(hi.max(0) as u64) * billion + U256::from(lo.max(0) as u64);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use alloy::primitives::Address;
 use rusqlite::{Connection, params};
 
-use super::{StoreResult, unix_now};
+use super::{StoreResult, col, unix_now};
 
 /// One refused job.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -135,9 +135,8 @@ pub fn recent(conn: &Connection, worker: Address, limit: usize) -> StoreResult<V
 pub fn counts(conn: &Connection) -> StoreResult<BTreeMap<(Address, String), u64>> {
     let mut stmt = conn
         .prepare_cached("SELECT worker, step, count(*) FROM worker_refusals WHERE final = 1 GROUP BY worker, step")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(((Address::from_slice(&r.get::<_, Vec<u8>>(0)?), r.get::<_, String>(1)?), r.get::<_, i64>(2)? as u64))
-    })?;
+    let rows =
+        stmt.query_map([], |r| Ok(((col::get::<Address>(r, 0)?, r.get::<_, String>(1)?), r.get::<_, i64>(2)? as u64)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

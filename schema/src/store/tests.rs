@@ -5,6 +5,7 @@ use super::rows::{JobRow, ProjectionRow, WorkerRow};
 use super::undo::{self, UndoEntry};
 use super::*;
 
+mod corrupt;
 mod sortition;
 
 fn identity(chain_id: u64) -> Identity {
