@@ -68,6 +68,7 @@ impl PgCluster {
                 .arg("-l")
                 .arg(&log)
                 .args(["-w", "-t", "60", "-o", &options, "start"])
+                .stdout(std::process::Stdio::null())
                 .status()
                 .expect("pg_ctl runs");
             if status.success() {

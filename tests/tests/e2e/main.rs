@@ -14,6 +14,7 @@
 //! - `gateway`: the worker-gateway link against a strict test gateway.
 //! - `worker`: jobs served end to end with the real model, and what goes wrong on the way.
 //! - `queries`: every GraphQL example checked against the chain, and subscriptions.
+//! - `replica`: the PostgreSQL replica copied, verified and refused for another chain.
 //! - `api_limits`: the GraphQL API's bounds, each crossed over a real socket.
 //! - `dashboard`: the dashboard in headless Chromium, served by the real `lcw` binary.
 //! - `benches`: every bench binary at a tiny size.
@@ -29,6 +30,7 @@ mod lifecycle;
 mod llm;
 mod outbox;
 mod queries;
+mod replica;
 mod settler;
 mod simulate;
 mod worker;
