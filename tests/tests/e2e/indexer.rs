@@ -1,6 +1,7 @@
 //! The indexer against a real devnet: thousands of simulated jobs with every outcome, checked
 //! against the chain; replay equal to live; reorgs of depth 1 to 10; a deep reorg refused; a
-//! flaky RPC behind a fault-injecting proxy, with a dead primary URL.
+//! flaky RPC behind a fault-injecting proxy, with a dead primary URL; the change log naming every
+//! row each commit changed (`changes`).
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use lcw_tests::parties::{ack_and_complete, open_session, register_worker, submit
 use lcw_tests::proxy::{Faults, FlakyProxy};
 use lcw_tests::{TestNet, b256, send};
 
+mod changes;
 mod hostile;
 mod sortition;
 
