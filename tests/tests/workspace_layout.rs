@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-const CRATES: [&str; 9] = ["schema", "chain", "indexer", "settler", "worker", "queries", "cli", "contracts", "tests"];
+const CRATES: [&str; 10] =
+    ["schema", "chain", "indexer", "settler", "worker", "queries", "cli", "contracts", "tests", "replica"];
 
 #[test]
 fn every_crate_opens_with_an_overview() {

@@ -1,7 +1,7 @@
 //! `lcw replicate`: the store copied into PostgreSQL for many readers. The SQLite store stays
 //! the source of truth; the replica is a copy of what readers use, with the analyst views.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::Context;
 use clap::Args;
@@ -42,7 +42,7 @@ pub(crate) async fn run(args: ReplicateArgs, data: DataArgs) -> anyhow::Result<(
 }
 
 /// The store, read-only: the replica never writes it.
-pub(crate) fn open_store(db: &PathBuf) -> anyhow::Result<Store> {
+pub(crate) fn open_store(db: &Path) -> anyhow::Result<Store> {
     Store::open_readonly(db).with_context(|| format!("opening the store {}", db.display()))
 }
 

@@ -65,7 +65,7 @@ async fn replica(url: &SecretUrl, db: std::path::PathBuf, json: bool) -> anyhow:
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<lcw_replica::VerifyReport> {
         let store = open_store(&db)?;
         let mut replica = connect(&store, &url)?;
-        Ok(lcw_replica::verify(&store, &mut replica).with_context(|| format!("comparing {url} with the store"))?)
+        lcw_replica::verify(&store, &mut replica).with_context(|| format!("comparing {url} with the store"))
     })
     .await
     .context("the check's thread failed")??;
