@@ -2,17 +2,18 @@
 //!
 //! Every replicated table is emptied and refilled with binary COPY inside one PostgreSQL
 //! transaction, with `replica_cursor` moved to the snapshot's cursor in the same transaction:
-//! readers see the previous copy until the commit, then the new one, never a mix.
+//! readers see the previous copy until the commit, then the new one, never a mix. The replica's
+//! change-log position is the snapshot's, so that following resumes right after it.
 
 use std::time::{Duration, Instant};
 
 use lcw_schema::store::raw::Cursor;
-use lcw_schema::store::{Store, StoreError, export, unix_now};
+use lcw_schema::store::{Store, StoreError, changes, export, unix_now};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use rusqlite::Row;
 
-use crate::tables::{TABLES, Table};
+use crate::tables::{Column, TABLES, Table};
 use crate::value::{Value, pg_type};
 use crate::{Replica, ReplicaError, ReplicaResult, describe, pg};
 
@@ -41,61 +42,125 @@ impl CopyReport {
 
 impl Replica {
     /// Replaces the replica's contents with one snapshot of `store` (which must belong to the
-    /// network the replica was opened for) and sets `replica_cursor` to its cursor, change-log
-    /// sequence 0.
+    /// network the replica was opened for) and sets `replica_cursor` to its cursor and the
+    /// snapshot's change-log position, from which [`Replica::follow_once`] continues.
     pub fn copy_from(&mut self, store: &Store) -> ReplicaResult<CopyReport> {
         let started = Instant::now();
         let snapshot = export::snapshot(store.conn())?;
+        self.check_store(store)?;
+        let report = self.copy_snapshot(&snapshot, started)?;
+        drop(snapshot);
+        Ok(report)
+    }
+
+    /// Refuses a store of another network than the one the replica was opened for.
+    pub(crate) fn check_store(&self, store: &Store) -> ReplicaResult<()> {
         let identity = store.identity()?.ok_or_else(|| StoreError::Missing(store.path().to_owned()))?;
         if !identity.same_network(&self.identity) {
             return Err(ReplicaError::StoreMismatch { store: describe(&identity), replica: describe(&self.identity) });
         }
-        let cursor = Cursor::get(&snapshot)?;
+        Ok(())
+    }
+
+    /// The whole copy, from a read snapshot the caller holds.
+    pub(crate) fn copy_snapshot(
+        &mut self,
+        snapshot: &rusqlite::Connection,
+        started: Instant,
+    ) -> ReplicaResult<CopyReport> {
+        let cursor = Cursor::get(snapshot)?;
+        let seq = changes::last_seq(snapshot)?;
 
         let mut tx = self.client.transaction().map_err(pg("starting the copy"))?;
         let all: Vec<String> = TABLES.iter().map(|t| format!("\"{}\"", t.name)).collect();
         tx.batch_execute(&format!("TRUNCATE {}, replica_cursor", all.join(", "))).map_err(pg("emptying the tables"))?;
         let mut counts = Vec::with_capacity(TABLES.len());
         for table in TABLES {
-            let rows = copy_table(&mut tx, &snapshot, table)?;
+            let rows = copy_table(&mut tx, snapshot, table)?;
             tracing::debug!(table = table.name, rows, "copied");
             counts.push((table.name, rows));
         }
         if let Some(c) = &cursor {
-            tx.execute(
-                "INSERT INTO replica_cursor (id, block_number, block_hash, seq, updated_at) VALUES (1, $1, $2, 0, $3)",
-                &[&(c.block_number as i64), &c.block_hash.as_slice(), &(unix_now() as i64)],
-            )
-            .map_err(pg("setting replica_cursor"))?;
+            set_cursor(&mut tx, c, seq)?;
         }
         tx.commit().map_err(pg("committing the copy"))?;
-        drop(snapshot);
         Ok(CopyReport { tables: counts, cursor, elapsed: started.elapsed() })
     }
 }
 
+/// Moves `replica_cursor` to the store's cursor `c` and change-log position `seq`.
+pub(crate) fn set_cursor(tx: &mut postgres::Transaction<'_>, c: &Cursor, seq: u64) -> ReplicaResult<()> {
+    tx.execute(
+        "INSERT INTO replica_cursor (id, block_number, block_hash, seq, updated_at) VALUES (1, $1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash, \
+         seq = excluded.seq, updated_at = excluded.updated_at",
+        &[&(c.block_number as i64), &c.block_hash.as_slice(), &(seq as i64), &(unix_now() as i64)],
+    )
+    .map_err(pg("setting replica_cursor"))?;
+    Ok(())
+}
+
 /// Streams `table` from the snapshot into the replica; returns the rows copied.
-fn copy_table(tx: &mut postgres::Transaction<'_>, store: &rusqlite::Connection, table: &Table) -> ReplicaResult<u64> {
+pub(crate) fn copy_table(
+    tx: &mut postgres::Transaction<'_>,
+    store: &rusqlite::Connection,
+    table: &Table,
+) -> ReplicaResult<u64> {
     let names = table.column_names();
-    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    let types: Vec<Type> = table.columns.iter().map(|c| pg_type(c.kind)).collect();
-    let what = || format!("copying {}", table.name);
-    let sink = tx
-        .copy_in(&format!("COPY \"{}\" ({}) FROM STDIN (FORMAT binary)", table.name, quoted.join(", ")))
-        .map_err(pg(what()))?;
-    let mut writer = BinaryCopyInWriter::new(sink, &types);
+    let mut sink = CopyIn::new(tx, table.name, table.name, table.columns)?;
     let mut values: Vec<Value> = Vec::with_capacity(names.len());
     let rows = export::scan(store, table.name, &names, table.key, |row| {
-        values.clear();
-        for (i, column) in table.columns.iter().enumerate() {
-            let raw = row.get_ref(i).map_err(StoreError::from)?;
-            values.push(Value::from_sqlite(table, column, raw, || row_key(table, row))?);
-        }
-        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        writer.write(&refs).map_err(pg(what()))
+        row_values(table, row, &mut values)?;
+        sink.write(&values)
     })?;
-    writer.finish().map_err(pg(what()))?;
+    sink.finish()?;
     Ok(rows)
+}
+
+/// The values of a store `row` of `table` (every column, in order), into `values`.
+pub(crate) fn row_values(table: &Table, row: &Row<'_>, values: &mut Vec<Value>) -> ReplicaResult<()> {
+    values.clear();
+    for (i, column) in table.columns.iter().enumerate() {
+        let raw = row.get_ref(i).map_err(StoreError::from)?;
+        values.push(Value::from_sqlite(table, column, raw, || row_key(table, row))?);
+    }
+    Ok(())
+}
+
+/// A binary COPY into one PostgreSQL table (a replicated table or a staging table shaped like
+/// one), row by row.
+pub(crate) struct CopyIn<'a> {
+    writer: BinaryCopyInWriter<'a>,
+    what: String,
+}
+
+impl<'a> CopyIn<'a> {
+    /// Starts copying `columns` of `table` into the table called `into`.
+    pub(crate) fn new(
+        tx: &'a mut postgres::Transaction<'_>,
+        into: &str,
+        table: &str,
+        columns: &[Column],
+    ) -> ReplicaResult<CopyIn<'a>> {
+        let quoted: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+        let types: Vec<Type> = columns.iter().map(|c| pg_type(c.kind)).collect();
+        let what = format!("copying {table}");
+        let sink = tx
+            .copy_in(&format!("COPY \"{into}\" ({}) FROM STDIN (FORMAT binary)", quoted.join(", ")))
+            .map_err(pg(what.clone()))?;
+        Ok(CopyIn { writer: BinaryCopyInWriter::new(sink, &types), what })
+    }
+
+    /// Writes one row, its values in the order of the columns.
+    pub(crate) fn write(&mut self, values: &[Value]) -> ReplicaResult<()> {
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.writer.write(&refs).map_err(|source| ReplicaError::Postgres { what: self.what.clone(), source })
+    }
+
+    /// Ends the COPY.
+    pub(crate) fn finish(self) -> ReplicaResult<u64> {
+        self.writer.finish().map_err(pg(self.what))
+    }
 }
 
 /// The primary key of `row` as people read it, for errors: `(block_number=7, log_index=2)`.

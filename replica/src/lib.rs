@@ -11,6 +11,10 @@
 //! - [`Replica::copy_from`] copies one read snapshot of the store into the replica with binary
 //!   COPY, in one PostgreSQL transaction that empties the tables first and moves
 //!   `replica_cursor` to the snapshot's cursor; readers see the old copy or the new one.
+//! - [`Replica::follow_once`] brings the replica to a newer snapshot through the store's change
+//!   log: the projection rows its entries name, the raw and ledger rows above the lowest block
+//!   they touch, in one transaction with `replica_cursor`; or copies the store anew when the
+//!   entries it needs were pruned.
 //! - [`verify()`] compares the store with the replica table by table: row counts and a SHA-256
 //!   digest of every row in key order, encoded the same way from both sides ([`value`]), and the
 //!   cursors.
@@ -22,6 +26,7 @@
 //! callers call into this crate from a blocking thread (`spawn_blocking`).
 
 pub mod copy;
+pub mod follow;
 pub mod tables;
 pub mod url;
 pub mod value;
@@ -31,6 +36,7 @@ use alloy::primitives::Address;
 use lcw_schema::store::{Identity, StoreError};
 
 pub use copy::CopyReport;
+pub use follow::{Applied, Recopy};
 pub use url::ReplicaUrl;
 pub use verify::{VerifyReport, verify};
 
@@ -266,7 +272,8 @@ pub struct ReplicaCursor {
     pub block_number: i64,
     /// Its hash.
     pub block_hash: Vec<u8>,
-    /// The store's change-log sequence number applied (0 for a snapshot copied whole).
+    /// The store's change-log sequence number applied (for a copy, the newest entry of its
+    /// snapshot).
     pub seq: i64,
 }
 

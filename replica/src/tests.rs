@@ -182,3 +182,83 @@ fn migrations_create_every_described_column_with_its_type() {
         replica.client().query(&format!("SELECT * FROM {view}"), &[]).unwrap_or_else(|e| panic!("{view}: {e}"));
     }
 }
+
+/// Commits a block on top of the store's cursor: worker `touch` changed, worker `gone` deleted,
+/// a parameter change in the ledger, and the change-log entry naming them.
+fn commit_block(store: &mut Store, number: u64, touch: u8, gone: Option<u8>) {
+    use lcw_schema::store::changes::{self, ChangeKind, KeySet};
+    use lcw_schema::store::ledger::{ConfigChange, LogRef};
+    use lcw_schema::store::raw::BlockRow;
+    let tx = store.begin().unwrap();
+    let mut keys = KeySet::default();
+    let mut w = WorkerRow::new(Address::repeat_byte(touch), number);
+    w.offense_count = number;
+    w.put(&tx).unwrap();
+    keys.add(&w);
+    if let Some(g) = gone {
+        let row = WorkerRow::new(Address::repeat_byte(g), number);
+        row.delete(&tx).unwrap();
+        keys.add(&row);
+    }
+    let hash = B256::repeat_byte(number as u8);
+    BlockRow { number, hash, parent_hash: None, timestamp: 1_700_000_000 + number, log_count: 1 }.put(&tx).unwrap();
+    let at = LogRef { block_number: number, log_index: 0, block_timestamp: 1_700_000_000 + number, tx_hash: hash };
+    ConfigChange::insert_all(&tx, &[ConfigChange { at, param: "disputeWindow".into(), value: number.to_string() }])
+        .unwrap();
+    Cursor { block_number: number, block_hash: hash, finalized_number: 0 }.set(&tx).unwrap();
+    changes::record(&tx, ChangeKind::Apply, Some(number - 1), number, &hash, &keys).unwrap();
+    tx.commit().unwrap();
+}
+
+#[test]
+fn follows_the_change_log_and_copies_anew_when_it_was_pruned() {
+    use crate::Recopy;
+    use lcw_schema::store::changes::{self, Retention};
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(dir.path(), 31337);
+    let mut replica = connect(&pg.url(), &identity(31337)).unwrap();
+
+    // A fresh replica is copied whole.
+    let first = replica.follow_once(&store).unwrap();
+    assert!(matches!(first.recopied, Some((Recopy::Empty, _))), "{first:?}");
+    assert_eq!(replica.cursor().unwrap().unwrap().seq, 0);
+
+    // One entry: one row written, one deleted, the ledger row of its block copied.
+    commit_block(&mut store, 7, 7, Some(8));
+    let applied = replica.follow_once(&store).unwrap();
+    assert!(applied.recopied.is_none(), "{applied:?}");
+    assert_eq!((applied.entries, applied.upserted, applied.deleted, applied.seq), (1, 1, 1, 1), "{applied:?}");
+    assert_eq!(applied.behind_blocks, 1);
+    assert!(applied.lag_secs.is_some_and(|s| s > 0), "{applied:?}");
+    assert!(verify(&store, &mut replica).unwrap().ok());
+    let cursor = replica.cursor().unwrap().unwrap();
+    assert_eq!((cursor.block_number, cursor.seq), (7, 1));
+
+    // Nothing new: nothing written.
+    let idle = replica.follow_once(&store).unwrap();
+    assert!(!idle.changed() && idle.seq == 1, "{idle:?}");
+
+    // Every entry pruned but the newest, 4: the replica, at 1, is copied anew.
+    for n in 8..=10 {
+        commit_block(&mut store, n, 9, None);
+    }
+    let pruned = changes::prune(store.conn(), u64::MAX / 2, Retention { entries: 1, secs: 0 }).unwrap();
+    assert_eq!(pruned, 3);
+    let recopied = replica.follow_once(&store).unwrap();
+    match &recopied.recopied {
+        Some((why @ Recopy::Pruned { seq: 1, oldest: 4 }, report)) => {
+            assert!(why.to_string().contains("no longer holds"), "{why}");
+            assert_eq!(report.cursor.map(|c| c.block_number), Some(10));
+        }
+        other => panic!("expected a copy for pruned entries, got {other:?}"),
+    }
+    assert_eq!(replica.cursor().unwrap().unwrap().seq, 4);
+    assert!(verify(&store, &mut replica).unwrap().ok());
+
+    // And it follows on from there.
+    commit_block(&mut store, 11, 7, Some(9));
+    let applied = replica.follow_once(&store).unwrap();
+    assert_eq!((applied.entries, applied.upserted, applied.deleted, applied.seq), (1, 1, 1, 5), "{applied:?}");
+    assert!(verify(&store, &mut replica).unwrap().ok());
+}

@@ -1,17 +1,21 @@
-//! `lcw replicate`: the store copied into PostgreSQL for many readers. The SQLite store stays
-//! the source of truth; the replica is a copy of what readers use, with the analyst views.
+//! `lcw replicate`: the store copied into PostgreSQL for many readers, then followed through its
+//! change log. The SQLite store stays the source of truth; the replica is a copy of what readers
+//! use, with the analyst views.
 
+use std::io::Write;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use lcw_replica::{CopyReport, Replica, ReplicaUrl};
+use lcw_replica::{Applied, CopyReport, Replica, ReplicaUrl};
 use lcw_schema::store::Store;
 
 use crate::args::{DataArgs, SecretUrl, StoreArgs};
 
-/// Copy one snapshot of the store into a PostgreSQL replica (tables, analyst views), replacing
-/// what it held, and report the rows copied.
+/// Copy the store into a PostgreSQL replica (tables, analyst views), then follow it: every
+/// commit of the indexer reaches the replica through the store's change log, until Ctrl-C. A
+/// replica that already holds a copy of this store resumes where it stopped.
 #[derive(Debug, Args)]
 pub(crate) struct ReplicateArgs {
     /// The replica: postgres://USER:PASSWORD@HOST:PORT/DATABASE (no TLS). The password is never
@@ -20,7 +24,17 @@ pub(crate) struct ReplicateArgs {
     to: SecretUrl,
     #[command(flatten)]
     store: StoreArgs,
-    /// Print the report as JSON.
+    /// Copy or catch up once, then exit.
+    #[arg(long, env = "LCW_REPLICATE_ONCE")]
+    once: bool,
+    /// Copy the store whole first, even when the replica could catch up from where it stands
+    /// (repairs a replica edited by hand).
+    #[arg(long, env = "LCW_REPLICATE_COPY")]
+    copy: bool,
+    /// How often to look for new commits in the store, in milliseconds.
+    #[arg(long, env = "LCW_REPLICATE_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    poll_ms: u64,
+    /// Print the copy report and each catch-up as JSON, one object a line.
     #[arg(long)]
     json: bool,
 }
@@ -28,17 +42,93 @@ pub(crate) struct ReplicateArgs {
 pub(crate) async fn run(args: ReplicateArgs, data: DataArgs) -> anyhow::Result<()> {
     let db = args.store.path(&data);
     let url = ReplicaUrl::parse(args.to.expose())?;
+    let stop = crate::stop_on_signal(if args.once { "" } else { "stopping the replica at the next commit" });
     // The PostgreSQL client is synchronous (it runs a runtime of its own): off the async threads.
-    let (report, url) = tokio::task::spawn_blocking(move || -> anyhow::Result<(CopyReport, ReplicaUrl)> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let store = open_store(&db)?;
         let mut replica = connect(&store, &url)?;
-        tracing::info!(store = %db.display(), replica = %url, "copying the store");
-        let report = replica.copy_from(&store).with_context(|| format!("copying {} into {url}", db.display()))?;
-        Ok((report, url))
+        let copying = |replica: &mut Replica| -> anyhow::Result<()> {
+            tracing::info!(store = %db.display(), replica = %url, "copying the store");
+            let report = replica.copy_from(&store).with_context(|| format!("copying {} into {url}", db.display()))?;
+            print_report(&report, &url, args.json)
+        };
+        match replica.cursor()? {
+            _ if args.copy => copying(&mut replica)?,
+            None => copying(&mut replica)?,
+            Some(c) => tracing::info!(block = c.block_number, seq = c.seq, replica = %url, "resuming"),
+        }
+        let poll = Duration::from_millis(args.poll_ms);
+        loop {
+            let applied =
+                replica.follow_once(&store).with_context(|| format!("bringing {url} up to {}", db.display()))?;
+            report_applied(&applied, &url, args.json)?;
+            if args.once || *stop.borrow() {
+                return Ok(());
+            }
+            // Sleep in slices so that a signal stops the follower within a slice.
+            let until = Instant::now() + poll;
+            while Instant::now() < until {
+                if *stop.borrow() {
+                    return Ok(());
+                }
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+            }
+        }
     })
     .await
-    .context("the copy's thread failed")??;
-    print_report(&report, &url, args.json)
+    .context("the replica's thread failed")?
+}
+
+/// One line per catch-up that changed the replica; the lag as log fields every time.
+fn report_applied(applied: &Applied, url: &ReplicaUrl, json: bool) -> anyhow::Result<()> {
+    let block = applied.cursor.map(|c| c.block_number);
+    tracing::debug!(
+        block,
+        seq = applied.seq,
+        lag_blocks = applied.behind_blocks,
+        lag_secs = applied.lag_secs,
+        "replica up to date"
+    );
+    if let Some((why, report)) = &applied.recopied {
+        tracing::warn!(replica = %url, "copied the store anew: {why}");
+        return print_report(report, url, json);
+    }
+    if applied.entries == 0 {
+        return Ok(());
+    }
+    tracing::info!(
+        entries = applied.entries,
+        upserted = applied.upserted,
+        deleted = applied.deleted,
+        block_rows = applied.block_rows,
+        block,
+        seq = applied.seq,
+        lag_blocks = applied.behind_blocks,
+        lag_secs = applied.lag_secs,
+        "caught up"
+    );
+    if json {
+        let out = serde_json::json!({
+            "entries": applied.entries,
+            "upserted": applied.upserted,
+            "deleted": applied.deleted,
+            "block_rows": applied.block_rows,
+            "block": block,
+            "seq": applied.seq,
+            "lag_blocks": applied.behind_blocks,
+            "lag_seconds": applied.lag_secs,
+        });
+        println!("{out}");
+    } else {
+        let at = block.map_or_else(|| "no block".to_owned(), |b| format!("block {b}"));
+        let age = applied.lag_secs.map_or_else(String::new, |s| format!(", {s} s old"));
+        println!(
+            "caught up {} entries to {at} (seq {}): {} rows written, {} deleted, {} raw and ledger rows; \
+             was {} blocks behind{age}",
+            applied.entries, applied.seq, applied.upserted, applied.deleted, applied.block_rows, applied.behind_blocks
+        );
+    }
+    std::io::stdout().flush().context("writing to stdout")
 }
 
 /// The store, read-only: the replica never writes it.
@@ -69,7 +159,7 @@ fn print_report(report: &CopyReport, url: &ReplicaUrl, json: bool) -> anyhow::Re
             "tables": tables,
         });
         println!("{out}");
-        return Ok(());
+        return std::io::stdout().flush().context("writing to stdout");
     }
     for (table, rows) in &report.tables {
         println!("{table:<18} {rows:>10}");
@@ -80,5 +170,5 @@ fn print_report(report: &CopyReport, url: &ReplicaUrl, json: bool) -> anyhow::Re
         report.rows(),
         report.rows_per_second()
     );
-    Ok(())
+    std::io::stdout().flush().context("writing to stdout")
 }

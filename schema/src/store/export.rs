@@ -27,11 +27,45 @@ pub fn scan<E: From<StoreError>>(
     table: &str,
     columns: &[&str],
     key: &[&str],
-    mut f: impl FnMut(&Row<'_>) -> Result<(), E>,
+    f: impl FnMut(&Row<'_>) -> Result<(), E>,
 ) -> Result<u64, E> {
     let sql = format!("SELECT {} FROM {} ORDER BY {}", quoted(columns)?, quoted(&[table])?, quoted(key)?);
-    let mut stmt = conn.prepare(&sql).map_err(StoreError::from)?;
-    let mut rows = stmt.query([]).map_err(StoreError::from)?;
+    each(conn, &sql, None, f)
+}
+
+/// As [`scan`], but only the rows whose `block` column is above `above`: what a follower copies
+/// of a table whose rows belong to blocks, from the lowest block its changes touched.
+pub fn scan_above<E: From<StoreError>>(
+    conn: &Connection,
+    table: &str,
+    columns: &[&str],
+    key: &[&str],
+    block: &str,
+    above: u64,
+    f: impl FnMut(&Row<'_>) -> Result<(), E>,
+) -> Result<u64, E> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} > ?1 ORDER BY {}",
+        quoted(columns)?,
+        quoted(&[table])?,
+        quoted(&[block])?,
+        quoted(key)?
+    );
+    each(conn, &sql, Some(above as i64), f)
+}
+
+fn each<E: From<StoreError>>(
+    conn: &Connection,
+    sql: &str,
+    above: Option<i64>,
+    mut f: impl FnMut(&Row<'_>) -> Result<(), E>,
+) -> Result<u64, E> {
+    let mut stmt = conn.prepare(sql).map_err(StoreError::from)?;
+    let mut rows = match above {
+        Some(b) => stmt.query([b]),
+        None => stmt.query([]),
+    }
+    .map_err(StoreError::from)?;
     let mut n = 0u64;
     while let Some(row) = rows.next().map_err(StoreError::from)? {
         f(row)?;
@@ -118,6 +152,30 @@ mod tests {
         assert!(keys.windows(2).all(|w| w[0] < w[1]) && keys.contains(&"chain_id".to_owned()), "{keys:?}");
         let odd = scan::<StoreError>(store.conn(), "meta; DROP TABLE meta", &["key"], &["key"], |_| Ok(()));
         assert!(matches!(odd, Err(StoreError::Sqlite(rusqlite::Error::InvalidColumnName(_)))));
+        let odd =
+            scan_above::<StoreError>(store.conn(), "logs", &["log_index"], &["log_index"], "1=1 --", 0, |_| Ok(()));
+        assert!(matches!(odd, Err(StoreError::Sqlite(rusqlite::Error::InvalidColumnName(_)))));
+    }
+
+    #[test]
+    fn scans_only_rows_above_a_block() {
+        let store = store();
+        for (number, hash) in [(4u8, 1u8), (5, 2), (6, 3)] {
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO blocks (number, hash, timestamp, log_count) VALUES (?1, ?2, 0, 0)",
+                    rusqlite::params![number, vec![hash; 32]],
+                )
+                .unwrap();
+        }
+        let mut numbers = Vec::new();
+        let n = scan_above::<StoreError>(store.conn(), "blocks", &["number"], &["number"], "number", 4, |r| {
+            numbers.push(r.get::<_, i64>(0)?);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((n, numbers), (2, vec![5, 6]));
     }
 
     #[test]

@@ -31,7 +31,7 @@ fn count(db: &std::path::Path, sql: &str) -> i64 {
     store.conn().query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
-async fn head(net: &TestNet) -> (u64, alloy::primitives::B256) {
+pub(crate) async fn head(net: &TestNet) -> (u64, alloy::primitives::B256) {
     let b = net.provider().get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap();
     (b.header.number, b.header.hash)
 }
@@ -113,7 +113,7 @@ async fn simulated_workload_indexed_live_equals_chain_replay_and_fresh_backfill(
 }
 
 /// Registers two workers and opens a session with each; returns (workers, sessions).
-async fn two_workers(net: &TestNet) -> (Vec<lcw_tests::parties::Worker>, Vec<lcw_tests::parties::Session>) {
+pub(crate) async fn two_workers(net: &TestNet) -> (Vec<lcw_tests::parties::Worker>, Vec<lcw_tests::parties::Session>) {
     let fee = AIConfig::new(net.profile().contracts.ai_config, net.provider())
         .calculateJobFee(lcw_tests::parties::model())
         .call()

@@ -2,15 +2,30 @@
 //! the real `lcw` binary ([`lcw_tests::binary::locate`]) and a throwaway PostgreSQL cluster
 //! ([`lcw_tests::postgres::PgCluster`]): `lcw replicate` copies it, `lcw verify --replica` proves
 //! it equal, then names the table of one changed row; every analyst view answers; a replica of
-//! another chain is refused; the password of the URL never shows.
+//! another chain is refused; the password of the URL never shows. And `lcw replicate` following
+//! a store indexed live through reorgs, killed and restarted meanwhile, ends equal to it.
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Child, Output};
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use alloy::providers::ext::AnvilApi;
+use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::anvil::{ReorgOptions, TransactionData};
+use alloy::sol_types::SolCall;
+use lcw_schema::bindings::JobRegistry;
+use lcw_schema::profile::Role;
+use lcw_tests::indexing::Follower;
+use lcw_tests::parties::{ack_and_complete, submit};
+use lcw_tests::{b256, send};
 
 use lcw_contracts::simulate::{self, SimulateOptions, plan::Shares};
 use lcw_schema::store::{Identity, Store};
 use lcw_schema::suite::Suite;
 use lcw_tests::TestNet;
+
+use crate::indexer::{head, two_workers};
 use lcw_tests::indexing;
 use lcw_tests::postgres::PgCluster;
 
@@ -78,7 +93,7 @@ async fn replicate_copies_the_store_and_verify_names_what_differs() {
     let secret = pg.password().to_owned();
 
     // The copy.
-    let out = lcw(&["replicate", "--to", &url, "--db", db_arg]);
+    let out = lcw(&["replicate", "--once", "--to", &url, "--db", db_arg]);
     let (stdout, stderr) = text(&out, &secret);
     assert!(out.status.success(), "lcw replicate failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("copied") && stdout.contains("rows/s"), "{stdout}");
@@ -133,8 +148,11 @@ async fn replicate_copies_the_store_and_verify_names_what_differs() {
     assert!(stdout.lines().any(|l| l.starts_with("jobs ") && l.ends_with("DIFFERS")), "{stdout}");
     assert_eq!(stdout.matches("DIFFERS").count(), 1, "only jobs differs: {stdout}");
 
-    // Copying again repairs it.
-    assert!(lcw(&["replicate", "--to", &url, "--db", db_arg]).status.success());
+    // Catching up leaves it: no entry names the row. Copying whole repairs it.
+    let out = lcw(&["replicate", "--once", "--to", &url, "--db", db_arg]);
+    assert!(out.status.success() && out.stdout.is_empty(), "nothing to catch up: {out:?}");
+    assert!(!lcw(&["verify", "--replica", &url, "--db", db_arg]).status.success());
+    assert!(lcw(&["replicate", "--once", "--copy", "--to", &url, "--db", db_arg]).status.success());
     assert!(lcw(&["verify", "--replica", &url, "--db", db_arg]).status.success());
 
     // A store of another chain is refused, saying what differs and what to do.
@@ -142,7 +160,7 @@ async fn replicate_copies_the_store_and_verify_names_what_differs() {
     let mut identity = Identity::of(net.profile());
     identity.chain_id = 8200;
     drop(Store::open(&other, &identity).unwrap());
-    let out = lcw(&["replicate", "--to", &url, "--db", other.to_str().unwrap()]);
+    let out = lcw(&["replicate", "--once", "--to", &url, "--db", other.to_str().unwrap()]);
     let (stdout, stderr) = text(&out, &secret);
     assert!(!out.status.success(), "{stdout}");
     assert!(stderr.contains("chain id 31337 here, 8200 in the store"), "{stderr}");
@@ -163,4 +181,136 @@ fn lcw_replica_views() -> [&'static str; 8] {
         "v_undecodable_logs",
         "v_session_requests",
     ]
+}
+
+/// `lcw replicate` following `db` into `url` in the background, its output appended to `log`.
+fn follow(db: &Path, url: &str, log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    lcw_tests::binary::lcw(lcw_tests::binary::locate())
+        .args(["replicate", "--to", url, "--db", db.to_str().unwrap(), "--poll-ms", "50"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("lcw replicate starts")
+}
+
+/// Whether the replica's cursor reaches the store's within `timeout`.
+async fn replica_reaches_store(url: &str, db: &Path, timeout: Duration) -> bool {
+    lcw_tests::wait_until(timeout, || async {
+        let Some((n, h)) = lcw_tests::indexing::cursor(db) else { return false };
+        let got = on_replica(
+            url,
+            vec!["SELECT block_number::text || ':' || encode(block_hash, 'hex') FROM replica_cursor".into()],
+        )
+        .await;
+        got[0].as_deref() == Some(format!("{n}:{}", alloy::hex::encode(h)).as_str())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicate_follows_live_indexing_through_reorgs_and_kills_and_ends_equal() {
+    let net = TestNet::start().await;
+    let (workers, sessions) = two_workers(&net).await;
+    let first = submit(&net, &sessions[0], b256(1)).await;
+    ack_and_complete(&net, &workers[0], first).await;
+    let db = net.dir.path().join("live.db");
+    let follower = Follower::start(net.profile(), &db);
+    let (n, h) = head(&net).await;
+    assert!(lcw_tests::indexing::wait_for(&db, n, h, Duration::from_secs(30)).await, "backfilled");
+
+    let pg = PgCluster::start();
+    let url = pg.create_database("follow");
+    let log = net.dir.path().join("replicate.log");
+    let mut replicate = follow(&db, &url, &log);
+    // Kill points vary from run to run; the seed is printed to replay one.
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("kill seed {seed}");
+    let mut random = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+
+    let jr_addr = net.profile().contracts.job_registry;
+    let consumer1 = net.profile().accounts_with(Role::Consumer).nth(1).unwrap().address;
+    let keeper = net.profile().account(Role::Keeper).unwrap().address;
+    let mut completed = vec![first];
+    let mut kills = 0;
+    for depth in 1..=5u64 {
+        let job = submit(&net, &sessions[0], b256(10 + depth as u8)).await;
+        ack_and_complete(&net, &workers[0], job).await;
+        completed.push(job);
+        for _ in 0..depth {
+            submit(&net, &sessions[1], b256(100 + depth as u8)).await;
+        }
+        if depth > 1 {
+            net.advance(61).await;
+            let jr = JobRegistry::new(jr_addr, &workers[0].provider);
+            send!(jr.releaseJobs(vec![completed[0]]));
+        }
+        if depth % 2 == 1 {
+            // kill -9 while the indexer commits, at a random moment; restarted, it resumes.
+            tokio::time::sleep(Duration::from_millis(random(400))).await;
+            replicate.kill().unwrap();
+            replicate.wait().unwrap();
+            kills += 1;
+            replicate = follow(&db, &url, &log);
+        }
+        let (n, h) = head(&net).await;
+        assert!(
+            lcw_tests::indexing::wait_for(&db, n, h, Duration::from_secs(30)).await,
+            "caught up before reorg {depth}"
+        );
+        let submit_other = JobRegistry::submitJobCall { sessionId: sessions[1].id, blobHash: b256(200 + depth as u8) };
+        let mut txs = vec![(
+            TransactionData::JSON(
+                TransactionRequest::default().from(consumer1).to(jr_addr).input(submit_other.abi_encode().into()),
+            ),
+            0,
+        )];
+        if depth >= 3 {
+            let timeout = JobRegistry::claimTimeoutCall { jobId: U256::from(2) };
+            txs.push((
+                TransactionData::JSON(
+                    TransactionRequest::default().from(keeper).to(jr_addr).input(timeout.abi_encode().into()),
+                ),
+                depth - 1,
+            ));
+        }
+        net.provider().anvil_reorg(ReorgOptions { depth, tx_block_pairs: txs }).await.expect("anvil_reorg");
+        net.provider().anvil_mine(Some(1), None).await.unwrap();
+        let (n, h) = head(&net).await;
+        assert!(
+            lcw_tests::indexing::wait_for(&db, n, h, Duration::from_secs(30)).await,
+            "followed reorg of depth {depth}"
+        );
+        if depth == 4 {
+            // One kill right after the reorg, while the follower may be applying the unwind.
+            tokio::time::sleep(Duration::from_millis(random(200))).await;
+            replicate.kill().unwrap();
+            replicate.wait().unwrap();
+            kills += 1;
+            replicate = follow(&db, &url, &log);
+        }
+    }
+    let summary = follower.finish().await;
+    assert!(summary.reorgs >= 5, "{summary:?}");
+
+    assert!(replica_reaches_store(&url, &db, Duration::from_secs(30)).await, "the replica caught up");
+    // SIGTERM stops it cleanly.
+    let term = std::process::Command::new("kill").args(["-TERM", &replicate.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = replicate.wait().unwrap();
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "lcw replicate stopped with {status}:\n{output}");
+    assert_eq!(kills, 4);
+    assert!(output.contains("caught up") && output.contains("blocks behind"), "{output}");
+    assert!(output.matches("copied ").count() >= 1, "the first run copied: {output}");
+
+    let out = lcw(&["verify", "--replica", &url, "--db", db.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out, pg.password());
+    assert!(out.status.success(), "lcw verify --replica failed:\n{stdout}\n{stderr}\n{output}");
+    assert!(stdout.contains("equals the store") && !stdout.contains("DIFFERS"), "{stdout}");
 }
