@@ -53,38 +53,46 @@ pub fn put(
 }
 
 /// A job of the worker's that timed out before it was acked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Missed {
     /// Job id.
     pub job_id: u64,
     /// Unix seconds of its submission block.
     pub submitted_at: u64,
-    /// Its ack deadline (unix s).
-    pub deadline: u64,
+    /// Its ack deadline (unix s): the submission plus the ack timeout in force at its block
+    /// (the indexer clears the job's deadline column once it times out). None when the store
+    /// never saw the ack timeout.
+    pub deadline: Option<u64>,
     /// The block of its `JobTimedOut`.
     pub timed_out_block: u64,
 }
 
-/// Jobs of `worker` that timed out in a block above `after_block`, never acked, whose ack
-/// deadline is at or before `before` (unix s), and with no refusal recorded: jobs no running
-/// worker saw before their ack deadline. Oldest timeout first.
-pub fn missed(conn: &Connection, worker: Address, after_block: u64, before: u64) -> StoreResult<Vec<Missed>> {
+/// Jobs of `worker` that timed out in a block above `after_block`, never acked, and with no
+/// refusal recorded, oldest timeout first: the caller tells whether lcw was not running at the
+/// deadline or the store showed the job too late.
+pub fn missed(conn: &Connection, worker: Address, after_block: u64) -> StoreResult<Vec<Missed>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT j.job_id, j.submitted_at, j.deadline, j.timed_out_block FROM jobs j
+        "SELECT j.job_id, j.submitted_block, j.submitted_at, j.timed_out_block FROM jobs j
          WHERE j.worker = ?1 AND j.timed_out_block > ?2 AND j.acknowledged_block IS NULL
-           AND j.deadline <= ?3
            AND NOT EXISTS (SELECT 1 FROM worker_refusals r WHERE r.worker = j.worker AND r.job_id = j.job_id)
          ORDER BY j.timed_out_block, j.job_id",
     )?;
-    let rows = stmt.query_map(params![worker.as_slice(), after_block as i64, before as i64], |r| {
-        Ok(Missed {
-            job_id: r.get::<_, i64>(0)? as u64,
-            submitted_at: r.get::<_, i64>(1)? as u64,
-            deadline: r.get::<_, i64>(2)? as u64,
-            timed_out_block: r.get::<_, i64>(3)? as u64,
+    let rows = stmt
+        .query_map(params![worker.as_slice(), after_block.min(i64::MAX as u64) as i64], |r| {
+            Ok((col::get::<u64>(r, 0)?, col::get::<u64>(r, 1)?, col::get::<u64>(r, 2)?, col::get::<u64>(r, 3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(job_id, block, submitted_at, timed_out_block)| {
+            let timeout = super::ledger::config_u64_as_of(conn, "ackTimeout", block)?;
+            Ok(Missed {
+                job_id,
+                submitted_at,
+                deadline: timeout.map(|t| submitted_at.saturating_add(t)),
+                timed_out_block,
+            })
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        .collect()
 }
 
 impl Refusal {
@@ -180,27 +188,38 @@ mod tests {
     }
 
     #[test]
-    fn missed_jobs_are_the_unacked_timeouts_with_no_refusal_before_a_time() {
+    fn missed_jobs_are_the_unacked_timeouts_with_no_refusal_and_their_ack_deadline() {
         let (_dir, conn) = store();
         let (w, other) = (Address::repeat_byte(7), Address::repeat_byte(8));
-        // job, worker, acked, deadline, timed out in block
-        let jobs: [(u64, Address, bool, u64, Option<u64>); 6] = [
-            (1, w, false, 1_000, Some(20)), // missed
-            (2, w, true, 1_000, Some(21)),  // acked: timed out at completion
-            (3, w, false, 1_000, None),     // still open
-            (4, other, false, 1_000, Some(22)),
-            (5, w, false, 2_000, Some(23)), // deadline after `before`
-            (6, w, false, 1_000, Some(24)), // refused already
+        // The ack timeout as the chain set it: 20 s from block 1, 50 s from block 40.
+        for (block, value) in [(1, "20"), (40, "50")] {
+            conn.execute(
+                "INSERT INTO config_history (block_number, log_index, param, value, block_timestamp)
+                 VALUES (?1, 0, 'ackTimeout', ?2, 0)",
+                params![block, value],
+            )
+            .unwrap();
+        }
+        // As the indexer leaves them: a timed-out job's deadline column is cleared.
+        // job, worker, acked, submitted in block, at, timed out in block
+        let jobs: [(u64, Address, bool, u64, u64, Option<u64>); 6] = [
+            (1, w, false, 10, 980, Some(20)), // missed
+            (2, w, true, 10, 980, Some(21)),  // acked: timed out at completion
+            (3, w, false, 10, 980, None),     // still open
+            (4, other, false, 10, 980, Some(22)),
+            (5, w, false, 45, 2_000, Some(60)), // missed, under the later timeout
+            (6, w, false, 10, 980, Some(24)),   // refused already
         ];
-        for (job, worker, acked, deadline, timed_out) in jobs {
+        for (job, worker, acked, block, at, timed_out) in jobs {
             conn.execute(
                 "INSERT INTO jobs (job_id, session_id, worker, state, deadline, submitted_block, submitted_at,
                      submit_tx, acknowledged_block, timed_out_block, updated_block)
-                 VALUES (?1, 1, ?2, 'SUBMITTED', ?3, 10, 980, x'00', ?4, ?5, 30)",
+                 VALUES (?1, 1, ?2, 'TIMED_OUT', NULL, ?3, ?4, x'00', ?5, ?6, 30)",
                 params![
                     job as i64,
                     worker.as_slice(),
-                    deadline as i64,
+                    block as i64,
+                    at as i64,
                     acked.then_some(12i64),
                     timed_out.map(|b| b as i64)
                 ],
@@ -208,9 +227,14 @@ mod tests {
             .unwrap();
         }
         put(&conn, w, 6, "llm", "the LLM server is down", false, false).unwrap();
-        let m = missed(&conn, w, 0, 1_500).unwrap();
-        assert_eq!(m, vec![Missed { job_id: 1, submitted_at: 980, deadline: 1_000, timed_out_block: 20 }]);
-        assert!(missed(&conn, w, 20, 1_500).unwrap().is_empty(), "only timeouts above the block given");
-        assert_eq!(missed(&conn, w, 0, 5_000).unwrap().iter().map(|m| m.job_id).collect::<Vec<_>>(), [1, 5]);
+        let m = missed(&conn, w, 0).unwrap();
+        assert_eq!(
+            m,
+            vec![
+                Missed { job_id: 1, submitted_at: 980, deadline: Some(1_000), timed_out_block: 20 },
+                Missed { job_id: 5, submitted_at: 2_000, deadline: Some(2_050), timed_out_block: 60 },
+            ]
+        );
+        assert_eq!(missed(&conn, w, 20).unwrap().iter().map(|m| m.job_id).collect::<Vec<_>>(), [5]);
     }
 }

@@ -356,27 +356,52 @@ impl Worker {
     }
 
     /// Records why the jobs that timed out unacked before this process could see them were
-    /// missed: their ack deadline passed before it started (lcw was not running). Without it such
-    /// a job would have no reason at all.
+    /// missed: their ack deadline passed before it started (`offline`: lcw was not running), or
+    /// while it ran but before the store showed the job (`node`: the node or the indexer reading
+    /// it was behind). A job this process saw is left alone: whatever kept it from an ack is
+    /// recorded where it happened, or nowhere if lcw itself failed. Without this such a job would
+    /// have no reason at all.
     fn record_missed(&mut self, started: f64) {
-        let missed = match refusals::missed(&self.conn, self.me, self.missed_checked, started as u64) {
+        let missed = match refusals::missed(&self.conn, self.me, self.missed_checked) {
             Ok(m) => m,
             Err(e) => return tracing::warn!(error = %e, "reading the jobs that timed out failed"),
         };
         let Some(last) = missed.last() else { return };
         self.missed_checked = last.timed_out_block;
-        for m in &missed {
-            let why = format!(
-                "its ack deadline ({}) passed while lcw was not running: it started {:.0} s after the job's submission",
-                m.deadline,
-                started - m.submitted_at as f64
-            );
-            if let Err(e) = refusals::put(&self.conn, self.me, m.job_id, "offline", &why, true, false) {
+        let (mut offline, mut late) = (Vec::new(), Vec::new());
+        for m in missed.iter().filter(|m| !self.first_seen.contains_key(&m.job_id)) {
+            let (step, why) = match m.deadline {
+                Some(deadline) if deadline as f64 <= started => (
+                    "offline",
+                    format!(
+                        "its ack deadline ({deadline}) passed while lcw was not running: it started {:.0} s after \
+                         the job's submission",
+                        started - m.submitted_at as f64
+                    ),
+                ),
+                _ => (
+                    "node",
+                    format!(
+                        "the store showed it only once it had timed out (block {}): the node or the indexer \
+                         reading it was behind",
+                        m.timed_out_block
+                    ),
+                ),
+            };
+            if let Err(e) = refusals::put(&self.conn, self.me, m.job_id, step, &why, true, false) {
                 tracing::warn!(job = m.job_id, error = %e, "recording the refusal failed");
             }
+            if step == "offline" { offline.push(m.job_id) } else { late.push(m.job_id) }
         }
-        let jobs: Vec<u64> = missed.iter().map(|m| m.job_id).collect();
-        tracing::warn!(?jobs, "jobs timed out unacked while lcw was not running (recorded, step offline)");
+        if !offline.is_empty() {
+            tracing::warn!(jobs = ?offline, "jobs timed out unacked while lcw was not running (recorded, step offline)");
+        }
+        if !late.is_empty() {
+            tracing::warn!(
+                jobs = ?late,
+                "jobs timed out unacked before the store showed them (recorded, step node)"
+            );
+        }
     }
 
     /// Sortition: once per (head, indexed block), after the jobs owed have been looked after.
