@@ -26,7 +26,7 @@ use rusqlite::types::ValueRef;
 use crate::copy::{CopyIn, copy_table, row_values, set_cursor};
 use crate::tables::{Column, TABLES, Table};
 use crate::value::Value;
-use crate::{CopyReport, Replica, ReplicaCursor, ReplicaResult, pg};
+use crate::{CopyReport, Replica, ReplicaCursor, ReplicaError, ReplicaResult, pg};
 
 /// Entries read per query.
 const PAGE: usize = 500;
@@ -289,15 +289,22 @@ fn apply_keyed(
     }
     // Where each replica column sits in the change log's column order. Both describe the same
     // store table; `tables::tests` holds every description to the store's schema.
-    let positions: Vec<usize> = table
+    let missing = |what: String| ReplicaError::Layout { table: table.name, what };
+    let positions = table
         .columns
         .iter()
-        .map(|c| def.columns.iter().position(|d| *d == c.name).expect("keyed tables have the replica's columns"))
-        .collect();
-    let key_columns: Vec<Column> =
-        table.key.iter().map(|k| *table.column(k).expect("a key names a column of its table")).collect();
-    let key_positions: Vec<usize> =
-        table.key.iter().map(|k| def.keys.iter().position(|d| d == k).expect("same primary key")).collect();
+        .map(|c| def.columns.iter().position(|d| *d == c.name).ok_or_else(|| missing(format!("column {}", c.name))))
+        .collect::<ReplicaResult<Vec<usize>>>()?;
+    let key_columns = table
+        .key
+        .iter()
+        .map(|k| table.column(k).copied().ok_or_else(|| missing(format!("key column {k}"))))
+        .collect::<ReplicaResult<Vec<Column>>>()?;
+    let key_positions = table
+        .key
+        .iter()
+        .map(|k| def.keys.iter().position(|d| d == k).ok_or_else(|| missing(format!("key {k}"))))
+        .collect::<ReplicaResult<Vec<usize>>>()?;
     let shown = |k: &RowKey| format!("{:?}", k.key);
 
     let gone = stage_table(tx, table, &key_columns)?;

@@ -127,6 +127,18 @@ pub enum ReplicaError {
         /// What its kind allows.
         expected: &'static str,
     },
+    /// The change log describes a keyed table otherwise than the replica does: this build of
+    /// lcw is inconsistent (its tests hold both descriptions to the store's schema).
+    #[error(
+        "table {table}: {what} in the store's change log but not in the replica's description; this lcw was built \
+         from mismatched sources: rebuild it, or report it"
+    )]
+    Layout {
+        /// The table.
+        table: &'static str,
+        /// What is missing.
+        what: String,
+    },
     /// A value read back from the replica is not one the replica writes.
     #[error("replica table {table}: column {column} holds {found}, which lcw never writes; the replica was edited")]
     Foreign {

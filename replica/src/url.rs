@@ -20,13 +20,13 @@ impl ReplicaUrl {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(ReplicaError::Url {
                 url: shown,
-                reason: "expected postgres://user:password@host:port/database",
+                reason: "give a PostgreSQL URL: postgres:// (or postgresql://) with user, password, host, port and database",
             });
         }
         // The parser's own message may quote the text it failed on, password included.
         let config = url.parse::<postgres::Config>().map_err(|_| ReplicaError::Url {
             url: shown.clone(),
-            reason: "not a valid PostgreSQL URL (postgres://user:password@host:port/database)",
+            reason: "not a valid PostgreSQL URL: give postgres:// with user, password, host, port and database",
         })?;
         Ok(ReplicaUrl { config, shown })
     }
