@@ -129,52 +129,64 @@ pub(crate) async fn two_workers(net: &TestNet) -> (Vec<lcw_tests::parties::Worke
     (workers, sessions)
 }
 
+/// Makes the blocks a reorg of `depth` will replace: a job of the first session acked and
+/// completed (pushed to `completed`), `depth` submissions to the second session and, from depth
+/// 2 on, the release of the oldest completed job past its window. The first job's blob hash is
+/// `first_blob + depth`, so that callers keep their jobs apart.
+pub(crate) async fn blocks_to_replace(
+    net: &TestNet,
+    workers: &[lcw_tests::parties::Worker],
+    sessions: &[lcw_tests::parties::Session],
+    completed: &mut Vec<U256>,
+    depth: u64,
+    first_blob: u8,
+) {
+    let job = submit(net, &sessions[0], b256(first_blob + depth as u8)).await;
+    ack_and_complete(net, &workers[0], job).await;
+    completed.push(job);
+    for _ in 0..depth {
+        submit(net, &sessions[1], b256(100 + depth as u8)).await;
+    }
+    if depth > 1 {
+        net.advance(61).await;
+        let jr = JobRegistry::new(net.profile().contracts.job_registry, &workers[0].provider);
+        send!(jr.releaseJobs(vec![completed[0]]));
+    }
+}
+
+/// Replaces the last `depth` blocks with another branch holding another consumer's job and,
+/// from depth 3 on, a keeper timing out job 2; mines one block on it.
+pub(crate) async fn reorg_to_other_branch(net: &TestNet, sessions: &[lcw_tests::parties::Session], depth: u64) {
+    let jr_addr = net.profile().contracts.job_registry;
+    let consumer1 = net.profile().accounts_with(Role::Consumer).nth(1).unwrap().address;
+    let keeper = net.profile().account(Role::Keeper).unwrap().address;
+    let call = |from, input: Vec<u8>| {
+        TransactionData::JSON(TransactionRequest::default().from(from).to(jr_addr).input(input.into()))
+    };
+    let submit_other = JobRegistry::submitJobCall { sessionId: sessions[1].id, blobHash: b256(200 + depth as u8) };
+    let mut txs = vec![(call(consumer1, submit_other.abi_encode()), 0)];
+    if depth >= 3 {
+        let timeout = JobRegistry::claimTimeoutCall { jobId: U256::from(2) };
+        txs.push((call(keeper, timeout.abi_encode()), depth - 1));
+    }
+    net.provider().anvil_reorg(ReorgOptions { depth, tx_block_pairs: txs }).await.expect("anvil_reorg");
+    net.provider().anvil_mine(Some(1), None).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorgs_of_depth_1_to_10_leave_the_store_equal_to_a_fresh_index() {
     let net = TestNet::start().await;
     let (workers, sessions) = two_workers(&net).await;
     let db = net.dir.path().join("live.db");
     let follower = Follower::start(net.profile(), &db);
-    let jr_addr = net.profile().contracts.job_registry;
-    let consumer1 = net.profile().accounts_with(Role::Consumer).nth(1).unwrap().address;
-    let keeper = net.profile().account(Role::Keeper).unwrap().address;
     let mut completed = Vec::new();
     for depth in 1..=10u64 {
         // Blocks that the reorg will replace: submissions, acks, completions, a release.
-        let job = submit(&net, &sessions[0], b256(depth as u8)).await;
-        ack_and_complete(&net, &workers[0], job).await;
-        completed.push(job);
-        for _ in 0..depth {
-            submit(&net, &sessions[1], b256(100 + depth as u8)).await;
-        }
-        if depth > 1 {
-            // Release an older job (past its window) in the blocks about to be replaced.
-            net.advance(61).await;
-            let jr = JobRegistry::new(jr_addr, &workers[0].provider);
-            send!(jr.releaseJobs(vec![completed[0]]));
-        }
+        blocks_to_replace(&net, &workers, &sessions, &mut completed, depth, 0).await;
         let (n, h) = head(&net).await;
         assert!(indexing::wait_for(&db, n, h, Duration::from_secs(30)).await, "caught up before reorg {depth}");
-
         // Replace the last `depth` blocks: another consumer's job, and a keeper timing out a job.
-        let submit_other = JobRegistry::submitJobCall { sessionId: sessions[1].id, blobHash: b256(200 + depth as u8) };
-        let mut txs = vec![(
-            TransactionData::JSON(
-                TransactionRequest::default().from(consumer1).to(jr_addr).input(submit_other.abi_encode().into()),
-            ),
-            0,
-        )];
-        if depth >= 3 {
-            let timeout = JobRegistry::claimTimeoutCall { jobId: U256::from(2) };
-            txs.push((
-                TransactionData::JSON(
-                    TransactionRequest::default().from(keeper).to(jr_addr).input(timeout.abi_encode().into()),
-                ),
-                depth - 1,
-            ));
-        }
-        net.provider().anvil_reorg(ReorgOptions { depth, tx_block_pairs: txs }).await.expect("anvil_reorg");
-        net.provider().anvil_mine(Some(1), None).await.unwrap();
+        reorg_to_other_branch(&net, &sessions, depth).await;
         let (n, h) = head(&net).await;
         assert!(indexing::wait_for(&db, n, h, Duration::from_secs(30)).await, "followed reorg of depth {depth}");
     }

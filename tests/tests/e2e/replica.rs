@@ -9,23 +9,16 @@ use std::path::Path;
 use std::process::{Child, Output};
 use std::time::Duration;
 
-use alloy::primitives::U256;
-use alloy::providers::ext::AnvilApi;
-use alloy::rpc::types::TransactionRequest;
-use alloy::rpc::types::anvil::{ReorgOptions, TransactionData};
-use alloy::sol_types::SolCall;
-use lcw_schema::bindings::JobRegistry;
-use lcw_schema::profile::Role;
+use lcw_tests::b256;
 use lcw_tests::indexing::Follower;
 use lcw_tests::parties::{ack_and_complete, submit};
-use lcw_tests::{b256, send};
 
 use lcw_contracts::simulate::{self, SimulateOptions, plan::Shares};
 use lcw_schema::store::{Identity, Store};
 use lcw_schema::suite::Suite;
 use lcw_tests::TestNet;
 
-use crate::indexer::{head, two_workers};
+use crate::indexer::{blocks_to_replace, head, reorg_to_other_branch, two_workers};
 use lcw_tests::indexing;
 use lcw_tests::postgres::PgCluster;
 
@@ -233,23 +226,10 @@ async fn replicate_follows_live_indexing_through_reorgs_and_kills_and_ends_equal
         seed % below
     };
 
-    let jr_addr = net.profile().contracts.job_registry;
-    let consumer1 = net.profile().accounts_with(Role::Consumer).nth(1).unwrap().address;
-    let keeper = net.profile().account(Role::Keeper).unwrap().address;
     let mut completed = vec![first];
     let mut kills = 0;
     for depth in 1..=5u64 {
-        let job = submit(&net, &sessions[0], b256(10 + depth as u8)).await;
-        ack_and_complete(&net, &workers[0], job).await;
-        completed.push(job);
-        for _ in 0..depth {
-            submit(&net, &sessions[1], b256(100 + depth as u8)).await;
-        }
-        if depth > 1 {
-            net.advance(61).await;
-            let jr = JobRegistry::new(jr_addr, &workers[0].provider);
-            send!(jr.releaseJobs(vec![completed[0]]));
-        }
+        blocks_to_replace(&net, &workers, &sessions, &mut completed, depth, 10).await;
         if depth % 2 == 1 {
             // kill -9 while the indexer commits, at a random moment; restarted, it resumes.
             tokio::time::sleep(Duration::from_millis(random(400))).await;
@@ -263,24 +243,7 @@ async fn replicate_follows_live_indexing_through_reorgs_and_kills_and_ends_equal
             lcw_tests::indexing::wait_for(&db, n, h, Duration::from_secs(30)).await,
             "caught up before reorg {depth}"
         );
-        let submit_other = JobRegistry::submitJobCall { sessionId: sessions[1].id, blobHash: b256(200 + depth as u8) };
-        let mut txs = vec![(
-            TransactionData::JSON(
-                TransactionRequest::default().from(consumer1).to(jr_addr).input(submit_other.abi_encode().into()),
-            ),
-            0,
-        )];
-        if depth >= 3 {
-            let timeout = JobRegistry::claimTimeoutCall { jobId: U256::from(2) };
-            txs.push((
-                TransactionData::JSON(
-                    TransactionRequest::default().from(keeper).to(jr_addr).input(timeout.abi_encode().into()),
-                ),
-                depth - 1,
-            ));
-        }
-        net.provider().anvil_reorg(ReorgOptions { depth, tx_block_pairs: txs }).await.expect("anvil_reorg");
-        net.provider().anvil_mine(Some(1), None).await.unwrap();
+        reorg_to_other_branch(&net, &sessions, depth).await;
         let (n, h) = head(&net).await;
         assert!(
             lcw_tests::indexing::wait_for(&db, n, h, Duration::from_secs(30)).await,

@@ -9,23 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use alloy::primitives::U256;
-use alloy::providers::ext::AnvilApi;
-use alloy::rpc::types::TransactionRequest;
-use alloy::rpc::types::anvil::{ReorgOptions, TransactionData};
-use alloy::sol_types::SolCall;
-use lcw_schema::bindings::JobRegistry;
-use lcw_schema::profile::Role;
 use lcw_schema::store::Store;
 use lcw_schema::store::changes::{self, Change, ChangeKind, Since};
 use lcw_schema::store::ledger::LEDGER_TABLES;
 use lcw_schema::store::raw::Cursor;
 use lcw_tests::indexing::{self, Follower};
 use lcw_tests::parties::{ack_and_complete, submit};
-use lcw_tests::{TestNet, b256, send};
+use lcw_tests::{TestNet, b256};
 use rusqlite::types::Value;
 
-use super::{head, two_workers};
+use super::{blocks_to_replace, head, reorg_to_other_branch, two_workers};
 
 /// A row of a keyed table by (table, key), or of a ledger by (table, whole row).
 type RowId = (&'static str, String);
@@ -185,42 +178,12 @@ async fn change_log_names_every_row_changed_by_backfill_live_blocks_reorgs_and_r
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch(db.clone(), stop.clone());
     let follower = Follower::start(net.profile(), &db);
-    let jr_addr = net.profile().contracts.job_registry;
-    let consumer1 = net.profile().accounts_with(Role::Consumer).nth(1).unwrap().address;
-    let keeper = net.profile().account(Role::Keeper).unwrap().address;
     let mut completed = vec![first];
     for depth in 1..=5u64 {
-        let job = submit(&net, &sessions[0], b256(10 + depth as u8)).await;
-        ack_and_complete(&net, &workers[0], job).await;
-        completed.push(job);
-        for _ in 0..depth {
-            submit(&net, &sessions[1], b256(100 + depth as u8)).await;
-        }
-        if depth > 1 {
-            net.advance(61).await;
-            let jr = JobRegistry::new(jr_addr, &workers[0].provider);
-            send!(jr.releaseJobs(vec![completed[0]]));
-        }
+        blocks_to_replace(&net, &workers, &sessions, &mut completed, depth, 10).await;
         let (n, h) = head(&net).await;
         assert!(indexing::wait_for(&db, n, h, Duration::from_secs(30)).await, "caught up before reorg {depth}");
-        let submit_other = JobRegistry::submitJobCall { sessionId: sessions[1].id, blobHash: b256(200 + depth as u8) };
-        let mut txs = vec![(
-            TransactionData::JSON(
-                TransactionRequest::default().from(consumer1).to(jr_addr).input(submit_other.abi_encode().into()),
-            ),
-            0,
-        )];
-        if depth >= 3 {
-            let timeout = JobRegistry::claimTimeoutCall { jobId: U256::from(2) };
-            txs.push((
-                TransactionData::JSON(
-                    TransactionRequest::default().from(keeper).to(jr_addr).input(timeout.abi_encode().into()),
-                ),
-                depth - 1,
-            ));
-        }
-        net.provider().anvil_reorg(ReorgOptions { depth, tx_block_pairs: txs }).await.expect("anvil_reorg");
-        net.provider().anvil_mine(Some(1), None).await.unwrap();
+        reorg_to_other_branch(&net, &sessions, depth).await;
         let (n, h) = head(&net).await;
         assert!(indexing::wait_for(&db, n, h, Duration::from_secs(30)).await, "followed reorg of depth {depth}");
     }
