@@ -55,14 +55,20 @@ pub fn redact(url: &str) -> String {
         // Not a URL: nothing tells which part is secret, so none of it is shown.
         return "(a connection string that is not a postgres:// URL)".to_owned();
     };
+    // As the client reads it: the user part runs to the first `@`, whatever it holds (a
+    // password may contain `/`, `?` or `#`), and the host to the next `/`, `?` or `#`.
+    let (userinfo, rest) = match rest.split_once('@') {
+        Some((userinfo, rest)) => (Some(userinfo), rest),
+        None => (None, rest),
+    };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
+    let (host, tail) = rest.split_at(authority_end);
+    let authority = match userinfo {
+        Some(userinfo) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
             None => format!("{userinfo}@{host}"),
         },
-        None => authority.to_owned(),
+        None => host.to_owned(),
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
@@ -91,6 +97,15 @@ mod tests {
         assert_eq!(redact("postgres://h/db?user=a&password=s3cret"), "postgres://h/db?user=a&password=***");
         assert_eq!(redact("postgres://a:b:c@h/db"), "postgres://a:***@h/db");
         assert!(!redact("host=h password=s3cret").contains("s3cret"));
+        // The client takes everything up to the first `@` as the user part, `/`, `?` and `#`
+        // included (a base64 password), and so must the redaction.
+        assert_eq!(redact("postgres://lcw:ab/cd@h/db"), "postgres://lcw:***@h/db");
+        assert_eq!(redact("postgres://lcw:p?ss#x@h/db?sslmode=disable"), "postgres://lcw:***@h/db?sslmode=disable");
+        for url in ["postgres://lcw:ab/cd@127.0.0.1/db", "postgres://lcw:p?ss@127.0.0.1/db"] {
+            let parsed = ReplicaUrl::parse(url).unwrap();
+            assert_eq!(parsed.config().get_password(), Some(&url[15..url.find("@127").unwrap()].as_bytes()[..]));
+            assert!(!format!("{parsed} {parsed:?}").contains(&url[15..url.find("@127").unwrap()]), "{parsed}");
+        }
         let url = ReplicaUrl::parse("postgres://lcw:s3cret@127.0.0.1:5432/lcw").unwrap();
         assert!(!format!("{url} {url:?}").contains("s3cret"));
         let err = ReplicaUrl::parse("mysql://lcw:s3cret@h/db").unwrap_err().to_string();
