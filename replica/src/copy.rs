@@ -72,8 +72,10 @@ impl Replica {
         let seq = changes::last_seq(snapshot)?;
 
         let mut tx = self.client.transaction().map_err(pg("starting the copy"))?;
-        let all: Vec<String> = TABLES.iter().map(|t| format!("\"{}\"", t.name)).collect();
-        tx.batch_execute(&format!("TRUNCATE {}, replica_cursor", all.join(", "))).map_err(pg("emptying the tables"))?;
+        // DELETE, not TRUNCATE: TRUNCATE would lock readers out for the whole copy, where a
+        // delete lets them go on reading the previous copy until the commit.
+        let all: String = TABLES.iter().map(|t| format!("DELETE FROM \"{}\"; ", t.name)).collect();
+        tx.batch_execute(&format!("{all}DELETE FROM replica_cursor")).map_err(pg("emptying the tables"))?;
         let mut counts = Vec::with_capacity(TABLES.len());
         for table in TABLES {
             let rows = copy_table(&mut tx, snapshot, table)?;

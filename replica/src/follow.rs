@@ -32,7 +32,7 @@ use crate::{CopyReport, Replica, ReplicaCursor, ReplicaError, ReplicaResult, pg}
 const PAGE: usize = 500;
 /// Entries applied per call at most, so that a replica far behind catches up in bounded
 /// transactions; the next call continues from the last one applied.
-const MAX_ENTRIES: usize = 10_000;
+pub(crate) const MAX_ENTRIES: usize = 10_000;
 
 /// Why a call copied the store whole rather than applying entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,13 @@ pub enum Recopy {
     /// An entry replaced every projection (`lcw replay --write`).
     Replaced {
         /// That entry.
+        seq: u64,
+    },
+    /// The store's entry at the replica's position names another block than the replica
+    /// stands at: the store was made anew (or restored) and has since passed that position.
+    /// (The cursor after each commit is its entry's block: the change-log tests hold it.)
+    Diverged {
+        /// The replica's position.
         seq: u64,
     },
     /// The replica stands past the store's newest entry: the store was made anew.
@@ -70,6 +77,10 @@ impl std::fmt::Display for Recopy {
                  (the oldest kept is {oldest}): the replica was stopped longer than the log is kept"
             ),
             Recopy::Replaced { seq } => write!(f, "entry {seq} replaced every projection (lcw replay --write)"),
+            Recopy::Diverged { seq } => write!(
+                f,
+                "the store's change {seq} names another block than the replica stands at: the store was made anew"
+            ),
             Recopy::Ahead { seq, last } => {
                 write!(f, "the replica stands at change {seq}, past the store's newest {last}: the store was made anew")
             }
@@ -90,6 +101,9 @@ pub struct Applied {
     pub block_rows: u64,
     /// Set when the store was copied whole instead, with why.
     pub recopied: Option<(Recopy, CopyReport)>,
+    /// More entries wait than one call applies: the replica stands at the last entry applied,
+    /// behind the snapshot, and the next call goes on from there.
+    pub partial: bool,
     /// The store's cursor the replica now stands at.
     pub cursor: Option<Cursor>,
     /// The replica's change-log position now.
@@ -148,7 +162,15 @@ impl Replica {
             tracing::warn!(seq, last, "copying the store anew: the replica is past the store's change log");
             return recopy(self, Recopy::Ahead { seq, last }, behind);
         }
-        let entries = match read_entries(&snapshot, seq)? {
+        if let Since::Entries(at) = changes::since(&snapshot, seq.saturating_sub(1), 1)?
+            && let Some(at) = at.first().filter(|e| e.seq == seq)
+            && (at.to_block != mine.block_number as u64 || at.block_hash.as_slice() != mine.block_hash.as_slice())
+        {
+            let why = Recopy::Diverged { seq };
+            tracing::warn!(seq, "copying the store anew: {why}");
+            return recopy(self, why, behind);
+        }
+        let entries = match read_entries(&snapshot, seq, self.max_entries)? {
             Ok(entries) => entries,
             Err(oldest) => {
                 let why = Recopy::Pruned { seq, oldest };
@@ -165,12 +187,22 @@ impl Replica {
             return Ok(Applied { cursor, seq, lag_secs: lag(&cursor)?, ..Applied::default() });
         };
 
+        // Cut short, the replica claims the block of the last entry it applied, not the
+        // snapshot's: the projection rows of the later entries are not in it yet.
+        let partial = newest < last;
+        let claimed = match entries.last() {
+            Some(e) if partial => {
+                Some(Cursor { block_number: e.to_block, block_hash: e.block_hash, finalized_number: 0 })
+            }
+            _ => cursor,
+        };
         let mut applied = Applied {
             entries: entries.len() as u64,
             seq: newest,
             behind_blocks: behind,
-            cursor,
-            lag_secs: lag(&cursor)?,
+            cursor: claimed,
+            lag_secs: lag(&claimed)?,
+            partial,
             ..Applied::default()
         };
         let floor = lowest_block(&mine, &entries);
@@ -183,15 +215,18 @@ impl Replica {
                 let (up, del) = apply_keyed(&mut tx, table, &def, &keys, &rows)?;
                 applied.upserted += up;
                 applied.deleted += del;
-            } else if let Some(block) = table.block.filter(|_| !whole(table)) {
+            } else if let Some(block) = table.block {
                 applied.block_rows += copy_above(&mut tx, &snapshot, table, block, floor)?;
+            } else if partial && table.name == "cursor" {
+                // The store's cursor row is the snapshot's, past what a partial call applied;
+                // it is copied with the call that reaches the snapshot.
             } else {
                 tx.batch_execute(&format!("DELETE FROM \"{}\"", table.name))
                     .map_err(pg(format!("emptying {}", table.name)))?;
                 applied.block_rows += copy_table(&mut tx, &snapshot, table)?;
             }
         }
-        if let Some(c) = &cursor {
+        if let Some(c) = &claimed {
             set_cursor(&mut tx, c, newest)?;
         }
         tx.commit().map_err(pg("committing changes"))?;
@@ -200,13 +235,13 @@ impl Replica {
     }
 }
 
-/// The entries after `seq`, oldest first, at most [`MAX_ENTRIES`]; `Err(oldest)` when those
+/// The entries after `seq`, oldest first, at most `max`; `Err(oldest)` when those
 /// right after it were pruned.
-fn read_entries(snapshot: &rusqlite::Connection, seq: u64) -> ReplicaResult<Result<Vec<Change>, u64>> {
+fn read_entries(snapshot: &rusqlite::Connection, seq: u64, max: usize) -> ReplicaResult<Result<Vec<Change>, u64>> {
     let mut entries: Vec<Change> = Vec::new();
     let mut after = seq;
-    while entries.len() < MAX_ENTRIES {
-        match changes::since(snapshot, after, PAGE.min(MAX_ENTRIES - entries.len()))? {
+    while entries.len() < max {
+        match changes::since(snapshot, after, PAGE.min(max - entries.len()))? {
             Since::TooOld { oldest } => return Ok(Err(oldest)),
             Since::Entries(page) => {
                 let Some(last) = page.last().map(|e| e.seq) else { break };
@@ -216,12 +251,6 @@ fn read_entries(snapshot: &rusqlite::Connection, seq: u64) -> ReplicaResult<Resu
         }
     }
     Ok(Ok(entries))
-}
-
-/// Small tables replaced whole. `ranges` has a block column, but a live range's row is extended
-/// in place (its `to_block` grows), so its rows change below any block.
-fn whole(table: &Table) -> bool {
-    table.block.is_none() || table.name == "ranges"
 }
 
 /// The block above which rows tied to blocks may differ between the replica and the snapshot:

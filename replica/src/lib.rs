@@ -164,6 +164,8 @@ pub struct Replica {
     client: postgres::Client,
     url: ReplicaUrl,
     identity: Identity,
+    /// Change-log entries one catch-up applies at most.
+    max_entries: usize,
 }
 
 impl std::fmt::Debug for Replica {
@@ -187,7 +189,7 @@ impl Replica {
         embedded::migrations::runner()
             .run(&mut client)
             .map_err(|source| ReplicaError::Migration { url: url.to_string(), source })?;
-        let mut replica = Replica { client, url: url.clone(), identity: *store };
+        let mut replica = Replica { client, url: url.clone(), identity: *store, max_entries: follow::MAX_ENTRIES };
         replica.check_identity()?;
         Ok(replica)
     }
@@ -202,6 +204,12 @@ impl Replica {
         &self.identity
     }
 
+    /// Sets how many change-log entries one catch-up applies at most (at least 1; default
+    /// 10,000): fewer keep each transaction smaller on a replica far behind.
+    pub fn set_max_entries(&mut self, max: usize) {
+        self.max_entries = max.max(1);
+    }
+
     /// The connection, for readers and tests.
     pub fn client(&mut self) -> &mut postgres::Client {
         &mut self.client
@@ -210,11 +218,7 @@ impl Replica {
     /// The store's cursor the replica stands at (block number and hash) and the change-log
     /// sequence number it has applied, or None before the first copy.
     pub fn cursor(&mut self) -> ReplicaResult<Option<ReplicaCursor>> {
-        let row = self
-            .client
-            .query_opt("SELECT block_number, block_hash, seq FROM replica_cursor WHERE id = 1", &[])
-            .map_err(pg("reading replica_cursor"))?;
-        Ok(row.map(|r| ReplicaCursor { block_number: r.get(0), block_hash: r.get(1), seq: r.get(2) }))
+        read_cursor(&mut self.client)
     }
 
     fn check_identity(&mut self) -> ReplicaResult<()> {
@@ -287,6 +291,25 @@ pub struct ReplicaCursor {
     /// The store's change-log sequence number applied (for a copy, the newest entry of its
     /// snapshot).
     pub seq: i64,
+}
+
+/// `replica_cursor`, read through a client or a transaction. A column of another type than the
+/// migration made is an error naming it, not a panic.
+pub(crate) fn read_cursor(client: &mut impl postgres::GenericClient) -> ReplicaResult<Option<ReplicaCursor>> {
+    let Some(row) = client
+        .query_opt("SELECT block_number, block_hash, seq FROM replica_cursor WHERE id = 1", &[])
+        .map_err(pg("reading replica_cursor"))?
+    else {
+        return Ok(None);
+    };
+    let foreign = |column: &'static str| {
+        move |e: postgres::Error| ReplicaError::Foreign { table: "replica_cursor", column, found: e.to_string() }
+    };
+    Ok(Some(ReplicaCursor {
+        block_number: row.try_get(0).map_err(foreign("block_number"))?,
+        block_hash: row.try_get(1).map_err(foreign("block_hash"))?,
+        seq: row.try_get(2).map_err(foreign("seq"))?,
+    }))
 }
 
 pub(crate) fn describe(id: &Identity) -> String {

@@ -135,7 +135,9 @@ pub const TABLES: &[Table] = &[
         name: "ranges",
         columns: &[col("from_block", Int), col("to_block", Int), col("log_count", Int), col("source", Text)],
         key: &["from_block"],
-        block: Some("from_block"),
+        // A live range's row is extended in place (its to_block grows), so its rows change below
+        // any block: the follower copies the table whole.
+        block: None,
     },
     Table {
         name: "logs",

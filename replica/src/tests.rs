@@ -262,3 +262,54 @@ fn follows_the_change_log_and_copies_anew_when_it_was_pruned() {
     assert_eq!((applied.entries, applied.upserted, applied.deleted, applied.seq), (1, 1, 1, 5), "{applied:?}");
     assert!(verify(&store, &mut replica).unwrap().ok());
 }
+
+#[test]
+fn copies_anew_a_store_made_anew_of_the_same_network() {
+    use crate::Recopy;
+    let pg = PgCluster::start();
+    let (old_dir, new_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut old = store(old_dir.path(), 31337);
+    let mut replica = connect(&pg.url(), &identity(31337)).unwrap();
+    replica.follow_once(&old).unwrap();
+    commit_block(&mut old, 7, 7, None);
+    replica.follow_once(&old).unwrap();
+    assert_eq!(replica.cursor().unwrap().unwrap().seq, 1);
+
+    // The same network indexed again into a new store, which has passed the replica's position
+    // with other blocks: its change 1 is not the replica's.
+    let mut new = store(new_dir.path(), 31337);
+    for n in 20..=22 {
+        commit_block(&mut new, n, 9, None);
+    }
+    let applied = replica.follow_once(&new).unwrap();
+    assert!(matches!(applied.recopied, Some((Recopy::Diverged { seq: 1 }, _))), "{applied:?}");
+    assert!(verify(&new, &mut replica).unwrap().ok());
+}
+
+#[test]
+fn a_catch_up_cut_short_stands_at_its_last_entry_and_the_next_goes_on() {
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(dir.path(), 31337);
+    let mut replica = connect(&pg.url(), &identity(31337)).unwrap();
+    replica.set_max_entries(2);
+    replica.follow_once(&store).unwrap();
+    for n in 1..=5 {
+        commit_block(&mut store, n, n as u8, None);
+    }
+
+    let first = replica.follow_once(&store).unwrap();
+    assert!(first.partial && first.entries == 2 && first.seq == 2, "{first:?}");
+    // It claims block 2, the last entry it applied, not the store's 5.
+    let cursor = replica.cursor().unwrap().unwrap();
+    assert_eq!((cursor.block_number, cursor.seq), (2, 2));
+    assert_eq!(first.cursor.map(|c| c.block_number), Some(2));
+    assert!(!verify(&store, &mut replica).unwrap().ok(), "still behind");
+
+    let second = replica.follow_once(&store).unwrap();
+    assert!(second.partial && second.seq == 4, "{second:?}");
+    let last = replica.follow_once(&store).unwrap();
+    assert!(!last.partial && last.seq == 5 && last.entries == 1, "{last:?}");
+    assert_eq!(replica.cursor().unwrap().unwrap().block_number, 5);
+    assert!(verify(&store, &mut replica).unwrap().ok());
+}

@@ -101,10 +101,12 @@ mod tests {
         // included (a base64 password), and so must the redaction.
         assert_eq!(redact("postgres://lcw:ab/cd@h/db"), "postgres://lcw:***@h/db");
         assert_eq!(redact("postgres://lcw:p?ss#x@h/db?sslmode=disable"), "postgres://lcw:***@h/db?sslmode=disable");
-        for url in ["postgres://lcw:ab/cd@127.0.0.1/db", "postgres://lcw:p?ss@127.0.0.1/db"] {
+        for (url, password) in
+            [("postgres://lcw:ab/cd@127.0.0.1/db", "ab/cd"), ("postgres://lcw:p?ss@127.0.0.1/db", "p?ss")]
+        {
             let parsed = ReplicaUrl::parse(url).unwrap();
-            assert_eq!(parsed.config().get_password(), Some(&url[15..url.find("@127").unwrap()].as_bytes()[..]));
-            assert!(!format!("{parsed} {parsed:?}").contains(&url[15..url.find("@127").unwrap()]), "{parsed}");
+            assert_eq!(parsed.config().get_password(), Some(password.as_bytes()));
+            assert!(!format!("{parsed} {parsed:?}").contains(password), "{parsed}");
         }
         let url = ReplicaUrl::parse("postgres://lcw:s3cret@127.0.0.1:5432/lcw").unwrap();
         assert!(!format!("{url} {url:?}").contains("s3cret"));

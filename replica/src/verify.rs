@@ -80,10 +80,7 @@ pub fn verify(store: &Store, replica: &mut Replica) -> ReplicaResult<VerifyRepor
         .read_only(true)
         .start()
         .map_err(pg("starting the check"))?;
-    let replica_cursor = tx
-        .query_opt("SELECT block_number, block_hash, seq FROM replica_cursor WHERE id = 1", &[])
-        .map_err(pg("reading replica_cursor"))?
-        .map(|r| ReplicaCursor { block_number: r.get(0), block_hash: r.get(1), seq: r.get(2) });
+    let replica_cursor = crate::read_cursor(&mut tx)?;
     let mut tables = Vec::with_capacity(TABLES.len());
     for table in TABLES {
         let (store_rows, store_digest) = store_digest(&snapshot, table)?;

@@ -62,8 +62,11 @@ pub(crate) async fn run(args: ReplicateArgs, data: DataArgs) -> anyhow::Result<(
             let applied =
                 replica.follow_once(&store).with_context(|| format!("bringing {url} up to {}", db.display()))?;
             report_applied(&applied, &url, args.json)?;
-            if args.once || *stop.borrow() {
+            if *stop.borrow() || (args.once && !applied.partial) {
                 return Ok(());
+            }
+            if applied.partial {
+                continue;
             }
             // Sleep in slices so that a signal stops the follower within a slice.
             let until = Instant::now() + poll;

@@ -106,8 +106,20 @@ async fn replica(url: &SecretUrl, db: std::path::PathBuf, json: bool) -> anyhow:
         }
     }
     if !differing.is_empty() {
+        if !report.cursor_same() {
+            // A replica behind the store differs from it by construction.
+            let at = |c: Option<u64>| c.map_or_else(|| "none".to_owned(), |n| n.to_string());
+            anyhow::bail!(
+                "the replica {shown} stands at block {} and the store at {}, so they differ in {}: let lcw replicate \
+                 catch it up (lcw replicate --to URL --once), then verify again",
+                at(report.replica_cursor.as_ref().map(|c| c.block_number as u64)),
+                at(report.store_cursor.as_ref().map(|c| c.0)),
+                differing.join(", ")
+            );
+        }
         anyhow::bail!(
-            "the replica {shown} differs from the store in {}; run lcw replicate --to URL to copy the store again",
+            "the replica {shown} differs from the store in {}; both stand at the same block, so the replica was \
+             changed by something else than lcw: copy the store again with lcw replicate --to URL --copy",
             differing.join(", ")
         );
     }
