@@ -166,18 +166,24 @@ impl<'a> CopyIn<'a> {
 }
 
 /// The primary key of `row` as people read it, for errors: `(block_number=7, log_index=2)`.
+/// A store value as a message shows it: numbers and text as they are, blobs in hex.
+pub(crate) fn shown_value(v: rusqlite::types::ValueRef<'_>) -> String {
+    match v {
+        rusqlite::types::ValueRef::Null => "NULL".into(),
+        rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+        rusqlite::types::ValueRef::Real(r) => r.to_string(),
+        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        rusqlite::types::ValueRef::Blob(b) => format!("0x{}", alloy::hex::encode(b)),
+    }
+}
+
 pub(crate) fn row_key(table: &Table, row: &Row<'_>) -> String {
     let parts: Vec<String> = table
         .key
         .iter()
         .map(|k| {
             let i = table.columns.iter().position(|c| c.name == *k).unwrap_or_default();
-            let shown = match row.get_ref(i) {
-                Ok(rusqlite::types::ValueRef::Integer(n)) => n.to_string(),
-                Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
-                Ok(rusqlite::types::ValueRef::Blob(b)) => format!("0x{}", alloy::hex::encode(b)),
-                _ => "?".into(),
-            };
+            let shown = row.get_ref(i).map_or_else(|_| "?".to_owned(), shown_value);
             format!("{k}={shown}")
         })
         .collect();

@@ -269,7 +269,46 @@ fn lowest_block(mine: &ReplicaCursor, entries: &[Change]) -> i64 {
 /// The keys the entries name, each once, in first-named order.
 fn distinct_keys(entries: &[Change]) -> Vec<RowKey> {
     let mut seen = HashSet::new();
-    entries.iter().flat_map(|e| &e.keys).filter(|k| seen.insert((k.table, format!("{:?}", k.key)))).cloned().collect()
+    entries.iter().flat_map(|e| &e.keys).filter(|k| seen.insert((k.table, key_bytes(k)))).cloned().collect()
+}
+
+/// A key's values as bytes that compare equal exactly when the values do (a tag, then the
+/// value), for telling keys apart without formatting them.
+fn key_bytes(k: &RowKey) -> Vec<u8> {
+    use rusqlite::types::Value as V;
+    let mut out = Vec::with_capacity(40 * k.key.len());
+    for v in &k.key {
+        let (tag, bytes): (u8, &[u8]) = match v {
+            V::Null => (0, &[]),
+            V::Integer(n) => {
+                out.push(1);
+                out.extend_from_slice(&n.to_le_bytes());
+                continue;
+            }
+            V::Real(r) => {
+                out.push(2);
+                out.extend_from_slice(&r.to_bits().to_le_bytes());
+                continue;
+            }
+            V::Text(t) => (3, t.as_bytes()),
+            V::Blob(b) => (4, b),
+        };
+        out.push(tag);
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// A key as a message shows it: `(column=value, …)`, blobs in hex.
+fn shown_key(table: &Table, k: &RowKey) -> String {
+    let parts: Vec<String> = table
+        .key
+        .iter()
+        .zip(&k.key)
+        .map(|(name, v)| format!("{name}={}", crate::copy::shown_value(ValueRef::from(v))))
+        .collect();
+    format!("({})", parts.join(", "))
 }
 
 /// Deletes the rows of `table` above `floor` and copies the snapshot's, through a staging table
@@ -334,7 +373,7 @@ fn apply_keyed(
         .iter()
         .map(|k| def.keys.iter().position(|d| d == k).ok_or_else(|| missing(format!("key {k}"))))
         .collect::<ReplicaResult<Vec<usize>>>()?;
-    let shown = |k: &RowKey| format!("{:?}", k.key);
+    let shown = |k: &RowKey| shown_key(table, k);
 
     let gone = stage_table(tx, table, &key_columns)?;
     let mut sink = CopyIn::new(tx, &gone, table.name, &key_columns)?;
@@ -405,4 +444,38 @@ fn upsert_from(tx: &mut postgres::Transaction<'_>, table: &Table, stage: &str) -
         cols = cols.join(", ")
     ))
     .map_err(pg(format!("writing rows of {}", table.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::B256;
+    use rusqlite::types::Value as V;
+
+    #[test]
+    fn keys_are_told_apart_by_value_and_kind_and_named_in_hex() {
+        let key = |table, key: Vec<V>| RowKey { table, key };
+        let entry = |keys| Change {
+            seq: 1,
+            kind: ChangeKind::Apply,
+            from_block: None,
+            to_block: 1,
+            block_hash: B256::ZERO,
+            committed_at: 0,
+            keys,
+        };
+        let entries = [
+            entry(vec![key("workers", vec![V::Blob(vec![1, 2])]), key("models", vec![V::Text("a".into())])]),
+            entry(vec![
+                key("workers", vec![V::Blob(vec![1, 2])]),
+                key("models", vec![V::Blob(b"a".to_vec())]),
+                key("jobs", vec![V::Integer(1)]),
+                key("jobs", vec![V::Integer(256)]),
+            ]),
+        ];
+        let distinct = distinct_keys(&entries);
+        assert_eq!(distinct.len(), 5, "{distinct:?}");
+        let workers = TABLES.iter().find(|t| t.name == "workers").unwrap();
+        assert_eq!(shown_key(workers, &distinct[0]), "(address=0x0102)");
+    }
 }
