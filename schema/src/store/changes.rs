@@ -437,11 +437,11 @@ pub fn last_seq(conn: &Connection) -> StoreResult<u64> {
 /// The current image of each keyed row, in `keys` order: its values in [`TableDef::columns`]
 /// order, or None when the row no longer exists.
 pub fn current_rows(conn: &Connection, keys: &[RowKey]) -> StoreResult<Vec<Option<Vec<Value>>>> {
-    // One statement text per table, built once per call (an entry may name 100,000 rows).
-    let mut sqls: Vec<(&'static str, usize, String)> = Vec::new();
+    // One statement per table, prepared once per call (an entry may name 100,000 rows).
+    let mut stmts: Vec<(&'static str, usize, rusqlite::Statement<'_>)> = Vec::new();
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
-        let i = match sqls.iter().position(|(t, ..)| *t == k.table) {
+        let i = match stmts.iter().position(|(t, ..)| *t == k.table) {
             Some(i) => i,
             None => {
                 let def = table(k.table)
@@ -450,18 +450,18 @@ pub fn current_rows(conn: &Connection, keys: &[RowKey]) -> StoreResult<Vec<Optio
                     def.keys.iter().enumerate().map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
                 let sql =
                     format!("SELECT {} FROM {} WHERE {}", def.columns.join(", "), def.table, wheres.join(" AND "));
-                sqls.push((def.table, def.columns.len(), sql));
-                sqls.len() - 1
+                stmts.push((def.table, def.columns.len(), conn.prepare(&sql)?));
+                stmts.len() - 1
             }
         };
-        let (_, width, sql) = &sqls[i];
-        let mut stmt = conn.prepare_cached(sql)?;
+        let (_, width, stmt) = &mut stmts[i];
+        let width = *width;
         if stmt.parameter_count() != k.key.len() {
             return Err(StoreError::Corrupt { what: "row key".into(), value: format!("{k:?}") });
         }
         let row = stmt
             .query_row(rusqlite::params_from_iter(k.key.iter()), |r| {
-                (0..*width).map(|i| r.get::<_, Value>(i)).collect::<Result<Vec<_>, _>>()
+                (0..width).map(|i| r.get::<_, Value>(i)).collect::<Result<Vec<_>, _>>()
             })
             .optional()?;
         out.push(row);
