@@ -15,7 +15,7 @@ use rusqlite::Row;
 
 use crate::tables::{Column, TABLES, Table};
 use crate::value::{Value, pg_type};
-use crate::{Replica, ReplicaError, ReplicaResult, describe, pg};
+use crate::{Replica, ReplicaError, ReplicaResult, pg};
 
 /// What a copy did.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ impl Replica {
     pub(crate) fn check_store(&self, store: &Store) -> ReplicaResult<()> {
         let identity = store.identity()?.ok_or_else(|| StoreError::Missing(store.path().to_owned()))?;
         if !identity.same_network(&self.identity) {
-            return Err(ReplicaError::StoreMismatch { store: describe(&identity), replica: describe(&self.identity) });
+            return Err(ReplicaError::StoreMismatch { store: identity.describe(), replica: self.identity.describe() });
         }
         Ok(())
     }

@@ -257,7 +257,7 @@ impl Replica {
                 value("worker_registry"),
                 value("ai_config")
             ),
-            store: describe(&mine),
+            store: mine.describe(),
             differs: differs.join("; "),
         })
     }
@@ -310,13 +310,6 @@ pub(crate) fn read_cursor(client: &mut impl postgres::GenericClient) -> ReplicaR
         block_hash: row.try_get(1).map_err(foreign("block_hash"))?,
         seq: row.try_get(2).map_err(foreign("seq"))?,
     }))
-}
-
-pub(crate) fn describe(id: &Identity) -> String {
-    format!(
-        "chain {} (JobRegistry {}, WorkerRegistry {}, AIConfig {})",
-        id.chain_id, id.contracts.job_registry, id.contracts.worker_registry, id.contracts.ai_config
-    )
 }
 
 #[cfg(test)]

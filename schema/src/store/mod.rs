@@ -127,7 +127,8 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn describe(&self) -> String {
+    /// The network in words: chain id and the three contracts, as messages name it.
+    pub fn describe(&self) -> String {
         format!(
             "chain {} (JobRegistry {}, WorkerRegistry {}, AIConfig {})",
             self.chain_id, self.contracts.job_registry, self.contracts.worker_registry, self.contracts.ai_config
