@@ -120,8 +120,8 @@ pub fn value_ref<'a>(out: &'a ToSqlOutput<'a>) -> ValueRef<'a> {
 }
 
 /// Reads column `i` of a row through [`Col`].
-pub fn get<T: Col>(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T> {
-    let v = row.get_ref(i)?;
+pub fn get<T: Col>(row: &(impl super::sql::Row + ?Sized), i: usize) -> rusqlite::Result<T> {
+    let v = row.value(i)?;
     T::read(v).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(e)))
 }
 

@@ -37,6 +37,7 @@ pub mod reads;
 pub mod refusals;
 pub mod rows;
 pub mod sortition;
+pub mod sql;
 pub mod states;
 pub mod undo;
 
@@ -58,6 +59,10 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL replica a read ran on reported an error (its message, which never holds
+    /// the connection's password).
+    #[error("postgresql: {0}")]
+    Postgres(String),
     /// The file could not be opened.
     #[error("cannot open store {path}: {source}")]
     Open {

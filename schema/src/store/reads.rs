@@ -180,7 +180,7 @@ pub fn workers_page(
     let start = after.map(|a| a.to_vec()).unwrap_or_default();
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows: Vec<WorkerRow> = stmt
-        .query_map(rusqlite::params![start, registered_only as i64, (limit + 1) as i64], WorkerRow::from_row)?
+        .query_map(rusqlite::params![start, registered_only as i64, (limit + 1) as i64], |r| WorkerRow::from_row(r))?
         .collect::<Result<_, _>>()?;
     let more = rows.len() > limit;
     rows.truncate(limit);

@@ -4,10 +4,11 @@
 //! JSON for the undo journal (before-images of rows changed by non-final blocks).
 
 use alloy::primitives::{Address, B256, Bytes, U256};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::StoreResult;
 use super::col::{self, Col};
+use super::sql::{Db, Query};
 
 fn where_clause(keys: &[&str]) -> String {
     keys.iter().enumerate().map(|(i, k)| format!("{k} = ?{}", i + 1)).collect::<Vec<_>>().join(" AND ")
@@ -141,15 +142,15 @@ macro_rules! projection_rows {
                 SQL.get_or_init(|| format!("DELETE FROM {} WHERE {}", $table, where_clause(Self::KEYS)))
             }
 
-            pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+            pub(crate) fn from_row<R: super::sql::Row + ?Sized>(row: &R) -> rusqlite::Result<Self> {
                 let mut i = 0usize;
                 let mut next = || { i += 1; i - 1 };
                 Ok(Self { $($field: col::get(row, next())?,)+ })
             }
 
             /// Loads the row with the given key values (in key order).
-            fn load(conn: &Connection, key: &[&dyn rusqlite::ToSql]) -> StoreResult<Option<Self>> {
-                Ok(conn.prepare_cached(Self::select_sql())?.query_row(key, Self::from_row).optional()?)
+            fn load(conn: &dyn Db, key: &[&dyn rusqlite::ToSql]) -> StoreResult<Option<Self>> {
+                conn.one(Self::select_sql(), key, |r| Ok(Self::from_row(r)?))
             }
         }
 
@@ -223,7 +224,7 @@ macro_rules! projection_rows {
 
             fn all(conn: &Connection) -> StoreResult<Vec<Self>> {
                 let mut stmt = conn.prepare(Self::all_sql())?;
-                let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+                let rows = stmt.query_map([], |r| Self::from_row(r))?.collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             }
 
@@ -423,7 +424,7 @@ projection_rows! {
 
 impl WorkerRow {
     /// The worker with `address`.
-    pub fn get(conn: &Connection, address: &Address) -> StoreResult<Option<Self>> {
+    pub fn get(conn: &dyn Db, address: &Address) -> StoreResult<Option<Self>> {
         Self::load(conn, &[&address.as_slice()])
     }
 
@@ -456,21 +457,21 @@ impl WorkerRow {
 
 impl WorkerModelRow {
     /// The (worker, model) row.
-    pub fn get(conn: &Connection, worker: &Address, model: &B256) -> StoreResult<Option<Self>> {
+    pub fn get(conn: &dyn Db, worker: &Address, model: &B256) -> StoreResult<Option<Self>> {
         Self::load(conn, &[&worker.as_slice(), &model.as_slice()])
     }
 
     /// Models a worker supports.
-    pub fn of_worker(conn: &Connection, worker: &Address) -> StoreResult<Vec<B256>> {
-        let mut stmt = conn.prepare_cached("SELECT model_id FROM worker_models WHERE worker = ?1 ORDER BY model_id")?;
-        let rows = stmt.query_map([worker.as_slice()], |r| col::get::<B256>(r, 0))?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+    pub fn of_worker(conn: &dyn Db, worker: &Address) -> StoreResult<Vec<B256>> {
+        conn.all("SELECT model_id FROM worker_models WHERE worker = ?1 ORDER BY model_id", &[&worker.as_slice()], |r| {
+            Ok(col::get::<B256>(r, 0)?)
+        })
     }
 }
 
 impl ModelRow {
     /// The model with `id`.
-    pub fn get(conn: &Connection, id: &B256) -> StoreResult<Option<Self>> {
+    pub fn get(conn: &dyn Db, id: &B256) -> StoreResult<Option<Self>> {
         Self::load(conn, &[&id.as_slice()])
     }
 
@@ -490,21 +491,21 @@ impl ModelRow {
 
 impl SessionRow {
     /// The session with `id`.
-    pub fn get(conn: &Connection, id: u64) -> StoreResult<Option<Self>> {
+    pub fn get(conn: &dyn Db, id: u64) -> StoreResult<Option<Self>> {
         Self::load(conn, &[&(id as i64)])
     }
 }
 
 impl JobRow {
     /// The job with `id`.
-    pub fn get(conn: &Connection, id: u64) -> StoreResult<Option<Self>> {
+    pub fn get(conn: &dyn Db, id: u64) -> StoreResult<Option<Self>> {
         Self::load(conn, &[&(id as i64)])
     }
 }
 
 impl RollupRow {
     /// The rollup of `(hour, worker, model)`.
-    pub fn get(conn: &Connection, hour: u64, worker: &Address, model: &B256) -> StoreResult<Option<Self>> {
+    pub fn get(conn: &dyn Db, hour: u64, worker: &Address, model: &B256) -> StoreResult<Option<Self>> {
         Self::load(conn, &[&(hour as i64), &worker.as_slice(), &model.as_slice()])
     }
 
@@ -545,21 +546,21 @@ impl RollupRow {
 
 impl SessionRequestRow {
     /// The request `req_id` of `manager`.
-    pub fn get(conn: &Connection, manager: &Address, req_id: u64) -> StoreResult<Option<Self>> {
+    pub fn get(conn: &dyn Db, manager: &Address, req_id: u64) -> StoreResult<Option<Self>> {
         Self::load(conn, &[&manager.as_slice(), &(req_id as i64)])
     }
 }
 
 impl CapabilityRow {
     /// The capability with `bit`.
-    pub fn get(conn: &Connection, bit: u64) -> StoreResult<Option<Self>> {
+    pub fn get(conn: &dyn Db, bit: u64) -> StoreResult<Option<Self>> {
         Self::load(conn, &[&(bit as i64)])
     }
 }
 
 impl EventCountRow {
     /// The count of `event`.
-    pub fn get(conn: &Connection, event: &str) -> StoreResult<Option<Self>> {
+    pub fn get(conn: &dyn Db, event: &str) -> StoreResult<Option<Self>> {
         Self::load(conn, &[&event])
     }
 }
