@@ -63,8 +63,11 @@ impl Col for U256 {
         ToSqlOutput::Owned(Value::Text(self.to_string()))
     }
     fn read(v: ValueRef<'_>) -> Result<Self, FromSqlError> {
-        let s = v.as_str()?;
-        U256::from_str_radix(s, 10).map_err(|e| FromSqlError::Other(Box::new(e)))
+        match v {
+            // A sum, or PostgreSQL's numeric(78,0) of a small amount (`super::sql`).
+            ValueRef::Integer(i) if i >= 0 => Ok(U256::from(i as u64)),
+            v => U256::from_str_radix(v.as_str()?, 10).map_err(|e| FromSqlError::Other(Box::new(e))),
+        }
     }
 }
 
