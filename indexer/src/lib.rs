@@ -389,7 +389,7 @@ pub async fn run(
             Ok(_) => {}
         }
         flushed?;
-        if let Some(c) = reader.read(Cursor::get).await? {
+        if let Some(c) = reader.read(|conn| Cursor::get(conn)).await? {
             position = live::Position { number: c.block_number, hash: c.block_hash };
         }
     } else if cursor.is_none() && start > 0 {

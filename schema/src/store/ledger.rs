@@ -2,9 +2,10 @@
 //! withdrawals, keeper bounties and slashes. Unwinding deletes the rows above a block.
 
 use alloy::primitives::{Address, B256, U256};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::col::{self, Col};
+use super::sql::{Db, Query};
 use super::{StoreError, StoreResult};
 
 /// Executes `sql` once per row, in order, with one prepared statement and `bind` binding it.
@@ -67,27 +68,24 @@ impl ConfigChange {
 }
 
 /// A parameter's value in force at the end of `block`.
-pub fn config_as_of(conn: &Connection, param: &str, block: u64) -> StoreResult<Option<String>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT value FROM config_history WHERE param = ?1 AND block_number <= ?2 \
-             ORDER BY block_number DESC, log_index DESC LIMIT 1",
-        )?
-        .query_row(rusqlite::params![param, block as i64], |r| r.get::<_, String>(0))
-        .optional()?)
+pub fn config_as_of(conn: &dyn Db, param: &str, block: u64) -> StoreResult<Option<String>> {
+    conn.one(
+        "SELECT value FROM config_history WHERE param = ?1 AND block_number <= ?2 \
+         ORDER BY block_number DESC, log_index DESC LIMIT 1",
+        &[&param, &(block.min(i64::MAX as u64) as i64)],
+        |r| Ok(col::get::<String>(r, 0)?),
+    )
 }
 
 /// [`config_as_of`] for a numeric parameter; a value that is not a number is corruption naming
 /// the change.
-pub fn config_u64_as_of(conn: &Connection, param: &str, block: u64) -> StoreResult<Option<u64>> {
-    conn.prepare_cached(
+pub fn config_u64_as_of(conn: &dyn Db, param: &str, block: u64) -> StoreResult<Option<u64>> {
+    conn.one(
         "SELECT block_number, value FROM config_history WHERE param = ?1 AND block_number <= ?2 \
          ORDER BY block_number DESC, log_index DESC LIMIT 1",
+        &[&param, &(block.min(i64::MAX as u64) as i64)],
+        |r| Ok((col::get::<u64>(r, 0)?, col::get::<String>(r, 1)?)),
     )?
-    .query_row(rusqlite::params![param, block.min(i64::MAX as u64) as i64], |r| {
-        Ok((col::get::<u64>(r, 0)?, r.get::<_, String>(1)?))
-    })
-    .optional()?
     .map(|(at, v)| config_u64(param, at, v))
     .transpose()
 }
@@ -97,27 +95,29 @@ fn config_u64(param: &str, block: u64, value: String) -> StoreResult<u64> {
 }
 
 /// The value of every parameter now (its latest change).
-pub fn current_params(conn: &Connection) -> StoreResult<Vec<(String, String)>> {
-    let mut stmt = conn.prepare_cached("SELECT param, value FROM v_config_current")?;
-    let rows =
-        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+pub fn current_params(conn: &dyn Db) -> StoreResult<Vec<(String, String)>> {
+    // The body of the view `v_config_current`, which the replica does not have.
+    conn.all(
+        "SELECT param, value FROM config_history c WHERE NOT EXISTS (
+             SELECT 1 FROM config_history n WHERE n.param = c.param
+             AND (n.block_number > c.block_number OR (n.block_number = c.block_number AND n.log_index > c.log_index)))",
+        &[],
+        |r| Ok((col::get::<String>(r, 0)?, col::get::<String>(r, 1)?)),
+    )
 }
 
 /// Every change of `param`: (block, timestamp, value), oldest first.
-pub fn config_history(conn: &Connection, param: &str) -> StoreResult<Vec<(u64, u64, String)>> {
-    let mut stmt = conn.prepare_cached(
+pub fn config_history(conn: &dyn Db, param: &str) -> StoreResult<Vec<(u64, u64, String)>> {
+    conn.all(
         "SELECT block_number, block_timestamp, value FROM config_history WHERE param = ?1 ORDER BY block_number, log_index",
-    )?;
-    let rows = stmt
-        .query_map([param], |r| Ok((col::get(r, 0)?, col::get(r, 1)?, col::get(r, 2)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+        &[&param],
+        |r| Ok((col::get(r, 0)?, col::get(r, 1)?, col::get(r, 2)?)),
+    )
 }
 
 /// [`config_history`] of a numeric parameter: (block, timestamp, value); a value that is not a
 /// number is corruption naming the change.
-pub fn config_history_u64(conn: &Connection, param: &str) -> StoreResult<Vec<(u64, u64, u64)>> {
+pub fn config_history_u64(conn: &dyn Db, param: &str) -> StoreResult<Vec<(u64, u64, u64)>> {
     config_history(conn, param)?.into_iter().map(|(b, t, v)| Ok((b, t, config_u64(param, b, v)?))).collect()
 }
 

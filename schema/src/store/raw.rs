@@ -5,6 +5,7 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::col::{self, Col};
+use super::sql::{Db, Query, Row};
 use super::{StoreResult, unix_now};
 
 /// A log of a watched contract, as stored.
@@ -156,7 +157,7 @@ impl RawLog {
         Ok(())
     }
 
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawLog> {
+    fn from_row(r: &dyn Row) -> rusqlite::Result<RawLog> {
         let mut topics = Vec::with_capacity(4);
         for i in 7..11 {
             if let Some(t) = col::get::<Option<B256>>(r, i)? {
@@ -182,7 +183,7 @@ impl RawLog {
     /// Calls `f` for every log from `from` to `to` (inclusive) in chain order, without loading
     /// them all at once.
     pub fn for_each(
-        conn: &Connection,
+        conn: &dyn Db,
         from: u64,
         to: u64,
         mut f: impl FnMut(RawLog) -> StoreResult<()>,
@@ -190,43 +191,40 @@ impl RawLog {
         let sql = format!(
             "SELECT {LOG_COLUMNS} FROM logs WHERE block_number BETWEEN ?1 AND ?2 ORDER BY block_number, log_index"
         );
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query([from as i64, to.min(i64::MAX as u64) as i64])?;
-        while let Some(r) = rows.next()? {
+        conn.each(&sql, &[&(from as i64), &(to.min(i64::MAX as u64) as i64)], &mut |r| {
             f(Self::from_row(r)?)?;
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 
     /// Logs of one job in chain order (its timeline).
-    pub fn of_job(conn: &Connection, job_id: u64) -> StoreResult<Vec<RawLog>> {
+    pub fn of_job(conn: &dyn Db, job_id: u64) -> StoreResult<Vec<RawLog>> {
         // `job_id IS NOT NULL` repeats the partial index's condition, so the index is usable
         // without looking at the bound value. Connections plan with the stability guarantee
         // (`configure`), which keeps SQLite from re-preparing this statement for every new id.
         let sql = format!(
             "SELECT {LOG_COLUMNS} FROM logs WHERE job_id = ?1 AND job_id IS NOT NULL ORDER BY block_number, log_index"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([job_id as i64], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        conn.all(&sql, &[&(job_id as i64)], |r| Ok(Self::from_row(r)?))
     }
 
     /// How many logs the store holds between `from` and `to` (inclusive).
-    pub fn count(conn: &Connection, from: u64, to: u64) -> StoreResult<u64> {
-        let n: i64 = conn
-            .prepare_cached("SELECT count(*) FROM logs WHERE block_number BETWEEN ?1 AND ?2")?
-            .query_row([from as i64, to as i64], |r| r.get(0))?;
-        Ok(n as u64)
+    pub fn count(conn: &dyn Db, from: u64, to: u64) -> StoreResult<u64> {
+        let n = conn.one(
+            "SELECT count(*) FROM logs WHERE block_number BETWEEN ?1 AND ?2",
+            &[&(from as i64), &(to as i64)],
+            |r| Ok(col::get::<u64>(r, 0)?),
+        )?;
+        // A count answers one row.
+        Ok(n.unwrap_or(0))
     }
 
     /// Logs that could not be decoded, most recent first (at most `limit`).
-    pub fn undecodable(conn: &Connection, limit: u64) -> StoreResult<Vec<RawLog>> {
+    pub fn undecodable(conn: &dyn Db, limit: u64) -> StoreResult<Vec<RawLog>> {
         let sql = format!(
             "SELECT {LOG_COLUMNS} FROM logs WHERE event IS NULL ORDER BY block_number DESC, log_index DESC LIMIT ?1"
         );
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map([limit as i64], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        conn.all(&sql, &[&(limit.min(i64::MAX as u64) as i64)], |r| Ok(Self::from_row(r)?))
     }
 
     /// Deletes every log above `block`.
@@ -267,14 +265,15 @@ impl BlockRow {
     }
 
     /// The block with `number`.
-    pub fn get(conn: &Connection, number: u64) -> StoreResult<Option<BlockRow>> {
-        Ok(conn
-            .prepare_cached("SELECT number, hash, parent_hash, timestamp, log_count FROM blocks WHERE number = ?1")?
-            .query_row([number as i64], Self::from_row)
-            .optional()?)
+    pub fn get(conn: &dyn Db, number: u64) -> StoreResult<Option<BlockRow>> {
+        conn.one(
+            "SELECT number, hash, parent_hash, timestamp, log_count FROM blocks WHERE number = ?1",
+            &[&(number as i64)],
+            |r| Ok(Self::from_row(r)?),
+        )
     }
 
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRow> {
+    fn from_row(r: &dyn Row) -> rusqlite::Result<BlockRow> {
         Ok(BlockRow {
             number: col::get(r, 0)?,
             hash: col::get(r, 1)?,
@@ -285,25 +284,27 @@ impl BlockRow {
     }
 
     /// Up to `n` most recent blocks at or below `head`, oldest first (for the chain clock).
-    pub fn recent(conn: &Connection, head: u64, n: usize) -> StoreResult<Vec<BlockRow>> {
-        let mut rows = conn
-            .prepare_cached(
-                "SELECT number, hash, parent_hash, timestamp, log_count FROM blocks WHERE number <= ?1
+    pub fn recent(conn: &dyn Db, head: u64, n: usize) -> StoreResult<Vec<BlockRow>> {
+        let mut rows = conn.all(
+            "SELECT number, hash, parent_hash, timestamp, log_count FROM blocks WHERE number <= ?1
                  ORDER BY number DESC LIMIT ?2",
-            )?
-            .query_map(rusqlite::params![head.min(i64::MAX as u64) as i64, n as i64], Self::from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+            &[&(head.min(i64::MAX as u64) as i64), &(n as i64)],
+            |r| Ok(Self::from_row(r)?),
+        )?;
         rows.reverse();
         Ok(rows)
     }
 
     /// The highest stored block at or below `number`.
-    pub fn at_or_below(conn: &Connection, number: u64) -> StoreResult<Option<BlockRow>> {
-        let n: Option<i64> = conn
-            .prepare_cached("SELECT max(number) FROM blocks WHERE number <= ?1")?
-            .query_row([number as i64], |r| r.get(0))?;
+    pub fn at_or_below(conn: &dyn Db, number: u64) -> StoreResult<Option<BlockRow>> {
+        // The aggregate answers one row, NULL without blocks.
+        let n = conn
+            .one("SELECT max(number) FROM blocks WHERE number <= ?1", &[&(number as i64)], |r| {
+                Ok(col::get::<Option<u64>>(r, 0)?)
+            })?
+            .flatten();
         match n {
-            Some(n) => Self::get(conn, n as u64),
+            Some(n) => Self::get(conn, n),
             None => Ok(None),
         }
     }
@@ -328,17 +329,10 @@ pub struct Cursor {
 
 impl Cursor {
     /// The cursor, or None before the first commit.
-    pub fn get(conn: &Connection) -> StoreResult<Option<Cursor>> {
-        Ok(conn
-            .prepare_cached("SELECT block_number, block_hash, finalized_number FROM cursor WHERE id = 1")?
-            .query_row([], |r| {
-                Ok(Cursor {
-                    block_number: col::get(r, 0)?,
-                    block_hash: col::get(r, 1)?,
-                    finalized_number: col::get(r, 2)?,
-                })
-            })
-            .optional()?)
+    pub fn get(conn: &dyn Db) -> StoreResult<Option<Cursor>> {
+        conn.one("SELECT block_number, block_hash, finalized_number FROM cursor WHERE id = 1", &[], |r| {
+            Ok(Cursor { block_number: col::get(r, 0)?, block_hash: col::get(r, 1)?, finalized_number: col::get(r, 2)? })
+        })
     }
 
     /// Moves the cursor (call inside the transaction that wrote the data).
@@ -385,20 +379,15 @@ impl RangeRow {
     }
 
     /// All ranges in order.
-    pub fn all(conn: &Connection) -> StoreResult<Vec<RangeRow>> {
-        let mut stmt =
-            conn.prepare("SELECT from_block, to_block, log_count, source FROM ranges ORDER BY from_block")?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(RangeRow {
-                    from_block: col::get(r, 0)?,
-                    to_block: col::get(r, 1)?,
-                    log_count: col::get(r, 2)?,
-                    source: col::get(r, 3)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+    pub fn all(conn: &dyn Db) -> StoreResult<Vec<RangeRow>> {
+        conn.all("SELECT from_block, to_block, log_count, source FROM ranges ORDER BY from_block", &[], |r| {
+            Ok(RangeRow {
+                from_block: col::get(r, 0)?,
+                to_block: col::get(r, 1)?,
+                log_count: col::get(r, 2)?,
+                source: col::get(r, 3)?,
+            })
+        })
     }
 
     /// Records a live block range, extending the previous live range when contiguous.
@@ -505,11 +494,11 @@ impl CallResult {
                 "SELECT contract, method, id, block_number, data FROM call_results
                  WHERE contract = ?1 AND method = ?2 AND id = ?3",
             )?
-            .query_row(rusqlite::params![contract.as_slice(), method, id as i64], Self::from_row)
+            .query_row(rusqlite::params![contract.as_slice(), method, id as i64], |r| Self::from_row(r))
             .optional()?)
     }
 
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallResult> {
+    fn from_row(r: &dyn Row) -> rusqlite::Result<CallResult> {
         Ok(CallResult {
             contract: col::get(r, 0)?,
             method: col::get(r, 1)?,
@@ -520,12 +509,12 @@ impl CallResult {
     }
 
     /// Every recorded result, in key order.
-    pub fn all(conn: &Connection) -> StoreResult<Vec<CallResult>> {
-        let mut stmt = conn.prepare(
+    pub fn all(conn: &dyn Db) -> StoreResult<Vec<CallResult>> {
+        conn.all(
             "SELECT contract, method, id, block_number, data FROM call_results ORDER BY contract, method, id",
-        )?;
-        let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            &[],
+            |r| Ok(Self::from_row(r)?),
+        )
     }
 
     /// Copies every result of `from` into `to` (replay needs them; no RPC).

@@ -5,13 +5,16 @@
 //! stop after `limit` matches or `budget` scanned rows, whichever comes first; time ranges are
 //! turned into key ranges before any scan. `EXPLAIN QUERY PLAN` of each statement is checked by
 //! the queries crate's tests.
+//!
+//! Each read runs on any [`Db`]: the statements are SQLite's and run unchanged on the PostgreSQL
+//! replica, except the wei sums of [`earnings`], written per engine.
 
 use alloy::primitives::{Address, B256, U256};
-use rusqlite::{Connection, OptionalExtension};
 
 use super::StoreResult;
 use super::col;
-use super::rows::{JobRow, ModelRow, WorkerRow};
+use super::rows::{JobRow, ModelRow, RollupRow, WorkerRow};
+use super::sql::{Db, Dialect, Query};
 use crate::types::JobState;
 
 /// Which jobs a page holds.
@@ -75,31 +78,37 @@ impl JobQuery {
     }
 }
 
-/// The SQL of a job page walk (exposed for query-plan tests). Parameters: ?1 the scan key (unused
+/// The condition a statement without a key puts on its key parameter ?1, always NULL there: it
+/// keeps the parameters numbered as in the keyed form, and the cast gives the parameter a type
+/// PostgreSQL can plan with (a bare `?1 IS NULL` leaves it unknown there).
+const NO_KEY: &str = "CAST(?1 AS INTEGER) IS NULL";
+
+/// The SQL of a job page walk (exposed for query-plan tests). Parameters: ?1 the scan key (NULL
 /// for `All`), ?2 lowest id (inclusive), ?3 highest id (inclusive).
 pub fn job_scan_sql(scan: JobScan, descending: bool) -> String {
     let cols = JobRow::COLUMNS.join(", ");
     let (index, key) = match scan {
-        JobScan::Worker => ("INDEXED BY jobs_by_worker", "worker = ?1 AND "),
-        JobScan::Session => ("INDEXED BY jobs_by_session", "session_id = ?1 AND "),
-        JobScan::Model => ("INDEXED BY jobs_by_model", "model_id = ?1 AND "),
-        JobScan::All => ("", "?1 IS NULL AND "),
+        JobScan::Worker => ("INDEXED BY jobs_by_worker", "worker = ?1"),
+        JobScan::Session => ("INDEXED BY jobs_by_session", "session_id = ?1"),
+        JobScan::Model => ("INDEXED BY jobs_by_model", "model_id = ?1"),
+        JobScan::All => ("", NO_KEY),
     };
     let order = if descending { "DESC" } else { "ASC" };
-    format!("SELECT {cols} FROM jobs {index} WHERE {key}job_id BETWEEN ?2 AND ?3 ORDER BY job_id {order}")
+    format!("SELECT {cols} FROM jobs {index} WHERE {key} AND job_id BETWEEN ?2 AND ?3 ORDER BY job_id {order}")
 }
 
 /// The lowest job id submitted at or after `ts` (ids grow with submission time); `None` when no
 /// job was.
-pub fn first_job_submitted_at_or_after(conn: &Connection, ts: u64) -> StoreResult<Option<u64>> {
-    Ok(conn
-        .prepare_cached("SELECT job_id FROM jobs WHERE submitted_at >= ?1 ORDER BY submitted_at, job_id LIMIT 1")?
-        .query_row([ts.min(i64::MAX as u64) as i64], |r| col::get::<u64>(r, 0))
-        .optional()?)
+pub fn first_job_submitted_at_or_after(conn: &dyn Db, ts: u64) -> StoreResult<Option<u64>> {
+    conn.one(
+        "SELECT job_id FROM jobs WHERE submitted_at >= ?1 ORDER BY submitted_at, job_id LIMIT 1",
+        &[&(ts.min(i64::MAX as u64) as i64)],
+        |r| Ok(col::get::<u64>(r, 0)?),
+    )
 }
 
 /// A page of at most `limit` jobs matching `q`, scanning at most `budget` rows of the index.
-pub fn jobs_page(conn: &Connection, q: &JobQuery, limit: usize, budget: usize) -> StoreResult<JobPage> {
+pub fn jobs_page(conn: &dyn Db, q: &JobQuery, limit: usize, budget: usize) -> StoreResult<JobPage> {
     let empty = JobPage { jobs: Vec::new(), end: None, has_more: false };
     // Key range from the time range and the cursor.
     let mut lo: u64 = 0;
@@ -132,20 +141,26 @@ pub fn jobs_page(conn: &Connection, q: &JobQuery, limit: usize, budget: usize) -
     }
     let scan = q.scan();
     let sql = job_scan_sql(scan, q.descending);
-    let mut stmt = conn.prepare_cached(&sql)?;
     let key: rusqlite::types::Value = match scan {
         JobScan::Worker => q.worker.map(|w| w.to_vec()).into(),
         JobScan::Session => q.session.map(|s| s as i64).into(),
         JobScan::Model => q.model.map(|m| m.to_vec()).into(),
         JobScan::All => rusqlite::types::Value::Null,
     };
-    let mut rows = stmt.query(rusqlite::params![key, lo as i64, hi as i64])?;
-    let mut jobs = Vec::new();
+    let mut jobs: Vec<JobRow> = Vec::new();
     let mut scanned = 0usize;
-    while let Some(r) = rows.next()? {
+    // Set when the scan stops early: (cursor, more follow).
+    let mut stopped: Option<(Option<u64>, bool)> = None;
+    // The last id scanned once the budget ran out; the row after it, if any, only says more follow.
+    let mut out_of_budget: Option<u64> = None;
+    conn.each(&sql, &[&key, &(lo as i64), &(hi as i64)], &mut |r| {
+        if let Some(last) = out_of_budget {
+            stopped = Some((Some(last), true));
+            return Ok(false);
+        }
         let job = JobRow::from_row(r)?;
         scanned += 1;
-        let last_scanned = Some(job.job_id);
+        let id = job.job_id;
         let matches = q.worker.is_none_or(|w| job.worker == w)
             && q.model.is_none_or(|m| job.model_id == Some(m))
             && q.session.is_none_or(|s| job.session_id == s)
@@ -153,22 +168,28 @@ pub fn jobs_page(conn: &Connection, q: &JobQuery, limit: usize, budget: usize) -
         if matches {
             if jobs.len() == limit {
                 // One more match exists: the page is full and another follows.
-                return Ok(JobPage { end: jobs.last().map(|j: &JobRow| j.job_id), jobs, has_more: true });
+                stopped = Some((jobs.last().map(|j| j.job_id), true));
+                return Ok(false);
             }
             jobs.push(job);
         }
         if scanned >= budget {
             // Out of budget: hand back what was found and a cursor past what was scanned.
-            let more = rows.next()?.is_some();
-            return Ok(JobPage { end: last_scanned, jobs, has_more: more });
+            out_of_budget = Some(id);
         }
-    }
-    Ok(JobPage { end: jobs.last().map(|j| j.job_id), jobs, has_more: false })
+        Ok(true)
+    })?;
+    let (end, has_more) = match (stopped, out_of_budget) {
+        (Some(stop), _) => stop,
+        (None, Some(last)) => (Some(last), false),
+        (None, None) => (jobs.last().map(|j| j.job_id), false),
+    };
+    Ok(JobPage { jobs, end, has_more })
 }
 
 /// A page of workers in address order, after `after`, at most `limit`.
 pub fn workers_page(
-    conn: &Connection,
+    conn: &dyn Db,
     after: Option<Address>,
     registered_only: bool,
     limit: usize,
@@ -178,17 +199,15 @@ pub fn workers_page(
         "SELECT {cols} FROM workers WHERE address > ?1 AND (?2 = 0 OR registered = 1) ORDER BY address LIMIT ?3"
     );
     let start = after.map(|a| a.to_vec()).unwrap_or_default();
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows: Vec<WorkerRow> = stmt
-        .query_map(rusqlite::params![start, registered_only as i64, (limit + 1) as i64], |r| WorkerRow::from_row(r))?
-        .collect::<Result<_, _>>()?;
+    let mut rows =
+        conn.all(&sql, &[&start, &(registered_only as i64), &((limit + 1) as i64)], |r| Ok(WorkerRow::from_row(r)?))?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     Ok((rows, more))
 }
 
 /// Models, with how many registered workers serve each.
-pub fn models(conn: &Connection) -> StoreResult<Vec<(ModelRow, u64)>> {
+pub fn models(conn: &dyn Db) -> StoreResult<Vec<(ModelRow, u64)>> {
     let cols: Vec<String> = ModelRow::COLUMNS.iter().map(|c| format!("m.{c}")).collect();
     let sql = format!(
         "SELECT {}, (SELECT count(*) FROM worker_models wm JOIN workers w ON w.address = wm.worker
@@ -196,11 +215,8 @@ pub fn models(conn: &Connection) -> StoreResult<Vec<(ModelRow, u64)>> {
          FROM models m ORDER BY m.model_id",
         cols.join(", ")
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
     let n = ModelRow::COLUMNS.len();
-    let rows =
-        stmt.query_map([], |r| Ok((ModelRow::from_row(r)?, col::get::<u64>(r, n)?)))?.collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    conn.all(&sql, &[], |r| Ok((ModelRow::from_row(r)?, col::get::<u64>(r, n)?)))
 }
 
 /// A slash as the API shows it.
@@ -223,13 +239,12 @@ pub struct SlashRow {
 }
 
 /// A worker's most recent slashes, newest first.
-pub fn slashes_of(conn: &Connection, worker: &Address, limit: usize) -> StoreResult<Vec<SlashRow>> {
-    let mut stmt = conn.prepare_cached(
+pub fn slashes_of(conn: &dyn Db, worker: &Address, limit: usize) -> StoreResult<Vec<SlashRow>> {
+    conn.all(
         "SELECT block_number, block_timestamp, amount_wei, new_stake_wei, job_id, reason, tx_hash FROM slashes
          WHERE worker = ?1 ORDER BY block_number DESC, log_index DESC LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(rusqlite::params![worker.as_slice(), limit as i64], |r| {
+        &[&worker.as_slice(), &(limit as i64)],
+        |r| {
             Ok(SlashRow {
                 block: col::get(r, 0)?,
                 time: col::get(r, 1)?,
@@ -239,21 +254,20 @@ pub fn slashes_of(conn: &Connection, worker: &Address, limit: usize) -> StoreRes
                 reason: col::get(r, 5)?,
                 tx: col::get(r, 6)?,
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+        },
+    )
 }
 
 /// Hourly rollup rows with `from <= hour < to`, of one worker and/or model or all, in hour order.
 /// Each row: (hour, rollup).
 pub fn rollups(
-    conn: &Connection,
+    conn: &dyn Db,
     worker: Option<&Address>,
     model: Option<&B256>,
     from: u64,
     to: u64,
-) -> StoreResult<Vec<super::rows::RollupRow>> {
-    let cols = super::rows::RollupRow::COLUMNS.join(", ");
+) -> StoreResult<Vec<RollupRow>> {
+    let cols = RollupRow::COLUMNS.join(", ");
     let (sql, key): (String, Option<Vec<u8>>) = match worker {
         Some(w) => (
             format!(
@@ -263,48 +277,57 @@ pub fn rollups(
             Some(w.to_vec()),
         ),
         None => (
-            format!("SELECT {cols} FROM rollups_hourly WHERE ?1 IS NULL AND hour >= ?2 AND hour < ?3 ORDER BY hour"),
+            format!("SELECT {cols} FROM rollups_hourly WHERE {NO_KEY} AND hour >= ?2 AND hour < ?3 ORDER BY hour"),
             None,
         ),
     };
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(rusqlite::params![key, from.min(i64::MAX as u64) as i64, to.min(i64::MAX as u64) as i64], |r| {
-            super::rows::RollupRow::from_row(r)
-        })?
-        .filter(|r| match (r, model) {
-            (Ok(row), Some(m)) => row.model_id == *m,
-            _ => true,
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = Vec::new();
+    conn.each(&sql, &[&key, &(from.min(i64::MAX as u64) as i64), &(to.min(i64::MAX as u64) as i64)], &mut |r| {
+        let row = RollupRow::from_row(r)?;
+        if model.is_none_or(|m| row.model_id == *m) {
+            rows.push(row);
+        }
+        Ok(true)
+    })?;
     Ok(rows)
 }
 
 /// The store's counters for status: (decoded and undecodable events, jobs, workers).
-pub fn counts(conn: &Connection) -> StoreResult<(u64, u64, u64)> {
-    let events: i64 =
-        conn.prepare_cached("SELECT coalesce(sum(count), 0) FROM event_counts")?.query_row([], |r| r.get(0))?;
-    let jobs: i64 = conn.prepare_cached("SELECT coalesce(max(job_id), 0) FROM jobs")?.query_row([], |r| r.get(0))?;
-    let workers: i64 = conn.prepare_cached("SELECT count(*) FROM workers")?.query_row([], |r| r.get(0))?;
-    Ok((events as u64, jobs as u64, workers as u64))
+pub fn counts(conn: &dyn Db) -> StoreResult<(u64, u64, u64)> {
+    // Each statement aggregates, so it answers exactly one row.
+    let one = |sql: &str| -> StoreResult<u64> { Ok(conn.one(sql, &[], |r| Ok(col::get::<u64>(r, 0)?))?.unwrap_or(0)) };
+    // PostgreSQL sums bigints as numeric: cast back.
+    let events = one("SELECT CAST(coalesce(sum(count), 0) AS INTEGER) FROM event_counts")?;
+    let jobs = one("SELECT coalesce(max(job_id), 0) FROM jobs")?;
+    let workers = one("SELECT count(*) FROM workers")?;
+    Ok((events, jobs, workers))
 }
 
 /// Jobs touched by logs in blocks `from < block <= to` (subscriptions), of one worker or all,
 /// at most `limit`, in chain order.
 pub fn jobs_touched(
-    conn: &Connection,
+    conn: &dyn Db,
     from: u64,
     to: u64,
     worker: Option<&Address>,
     limit: usize,
 ) -> StoreResult<Vec<JobRow>> {
-    let mut ids_stmt = conn.prepare_cached(
-        "SELECT DISTINCT job_id FROM logs WHERE block_number > ?1 AND block_number <= ?2 AND job_id IS NOT NULL
+    // Each job once, in the order of its first log in the window. Deduplicated here rather than
+    // by DISTINCT: PostgreSQL refuses a DISTINCT ordered by columns it does not select.
+    let mut seen = std::collections::HashSet::new();
+    let mut ids: Vec<u64> = Vec::new();
+    conn.each(
+        "SELECT job_id FROM logs WHERE block_number > ?1 AND block_number <= ?2 AND job_id IS NOT NULL
          ORDER BY block_number, log_index",
+        &[&(from.min(i64::MAX as u64) as i64), &(to.min(i64::MAX as u64) as i64)],
+        &mut |r| {
+            let id = col::get::<u64>(r, 0)?;
+            if seen.insert(id) {
+                ids.push(id);
+            }
+            Ok(true)
+        },
     )?;
-    let ids: Vec<u64> = ids_stmt
-        .query_map([from.min(i64::MAX as u64) as i64, to.min(i64::MAX as u64) as i64], |r| col::get::<u64>(r, 0))?
-        .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for id in ids {
         if out.len() == limit {
@@ -320,11 +343,9 @@ pub fn jobs_touched(
 }
 
 /// Wall-clock time (unix s) of the indexer's last commit; 0 for an empty store.
-pub fn cursor_updated_at(conn: &Connection) -> StoreResult<u64> {
+pub fn cursor_updated_at(conn: &dyn Db) -> StoreResult<u64> {
     Ok(conn
-        .prepare_cached("SELECT updated_at FROM cursor WHERE id = 1")?
-        .query_row([], |r| col::get::<u64>(r, 0))
-        .optional()?
+        .one("SELECT updated_at FROM cursor WHERE id = 1", &[], |r| Ok(col::get::<u64>(r, 0)?))?
         // No cursor row: the indexer has not committed yet.
         .unwrap_or(0))
 }
@@ -352,51 +373,59 @@ pub struct EarningsRow {
     pub sums: [U256; 7],
 }
 
-/// Earnings per bucket of `step` seconds with `from <= hour < to`, summed exactly inside SQLite:
-/// each decimal wei string is split into its digits above and below 10^9, both halves are summed
-/// as 64-bit integers (no overflow for any realistic range) and recombined here.
+/// Earnings per bucket of `step` seconds with `from <= hour < to`, summed exactly by the engine.
+///
+/// SQLite holds wei as decimal TEXT: each string is split into its digits above and below 10^9,
+/// both halves are summed as 64-bit integers (no overflow for any realistic range) and recombined
+/// here. PostgreSQL holds them as numeric, which it sums exactly as they are.
 pub fn earnings(
-    conn: &Connection,
+    conn: &dyn Db,
     worker: Option<&Address>,
     from: u64,
     to: u64,
     step: u64,
 ) -> StoreResult<Vec<EarningsRow>> {
+    let dialect = conn.dialect();
     let mut cols = String::new();
     for c in EARNINGS_COLUMNS.iter().filter(|c| !c.is_empty()) {
-        cols.push_str(&format!(
-            ", sum(CAST(substr({c}, 1, length({c}) - 9) AS INTEGER)), sum(CAST(substr({c}, -9) AS INTEGER))"
-        ));
+        match dialect {
+            Dialect::Sqlite => cols.push_str(&format!(
+                ", sum(CAST(substr({c}, 1, length({c}) - 9) AS INTEGER)), sum(CAST(substr({c}, -9) AS INTEGER))"
+            )),
+            Dialect::Postgres => cols.push_str(&format!(", sum({c})")),
+        }
     }
     let (index, key) = match worker {
         Some(_) => ("INDEXED BY rollups_by_worker", "worker = ?1"),
-        None => ("", "?1 IS NULL"),
+        None => ("", NO_KEY),
     };
     let sql = format!(
-        "SELECT (hour / ?4) * ?4 AS bucket, sum(released){cols} FROM rollups_hourly {index}
+        "SELECT (hour / ?4) * ?4 AS bucket, CAST(sum(released) AS INTEGER){cols} FROM rollups_hourly {index}
          WHERE {key} AND hour >= ?2 AND hour < ?3 GROUP BY bucket ORDER BY bucket"
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
     let billion = U256::from(1_000_000_000u64);
-    let rows = stmt
-        .query_map(
-            rusqlite::params![
-                worker.map(|w| w.to_vec()),
-                from.min(i64::MAX as u64) as i64,
-                to.min(i64::MAX as u64) as i64,
-                step.max(1) as i64
-            ],
-            |r| {
-                let mut sums = [U256::ZERO; 7];
-                for (i, s) in sums.iter_mut().enumerate() {
-                    // SUM over a bucket whose column is NULL in every row is NULL: nothing earned.
-                    let hi: i64 = r.get::<_, Option<i64>>(2 + 2 * i)?.unwrap_or(0);
-                    let lo: i64 = r.get::<_, Option<i64>>(3 + 2 * i)?.unwrap_or(0);
-                    *s = U256::from(hi.max(0) as u64) * billion + U256::from(lo.max(0) as u64);
-                }
-                Ok(EarningsRow { start: col::get(r, 0)?, released: col::get(r, 1)?, sums })
-            },
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    conn.all(
+        &sql,
+        &[
+            &worker.map(|w| w.to_vec()),
+            &(from.min(i64::MAX as u64) as i64),
+            &(to.min(i64::MAX as u64) as i64),
+            &(step.max(1) as i64),
+        ],
+        |r| {
+            let mut sums = [U256::ZERO; 7];
+            for (i, s) in sums.iter_mut().enumerate() {
+                // SUM over a bucket whose column is NULL in every row is NULL: nothing earned.
+                *s = match dialect {
+                    Dialect::Sqlite => {
+                        let hi = col::get::<Option<i64>>(r, 2 + 2 * i)?.unwrap_or(0);
+                        let lo = col::get::<Option<i64>>(r, 3 + 2 * i)?.unwrap_or(0);
+                        U256::from(hi.max(0) as u64) * billion + U256::from(lo.max(0) as u64)
+                    }
+                    Dialect::Postgres => col::get::<Option<U256>>(r, 2 + i)?.unwrap_or(U256::ZERO),
+                };
+            }
+            Ok(EarningsRow { start: col::get(r, 0)?, released: col::get(r, 1)?, sums })
+        },
+    )
 }

@@ -34,7 +34,7 @@ pub trait ProjectionRow: Sized + Clone + PartialEq + serde::Serialize + serde::d
     /// Deletes the row with this row's key.
     fn delete(&self, conn: &Connection) -> StoreResult<()>;
     /// Every row of the table in key order (comparisons, replay checks).
-    fn all(conn: &Connection) -> StoreResult<Vec<Self>>;
+    fn all(conn: &dyn Db) -> StoreResult<Vec<Self>>;
     /// The table's columns, in the order rows are read and written.
     fn columns() -> &'static [&'static str];
     /// The primary key columns.
@@ -222,10 +222,8 @@ macro_rules! projection_rows {
                 Ok(())
             }
 
-            fn all(conn: &Connection) -> StoreResult<Vec<Self>> {
-                let mut stmt = conn.prepare(Self::all_sql())?;
-                let rows = stmt.query_map([], |r| Self::from_row(r))?.collect::<Result<Vec<_>, _>>()?;
-                Ok(rows)
+            fn all(conn: &dyn Db) -> StoreResult<Vec<Self>> {
+                Query::all(conn, Self::all_sql(), &[], |r| Ok(Self::from_row(r)?))
             }
 
             fn columns() -> &'static [&'static str] {
