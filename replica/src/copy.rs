@@ -99,8 +99,15 @@ pub(crate) fn set_cursor(tx: &mut postgres::Transaction<'_>, c: &Cursor, seq: u6
         &[&(c.block_number as i64), &c.block_hash.as_slice(), &(seq as i64), &(unix_now() as i64)],
     )
     .map_err(pg("setting replica_cursor"))?;
+    // Readers that LISTEN (`lcw serve --store postgres://…`) hear of the commit when it is
+    // visible, not before: PostgreSQL delivers a notification when its transaction commits.
+    tx.execute("SELECT pg_notify($1, $2)", &[&COMMITS_CHANNEL, &c.block_number.to_string()])
+        .map_err(pg("notifying readers"))?;
     Ok(())
 }
+
+/// The channel on which each replica commit is announced, with its block number as payload.
+pub const COMMITS_CHANNEL: &str = "lcw_commits";
 
 /// Streams `table` from the snapshot into the replica; returns the rows copied.
 pub(crate) fn copy_table(

@@ -160,7 +160,7 @@ fn show(raw: ValueRef<'_>) -> String {
 
 /// PostgreSQL's binary numeric: digit count, weight (of the first base-10000 digit), sign,
 /// display scale, then base-10000 digits, most significant first, trailing zero digits dropped.
-fn numeric_binary(v: U256, out: &mut BytesMut) {
+pub(crate) fn numeric_binary(v: U256, out: &mut BytesMut) {
     let mut digits: Vec<i16> = Vec::new();
     let mut rest = v;
     let base = U256::from(10_000u64);
