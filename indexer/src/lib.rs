@@ -358,7 +358,7 @@ pub async fn run(
     let first = if cursor.is_some() { position.number + 1 } else { start };
     let contracts = profile.contracts;
     let mut watched = reader.read(move |conn| watch::Watched::load(conn, contracts)).await?;
-    if let Some(from) = reader.read(lcw_schema::store::sortition::manager_logs_from).await? {
+    if let Some(from) = reader.read(|conn| lcw_schema::store::sortition::manager_logs_from(conn)).await? {
         tracing::warn!(
             from,
             "this store was indexed before lcw followed SessionManagers: it holds their logs from block {from} on; \

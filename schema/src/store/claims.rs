@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, B256};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
+use super::sql::{Db, Query, Row};
 use super::{StoreError, StoreResult, col, unix_now};
 
 /// Where a claim stands.
@@ -121,105 +122,97 @@ pub fn put(conn: &Connection, row: &ClaimRow) -> StoreResult<()> {
     Ok(())
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ClaimRow, String)> {
-    Ok((
-        ClaimRow {
-            worker: col::get(r, 0)?,
-            manager: col::get(r, 1)?,
-            req_id: r.get::<_, i64>(2)? as u64,
-            model_id: col::get(r, 3)?,
-            request_block: r.get::<_, i64>(4)? as u64,
-            first_block: r.get::<_, Option<i64>>(5)?.map(|b| b as u64),
-            state: ClaimState::Sent,
-            reason: r.get(7)?,
-            sent_block: r.get::<_, Option<i64>>(8)?.map(|b| b as u64),
-            claim_tx: col::get(r, 9)?,
-            winner: col::get(r, 10)?,
-            claimed_block: r.get::<_, Option<i64>>(11)?.map(|b| b as u64),
-        },
-        r.get::<_, String>(6)?,
-    ))
+/// One row; an unknown state is corruption naming the row.
+fn row(r: &dyn Row) -> StoreResult<ClaimRow> {
+    let mut row = ClaimRow {
+        worker: col::get(r, 0)?,
+        manager: col::get(r, 1)?,
+        req_id: col::get(r, 2)?,
+        model_id: col::get(r, 3)?,
+        request_block: col::get(r, 4)?,
+        first_block: col::get(r, 5)?,
+        state: ClaimState::Sent,
+        reason: col::get(r, 7)?,
+        sent_block: col::get(r, 8)?,
+        claim_tx: col::get(r, 9)?,
+        winner: col::get(r, 10)?,
+        claimed_block: col::get(r, 11)?,
+    };
+    let state: String = col::get(r, 6)?;
+    row.state = ClaimState::parse(&state, || format!("{} request {} of {}", row.worker, row.req_id, row.manager))?;
+    Ok(row)
 }
 
 const COLUMNS: &str = "worker, manager, req_id, model_id, request_block, first_block, state, reason, sent_block,
                        claim_tx, winner, claimed_block";
 
-fn typed(rows: Vec<(ClaimRow, String)>) -> StoreResult<Vec<ClaimRow>> {
-    rows.into_iter()
-        .map(|(mut r, state)| {
-            r.state = ClaimState::parse(&state, || format!("{} request {} of {}", r.worker, r.req_id, r.manager))?;
-            Ok(r)
-        })
-        .collect()
-}
-
 /// The row of one request, if the worker recorded one.
-pub fn get(conn: &Connection, worker: Address, manager: Address, req_id: u64) -> StoreResult<Option<ClaimRow>> {
-    let found = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM worker_claims WHERE worker = ?1 AND manager = ?2 AND req_id = ?3"
-        ))?
-        .query_row(params![worker.as_slice(), manager.as_slice(), req_id as i64], row)
-        .optional()?;
-    Ok(typed(found.into_iter().collect())?.pop())
+pub fn get(conn: &dyn Db, worker: Address, manager: Address, req_id: u64) -> StoreResult<Option<ClaimRow>> {
+    conn.one(
+        &format!("SELECT {COLUMNS} FROM worker_claims WHERE worker = ?1 AND manager = ?2 AND req_id = ?3"),
+        &[&worker.as_slice(), &manager.as_slice(), &(req_id as i64)],
+        row,
+    )
 }
 
 /// Claims still waiting for their outcome (state `sent`).
-pub fn pending(conn: &Connection, worker: Address) -> StoreResult<Vec<ClaimRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM worker_claims WHERE worker = ?1 AND state = 'sent' ORDER BY req_id"
-    ))?;
-    let rows = stmt.query_map([worker.as_slice()], row)?.collect::<Result<Vec<_>, _>>()?;
-    typed(rows)
+pub fn pending(conn: &dyn Db, worker: Address) -> StoreResult<Vec<ClaimRow>> {
+    conn.all(
+        &format!("SELECT {COLUMNS} FROM worker_claims WHERE worker = ?1 AND state = 'sent' ORDER BY req_id"),
+        &[&worker.as_slice()],
+        row,
+    )
 }
 
 /// The newest rows of a worker, newest request first.
-pub fn recent(conn: &Connection, worker: Address, limit: usize) -> StoreResult<Vec<ClaimRow>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM worker_claims WHERE worker = ?1 ORDER BY request_block DESC, req_id DESC LIMIT ?2"
-    ))?;
-    let rows = stmt.query_map(params![worker.as_slice(), limit as i64], row)?.collect::<Result<Vec<_>, _>>()?;
-    typed(rows)
+pub fn recent(conn: &dyn Db, worker: Address, limit: usize) -> StoreResult<Vec<ClaimRow>> {
+    conn.all(
+        &format!(
+            "SELECT {COLUMNS} FROM worker_claims WHERE worker = ?1 ORDER BY request_block DESC, req_id DESC LIMIT ?2"
+        ),
+        &[&worker.as_slice(), &(limit.min(i64::MAX as usize) as i64)],
+        row,
+    )
 }
 
 /// How many requests of the worker ended in each state.
-pub fn counts(conn: &Connection, worker: Address) -> StoreResult<BTreeMap<ClaimState, u64>> {
-    let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM worker_claims WHERE worker = ?1 GROUP BY state")?;
-    let rows = stmt
-        .query_map([worker.as_slice()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter().map(|(s, n)| Ok((ClaimState::parse(&s, || worker.to_string())?, n))).collect()
+pub fn counts(conn: &dyn Db, worker: Address) -> StoreResult<BTreeMap<ClaimState, u64>> {
+    let rows = conn.all(
+        "SELECT state, count(*) FROM worker_claims WHERE worker = ?1 GROUP BY state",
+        &[&worker.as_slice()],
+        |r| Ok((ClaimState::parse(&col::get::<String>(r, 0)?, || worker.to_string())?, col::get::<u64>(r, 1)?)),
+    )?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Missed requests by reason (drained, busy, late, ...).
-pub fn missed_by_reason(conn: &Connection, worker: Address) -> StoreResult<BTreeMap<String, u64>> {
-    let mut stmt = conn.prepare_cached(
+pub fn missed_by_reason(conn: &dyn Db, worker: Address) -> StoreResult<BTreeMap<String, u64>> {
+    let rows = conn.all(
         "SELECT coalesce(reason, 'late'), count(*) FROM worker_claims WHERE worker = ?1 AND state = 'missed'
          GROUP BY 1",
+        &[&worker.as_slice()],
+        |r| Ok((col::get::<String>(r, 0)?, col::get::<u64>(r, 1)?)),
     )?;
-    let rows = stmt.query_map([worker.as_slice()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(rows.into_iter().collect())
 }
 
 /// Every worker's outcomes: (worker, state, count), for metrics.
-pub fn counts_all(conn: &Connection) -> StoreResult<Vec<(Address, ClaimState, u64)>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT worker, state, count(*) FROM worker_claims GROUP BY worker, state ORDER BY 1, 2")?;
-    let rows = stmt
-        .query_map([], |r| Ok((col::get::<Address>(r, 0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter().map(|(w, s, n)| Ok((w, ClaimState::parse(&s, || w.to_string())?, n))).collect()
+pub fn counts_all(conn: &dyn Db) -> StoreResult<Vec<(Address, ClaimState, u64)>> {
+    conn.all("SELECT worker, state, count(*) FROM worker_claims GROUP BY worker, state ORDER BY 1, 2", &[], |r| {
+        let worker = col::get::<Address>(r, 0)?;
+        let state = ClaimState::parse(&col::get::<String>(r, 1)?, || worker.to_string())?;
+        Ok((worker, state, col::get::<u64>(r, 2)?))
+    })
 }
 
 /// Every worker's missed requests by reason: (worker, reason, count), for metrics.
-pub fn missed_all(conn: &Connection) -> StoreResult<Vec<(Address, String, u64)>> {
-    let mut stmt = conn.prepare_cached(
+pub fn missed_all(conn: &dyn Db) -> StoreResult<Vec<(Address, String, u64)>> {
+    conn.all(
         "SELECT worker, coalesce(reason, 'late'), count(*) FROM worker_claims WHERE state = 'missed'
          GROUP BY 1, 2 ORDER BY 1, 2",
-    )?;
-    let rows =
-        stmt.query_map([], |r| Ok((col::get::<Address>(r, 0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[],
+        |r| Ok((col::get::<Address>(r, 0)?, col::get::<String>(r, 1)?, col::get::<u64>(r, 2)?)),
+    )
 }
 
 #[cfg(test)]

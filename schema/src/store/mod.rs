@@ -45,8 +45,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use alloy::primitives::Address;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
+use self::sql::{Db, Query};
 use crate::profile::Contracts;
 
 mod embedded {
@@ -302,18 +303,15 @@ impl Store {
 }
 
 /// The chain id the store belongs to (`None` before the store records its identity).
-pub fn chain_id(conn: &Connection) -> StoreResult<Option<u64>> {
+pub fn chain_id(conn: &dyn Db) -> StoreResult<Option<u64>> {
     meta_get(conn, "chain_id")?
         .map(|v| v.parse().map_err(|_| StoreError::Corrupt { what: "meta.chain_id".into(), value: v }))
         .transpose()
 }
 
 /// Reads a `meta` value.
-pub fn meta_get(conn: &Connection, key: &str) -> StoreResult<Option<String>> {
-    Ok(conn
-        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-        .query_row([key], |r| r.get::<_, String>(0))
-        .optional()?)
+pub fn meta_get(conn: &dyn Db, key: &str) -> StoreResult<Option<String>> {
+    conn.one("SELECT value FROM meta WHERE key = ?1", &[&key], |r| Ok(col::get::<String>(r, 0)?))
 }
 
 /// Writes a `meta` value.

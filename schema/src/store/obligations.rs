@@ -3,9 +3,10 @@
 //! the pure rules in [`crate::rules`].
 
 use alloy::primitives::{Address, B256, U256};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::types::ValueRef;
 
 use super::ledger::current_params;
+use super::sql::{Db, Query, Row};
 use super::{StoreError, StoreResult, col, states};
 use crate::rules::exit::ExitPlan;
 use crate::rules::schedule::{ChainClock, OpenJob, Params};
@@ -18,18 +19,27 @@ const OPEN_JOBS: &str = "SELECT j.job_id, j.worker, j.state, j.fee_wei, j.deadli
     FROM jobs j LEFT JOIN sessions s ON s.session_id = j.session_id
     WHERE j.state NOT IN ('RELEASED', 'TIMED_OUT')";
 
+/// The amount of wei in column `i`: decimal TEXT in SQLite, numeric in the replica (an integer
+/// when it fits i64); an unreadable one is corruption named by `what`.
+fn wei(r: &dyn Row, i: usize, what: impl FnOnce() -> String) -> StoreResult<U256> {
+    match r.value(i)? {
+        ValueRef::Integer(n) => states::wei(what, &n.to_string()),
+        _ => states::wei(what, &col::get::<String>(r, i)?),
+    }
+}
+
 /// One open job; an unknown state or status or an unreadable fee is corruption naming the row.
-fn open_job(r: &rusqlite::Row<'_>) -> StoreResult<OpenJob> {
+fn open_job(r: &dyn Row) -> StoreResult<OpenJob> {
     let job_id: u64 = col::get(r, 0)?;
     let session_id: u64 = col::get(r, 8)?;
     Ok(OpenJob {
         job_id,
         worker: col::get(r, 1)?,
-        state: states::job_state(job_id, &r.get::<_, String>(2)?)?,
+        state: states::job_state(job_id, &col::get::<String>(r, 2)?)?,
         // JobSubmitted sets the fee; a job without one has no escrow to release.
-        fee: match r.get::<_, Option<String>>(3)? {
-            Some(f) => states::wei(|| format!("jobs.fee_wei of job {job_id}"), &f)?,
-            None => U256::ZERO,
+        fee: match r.value(3)? {
+            ValueRef::Null => U256::ZERO,
+            _ => wei(r, 3, || format!("jobs.fee_wei of job {job_id}"))?,
         },
         deadline: col::get(r, 4)?,
         completed_at: col::get(r, 5)?,
@@ -37,37 +47,25 @@ fn open_job(r: &rusqlite::Row<'_>) -> StoreResult<OpenJob> {
         guilty: col::get(r, 7)?,
         // A job whose session the store has not seen (indexing began after the session was
         // created) is not in a closed session as far as the store knows.
-        session_active: match r.get::<_, Option<String>>(9)? {
+        session_active: match col::get::<Option<String>>(r, 9)? {
             Some(s) => states::session_status(session_id, &s)? == SessionStatus::Active,
             None => true,
         },
     })
 }
 
-/// Runs `sql` with `params` and reads every row with `read`, which may find corruption.
-fn query<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    read: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
-) -> StoreResult<Vec<T>> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, |r| Ok(read(r)))?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(|row| row)).collect()
-}
-
 /// Open jobs (not released, not timed out), of one worker or of all.
-pub fn open_jobs(conn: &Connection, worker: Option<Address>) -> StoreResult<Vec<OpenJob>> {
+pub fn open_jobs(conn: &dyn Db, worker: Option<Address>) -> StoreResult<Vec<OpenJob>> {
     match worker {
-        Some(w) => query(conn, &format!("{OPEN_JOBS} AND j.worker = ?1"), [w.as_slice()], open_job),
-        None => query(conn, OPEN_JOBS, [], open_job),
+        Some(w) => conn.all(&format!("{OPEN_JOBS} AND j.worker = ?1"), &[&w.as_slice()], open_job),
+        None => conn.all(OPEN_JOBS, &[], open_job),
     }
 }
 
 /// Governance parameters in force as the store has them. Fails when the store has not seen the
 /// dispute window (indexing started after AIConfig was configured): pass `fallback` read from
 /// the chain for what is missing.
-pub fn params(conn: &Connection, fallback: Option<&Params>) -> StoreResult<Params> {
+pub fn params(conn: &dyn Db, fallback: Option<&Params>) -> StoreResult<Params> {
     let map: std::collections::HashMap<String, String> = current_params(conn)?.into_iter().collect();
     let num = |name: &str, fb: Option<u64>| -> StoreResult<u64> {
         match map.get(name) {
@@ -101,7 +99,7 @@ pub fn params(conn: &Connection, fallback: Option<&Params>) -> StoreResult<Param
 
 /// [`params`] without a fallback: `None` when the store has not seen one of them (readers that
 /// can do without, such as the API's release times); corruption is still an error.
-pub fn params_if_known(conn: &Connection) -> StoreResult<Option<Params>> {
+pub fn params_if_known(conn: &dyn Db) -> StoreResult<Option<Params>> {
     match params(conn, None) {
         Ok(p) => Ok(Some(p)),
         Err(StoreError::MissingParam(_)) => Ok(None),
@@ -125,41 +123,36 @@ pub struct WorkerView {
 }
 
 /// The worker's row, if the store has one.
-pub fn worker(conn: &Connection, address: Address) -> StoreResult<Option<WorkerView>> {
-    let row = conn
-        .query_row(
-            "SELECT registered, stake_wei, active_jobs, balance_wei, suspended_until FROM workers WHERE address = ?1",
-            [address.as_slice()],
-            |r| {
-                let raw = (col::get::<bool>(r, 0)?, r.get::<_, String>(1)?, col::get::<u64>(r, 2)?);
-                Ok((raw, r.get::<_, String>(3)?, col::get::<u64>(r, 4)?))
-            },
-        )
-        .optional()?;
-    let Some(((registered, stake, active_jobs), balance, suspended_until)) = row else { return Ok(None) };
-    Ok(Some(WorkerView {
-        registered,
-        stake: states::wei(|| format!("workers.stake_wei of {address}"), &stake)?,
-        active_jobs,
-        balance: states::wei(|| format!("workers.balance_wei of {address}"), &balance)?,
-        suspended_until,
-    }))
+pub fn worker(conn: &dyn Db, address: Address) -> StoreResult<Option<WorkerView>> {
+    conn.one(
+        "SELECT registered, stake_wei, active_jobs, balance_wei, suspended_until FROM workers WHERE address = ?1",
+        &[&address.as_slice()],
+        |r| {
+            Ok(WorkerView {
+                registered: col::get(r, 0)?,
+                stake: wei(r, 1, || format!("workers.stake_wei of {address}"))?,
+                active_jobs: col::get(r, 2)?,
+                balance: wei(r, 3, || format!("workers.balance_wei of {address}"))?,
+                suspended_until: col::get(r, 4)?,
+            })
+        },
+    )
 }
 
 /// The store's cursor block (0 when empty).
-pub fn cursor(conn: &Connection) -> StoreResult<u64> {
+pub fn cursor(conn: &dyn Db) -> StoreResult<u64> {
     // An empty store has indexed nothing: as far as it knows, the chain is at block 0.
     Ok(super::raw::Cursor::get(conn)?.map(|c| c.block_number).unwrap_or(0))
 }
 
 /// Whether the operator drained `worker` (`lcw drain`; the flag lives in `operator_state`).
-pub fn drained(conn: &Connection, worker: Address) -> StoreResult<bool> {
+pub fn drained(conn: &dyn Db, worker: Address) -> StoreResult<bool> {
     Ok(super::operator::drained_since(conn, worker)?.is_some())
 }
 
 /// The chain clock as the store knows it: the cursor block and the gaps between the most
 /// recent consecutive blocks before it.
-pub fn store_clock(conn: &Connection) -> StoreResult<ChainClock> {
+pub fn store_clock(conn: &dyn Db) -> StoreResult<ChainClock> {
     let mut clock = ChainClock::default();
     let Some(cursor) = super::raw::Cursor::get(conn)? else { return Ok(clock) };
     for b in super::raw::BlockRow::recent(conn, cursor.block_number, 33)? {
@@ -176,7 +169,7 @@ pub fn store_clock(conn: &Connection) -> StoreResult<ChainClock> {
 /// `worker`'s exit plan from the store (the same rules as `lcw exit-plan`); `clock` is the
 /// store's ([`store_clock`]) or the chain's.
 pub fn exit_plan(
-    conn: &Connection,
+    conn: &dyn Db,
     worker: Address,
     clock: &ChainClock,
     fallback: Option<&Params>,
@@ -217,28 +210,27 @@ pub struct Assignment {
 }
 
 /// Jobs of `worker` in state `Submitted` or `Acknowledged`, oldest first (served by `jobs_open`).
-pub fn assignments(conn: &Connection, worker: Address) -> StoreResult<Vec<Assignment>> {
+pub fn assignments(conn: &dyn Db, worker: Address) -> StoreResult<Vec<Assignment>> {
     let sql = "SELECT j.job_id, j.session_id, j.state, j.deadline, j.submitted_block, j.submitted_at,
                       j.acknowledged_at, s.model_id, s.enc_worker_key, s.key_updated_block, s.status
                FROM jobs j LEFT JOIN sessions s ON s.session_id = j.session_id
                WHERE j.worker = ?1 AND j.state IN ('SUBMITTED', 'ACKNOWLEDGED')
                ORDER BY j.job_id";
-    query(conn, sql, [worker.as_slice()], |r| {
+    conn.all(sql, &[&worker.as_slice()], |r| {
         let job_id: u64 = col::get(r, 0)?;
         let session_id: u64 = col::get(r, 1)?;
         Ok(Assignment {
             job_id,
             session_id,
-            state: states::job_state(job_id, &r.get::<_, String>(2)?)?,
+            state: states::job_state(job_id, &col::get::<String>(r, 2)?)?,
             deadline: col::get(r, 3)?,
             submitted_block: col::get(r, 4)?,
             submitted_at: col::get(r, 5)?,
             acknowledged_at: col::get(r, 6)?,
             model_id: col::get(r, 7)?,
-            enc_worker_key: r.get(8)?,
+            enc_worker_key: col::get(r, 8)?,
             key_updated_block: col::get(r, 9)?,
-            session_status: r
-                .get::<_, Option<String>>(10)?
+            session_status: col::get::<Option<String>>(r, 10)?
                 .map(|s| states::session_status(session_id, &s))
                 .transpose()?,
         })

@@ -2,9 +2,10 @@
 //! the drained flag. A drained worker claims no new sessions and finishes what it owes.
 
 use alloy::primitives::Address;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
-use super::{StoreError, StoreResult, unix_now};
+use super::sql::{Db, Query};
+use super::{StoreError, StoreResult, col, unix_now};
 
 /// Sets or clears the drained flag of `worker` (`lcw drain`, `lcw undrain`, `lcw exit`).
 pub fn set_drained(conn: &Connection, worker: Address, drained: bool) -> StoreResult<()> {
@@ -17,11 +18,12 @@ pub fn set_drained(conn: &Connection, worker: Address, drained: bool) -> StoreRe
 }
 
 /// Whether `worker` is drained, and since when (unix s).
-pub fn drained_since(conn: &Connection, worker: Address) -> StoreResult<Option<u64>> {
-    let row: Option<(String, i64)> = conn
-        .prepare_cached("SELECT value, updated_at FROM operator_state WHERE worker = ?1 AND key = 'drained'")?
-        .query_row([worker.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+pub fn drained_since(conn: &dyn Db, worker: Address) -> StoreResult<Option<u64>> {
+    let row: Option<(String, i64)> = conn.one(
+        "SELECT value, updated_at FROM operator_state WHERE worker = ?1 AND key = 'drained'",
+        &[&worker.as_slice()],
+        |r| Ok((col::get(r, 0)?, col::get(r, 1)?)),
+    )?;
     match row {
         None => Ok(None),
         Some((v, _)) if v == "0" => Ok(None),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use alloy::primitives::Address;
 use rusqlite::{Connection, params};
 
+use super::sql::{Db, Query, Row};
 use super::{StoreResult, col, unix_now};
 
 /// One refused job.
@@ -70,18 +71,15 @@ pub struct Missed {
 /// Jobs of `worker` that timed out in a block above `after_block`, never acked, and with no
 /// refusal recorded, oldest timeout first: the caller tells whether lcw was not running at the
 /// deadline or the store showed the job too late.
-pub fn missed(conn: &Connection, worker: Address, after_block: u64) -> StoreResult<Vec<Missed>> {
-    let mut stmt = conn.prepare_cached(
+pub fn missed(conn: &dyn Db, worker: Address, after_block: u64) -> StoreResult<Vec<Missed>> {
+    let rows = conn.all(
         "SELECT j.job_id, j.submitted_block, j.submitted_at, j.timed_out_block FROM jobs j
          WHERE j.worker = ?1 AND j.timed_out_block > ?2 AND j.acknowledged_block IS NULL
            AND NOT EXISTS (SELECT 1 FROM worker_refusals r WHERE r.worker = j.worker AND r.job_id = j.job_id)
          ORDER BY j.timed_out_block, j.job_id",
+        &[&worker.as_slice(), &(after_block.min(i64::MAX as u64) as i64)],
+        |r| Ok((col::get::<u64>(r, 0)?, col::get::<u64>(r, 1)?, col::get::<u64>(r, 2)?, col::get::<u64>(r, 3)?)),
     )?;
-    let rows = stmt
-        .query_map(params![worker.as_slice(), after_block.min(i64::MAX as u64) as i64], |r| {
-            Ok((col::get::<u64>(r, 0)?, col::get::<u64>(r, 1)?, col::get::<u64>(r, 2)?, col::get::<u64>(r, 3)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
         .map(|(job_id, block, submitted_at, timed_out_block)| {
             let timeout = super::ledger::config_u64_as_of(conn, "ackTimeout", block)?;
@@ -107,45 +105,46 @@ pub const STEPS: [&str; 11] =
     ["model", "key", "prompt", "ack", "deadline", "funds", "llm", "node", "session", "offline", "other"];
 
 /// The refusal of `job` by `worker`, if there is one.
-pub fn get(conn: &Connection, worker: Address, job: u64) -> StoreResult<Option<Refusal>> {
-    use rusqlite::OptionalExtension;
-    let mut stmt = conn.prepare_cached(
+pub fn get(conn: &dyn Db, worker: Address, job: u64) -> StoreResult<Option<Refusal>> {
+    conn.one(
         "SELECT job_id, step, reason, final, acked, first_at, updated_at FROM worker_refusals
          WHERE worker = ?1 AND job_id = ?2",
-    )?;
-    Ok(stmt.query_row(params![worker.as_slice(), job as i64], refusal_of).optional()?)
+        &[&worker.as_slice(), &(job as i64)],
+        refusal_of,
+    )
 }
 
-fn refusal_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Refusal> {
+fn refusal_of(r: &dyn Row) -> StoreResult<Refusal> {
     Ok(Refusal {
-        job_id: r.get::<_, i64>(0)? as u64,
-        step: r.get(1)?,
-        reason: r.get(2)?,
-        last: r.get(3)?,
-        acked: r.get(4)?,
-        first_at: r.get::<_, i64>(5)? as u64,
-        updated_at: r.get::<_, i64>(6)? as u64,
+        job_id: col::get(r, 0)?,
+        step: col::get(r, 1)?,
+        reason: col::get(r, 2)?,
+        last: col::get(r, 3)?,
+        acked: col::get(r, 4)?,
+        first_at: col::get(r, 5)?,
+        updated_at: col::get(r, 6)?,
     })
 }
 
 /// The latest `limit` refusals of `worker`, newest first.
-pub fn recent(conn: &Connection, worker: Address, limit: usize) -> StoreResult<Vec<Refusal>> {
-    let mut stmt = conn.prepare_cached(
+pub fn recent(conn: &dyn Db, worker: Address, limit: usize) -> StoreResult<Vec<Refusal>> {
+    conn.all(
         "SELECT job_id, step, reason, final, acked, first_at, updated_at FROM worker_refusals
          WHERE worker = ?1 ORDER BY updated_at DESC, job_id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![worker.as_slice(), limit as i64], refusal_of)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[&worker.as_slice(), &(limit.min(i64::MAX as usize) as i64)],
+        refusal_of,
+    )
 }
 
 /// Refused jobs by worker and step (`final` ones only: jobs this worker will not serve), for
 /// metrics.
-pub fn counts(conn: &Connection) -> StoreResult<BTreeMap<(Address, String), u64>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT worker, step, count(*) FROM worker_refusals WHERE final = 1 GROUP BY worker, step")?;
-    let rows =
-        stmt.query_map([], |r| Ok(((col::get::<Address>(r, 0)?, r.get::<_, String>(1)?), r.get::<_, i64>(2)? as u64)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn counts(conn: &dyn Db) -> StoreResult<BTreeMap<(Address, String), u64>> {
+    let rows = conn.all(
+        "SELECT worker, step, count(*) FROM worker_refusals WHERE final = 1 GROUP BY worker, step",
+        &[],
+        |r| Ok(((col::get::<Address>(r, 0)?, col::get::<String>(r, 1)?), col::get::<u64>(r, 2)?)),
+    )?;
+    Ok(rows.into_iter().collect())
 }
 
 #[cfg(test)]

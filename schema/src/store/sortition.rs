@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 
 use alloy::primitives::{Address, B256, U256};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::ToSql;
 
 use super::col;
 use super::ledger::current_params;
+use super::sql::{Db, Query, Row};
 use super::{StoreError, StoreResult};
 
 /// A request's status as the events leave it.
@@ -118,21 +119,22 @@ impl RequestRow {
     }
 }
 
-const COLUMNS: &str = "manager, req_id, user, model_id, request_block, request_block_hash, requested_at, expiry, \
+// `user` is quoted: a reserved word in PostgreSQL.
+const COLUMNS: &str = "manager, req_id, \"user\", model_id, request_block, request_block_hash, requested_at, expiry, \
                        required_caps, status, worker, claimed_block, claimed_at, claim_tx, session_id, ready_block";
 
-/// One row, or the corruption it holds (an unknown status).
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<RequestRow>> {
+/// One row; an unknown status is corruption naming the request.
+fn read_row(r: &dyn Row) -> StoreResult<RequestRow> {
     let manager: Address = col::get(r, 0)?;
     let req_id: u64 = col::get(r, 1)?;
     let status: String = col::get(r, 9)?;
     let Some(status) = RequestStatus::parse(&status) else {
-        return Ok(Err(StoreError::Corrupt {
+        return Err(StoreError::Corrupt {
             what: format!("session_requests status of request {req_id} of {manager}"),
             value: status,
-        }));
+        });
     };
-    Ok(Ok(RequestRow {
+    Ok(RequestRow {
         manager,
         req_id,
         user: col::get(r, 2)?,
@@ -149,14 +151,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<RequestRow>> 
         claim_tx: col::get(r, 13)?,
         session_id: col::get(r, 14)?,
         ready_block: col::get(r, 15)?,
-    }))
-}
-
-/// Runs `sql` with `params` and reads every row.
-fn query(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<RequestRow>> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, read_row)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(|row| row)).collect()
+    })
 }
 
 /// The sortition parameters in force (their latest AIConfig change).
@@ -177,7 +172,7 @@ pub struct SortitionState {
 /// The sortition parameters in force. AIConfig emits every parameter at construction, so a store
 /// indexed from the deployment block has them all; one it has never seen is
 /// [`StoreError::MissingParam`] (a missing manager is `None`: none was published).
-pub fn sortition_state(conn: &Connection) -> StoreResult<SortitionState> {
+pub fn sortition_state(conn: &dyn Db) -> StoreResult<SortitionState> {
     let params: HashMap<String, String> = current_params(conn)?.into_iter().collect();
     let get = |name: &str| params.get(name).ok_or_else(|| StoreError::MissingParam(name.to_owned()));
     let corrupt = |name: &str, v: &str| StoreError::Corrupt { what: format!("config_history {name}"), value: v.into() };
@@ -204,13 +199,12 @@ pub fn sortition_state(conn: &Connection) -> StoreResult<SortitionState> {
 }
 
 /// The SessionManager AIConfig publishes now (None: none, or the zero address).
-pub fn current_manager(conn: &Connection) -> StoreResult<Option<Address>> {
-    let value: Option<String> = conn
-        .prepare_cached(
-            "SELECT value FROM config_history WHERE param = 'sessionManager' ORDER BY block_number DESC, log_index DESC LIMIT 1",
-        )?
-        .query_row([], |r| r.get(0))
-        .optional()?;
+pub fn current_manager(conn: &dyn Db) -> StoreResult<Option<Address>> {
+    let value: Option<String> = conn.one(
+        "SELECT value FROM config_history WHERE param = 'sessionManager' ORDER BY block_number DESC, log_index DESC LIMIT 1",
+        &[],
+        |r| Ok(col::get(r, 0)?),
+    )?;
     match value {
         Some(v) => Ok(Some(
             v.parse::<Address>()
@@ -223,66 +217,62 @@ pub fn current_manager(conn: &Connection) -> StoreResult<Option<Address>> {
 
 /// Open requests of `manager`, oldest first (expired ones included: see
 /// [`RequestRow::expired_at`]).
-pub fn open_requests(conn: &Connection, manager: Address) -> StoreResult<Vec<RequestRow>> {
+pub fn open_requests(conn: &dyn Db, manager: Address) -> StoreResult<Vec<RequestRow>> {
     let sql = format!("SELECT {COLUMNS} FROM session_requests WHERE manager = ?1 AND status = 'OPEN' ORDER BY req_id");
-    query(conn, &sql, [manager.as_slice()])
+    conn.all(&sql, &[&manager.as_slice()], read_row)
 }
 
 /// Open requests of `manager` for `model`, oldest first.
-pub fn open_requests_for_model(conn: &Connection, manager: Address, model: B256) -> StoreResult<Vec<RequestRow>> {
+pub fn open_requests_for_model(conn: &dyn Db, manager: Address, model: B256) -> StoreResult<Vec<RequestRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM session_requests WHERE manager = ?1 AND model_id = ?2 AND status = 'OPEN' ORDER BY req_id"
     );
-    query(conn, &sql, [manager.as_slice(), model.as_slice()])
+    conn.all(&sql, &[&manager.as_slice(), &model.as_slice()], read_row)
 }
 
 /// The request `req_id` of `manager`.
-pub fn request(conn: &Connection, manager: Address, req_id: u64) -> StoreResult<Option<RequestRow>> {
+pub fn request(conn: &dyn Db, manager: Address, req_id: u64) -> StoreResult<Option<RequestRow>> {
     let sql = format!("SELECT {COLUMNS} FROM session_requests WHERE manager = ?1 AND req_id = ?2");
-    Ok(query(conn, &sql, rusqlite::params![manager.as_slice(), req_id as i64])?.pop())
+    conn.one(&sql, &[&manager.as_slice(), &(req_id as i64)], read_row)
 }
 
 /// Requests of `manager` claimed (and possibly ready since) in `from_block` or later, in claim
 /// order.
-pub fn claimed_since(conn: &Connection, manager: Address, from_block: u64) -> StoreResult<Vec<RequestRow>> {
+pub fn claimed_since(conn: &dyn Db, manager: Address, from_block: u64) -> StoreResult<Vec<RequestRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM session_requests
          WHERE manager = ?1 AND claimed_block >= ?2 AND claimed_block IS NOT NULL ORDER BY claimed_block, req_id"
     );
-    query(conn, &sql, rusqlite::params![manager.as_slice(), from_block.min(i64::MAX as u64) as i64])
+    conn.all(&sql, &[&manager.as_slice(), &(from_block.min(i64::MAX as u64) as i64)], read_row)
 }
 
 /// The `limit` most recent requests `worker` claimed (of any manager), newest request first.
-pub fn claimed_by(conn: &Connection, worker: Address, limit: usize) -> StoreResult<Vec<RequestRow>> {
+pub fn claimed_by(conn: &dyn Db, worker: Address, limit: usize) -> StoreResult<Vec<RequestRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM session_requests
          WHERE worker = ?1 AND worker IS NOT NULL ORDER BY request_block DESC, manager DESC, req_id DESC LIMIT ?2"
     );
-    query(conn, &sql, rusqlite::params![worker.as_slice(), limit.min(i64::MAX as usize) as i64])
+    conn.all(&sql, &[&worker.as_slice(), &(limit.min(i64::MAX as usize) as i64)], read_row)
 }
 
 /// A worker's capability bits (0 for a worker the store never saw, as the contract answers).
-pub fn worker_capabilities(conn: &Connection, worker: Address) -> StoreResult<U256> {
-    let mask = conn
-        .prepare_cached("SELECT capabilities FROM workers WHERE address = ?1")?
-        .query_row([worker.as_slice()], |r| col::get::<U256>(r, 0))
-        .optional()?;
+pub fn worker_capabilities(conn: &dyn Db, worker: Address) -> StoreResult<U256> {
+    let mask = conn.one("SELECT capabilities FROM workers WHERE address = ?1", &[&worker.as_slice()], |r| {
+        Ok(col::get::<U256>(r, 0)?)
+    })?;
     Ok(mask.unwrap_or(U256::ZERO))
 }
 
 /// The registered capabilities: (bit, name), by bit.
-pub fn capability_names(conn: &Connection) -> StoreResult<Vec<(u8, String)>> {
-    let mut stmt = conn.prepare_cached("SELECT bit, name FROM capabilities ORDER BY bit")?;
-    let rows = stmt.query_map([], |r| Ok((col::get::<u64>(r, 0)?, col::get::<String>(r, 1)?)))?;
-    rows.map(|r| {
-        let (bit, name) = r?;
+pub fn capability_names(conn: &dyn Db) -> StoreResult<Vec<(u8, String)>> {
+    conn.all("SELECT bit, name FROM capabilities ORDER BY bit", &[], |r| {
+        let (bit, name) = (col::get::<u64>(r, 0)?, col::get::<String>(r, 1)?);
         let bit = u8::try_from(bit).map_err(|_| StoreError::Corrupt {
             what: format!("capabilities bit of {name:?}"),
             value: bit.to_string(),
         })?;
         Ok((bit, name))
     })
-    .collect()
 }
 
 /// `meta` key: the first block whose SessionManager logs the store holds, for a store indexed
@@ -291,15 +281,15 @@ pub const MANAGER_LOGS_FROM: &str = "session_manager_logs_from";
 
 /// Every SessionManager AIConfig has published (the zero address excluded), with the block of
 /// its first publication, in that order.
-pub fn managers(conn: &Connection) -> StoreResult<Vec<(Address, u64)>> {
-    let mut stmt = conn.prepare_cached(
+pub fn managers(conn: &dyn Db) -> StoreResult<Vec<(Address, u64)>> {
+    let rows = conn.all(
         "SELECT value, min(block_number) AS first FROM config_history WHERE param = 'sessionManager'
          GROUP BY value ORDER BY first, value",
+        &[],
+        |r| Ok((col::get::<String>(r, 0)?, col::get::<u64>(r, 1)?)),
     )?;
-    let rows = stmt.query_map([], |r| Ok((col::get::<String>(r, 0)?, col::get::<u64>(r, 1)?)))?;
     let mut out = Vec::new();
-    for row in rows {
-        let (value, block) = row?;
+    for (value, block) in rows {
         let address: Address = value
             .parse()
             .map_err(|_| StoreError::Corrupt { what: "config_history sessionManager".into(), value: value.clone() })?;
@@ -312,7 +302,7 @@ pub fn managers(conn: &Connection) -> StoreResult<Vec<(Address, u64)>> {
 
 /// The first block whose SessionManager logs the store holds, when it was indexed before it
 /// followed SessionManagers (see [`MANAGER_LOGS_FROM`]).
-pub fn manager_logs_from(conn: &Connection) -> StoreResult<Option<u64>> {
+pub fn manager_logs_from(conn: &dyn Db) -> StoreResult<Option<u64>> {
     super::meta_get(conn, MANAGER_LOGS_FROM)?
         .map(|v| v.parse().map_err(|_| StoreError::Corrupt { what: format!("meta.{MANAGER_LOGS_FROM}"), value: v }))
         .transpose()
@@ -416,55 +406,82 @@ impl RequestQuery {
     }
 }
 
-/// The SQL of a request page walk (exposed for query-plan tests). Parameters: ?1 the scan key
-/// (unused for `All`); with `after`, ?2 ?3 ?4 the key to continue after.
+/// The SQL of a request page walk (exposed for query-plan tests). Parameters, numbered in this
+/// order: the scan key (none for `All`); with `after`, the key to continue after (request block,
+/// manager, request id); the number of rows to read at most.
 pub fn request_scan_sql(scan: RequestScan, after: bool) -> String {
+    // `All` binds no key: PostgreSQL cannot type a parameter that is only tested for NULL.
     let (index, key) = match scan {
-        RequestScan::Worker => ("session_requests_by_worker", "worker = ?1 AND worker IS NOT NULL"),
-        RequestScan::User => ("session_requests_by_user", "user = ?1"),
-        RequestScan::All => ("session_requests_by_block", "?1 IS NULL"),
+        RequestScan::Worker => ("session_requests_by_worker", Some("worker = ?1 AND worker IS NOT NULL")),
+        RequestScan::User => ("session_requests_by_user", Some("\"user\" = ?1")),
+        RequestScan::All => ("session_requests_by_block", None),
     };
-    let after = if after { " AND (request_block, manager, req_id) < (?2, ?3, ?4)" } else { "" };
+    let mut n = usize::from(key.is_some());
+    let mut terms: Vec<String> = key.into_iter().map(str::to_owned).collect();
+    if after {
+        terms.push(format!("(request_block, manager, req_id) < (?{}, ?{}, ?{})", n + 1, n + 2, n + 3));
+        n += 3;
+    }
+    let filter = if terms.is_empty() { String::new() } else { format!(" WHERE {}", terms.join(" AND ")) };
     format!(
-        "SELECT {COLUMNS} FROM session_requests INDEXED BY {index} WHERE {key}{after}
-         ORDER BY request_block DESC, manager DESC, req_id DESC"
+        "SELECT {COLUMNS} FROM session_requests INDEXED BY {index}{filter}
+         ORDER BY request_block DESC, manager DESC, req_id DESC LIMIT ?{}",
+        n + 1
     )
 }
 
 /// A page of at most `limit` requests matching `q`, newest first, scanning at most `budget` rows.
-pub fn requests_page(conn: &Connection, q: &RequestQuery, limit: usize, budget: usize) -> StoreResult<RequestPage> {
+pub fn requests_page(conn: &dyn Db, q: &RequestQuery, limit: usize, budget: usize) -> StoreResult<RequestPage> {
     let scan = q.scan();
-    let mut stmt = conn.prepare_cached(&request_scan_sql(scan, q.after.is_some()))?;
-    let key: rusqlite::types::Value = match scan {
-        RequestScan::Worker => q.worker.map(|w| w.to_vec()).into(),
-        RequestScan::User => q.user.map(|u| u.to_vec()).into(),
-        RequestScan::All => rusqlite::types::Value::Null,
+    let key = match scan {
+        RequestScan::Worker => q.worker,
+        RequestScan::User => q.user,
+        RequestScan::All => None,
     };
-    let mut rows = match &q.after {
-        Some(a) => stmt.query(rusqlite::params![
-            key,
-            a.request_block.min(i64::MAX as u64) as i64,
-            a.manager.as_slice(),
-            a.req_id.min(i64::MAX as u64) as i64
-        ])?,
-        None => stmt.query([key])?,
-    };
+    let key = key.as_ref().map(|k| k.as_slice());
+    let after = q.after.as_ref().map(|a| {
+        (a.request_block.min(i64::MAX as u64) as i64, a.manager.as_slice(), a.req_id.min(i64::MAX as u64) as i64)
+    });
+    // The budget (at least one row) and one row past it, which tells whether more follow.
+    let rows = budget.max(1).saturating_add(1).min(i64::MAX as usize) as i64;
+    let mut params: Vec<&dyn ToSql> = Vec::with_capacity(5);
+    if let Some(k) = &key {
+        params.push(k);
+    }
+    if let Some((block, manager, req_id)) = &after {
+        params.extend([block as &dyn ToSql, manager, req_id]);
+    }
+    params.push(&rows);
+
     let mut requests = Vec::new();
     let mut scanned = 0usize;
-    while let Some(r) = rows.next()? {
-        let row = read_row(r)??;
+    // Set once the budget is spent: the last request scanned.
+    let mut spent: Option<RequestKey> = None;
+    // Set when the page ends before the rows do: its cursor.
+    let mut cut: Option<Option<RequestKey>> = None;
+    conn.each(&request_scan_sql(scan, after.is_some()), &params, &mut |r| {
+        if spent.is_some() {
+            cut = Some(spent);
+            return Ok(false);
+        }
+        let row = read_row(r)?;
         scanned += 1;
         let last_scanned = RequestKey::of(&row);
         if q.matches(&row) {
             if requests.len() == limit {
-                return Ok(RequestPage { end: requests.last().map(RequestKey::of), requests, has_more: true });
+                cut = Some(requests.last().map(RequestKey::of));
+                return Ok(false);
             }
             requests.push(row);
         }
         if scanned >= budget {
-            let more = rows.next()?.is_some();
-            return Ok(RequestPage { end: Some(last_scanned), requests, has_more: more });
+            spent = Some(last_scanned);
         }
-    }
-    Ok(RequestPage { end: requests.last().map(RequestKey::of), requests, has_more: false })
+        Ok(true)
+    })?;
+    Ok(match (cut, spent) {
+        (Some(end), _) => RequestPage { end, requests, has_more: true },
+        (None, Some(last)) => RequestPage { end: Some(last), requests, has_more: false },
+        (None, None) => RequestPage { end: requests.last().map(RequestKey::of), requests, has_more: false },
+    })
 }

@@ -267,6 +267,17 @@ fn request_pages_walk_newest_first_with_filters_cursors_and_a_budget() {
     let page = requests_page(conn, &RequestQuery { after: page.end, ..expired.clone() }, 10, 1).unwrap();
     assert_eq!((page.requests.len(), page.has_more), (0, true));
     assert_eq!(page.end.map(|k| k.req_id), Some(3));
+    // A budget that ends with the rows: nothing more, and the cursor past the last one scanned.
+    let page = requests_page(conn, &expired, 10, 5).unwrap();
+    assert_eq!((ids(&page.requests), page.has_more), (vec![(M1, 4)], false));
+    assert_eq!(page.end.map(|k| (k.manager, k.req_id)), Some((M1, 1)));
+    let page = requests_page(conn, &expired, 10, 4).unwrap();
+    assert_eq!((page.has_more, page.end.map(|k| (k.manager, k.req_id))), (true, Some((M1, 2))));
+    // A keyed walk continued after a cursor.
+    let page = requests_page(conn, &by_worker, 1, 1_000).unwrap();
+    assert_eq!((ids(&page.requests), page.has_more), (vec![(M2, 1)], true));
+    let page = requests_page(conn, &RequestQuery { after: page.end, ..by_worker.clone() }, 1, 1_000).unwrap();
+    assert_eq!((ids(&page.requests), page.has_more), (vec![(M1, 1)], false));
 
     let key = RequestKey { request_block: 12, manager: M1, req_id: 3 };
     assert_eq!(RequestKey::parse(&key.cursor()), Some(key));
