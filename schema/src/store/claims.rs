@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use alloy::primitives::{Address, B256};
 use rusqlite::{Connection, params};
 
-use super::sql::{Db, Query, Row};
+use super::sql::{Db, Dialect, Query, Row};
 use super::{StoreError, StoreResult, col, unix_now};
 
 /// Where a claim stands.
@@ -175,8 +175,21 @@ pub fn recent(conn: &dyn Db, worker: Address, limit: usize) -> StoreResult<Vec<C
     )
 }
 
-/// How many requests of the worker ended in each state.
+/// Whether `conn` holds `worker_claims`. The PostgreSQL replica does not: the table is local to
+/// the machine lcw's worker runs on, so as far as the replica knows no worker of lcw runs, and
+/// such a worker has no claims.
+fn holds_claims(conn: &dyn Db) -> bool {
+    match conn.dialect() {
+        Dialect::Sqlite => true,
+        Dialect::Postgres => false,
+    }
+}
+
+/// How many requests of the worker ended in each state (none on the replica, which holds no claims).
 pub fn counts(conn: &dyn Db, worker: Address) -> StoreResult<BTreeMap<ClaimState, u64>> {
+    if !holds_claims(conn) {
+        return Ok(BTreeMap::new());
+    }
     let rows = conn.all(
         "SELECT state, count(*) FROM worker_claims WHERE worker = ?1 GROUP BY state",
         &[&worker.as_slice()],
@@ -185,8 +198,11 @@ pub fn counts(conn: &dyn Db, worker: Address) -> StoreResult<BTreeMap<ClaimState
     Ok(rows.into_iter().collect())
 }
 
-/// Missed requests by reason (drained, busy, late, ...).
+/// Missed requests by reason (drained, busy, late, ...); none on the replica, which holds no claims.
 pub fn missed_by_reason(conn: &dyn Db, worker: Address) -> StoreResult<BTreeMap<String, u64>> {
+    if !holds_claims(conn) {
+        return Ok(BTreeMap::new());
+    }
     let rows = conn.all(
         "SELECT coalesce(reason, 'late'), count(*) FROM worker_claims WHERE worker = ?1 AND state = 'missed'
          GROUP BY 1",
@@ -272,6 +288,28 @@ mod tests {
         assert_eq!(recent(conn, w, 2).unwrap().iter().map(|r| r.req_id).collect::<Vec<_>>(), vec![3, 2]);
         assert_eq!(counts_all(conn).unwrap(), vec![(w, ClaimState::Missed, 2), (w, ClaimState::Won, 1)]);
         assert_eq!(missed_all(conn).unwrap(), vec![(w, "busy".to_owned(), 1), (w, "late".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn the_replica_holds_no_claims_and_no_drained_flag_and_is_not_asked_for_them() {
+        struct Replica;
+        impl Db for Replica {
+            fn dialect(&self) -> Dialect {
+                Dialect::Postgres
+            }
+            fn each(
+                &self,
+                sql: &str,
+                _: crate::store::sql::Params<'_>,
+                _: &mut dyn FnMut(&dyn Row) -> StoreResult<bool>,
+            ) -> StoreResult<()> {
+                panic!("the replica has no such table: {sql}")
+            }
+        }
+        let w = Address::repeat_byte(1);
+        assert!(counts(&Replica, w).unwrap().is_empty());
+        assert!(missed_by_reason(&Replica, w).unwrap().is_empty());
+        assert_eq!(crate::store::operator::drained_since(&Replica, w).unwrap(), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use alloy::primitives::Address;
 use rusqlite::{Connection, params};
 
-use super::sql::{Db, Query};
+use super::sql::{Db, Dialect, Query};
 use super::{StoreError, StoreResult, col, unix_now};
 
 /// Sets or clears the drained flag of `worker` (`lcw drain`, `lcw undrain`, `lcw exit`).
@@ -17,8 +17,13 @@ pub fn set_drained(conn: &Connection, worker: Address, drained: bool) -> StoreRe
     Ok(())
 }
 
-/// Whether `worker` is drained, and since when (unix s).
+/// Whether `worker` is drained, and since when (unix s). The PostgreSQL replica does not hold
+/// `operator_state` (local to the machine lcw runs on): there, no worker is drained as far as
+/// it knows.
 pub fn drained_since(conn: &dyn Db, worker: Address) -> StoreResult<Option<u64>> {
+    if conn.dialect() == Dialect::Postgres {
+        return Ok(None);
+    }
     let row: Option<(String, i64)> = conn.one(
         "SELECT value, updated_at FROM operator_state WHERE worker = ?1 AND key = 'drained'",
         &[&worker.as_slice()],
