@@ -13,9 +13,9 @@ use lcw_schema::store::obligations;
 use lcw_schema::store::raw::{BlockRow, Cursor};
 use lcw_schema::store::reads::{self, JobQuery};
 use lcw_schema::store::rows::{JobRow, WorkerModelRow, WorkerRow};
+use lcw_schema::store::sql::Db as Sql;
 use lcw_schema::store::unix_now;
 use lcw_schema::types::JobState as StoreState;
-use rusqlite::Connection;
 
 use crate::db::{Db, ReadError};
 use crate::scalars::{Address, BigInt, Bytes32, Timestamp};
@@ -160,7 +160,7 @@ pub(crate) async fn exit_plan(ctx: &Context<'_>, worker: Address) -> Result<Exit
     .map_err(gql)
 }
 
-fn worker_view(conn: &Connection, row: WorkerRow, head_ts: u64) -> Result<Worker, ReadError> {
+fn worker_view(conn: &dyn Sql, row: WorkerRow, head_ts: u64) -> Result<Worker, ReadError> {
     let mut models = Vec::new();
     for id in WorkerModelRow::of_worker(conn, &row.address)? {
         if let Some(m) = lcw_schema::store::rows::ModelRow::get(conn, &id)? {
@@ -182,7 +182,7 @@ fn worker_view(conn: &Connection, row: WorkerRow, head_ts: u64) -> Result<Worker
 }
 
 /// The store's version and the cursor block's timestamp (0 for an empty store).
-fn head_version_ts(conn: &Connection) -> Result<(Option<crate::db::Version>, u64), ReadError> {
+fn head_version_ts(conn: &dyn Sql) -> Result<(Option<crate::db::Version>, u64), ReadError> {
     let Some(c) = Cursor::get(conn)? else { return Ok((None, 0)) };
     // 0 too while the store holds no block at or below its cursor (a cursor set before any block).
     let ts = BlockRow::at_or_below(conn, c.block_number)?.map(|b| b.timestamp).unwrap_or(0);
@@ -190,12 +190,12 @@ fn head_version_ts(conn: &Connection) -> Result<(Option<crate::db::Version>, u64
 }
 
 /// The timestamp of the cursor block (0 for an empty store).
-pub(crate) fn head_ts(conn: &Connection) -> Result<u64, ReadError> {
+pub(crate) fn head_ts(conn: &dyn Sql) -> Result<u64, ReadError> {
     Ok(head_version_ts(conn)?.1)
 }
 
 /// The indexer status as of the store's cursor.
-pub(crate) fn status(conn: &Connection, readiness: &Readiness) -> Result<IndexerStatus, ReadError> {
+pub(crate) fn status(conn: &dyn Sql, readiness: &Readiness) -> Result<IndexerStatus, ReadError> {
     // 0: the store has no identity yet (nothing indexed); chain ids start at 1.
     let identity = lcw_schema::store::chain_id(conn)?.unwrap_or(0);
     let cursor = Cursor::get(conn)?;

@@ -1,12 +1,16 @@
 //! Read-only access to the store for resolvers: a small pool of read-only connections, each
-//! query on a blocking thread, interrupted when it outlives the per-query time limit.
+//! query on a blocking thread, stopped when it outlives the per-query time limit. The store is
+//! the SQLite file itself or its PostgreSQL replica (`lcw serve --store postgres://…`): resolvers
+//! read through [`lcw_schema::store::sql::Db`], which runs the store's read functions on either.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lcw_replica::ReplicaUrl;
+use lcw_replica::reader::Reader;
+use lcw_schema::store::sql::Db as Sql;
 use lcw_schema::store::{Store, StoreError};
-use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
 /// Why a read failed, as the API reports it.
@@ -29,11 +33,79 @@ impl From<rusqlite::Error> for ReadError {
     }
 }
 
-/// A pool of read-only connections to one store file.
-#[derive(Debug)]
+/// Where the API reads: the store file, or a PostgreSQL replica of it.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The SQLite store.
+    Sqlite(PathBuf),
+    /// A replica (`lcw replicate`, `lcw index --replica`), or a streaming standby of one.
+    Postgres(Box<ReplicaUrl>),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Sqlite(p) => write!(f, "{}", p.display()),
+            // Password redacted.
+            Source::Postgres(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// One pooled read connection.
+enum Conn {
+    Sqlite(Store),
+    Postgres(Box<Reader>),
+}
+
+impl Conn {
+    fn sql(&self) -> &dyn Sql {
+        match self {
+            Conn::Sqlite(s) => s.conn(),
+            Conn::Postgres(r) => r.as_ref(),
+        }
+    }
+
+    fn stopper(&self) -> Stopper {
+        match self {
+            Conn::Sqlite(s) => Stopper::Sqlite(s.conn().get_interrupt_handle()),
+            Conn::Postgres(r) => Stopper::Postgres(r.cancel_token()),
+        }
+    }
+
+    /// Whether the connection can serve again.
+    fn reusable(&self) -> bool {
+        match self {
+            Conn::Sqlite(_) => true,
+            Conn::Postgres(r) => !r.is_closed(),
+        }
+    }
+}
+
+/// Stops the statement a connection runs, from another thread.
+enum Stopper {
+    Sqlite(rusqlite::InterruptHandle),
+    Postgres(postgres::CancelToken),
+}
+
+impl Stopper {
+    fn stop(self) {
+        match self {
+            Stopper::Sqlite(h) => h.interrupt(),
+            // Cancelling opens a connection to the server: never on the async runtime's threads.
+            Stopper::Postgres(t) => {
+                let _ = std::thread::Builder::new().name("lcw-pg-cancel".into()).spawn(move || {
+                    let _ = t.cancel_query(postgres::NoTls);
+                });
+            }
+        }
+    }
+}
+
+/// A pool of read-only connections to one store.
 pub struct Db {
-    path: PathBuf,
-    idle: Mutex<Vec<Store>>,
+    source: Source,
+    idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
     timeout: Duration,
     /// Earnings by their arguments.
@@ -45,12 +117,18 @@ pub struct Db {
     pub(crate) aggregate_gate: tokio::sync::Mutex<()>,
 }
 
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("source", &self.source.to_string()).field("timeout", &self.timeout).finish()
+    }
+}
+
 /// The store's version: the cursor block and its hash (a reorg can bring back a block number
 /// with other contents).
 pub(crate) type Version = (u64, alloy::primitives::B256);
 
 /// The store's current [`Version`] (None for an empty store).
-pub(crate) fn version(conn: &Connection) -> Result<Option<Version>, ReadError> {
+pub(crate) fn version(conn: &dyn Sql) -> Result<Option<Version>, ReadError> {
     Ok(lcw_schema::store::raw::Cursor::get(conn)?.map(|c| (c.block_number, c.block_hash)))
 }
 
@@ -98,12 +176,18 @@ impl<T> Memo<T> {
 }
 
 impl Db {
-    /// Opens `size` read-only connections lazily (the store must exist: `Store::open_readonly`
-    /// fails with a clear error otherwise).
+    /// Opens `size` read-only connections to the store file lazily (the store must exist:
+    /// `Store::open_readonly` fails with a clear error otherwise).
     pub fn open(path: &Path, size: usize, timeout: Duration) -> Result<Arc<Db>, StoreError> {
-        let first = Store::open_readonly(path)?;
+        Db::connect(Source::Sqlite(path.to_owned()), size, timeout)
+    }
+
+    /// Opens `size` read-only connections to `source` lazily; the first one now, so that a
+    /// missing store or an unreachable replica is reported at start.
+    pub fn connect(source: Source, size: usize, timeout: Duration) -> Result<Arc<Db>, StoreError> {
+        let first = open_conn(&source, timeout)?;
         Ok(Arc::new(Db {
-            path: path.to_owned(),
+            source,
             idle: Mutex::new(vec![first]),
             permits: Semaphore::new(size.max(1)),
             timeout,
@@ -113,22 +197,24 @@ impl Db {
         }))
     }
 
-    /// The store file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// What the API reads.
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
-    fn take(&self) -> Result<Store, StoreError> {
+    fn take(&self) -> Result<Conn, StoreError> {
         let pooled = self.idle.lock().map_err(|_| StoreError::Thread("store pool poisoned".into()))?.pop();
         match pooled {
-            Some(s) => Ok(s),
-            None => Store::open_readonly(&self.path),
+            Some(c) => Ok(c),
+            None => open_conn(&self.source, self.timeout),
         }
     }
 
-    fn give_back(&self, store: Store) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(store);
+    fn give_back(&self, conn: Conn) {
+        if conn.reusable()
+            && let Ok(mut idle) = self.idle.lock()
+        {
+            idle.push(conn);
         }
     }
 
@@ -136,26 +222,26 @@ impl Db {
     pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, ReadError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, ReadError> + Send + 'static,
+        F: FnOnce(&dyn Sql) -> Result<T, ReadError> + Send + 'static,
     {
         let _permit = self.permits.acquire().await.map_err(|e| ReadError::Internal(e.to_string()))?;
-        let store = self.take()?;
+        let conn = self.take()?;
         if crate::runner::on_runner() {
-            return self.read_here(store, f);
+            return self.read_here(conn, f);
         }
-        // Interrupts the query if this future is dropped (the request's own time limit, a client
+        // Stops the query if this future is dropped (the request's own time limit, a client
         // that went away) or the time limit passes, so no abandoned query keeps a thread busy.
         let done = Arc::new(Mutex::new(false));
-        let mut guard = Interrupt { handle: Some(store.conn().get_interrupt_handle()), done: done.clone() };
+        let mut guard = Interrupt { stopper: Some(conn.stopper()), done: done.clone() };
         let db = self.clone();
         let mut task = tokio::task::spawn_blocking(move || {
-            let out = f(store.conn());
+            let out = f(conn.sql());
             // Marked under the lock, so an interrupt can never reach the connection once it is
             // back in the pool serving someone else.
             if let Ok(mut d) = done.lock() {
                 *d = true;
             }
-            db.give_back(store);
+            db.give_back(conn);
             out
         });
         let out = tokio::select! {
@@ -166,32 +252,43 @@ impl Db {
                 Err(ReadError::Timeout(self.timeout.as_millis()))
             }
         };
-        guard.handle = None;
+        guard.stopper = None;
         out
+    }
+}
+
+/// A new connection to `source`.
+fn open_conn(source: &Source, timeout: Duration) -> Result<Conn, StoreError> {
+    match source {
+        Source::Sqlite(path) => Store::open_readonly(path).map(Conn::Sqlite),
+        // The statement time limit is the request's (PostgreSQL stops it there itself).
+        Source::Postgres(url) => Reader::connect(url, timeout)
+            .map(|r| Conn::Postgres(Box::new(r)))
+            .map_err(|e| StoreError::Postgres(e.to_string())),
     }
 }
 
 impl Db {
     /// Runs `f` on this thread (an API request thread, where blocking is the point), with a timer
-    /// on the runtime that interrupts it at the time limit.
-    fn read_here<T, F>(&self, store: Store, f: F) -> Result<T, ReadError>
+    /// on the runtime that stops it at the time limit.
+    fn read_here<T, F>(&self, conn: Conn, f: F) -> Result<T, ReadError>
     where
-        F: FnOnce(&Connection) -> Result<T, ReadError>,
+        F: FnOnce(&dyn Sql) -> Result<T, ReadError>,
     {
         let done = Arc::new(Mutex::new(false));
-        let mut alarm = Interrupt { handle: Some(store.conn().get_interrupt_handle()), done: done.clone() };
+        let mut alarm = Interrupt { stopper: Some(conn.stopper()), done: done.clone() };
         let limit = self.timeout;
         let timer = tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             alarm.fire();
         });
         let started = std::time::Instant::now();
-        let out = f(store.conn());
+        let out = f(conn.sql());
         if let Ok(mut d) = done.lock() {
             *d = true;
         }
         timer.abort();
-        self.give_back(store);
+        self.give_back(conn);
         match out {
             Err(ReadError::Store(_)) if started.elapsed() >= limit => Err(ReadError::Timeout(limit.as_millis())),
             out => out,
@@ -200,17 +297,17 @@ impl Db {
 }
 
 struct Interrupt {
-    handle: Option<rusqlite::InterruptHandle>,
+    stopper: Option<Stopper>,
     done: Arc<Mutex<bool>>,
 }
 
 impl Interrupt {
     fn fire(&mut self) {
-        if let Some(h) = self.handle.take()
+        if let Some(s) = self.stopper.take()
             && let Ok(done) = self.done.lock()
             && !*done
         {
-            h.interrupt();
+            s.stop();
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod db;
 pub mod decode;
 mod endpoint;
 pub mod guard;
+mod listen;
 mod runner;
 pub mod scalars;
 mod server;
@@ -47,7 +48,7 @@ pub mod types;
 
 pub use access::{Access, AccessError, LocalAddr};
 pub use api::{ApiState, Readiness};
-pub use db::Db;
+pub use db::{Db, Source};
 pub use guard::{DocumentLimits, Guard};
 
 /// The schema type.
@@ -118,6 +119,9 @@ impl Limits {
 pub struct ServeConfig {
     /// The store.
     pub db: PathBuf,
+    /// Serve this PostgreSQL replica of the store instead of the file `db` (a replica kept by
+    /// `lcw replicate` or `lcw index --replica`, or a streaming standby of one).
+    pub replica: Option<lcw_replica::ReplicaUrl>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Read connections.
@@ -138,6 +142,7 @@ impl ServeConfig {
     pub fn new(db: PathBuf) -> Self {
         ServeConfig {
             db,
+            replica: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             pool: 4,
             request_timeout: Duration::from_secs(2),
@@ -238,6 +243,13 @@ pub fn watch_cursor(db: Arc<Db>, every: Duration) -> tokio::sync::watch::Receive
     rx
 }
 
+/// Publishes each commit of the PostgreSQL replica at `url` that `db` reads: pushed by the
+/// replicating process's notifications, and read every `every` besides (a streaming standby
+/// hears no notifications).
+pub fn watch_replica(db: Arc<Db>, url: lcw_replica::ReplicaUrl, every: Duration) -> tokio::sync::watch::Receiver<u64> {
+    listen::commits(db, url, every)
+}
+
 /// The API bound to its address, not serving yet (so a caller can learn the port it got).
 #[derive(Debug)]
 pub struct Server {
@@ -253,9 +265,17 @@ impl Server {
         config: &ServeConfig,
         commits: Option<tokio::sync::watch::Receiver<u64>>,
     ) -> std::io::Result<Server> {
-        let db = Db::open(&config.db, config.pool, config.request_timeout)
+        let source = match &config.replica {
+            Some(url) => db::Source::Postgres(Box::new(url.clone())),
+            None => db::Source::Sqlite(config.db.clone()),
+        };
+        let db = Db::connect(source, config.pool, config.request_timeout)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
-        let commits = commits.unwrap_or_else(|| watch_cursor(db.clone(), Duration::from_millis(200)));
+        let commits = match (commits, &config.replica) {
+            (Some(c), _) => c,
+            (None, Some(url)) => listen::commits(db.clone(), url.clone(), Duration::from_millis(500)),
+            (None, None) => watch_cursor(db.clone(), Duration::from_millis(200)),
+        };
         let state = ApiState { db, readiness: config.readiness.clone(), commits };
         let app = app(state, config.request_timeout, config.limits, config.access.clone());
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {

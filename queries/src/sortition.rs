@@ -4,7 +4,7 @@
 use async_graphql::{Context, Enum, Error, InputObject, Result, SimpleObject};
 use lcw_schema::store::StoreError;
 use lcw_schema::store::sortition::{self, RequestKey, RequestQuery, RequestRow, RequestState};
-use rusqlite::Connection;
+use lcw_schema::store::sql::Db as Sql;
 
 use crate::api::{SCAN_BUDGET, db, gql, head_ts, page_size};
 use crate::db::ReadError;
@@ -137,7 +137,7 @@ pub struct SortitionStatus {
 
 /// The sortition parameters in force; None when the store has not seen them all (indexing
 /// started after AIConfig was configured).
-pub(crate) fn status(conn: &Connection) -> Result<Option<SortitionStatus>, ReadError> {
+pub(crate) fn status(conn: &dyn Sql) -> Result<Option<SortitionStatus>, ReadError> {
     match sortition::sortition_state(conn) {
         Ok(s) => Ok(Some(SortitionStatus {
             enabled: s.enabled,

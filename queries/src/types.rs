@@ -8,8 +8,8 @@ use lcw_schema::rules::exit::{ExitPlan as Plan, Obligation as PlanObligation, St
 use lcw_schema::rules::schedule::{self, Action, OpenJob, Params, Reason};
 use lcw_schema::store::ledger::config_u64_as_of;
 use lcw_schema::store::rows::{JobRow, ModelRow, WorkerRow};
+use lcw_schema::store::sql::Db as Sql;
 use lcw_schema::types::JobState as StoreState;
-use rusqlite::Connection;
 
 use crate::db::ReadError;
 use crate::scalars::{Address, BigInt, Bytes32, Timestamp, big, ts};
@@ -103,7 +103,7 @@ pub struct Job {
 
 /// When `row` can (or could) be released: completion plus the window in force at release (or
 /// now, for open jobs); resolution for not-guilty disputes; the default for unresolved ones.
-pub fn releasable_at(conn: &Connection, row: &JobRow, params: Option<&Params>) -> Result<Option<u64>, ReadError> {
+pub fn releasable_at(conn: &dyn Sql, row: &JobRow, params: Option<&Params>) -> Result<Option<u64>, ReadError> {
     let state = row.job_state()?;
     if state == StoreState::Released {
         if row.disputed_at.is_some() {
@@ -137,7 +137,7 @@ pub fn releasable_at(conn: &Connection, row: &JobRow, params: Option<&Params>) -
 
 impl Job {
     /// Builds the API view of `row`.
-    pub fn build(conn: &Connection, row: JobRow, params: Option<&Params>) -> Result<Job, ReadError> {
+    pub fn build(conn: &dyn Sql, row: JobRow, params: Option<&Params>) -> Result<Job, ReadError> {
         let state = row.job_state()?;
         let releasable_at = releasable_at(conn, &row, params)?;
         Ok(Job { row, state, releasable_at, timeline: None })
