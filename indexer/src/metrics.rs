@@ -2,12 +2,14 @@
 //! head, indexed and finalized blocks, blocks behind, events, undecodable logs, reorgs and their
 //! depth, RPC requests, retries, range splits and answers refused as wrong (in all and by
 //! endpoint); and, from the store, the sortition claims of the workers lcw runs beside it (won,
-//! lost, missed by reason, in flight).
+//! lost, missed by reason, in flight). Other parts of the process add their own families with
+//! [`register`] (the PostgreSQL replica's follower: its lag); [`serve_text`] serves any such text
+//! alone (`lcw replicate --metrics`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::header::CONTENT_TYPE;
 use lcw_schema::store::Store;
@@ -95,7 +97,24 @@ fn render(rpc: &Rpc, live: &LiveStats, progress: &Progress, db: &std::path::Path
         claims(&mut out, store.conn());
         refusals(&mut out, store.conn());
     }
+    let extras: Vec<Extra> = EXTRA.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    for extra in extras {
+        out.push_str(&extra());
+    }
     out
+}
+
+/// A renderer of metrics text (`# HELP`, `# TYPE` and sample lines), called at each scrape on a
+/// blocking thread.
+pub type Extra = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The families registered beside the indexer's. Process-wide rather than in the config, since
+/// [`crate::run`] starts the endpoint itself and is started again after a node outage.
+static EXTRA: Mutex<Vec<Extra>> = Mutex::new(Vec::new());
+
+/// Adds `extra`'s metrics to every `/metrics` answer of the indexer in this process.
+pub fn register(extra: Extra) {
+    EXTRA.lock().unwrap_or_else(PoisonError::into_inner).push(extra);
 }
 
 /// The answers refused as wrong, by endpoint (redacted) and reason.
@@ -161,15 +180,18 @@ pub fn serve(
     progress: Arc<Progress>,
     db: PathBuf,
 ) -> tokio::task::JoinHandle<()> {
+    serve_text(addr, Arc::new(move || render(&rpc, &live, &progress, &db)))
+}
+
+/// Serves what `render` returns at `/metrics` on `addr` until the task is aborted.
+pub fn serve_text(addr: SocketAddr, render: Extra) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let (rpc, live, progress, db) = (rpc.clone(), live.clone(), progress.clone(), db.clone());
+                let render = render.clone();
                 async move {
-                    let body = tokio::task::spawn_blocking(move || render(&rpc, &live, &progress, &db))
-                        .await
-                        .unwrap_or_default();
+                    let body = tokio::task::spawn_blocking(move || render()).await.unwrap_or_default();
                     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
                 }
             }),

@@ -15,6 +15,10 @@
 //!   log: the projection rows its entries name, the raw and ledger rows above the lowest block
 //!   they touch, in one transaction with `replica_cursor`; or copies the store anew when the
 //!   entries it needs were pruned.
+//! - [`Follower`] ([`run`]) is the loop `lcw replicate`, `lcw index --replica` and `lcw run
+//!   --replica` share: copy when needed, then `follow_once` at each commit of the store, through
+//!   PostgreSQL outages (retried with backoff), until stopped; it keeps a [`ReplicaStatus`]
+//!   (block, lag in blocks and seconds, last error) that the metrics endpoint and the API read.
 //! - [`verify()`] compares the store with the replica table by table: row counts and a SHA-256
 //!   digest of every row in key order, encoded the same way from both sides ([`value`]), and the
 //!   cursors.
@@ -27,6 +31,8 @@
 
 pub mod copy;
 pub mod follow;
+pub mod run;
+pub mod status;
 pub mod tables;
 pub mod url;
 pub mod value;
@@ -37,6 +43,8 @@ use lcw_schema::store::{Identity, StoreError};
 
 pub use copy::CopyReport;
 pub use follow::{Applied, Recopy};
+pub use run::{FollowConfig, Follower, Signal, Step};
+pub use status::{ReplicaState, ReplicaStatus};
 pub use url::ReplicaUrl;
 pub use verify::{VerifyReport, verify};
 
@@ -182,8 +190,15 @@ impl Replica {
     /// socket), applies the migrations, and checks that the replica belongs to `store`'s network;
     /// a fresh replica records it.
     pub fn connect(url: &ReplicaUrl, store: &Identity) -> ReplicaResult<Replica> {
-        let mut client = url
-            .config()
+        let mut config = url.config().clone();
+        // A replica that stops answering must not hold a follower (and the store snapshot it
+        // reads) forever: connecting gives up after 10 s unless the URL says otherwise, and
+        // keepalives find a connection whose server went away.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        config.keepalives(true).keepalives_idle(std::time::Duration::from_secs(30));
+        let mut client = config
             .connect(postgres::NoTls)
             .map_err(|source| ReplicaError::Connect { url: url.to_string(), source })?;
         embedded::migrations::runner()

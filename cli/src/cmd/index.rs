@@ -8,6 +8,7 @@ use clap::Args;
 use lcw_indexer::{IndexerConfig, ProgressMode};
 
 use crate::args::{DataArgs, NetworkArgs, StoreArgs};
+use crate::cmd::replicate::{KeepReplicaArgs, LiveReplica};
 
 /// Index WorkerRegistry, JobRegistry and AIConfig events into the store.
 #[derive(Debug, Args)]
@@ -50,9 +51,11 @@ pub(crate) struct IndexArgs {
     /// Per-request RPC timeout in seconds.
     #[arg(long, env = "LCW_RPC_TIMEOUT", default_value_t = 30)]
     rpc_timeout: u64,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
+    /// Serve Prometheus metrics at http://ADDR/metrics (with --replica, the replica's lag too).
     #[arg(long, env = "LCW_METRICS")]
     metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    replica: KeepReplicaArgs,
     /// Progress display: auto (a bar on a terminal, logs otherwise), logs, off.
     #[arg(long, env = "LCW_PROGRESS", default_value = "auto")]
     progress: String,
@@ -79,9 +82,13 @@ pub(crate) async fn run(args: IndexArgs, data: DataArgs) -> anyhow::Result<()> {
         "off" => ProgressMode::Off,
         other => anyhow::bail!("--progress must be auto, logs or off, not `{other}`"),
     };
+    let replica = args.replica.url()?;
     let rx = crate::stop_on_signal("stopping after the current commit");
-    let summary =
-        lcw_indexer::run(config, rx, None).await.with_context(|| format!("indexing into {}", db.display()))?;
+    let summary = match replica {
+        None => lcw_indexer::run(config, rx, None).await,
+        Some(url) => index_with_replica(config, url, db.clone(), rx).await?,
+    };
+    let summary = summary.with_context(|| format!("indexing into {}", db.display()))?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -104,4 +111,68 @@ pub(crate) async fn run(args: IndexArgs, data: DataArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Indexes while a [`LiveReplica`] keeps `url` up to date with the store. The indexer's own
+/// result is returned as it is; the follower's errors end the command.
+async fn index_with_replica(
+    config: IndexerConfig,
+    url: lcw_replica::ReplicaUrl,
+    db: std::path::PathBuf,
+    rx: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Result<lcw_indexer::Summary, lcw_indexer::IndexerError>> {
+    // The indexer stops on a signal, or when the replica's follower meets an error
+    // that needs someone to act (another network's replica, a login refused).
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut signal = rx;
+    let forward = stop_tx.clone();
+    tokio::spawn(async move {
+        let _ = signal.wait_for(|s| *s).await;
+        let _ = forward.send(true);
+    });
+    let (commits, committed) = tokio::sync::watch::channel(lcw_indexer::Committed::default());
+    let mut live = LiveReplica::start(url, db.clone(), committed, stop.clone());
+    let indexer = lcw_indexer::run(config, stop, Some(commits));
+    tokio::pin!(indexer);
+    let mut followed = None;
+    let indexed = tokio::select! {
+        r = &mut indexer => r,
+        r = &mut live.task => match r {
+            // Stopped by the signal, as the indexer is.
+            Ok(Ok(())) => {
+                followed = Some(Ok(()));
+                indexer.await
+            }
+            r => {
+                let _ = stop_tx.send(true);
+                let _ = indexer.await;
+                return Err(match r {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => anyhow::anyhow!("the replica's follower stopped"),
+                    Err(e) => anyhow::anyhow!("the replica's follower failed: {e}"),
+                });
+            }
+        },
+    };
+    // Indexed to the head: the replica is brought up to the store before the summary.
+    // Interrupted or failed: the follower stops after its current transaction.
+    let caught_up = indexed.is_ok() && !*stop_tx.borrow();
+    if caught_up {
+        live.signal.finish();
+    } else {
+        live.signal.stop();
+    }
+    let followed = match followed {
+        Some(done) => done,
+        None => live.task.await.context("the replica's follower failed")?,
+    };
+    if caught_up {
+        followed.context(
+            "the store is indexed, but the replica could not be brought up to it; `lcw replicate --once` \
+             does it later",
+        )?;
+    } else if let Err(e) = followed {
+        tracing::warn!(error = %format!("{e:#}"), "the replica's follower stopped");
+    }
+    Ok(indexed)
 }

@@ -3,19 +3,22 @@
 //! use, with the analyst views.
 
 use std::io::Write;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use lcw_replica::{Applied, CopyReport, Replica, ReplicaUrl};
-use lcw_schema::store::Store;
+use lcw_replica::{Applied, CopyReport, FollowConfig, Follower, Replica, ReplicaStatus, ReplicaUrl, Signal, Step};
+use lcw_schema::store::{Store, unix_now};
 
 use crate::args::{DataArgs, SecretUrl, StoreArgs};
 
 /// Copy the store into a PostgreSQL replica (tables, analyst views), then follow it: every
 /// commit of the indexer reaches the replica through the store's change log, until Ctrl-C. A
-/// replica that already holds a copy of this store resumes where it stopped.
+/// replica that already holds a copy of this store resumes where it stopped; while PostgreSQL is
+/// unreachable it retries with backoff, then catches up.
 #[derive(Debug, Args)]
 pub(crate) struct ReplicateArgs {
     /// The replica: postgres://USER:PASSWORD@HOST:PORT/DATABASE (no TLS). The password is never
@@ -24,7 +27,7 @@ pub(crate) struct ReplicateArgs {
     to: SecretUrl,
     #[command(flatten)]
     store: StoreArgs,
-    /// Copy or catch up once, then exit.
+    /// Copy or catch up once, then exit (an unreachable replica is an error, not retried).
     #[arg(long, env = "LCW_REPLICATE_ONCE")]
     once: bool,
     /// Copy the store whole first, even when the replica could catch up from where it stands
@@ -34,6 +37,10 @@ pub(crate) struct ReplicateArgs {
     /// How often to look for new commits in the store, in milliseconds.
     #[arg(long, env = "LCW_REPLICATE_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     poll_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics: the replica's block and lag (blocks,
+    /// seconds), whole copies and failed catch-ups.
+    #[arg(long, env = "LCW_REPLICATE_METRICS", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Print the copy report and each catch-up as JSON, one object a line.
     #[arg(long)]
     json: bool,
@@ -42,74 +49,125 @@ pub(crate) struct ReplicateArgs {
 pub(crate) async fn run(args: ReplicateArgs, data: DataArgs) -> anyhow::Result<()> {
     let db = args.store.path(&data);
     let url = ReplicaUrl::parse(args.to.expose())?;
-    let stop = crate::stop_on_signal(if args.once { "" } else { "stopping the replica at the next commit" });
+    let mut config = FollowConfig::new(url.clone(), db.clone());
+    config.poll = Duration::from_millis(args.poll_ms);
+    config.copy = args.copy;
+    config.once = args.once;
+    let follower = Follower::new(config);
+    let metrics = args.metrics.map(|addr| serve_metrics(addr, follower.status()));
+    let stop = crate::stop_on_signal(if args.once { "" } else { "stopping the replica after the current transaction" });
+    stop_with(stop, follower.signal());
+    let json = args.json;
+    let shown = url.clone();
     // The PostgreSQL client is synchronous (it runs a runtime of its own): off the async threads.
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let store = open_store(&db)?;
-        let mut replica = connect(&store, &url)?;
-        let copying = |replica: &mut Replica| -> anyhow::Result<()> {
-            tracing::info!(store = %db.display(), replica = %url, "copying the store");
-            let report = replica.copy_from(&store).with_context(|| format!("copying {} into {url}", db.display()))?;
-            print_report(&report, &url, args.json)
-        };
-        match replica.cursor()? {
-            _ if args.copy => copying(&mut replica)?,
-            None => copying(&mut replica)?,
-            Some(c) => tracing::info!(block = c.block_number, seq = c.seq, replica = %url, "resuming"),
-        }
-        let poll = Duration::from_millis(args.poll_ms);
-        loop {
-            let applied =
-                replica.follow_once(&store).with_context(|| format!("bringing {url} up to {}", db.display()))?;
-            report_applied(&applied, &url, args.json)?;
-            if *stop.borrow() || (args.once && !applied.partial) {
-                return Ok(());
+    let result = tokio::task::spawn_blocking(move || {
+        follower.run(|step| {
+            let printed = match step {
+                Step::Copied(report) => print_report(report, &shown, json),
+                Step::Applied(applied) => report_applied(applied, &shown, json),
+            };
+            if let Err(e) = printed {
+                tracing::warn!(error = %e, "cannot print the replica's progress");
             }
-            if applied.partial {
-                continue;
-            }
-            // Sleep in slices so that a signal stops the follower within a slice.
-            let until = Instant::now() + poll;
-            while Instant::now() < until {
-                if *stop.borrow() {
-                    return Ok(());
-                }
-                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
-            }
-        }
+        })
     })
     .await
-    .context("the replica's thread failed")?
+    .context("the replica's thread failed")?;
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    result.with_context(|| format!("following {} into {url}", db.display()))
 }
 
-/// One line per catch-up that changed the replica; the lag as log fields every time.
+/// `--replica` of `lcw index` and `lcw run`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct KeepReplicaArgs {
+    /// Keep a PostgreSQL replica of the store (postgres://USER:PASSWORD@HOST:PORT/DATABASE, no
+    /// TLS; the password is never printed) equal to it from this process, as `lcw replicate`
+    /// would: copied when it holds no copy of this store, then brought up after each commit.
+    /// Indexing never waits for PostgreSQL: while it is down the replica falls behind and catches
+    /// up once it is back. A replica of another network is refused.
+    #[arg(long = "replica", env = "LCW_REPLICA_URL", value_name = "URL")]
+    replica: Option<SecretUrl>,
+}
+
+impl KeepReplicaArgs {
+    /// The replica's URL, parsed (an error names it redacted), or None without the flag.
+    pub(crate) fn url(&self) -> anyhow::Result<Option<ReplicaUrl>> {
+        Ok(self.replica.as_ref().map(|u| ReplicaUrl::parse(u.expose())).transpose()?)
+    }
+}
+
+/// A [`Follower`] running beside the indexer in this process.
+pub(crate) struct LiveReplica {
+    /// Finishes or stops it.
+    pub(crate) signal: Arc<Signal>,
+    /// Ends when it is stopped (`Ok`) or meets an error that needs someone to act.
+    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl LiveReplica {
+    /// Follows `db` into `url` once the indexer has created the store: woken by each of
+    /// `commits`, stopped by `stop`; its lag joins the indexer's `/metrics`.
+    pub(crate) fn start(
+        url: ReplicaUrl,
+        db: PathBuf,
+        mut commits: tokio::sync::watch::Receiver<lcw_indexer::Committed>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> LiveReplica {
+        let mut config = FollowConfig::new(url.clone(), db.clone());
+        // The follower looks at the store after each commit: the indexer's notification is a
+        // watch channel, which only replaces a value, so a commit never waits for the follower,
+        // and commits made while a catch-up runs fold into one wake, applied in one transaction.
+        // The poll is a backstop (and keeps the lag in seconds current while nothing commits).
+        config.poll = Duration::from_secs(1);
+        let follower = Follower::new(config);
+        let status = follower.status();
+        lcw_indexer::metrics::register(Arc::new(move || status.metrics(unix_now())));
+        let signal = follower.signal();
+        let woken = signal.clone();
+        tokio::spawn(async move {
+            while commits.changed().await.is_ok() {
+                woken.wake();
+            }
+        });
+        stop_with(stop.clone(), signal.clone());
+        let task = tokio::spawn(async move {
+            if crate::cmd::settle::wait_for_store(&db, stop, None).await.is_err() {
+                // Stopped before the indexer created the store.
+                return Ok(());
+            }
+            tracing::info!(replica = %url, "keeping the replica up to date");
+            tokio::task::spawn_blocking(move || follower.run(|_| {}))
+                .await
+                .context("the replica's thread failed")?
+                .with_context(|| format!("keeping the replica {url} up to date with {}", db.display()))
+        });
+        LiveReplica { signal, task }
+    }
+}
+
+/// Stops `signal`'s follower when `stop` turns true.
+fn stop_with(mut stop: tokio::sync::watch::Receiver<bool>, signal: Arc<Signal>) {
+    tokio::spawn(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        signal.stop();
+    });
+}
+
+fn serve_metrics(addr: SocketAddr, status: Arc<ReplicaStatus>) -> tokio::task::JoinHandle<()> {
+    lcw_indexer::metrics::serve_text(addr, Arc::new(move || status.metrics(unix_now())))
+}
+
+/// One line per catch-up that changed the replica (the follower logs each one).
 fn report_applied(applied: &Applied, url: &ReplicaUrl, json: bool) -> anyhow::Result<()> {
     let block = applied.cursor.map(|c| c.block_number);
-    tracing::debug!(
-        block,
-        seq = applied.seq,
-        lag_blocks = applied.behind_blocks,
-        lag_secs = applied.lag_secs,
-        "replica up to date"
-    );
-    if let Some((why, report)) = &applied.recopied {
-        tracing::warn!(replica = %url, "copied the store anew: {why}");
+    if let Some((_, report)) = &applied.recopied {
         return print_report(report, url, json);
     }
     if applied.entries == 0 {
         return Ok(());
     }
-    tracing::info!(
-        entries = applied.entries,
-        upserted = applied.upserted,
-        deleted = applied.deleted,
-        block_rows = applied.block_rows,
-        block,
-        seq = applied.seq,
-        lag_blocks = applied.behind_blocks,
-        lag_secs = applied.lag_secs,
-        "caught up"
-    );
     if json {
         let out = serde_json::json!({
             "entries": applied.entries,

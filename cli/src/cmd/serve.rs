@@ -221,14 +221,17 @@ pub(crate) struct RunArgs {
     /// No API.
     #[arg(long)]
     no_api: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics: the indexer's, and the sortition claims
-    /// of the workers run beside this store.
+    /// Serve Prometheus metrics at http://ADDR/metrics: the indexer's, the sortition claims
+    /// of the workers run beside this store, and with --replica the replica's lag.
     #[arg(long, env = "LCW_METRICS")]
     metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    replica: crate::cmd::replicate::KeepReplicaArgs,
 }
 
 pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     let worker = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
+    let replica = args.replica.url()?;
     let profile = args.network.profile(&data)?;
     let db = args.store.path(&data);
     // The worker first: its keys and LLM are checked before anything starts.
@@ -282,6 +285,7 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     config.live.poll_interval = Duration::from_millis(100);
     config.metrics = args.metrics;
     let indexer_stop = stop.clone();
+    let replica_commits = commits_tx.subscribe();
     // Through a node outage the indexer waits and starts again; the worker and the settler
     // keep their obligations.
     let mut indexer = tokio::spawn(lcw_indexer::keep_running(config, indexer_stop, Some(commits_tx)));
@@ -294,6 +298,10 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
         println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/", api.listen);
         let rx = stop.clone();
         tasks.push(("API", tokio::spawn(async move { Ok(lcw_queries::serve(api, Some(blocks_rx), rx).await?) })));
+    }
+    if let Some(url) = replica {
+        let live = crate::cmd::replicate::LiveReplica::start(url, db.clone(), replica_commits, stop.clone());
+        tasks.push(("replica's follower", live.task));
     }
     if let (Some(mode), Some(signer)) = (settle_mode, signer) {
         let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);

@@ -31,6 +31,7 @@ mod llm;
 mod outbox;
 mod queries;
 mod replica;
+mod replica_live;
 mod settler;
 mod simulate;
 mod worker;
