@@ -353,3 +353,28 @@ fn refused(e: &postgres::Error) -> bool {
         code.starts_with("28") || code == "3D000"
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wake_or_a_stop_ends_the_wait_and_only_a_stop_says_stop() {
+        let signal = Arc::new(Signal::default());
+        let started = Instant::now();
+        assert!(!signal.wait(Duration::from_millis(20)), "a timeout is not a stop");
+        let waker = signal.clone();
+        let woken = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        });
+        assert!(!signal.wait(Duration::from_secs(30)), "a wake is not a stop");
+        woken.join().unwrap();
+        // A wake during a catch-up is not lost: the next wait returns at once.
+        signal.wake();
+        assert!(!signal.wait(Duration::from_secs(30)));
+        signal.stop();
+        assert!(signal.wait(Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+}

@@ -2,7 +2,8 @@
 //! `lcw` binary, a devnet and a throwaway PostgreSQL cluster: after simulated traffic the replica
 //! verifies equal and `/metrics` shows no lag; PostgreSQL stopped mid-run does not stop the
 //! indexer, the follower warns once, and the replica catches up once PostgreSQL is back on the
-//! same port; `lcw run --replica` replicates and stops cleanly on SIGTERM.
+//! same port; `lcw run --replica` replicates and stops cleanly on SIGTERM; a replica of another
+//! network stops `lcw index --replica` with what differs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -356,4 +357,34 @@ async fn run_with_replica_replicates_and_stops_on_sigterm() {
     let output = read(&log);
     assert!(!output.contains(pg.password()), "the password shows in the log:\n{output}");
     assert!(!output.contains("ERROR"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_refuses_a_replica_of_another_network() {
+    let net = TestNet::start().await;
+    let pg = PgCluster::start();
+    let url = pg.create_database("other");
+    let dir = net.dir.path();
+    // The replica first holds a store of another chain.
+    let other = dir.join("other.db");
+    let mut identity = lcw_schema::store::Identity::of(net.profile());
+    identity.chain_id = 8200;
+    drop(lcw_schema::store::Store::open(&other, &identity).unwrap());
+    let out = lcw_tests::binary::lcw(lcw_tests::binary::locate())
+        .args(["replicate", "--once", "--to", &url, "--db", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let out = lcw_tests::binary::lcw(lcw_tests::binary::locate())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["index", "--replica", &url, "--progress", "off"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "lcw index kept a replica of another network:\n{stderr}");
+    assert!(stderr.contains("chain id 8200 here, 31337 in the store"), "{stderr}");
+    assert!(stderr.contains("another database"), "says what to do: {stderr}");
+    assert!(!stderr.contains(pg.password()), "the password shows: {stderr}");
 }
