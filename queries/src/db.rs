@@ -183,7 +183,8 @@ impl Db {
     }
 
     /// Opens `size` read-only connections to `source` lazily; the first one now, so that a
-    /// missing store or an unreachable replica is reported at start.
+    /// missing store or an unreachable replica is reported at start. Blocks: call it on a
+    /// blocking thread (PostgreSQL's client cannot connect on an async runtime's thread).
     pub fn connect(source: Source, size: usize, timeout: Duration) -> Result<Arc<Db>, StoreError> {
         let first = open_conn(&source, timeout)?;
         Ok(Arc::new(Db {
@@ -225,21 +226,26 @@ impl Db {
         F: FnOnce(&dyn Sql) -> Result<T, ReadError> + Send + 'static,
     {
         let _permit = self.permits.acquire().await.map_err(|e| ReadError::Internal(e.to_string()))?;
-        let conn = self.take()?;
-        if crate::runner::on_runner() {
-            return self.read_here(conn, f);
+        // PostgreSQL's client blocks on a runtime of its own, which cannot run inside this one:
+        // its reads (and new connections) always go to a blocking thread.
+        if crate::runner::on_runner() && matches!(self.source, Source::Sqlite(_)) {
+            return self.read_here(self.take()?, f);
         }
         // Stops the query if this future is dropped (the request's own time limit, a client
         // that went away) or the time limit passes, so no abandoned query keeps a thread busy.
-        let done = Arc::new(Mutex::new(false));
-        let mut guard = Interrupt { stopper: Some(conn.stopper()), done: done.clone() };
+        let slot = Arc::new(Mutex::new(Slot::default()));
+        let mut guard = Interrupt { slot: Some(slot.clone()) };
         let db = self.clone();
         let mut task = tokio::task::spawn_blocking(move || {
+            let conn = db.take()?;
+            if let Ok(mut s) = slot.lock() {
+                s.stopper = Some(conn.stopper());
+            }
             let out = f(conn.sql());
             // Marked under the lock, so an interrupt can never reach the connection once it is
             // back in the pool serving someone else.
-            if let Ok(mut d) = done.lock() {
-                *d = true;
+            if let Ok(mut s) = slot.lock() {
+                s.done = true;
             }
             db.give_back(conn);
             out
@@ -252,8 +258,19 @@ impl Db {
                 Err(ReadError::Timeout(self.timeout.as_millis()))
             }
         };
-        guard.stopper = None;
+        guard.slot = None;
         out
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // A PostgreSQL connection closes by blocking on its client's own runtime, which cannot
+        // happen on an async runtime's thread, where the last handle may well be dropped.
+        let idle = self.idle.get_mut().map(std::mem::take).unwrap_or_default();
+        if idle.iter().any(|c| matches!(c, Conn::Postgres(_))) {
+            let _ = std::thread::Builder::new().name("lcw-pg-close".into()).spawn(move || drop(idle));
+        }
     }
 }
 
@@ -275,8 +292,8 @@ impl Db {
     where
         F: FnOnce(&dyn Sql) -> Result<T, ReadError>,
     {
-        let done = Arc::new(Mutex::new(false));
-        let mut alarm = Interrupt { stopper: Some(conn.stopper()), done: done.clone() };
+        let slot = Arc::new(Mutex::new(Slot { stopper: Some(conn.stopper()), done: false }));
+        let mut alarm = Interrupt { slot: Some(slot.clone()) };
         let limit = self.timeout;
         let timer = tokio::spawn(async move {
             tokio::time::sleep(limit).await;
@@ -284,8 +301,8 @@ impl Db {
         });
         let started = std::time::Instant::now();
         let out = f(conn.sql());
-        if let Ok(mut d) = done.lock() {
-            *d = true;
+        if let Ok(mut s) = slot.lock() {
+            s.done = true;
         }
         timer.abort();
         self.give_back(conn);
@@ -296,18 +313,26 @@ impl Db {
     }
 }
 
-struct Interrupt {
+/// What stops a running read: the connection's stopper once it has one, and whether the read
+/// is over (then nothing may be stopped: the connection may serve someone else).
+#[derive(Default)]
+struct Slot {
     stopper: Option<Stopper>,
-    done: Arc<Mutex<bool>>,
+    done: bool,
+}
+
+struct Interrupt {
+    slot: Option<Arc<Mutex<Slot>>>,
 }
 
 impl Interrupt {
     fn fire(&mut self) {
-        if let Some(s) = self.stopper.take()
-            && let Ok(done) = self.done.lock()
-            && !*done
+        if let Some(slot) = self.slot.take()
+            && let Ok(mut s) = slot.lock()
+            && !s.done
+            && let Some(stopper) = s.stopper.take()
         {
-            s.stop();
+            stopper.stop();
         }
     }
 }

@@ -269,7 +269,11 @@ impl Server {
             Some(url) => db::Source::Postgres(Box::new(url.clone())),
             None => db::Source::Sqlite(config.db.clone()),
         };
-        let db = Db::connect(source, config.pool, config.request_timeout)
+        // On a blocking thread: a PostgreSQL connection blocks on a runtime of its own.
+        let (pool, timeout) = (config.pool, config.request_timeout);
+        let db = tokio::task::spawn_blocking(move || Db::connect(source, pool, timeout))
+            .await
+            .map_err(std::io::Error::other)?
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()))?;
         let commits = match (commits, &config.replica) {
             (Some(c), _) => c,

@@ -31,6 +31,7 @@
 
 pub mod copy;
 pub mod follow;
+pub mod reader;
 pub mod run;
 pub mod status;
 pub mod tables;
@@ -106,6 +107,28 @@ pub enum ReplicaError {
         store: String,
         /// The network the replica was opened for.
         replica: String,
+    },
+    /// The database holds no replica of a store (for a reader, which never creates one).
+    #[error(
+        "{url} holds no lcw replica; make one with `lcw replicate --to URL` (or `lcw index --replica URL`) and \
+         serve it once it has copied the store"
+    )]
+    NotReplica {
+        /// The database, password redacted.
+        url: String,
+    },
+    /// The replica was migrated by another version of lcw than this reader's.
+    #[error(
+        "the replica {url} is at schema version {found}, this lcw reads version {expected}: run the same lcw \
+         version for `lcw replicate` and `lcw serve` (the replicating one migrates the replica on connect)"
+    )]
+    ReaderVersion {
+        /// The database, password redacted.
+        url: String,
+        /// The replica's newest migration.
+        found: i32,
+        /// This lcw's newest.
+        expected: i32,
     },
     /// PostgreSQL refused a statement.
     #[error("replica {what}: {source}")]

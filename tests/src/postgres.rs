@@ -51,20 +51,57 @@ impl PgCluster {
             .arg(format!("--pwfile={}", pwfile.display()));
         run(&mut initdb, "initdb");
         let _ = std::fs::remove_file(&pwfile);
+        cluster.start_server();
+        cluster
+    }
+
+    /// A hot standby of this cluster, as PostgreSQL's streaming replication makes one: a base
+    /// backup (`pg_basebackup -R`) that streams the primary's WAL, read-only, on its own port and
+    /// with the primary's logins.
+    pub fn standby(&self) -> PgCluster {
+        let dir = tempfile::Builder::new().prefix("lcw-pg-standby").tempdir().expect("temp dir");
+        if self.as_postgres {
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()), "chown the standby dir");
+        }
+        let data = dir.path().join("data");
+        let mut backup = self.command("pg_basebackup");
+        backup.arg("-h").arg(self.dir.path()).args(["-p", &self.port.to_string(), "-U", USER, "-D"]).arg(&data).args([
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
+        ]);
+        run(&mut backup, "pg_basebackup");
+        let mut standby = PgCluster {
+            bin: self.bin.clone(),
+            data,
+            port: 0,
+            password: self.password.clone(),
+            as_postgres: self.as_postgres,
+            dir,
+        };
+        standby.start_server();
+        standby
+    }
+
+    /// Starts the server on a free port.
+    fn start_server(&mut self) {
         // A free port can be taken by another test between our probe and the server's bind.
         for attempt in 0.. {
-            cluster.port = free_port();
-            let log = cluster.dir.path().join("server.log");
+            self.port = free_port();
+            let log = self.dir.path().join("server.log");
             let options = format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
                  -c full_page_writes=off -c max_connections=20",
-                cluster.port,
-                cluster.dir.path().display()
+                self.port,
+                self.dir.path().display()
             );
-            let status = cluster
+            let status = self
                 .command("pg_ctl")
                 .arg("-D")
-                .arg(&cluster.data)
+                .arg(&self.data)
                 .arg("-l")
                 .arg(&log)
                 .args(["-w", "-t", "60", "-o", &options, "start"])
@@ -77,7 +114,6 @@ impl PgCluster {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             assert!(attempt < 3 && text.contains("could not bind"), "PostgreSQL did not start:\n{text}");
         }
-        cluster
     }
 
     /// `postgres://lcw:<password>@127.0.0.1:<port>/<database>`.
@@ -155,7 +191,8 @@ fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+/// A loopback port free at the moment of asking.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 

@@ -11,7 +11,7 @@ use clap::Args;
 use lcw_queries::{Access, Limits, Readiness, ServeConfig};
 use lcw_settler::settle::{Mode, SettleConfig};
 
-use crate::args::{DataArgs, KeyArgs, NetworkArgs, StoreArgs, parse_address};
+use crate::args::{DataArgs, KeyArgs, NetworkArgs, SecretUrl, StoreArgs, parse_address};
 
 /// API flags shared by `serve` and `run`.
 #[derive(Debug, Clone, Args)]
@@ -140,9 +140,18 @@ pub(crate) struct ServeArgs {
     /// Without --head-rpc: seconds the last indexed block may be behind the wall clock for /readyz.
     #[arg(long, env = "LCW_MAX_LAG", default_value_t = 60)]
     max_lag: u64,
+    /// Serve a PostgreSQL replica of the store instead of the store file:
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (no TLS), a replica kept by `lcw replicate`
+    /// or `lcw index --replica`, or a streaming standby of one. Many servers may share one
+    /// replica. The password is never printed.
+    #[arg(long = "store", env = "LCW_SERVE_STORE", value_name = "URL", hide_env_values = true, conflicts_with = "db")]
+    replica: Option<SecretUrl>,
 }
 
 pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()> {
+    if let Some(url) = &args.replica {
+        return serve_replica(&args, lcw_replica::ReplicaUrl::parse(url.expose())?).await;
+    }
     let db = args.store.path(&data);
     if !db.exists() {
         anyhow::bail!("no lcw store at {}; run `lcw index` first (or pass --db)", db.display());
@@ -173,6 +182,41 @@ pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()>
     let rx = crate::stop_on_signal("");
     println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/ (store {1})", config.listen, db.display());
     lcw_queries::serve(config, None, rx).await.with_context(|| format!("serving {}", db.display()))
+}
+
+/// `lcw serve --store postgres://…`: the API over a replica. Readiness with --head-rpc checks
+/// that the replica holds the node's chain, as for a store file.
+async fn serve_replica(args: &ServeArgs, url: lcw_replica::ReplicaUrl) -> anyhow::Result<()> {
+    let readiness = match &args.head_rpc {
+        Some(rpc) => {
+            let chain = lcw_chain::Chain::connect(rpc, Duration::from_secs(10))
+                .await
+                .with_context(|| format!("connecting to {}", lcw_schema::profile::redact_url(rpc)))?;
+            let (probe, timeout) = (url.clone(), Duration::from_millis(args.api.timeout_ms.max(10)));
+            let stored = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<u64>> {
+                let reader = lcw_replica::reader::Reader::connect(&probe, timeout)?;
+                Ok(lcw_schema::store::chain_id(&reader)?)
+            })
+            .await??;
+            if let Some(stored) = stored.filter(|s| *s != chain.chain_id) {
+                anyhow::bail!(
+                    "--head-rpc {} serves chain {}, but the replica {url} holds a store of chain {stored}; point \
+                     --head-rpc (LCW_HEAD_RPC) at a node of chain {stored}, or serve that chain's replica",
+                    lcw_schema::profile::redact_url(rpc),
+                    chain.chain_id,
+                );
+            }
+            Readiness::Head { head: watch_head(chain).await, confirmations: 0 }
+        }
+        None => Readiness::MaxLag(args.max_lag),
+    };
+    let mut config = args.api.config(std::path::PathBuf::new(), readiness)?;
+    config.replica = Some(url.clone());
+    let rx = crate::stop_on_signal("");
+    let server =
+        lcw_queries::Server::bind(&config, None).await.with_context(|| format!("serving the replica {url}"))?;
+    println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/ (replica {url})", server.local_addr()?);
+    server.run(rx).await.with_context(|| format!("serving the replica {url}"))
 }
 
 /// Polls the node's head every 2 s into a shared number (for readiness).

@@ -196,7 +196,7 @@ pub fn workers_page(
 ) -> StoreResult<(Vec<WorkerRow>, bool)> {
     let cols = WorkerRow::COLUMNS.join(", ");
     let sql = format!(
-        "SELECT {cols} FROM workers WHERE address > ?1 AND (?2 = 0 OR registered = 1) ORDER BY address LIMIT ?3"
+        "SELECT {cols} FROM workers WHERE address > ?1 AND (?2 = 0 OR registered = TRUE) ORDER BY address LIMIT ?3"
     );
     let start = after.map(|a| a.to_vec()).unwrap_or_default();
     let mut rows =
@@ -211,7 +211,7 @@ pub fn models(conn: &dyn Db) -> StoreResult<Vec<(ModelRow, u64)>> {
     let cols: Vec<String> = ModelRow::COLUMNS.iter().map(|c| format!("m.{c}")).collect();
     let sql = format!(
         "SELECT {}, (SELECT count(*) FROM worker_models wm JOIN workers w ON w.address = wm.worker
-                     WHERE wm.model_id = m.model_id AND w.registered = 1)
+                     WHERE wm.model_id = m.model_id AND w.registered = TRUE)
          FROM models m ORDER BY m.model_id",
         cols.join(", ")
     );

@@ -3,6 +3,9 @@
 //! (`lcw_replica::reader`) runs the same text after a small, fixed translation (`?N` parameters,
 //! no `INDEXED BY`). The few statements the engines cannot share branch on [`Db::dialect`] where
 //! they are written, beside their SQLite form, so both engines' SQL stays in this crate.
+//! Portable habits: 0/1 flags are compared with TRUE and FALSE (1 and 0 to SQLite, booleans to
+//! PostgreSQL); a parameter's type must follow from where it stands (`CAST(?1 AS INTEGER) IS
+//! NULL`, not `?1 IS NULL`); sums read as integers are cast; `"user"` is quoted.
 //!
 //! Rows reach the reading code as SQLite values ([`ValueRef`]) whichever engine produced them, so
 //! the column codecs of [`super::col`] decode both and a value of the wrong type is the same

@@ -32,6 +32,7 @@ mod outbox;
 mod queries;
 mod replica;
 mod replica_live;
+mod replica_serve;
 mod settler;
 mod simulate;
 mod worker;
