@@ -45,7 +45,7 @@ impl Api {
             let (commits, rx) = tokio::sync::watch::channel(0);
             let app = runtime.block_on(async {
                 let db = Db::open(&path, 2, Duration::from_secs(2)).expect("the fuzz store opens read-only");
-                let state = ApiState { db, readiness: Readiness::MaxLag(3_600), commits: rx };
+                let state = ApiState { db, readiness: Readiness::MaxLag(3_600), commits: rx, replica: None };
                 lcw_queries::router(state, Duration::from_secs(2))
             });
             Api { runtime, app, db: path.display().to_string(), _commits: commits }

@@ -54,6 +54,8 @@ pub struct ApiState {
     pub readiness: Readiness,
     /// Commits (cursor block), pushed by the indexer or a cursor watcher.
     pub commits: tokio::sync::watch::Receiver<u64>,
+    /// The PostgreSQL replica this process keeps (`lcw run --replica`), for indexerStatus.
+    pub replica: Option<Arc<lcw_replica::ReplicaStatus>>,
 }
 
 pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> Result<&'a ApiState> {
@@ -194,6 +196,40 @@ pub(crate) fn head_ts(conn: &dyn Sql) -> Result<u64, ReadError> {
     Ok(head_version_ts(conn)?.1)
 }
 
+/// The indexer status as of the store's cursor, with the replica's position: from the follower
+/// this process runs, or, for an API that reads a replica, the replica's own cursor.
+pub(crate) async fn indexer_status(st: &ApiState) -> Result<IndexerStatus, ReadError> {
+    let readiness = st.readiness.clone();
+    let mut s = st
+        .db
+        .read(move |conn| {
+            let mut s = status(conn, &readiness)?;
+            if conn.dialect() == lcw_schema::store::sql::Dialect::Postgres {
+                s.replica = replica_cursor(conn)?;
+            }
+            Ok(s)
+        })
+        .await?;
+    if let Some(follower) = &st.replica {
+        s.replica = Some(ReplicaInfo::of(&follower.get(), unix_now()));
+    }
+    Ok(s)
+}
+
+/// The replica's own cursor, read on the replica (its lag behind the store is not visible there).
+fn replica_cursor(conn: &dyn Sql) -> Result<Option<ReplicaInfo>, ReadError> {
+    use lcw_schema::store::col;
+    use lcw_schema::store::sql::Query;
+    Ok(conn.one("SELECT block_number, block_hash, updated_at FROM replica_cursor WHERE id = 1", &[], |r| {
+        Ok(ReplicaInfo {
+            block: Some(col::get(r, 0)?),
+            block_hash: Some(Bytes32(col::get(r, 1)?)),
+            updated_at: Some(Timestamp(col::get(r, 2)?)),
+            ..ReplicaInfo::default()
+        })
+    })?)
+}
+
 /// The indexer status as of the store's cursor.
 pub(crate) fn status(conn: &dyn Sql, readiness: &Readiness) -> Result<IndexerStatus, ReadError> {
     // 0: the store has no identity yet (nothing indexed); chain ids start at 1.
@@ -231,6 +267,7 @@ pub(crate) fn status(conn: &dyn Sql, readiness: &Readiness) -> Result<IndexerSta
         jobs,
         workers,
         sortition: crate::sortition::status(conn)?,
+        replica: None,
     })
 }
 
@@ -260,8 +297,7 @@ pub struct Query;
 #[Object]
 impl Query {
     async fn indexer_status(&self, ctx: &Context<'_>) -> Result<IndexerStatus> {
-        let readiness = state(ctx)?.readiness.clone();
-        db(ctx)?.read(move |conn| status(conn, &readiness)).await.map_err(gql)
+        indexer_status(state(ctx)?).await.map_err(gql)
     }
 
     async fn job(&self, ctx: &Context<'_>, id: BigInt) -> Result<Option<Job>> {
@@ -580,8 +616,7 @@ impl Subscription {
         Ok(async_stream(move |tx| async move {
             let mut last = None;
             loop {
-                let readiness = st.readiness.clone();
-                let s = st.db.read(move |conn| status(conn, &readiness)).await.map_err(gql);
+                let s = indexer_status(&st).await.map_err(gql);
                 // One push per committed block: the first read may already show a block whose
                 // notification is still on its way.
                 let block = s.as_ref().ok().map(|s| s.block);

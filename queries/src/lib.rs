@@ -122,6 +122,9 @@ pub struct ServeConfig {
     /// Serve this PostgreSQL replica of the store instead of the file `db` (a replica kept by
     /// `lcw replicate` or `lcw index --replica`, or a streaming standby of one).
     pub replica: Option<lcw_replica::ReplicaUrl>,
+    /// The replica this process keeps beside the store (`lcw run --replica`), shown by
+    /// indexerStatus.
+    pub replica_status: Option<Arc<lcw_replica::ReplicaStatus>>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Read connections.
@@ -143,6 +146,7 @@ impl ServeConfig {
         ServeConfig {
             db,
             replica: None,
+            replica_status: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             pool: 4,
             request_timeout: Duration::from_secs(2),
@@ -280,7 +284,8 @@ impl Server {
             (None, Some(url)) => listen::commits(db.clone(), url.clone(), Duration::from_millis(500)),
             (None, None) => watch_cursor(db.clone(), Duration::from_millis(200)),
         };
-        let state = ApiState { db, readiness: config.readiness.clone(), commits };
+        let state =
+            ApiState { db, readiness: config.readiness.clone(), commits, replica: config.replica_status.clone() };
         let app = app(state, config.request_timeout, config.limits, config.access.clone());
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
             std::io::Error::new(

@@ -866,4 +866,47 @@ pub struct IndexerStatus {
     pub workers: u64,
     /// Sortition as AIConfig has it (null when the store has not seen its parameters).
     pub sortition: Option<crate::sortition::SortitionStatus>,
+    /// The PostgreSQL replica of the store: kept by this process (`lcw run --replica`), or the
+    /// one this API reads (`lcw serve --store postgres://…`); null otherwise.
+    pub replica: Option<ReplicaInfo>,
+}
+
+/// Where a PostgreSQL replica of the store stands. An API that reads the replica itself sees its
+/// position but not the store's, so the lag and the follower's counters are null there.
+#[derive(SimpleObject, Debug, Clone, Default)]
+pub struct ReplicaInfo {
+    /// The store block the replica holds (null before its first copy).
+    pub block: Option<u64>,
+    pub block_hash: Option<Bytes32>,
+    /// Blocks the store's cursor stands above the replica's.
+    pub lag_blocks: Option<u64>,
+    /// Seconds since the oldest store commit the replica has not applied (0 when caught up).
+    pub lag_seconds: Option<u64>,
+    /// When the replica last applied the store's commits.
+    pub updated_at: Option<Timestamp>,
+    /// Why the replica cannot be brought up now (null while it can); the follower retries.
+    pub error: Option<String>,
+    /// Since when it cannot.
+    pub failing_since: Option<Timestamp>,
+    /// Whole copies made because the store's change log could not bring the replica up.
+    pub recopies: Option<u64>,
+    /// Catch-ups that failed.
+    pub failed_catchups: Option<u64>,
+}
+
+impl ReplicaInfo {
+    /// The follower's view at `now` (unix seconds).
+    pub fn of(s: &lcw_replica::ReplicaState, now: u64) -> ReplicaInfo {
+        ReplicaInfo {
+            block: s.block,
+            block_hash: s.hash.map(Bytes32),
+            lag_blocks: s.lag_blocks(),
+            lag_seconds: s.lag_seconds(now),
+            updated_at: s.updated_at.map(Timestamp),
+            error: s.last_error.clone(),
+            failing_since: s.failing_since.map(Timestamp),
+            recopies: Some(s.recopies),
+            failed_catchups: Some(s.failed_catchups),
+        }
+    }
 }

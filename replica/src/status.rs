@@ -62,6 +62,14 @@ impl ReplicaStatus {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// Records that the follower stopped for good at `now` (unix seconds), with why.
+    pub fn fail(&self, why: String, now: u64) {
+        self.update(|s| {
+            s.last_error = Some(why);
+            s.failing_since.get_or_insert(now);
+        });
+    }
+
     pub(crate) fn update(&self, f: impl FnOnce(&mut ReplicaState)) {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
     }

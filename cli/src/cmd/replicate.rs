@@ -102,6 +102,8 @@ impl KeepReplicaArgs {
 pub(crate) struct LiveReplica {
     /// Finishes or stops it.
     pub(crate) signal: Arc<Signal>,
+    /// Where the replica stands, for the API.
+    pub(crate) status: Arc<ReplicaStatus>,
     /// Ends when it is stopped (`Ok`) or meets an error that needs someone to act.
     pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -123,7 +125,8 @@ impl LiveReplica {
         config.poll = Duration::from_secs(1);
         let follower = Follower::new(config);
         let status = follower.status();
-        lcw_indexer::metrics::register(Arc::new(move || status.metrics(unix_now())));
+        let shown = status.clone();
+        lcw_indexer::metrics::register(Arc::new(move || shown.metrics(unix_now())));
         let signal = follower.signal();
         let woken = signal.clone();
         tokio::spawn(async move {
@@ -143,7 +146,7 @@ impl LiveReplica {
                 .context("the replica's thread failed")?
                 .with_context(|| format!("keeping the replica {url} up to date with {}", db.display()))
         });
-        LiveReplica { signal, task }
+        LiveReplica { signal, status, task }
     }
 }
 

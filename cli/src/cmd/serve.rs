@@ -338,14 +338,34 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     lcw_schema::store::Store::open_readonly_as(&db, &lcw_schema::store::Identity::of(&profile))?;
 
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    let mut api_config = api_config;
+    if let Some(url) = replica {
+        let live = crate::cmd::replicate::LiveReplica::start(url, db.clone(), replica_commits, stop.clone());
+        if let Some(api) = api_config.as_mut() {
+            api.replica_status = Some(live.status.clone());
+        }
+        // The replica is for readers: an error only a person can fix (a refused login, another
+        // network's replica) ends the follower, never the settler or the worker, which keep
+        // their obligations. It stays in indexerStatus.replica and the log.
+        let status = live.status.clone();
+        tokio::spawn(async move {
+            let failure = match live.task.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => format!("the replica's task failed: {e}"),
+            };
+            tracing::error!(
+                error = %failure,
+                "the PostgreSQL replica is no longer kept up to date; indexing, settling and serving jobs go on: \
+                 fix the replica and restart lcw run"
+            );
+            status.fail(failure, lcw_schema::store::unix_now());
+        });
+    }
     if let Some(api) = api_config {
         println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/", api.listen);
         let rx = stop.clone();
         tasks.push(("API", tokio::spawn(async move { Ok(lcw_queries::serve(api, Some(blocks_rx), rx).await?) })));
-    }
-    if let Some(url) = replica {
-        let live = crate::cmd::replicate::LiveReplica::start(url, db.clone(), replica_commits, stop.clone());
-        tasks.push(("replica's follower", live.task));
     }
     if let (Some(mode), Some(signer)) = (settle_mode, signer) {
         let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);

@@ -42,7 +42,7 @@ impl Api {
     async fn start(db: &Path) -> Api {
         let pool = Db::open(db, 4, Duration::from_secs(5)).expect("store opens read-only");
         let commits = lcw_queries::watch_cursor(pool.clone(), Duration::from_millis(50));
-        let state = ApiState { db: pool, readiness: Readiness::MaxLag(3_600), commits };
+        let state = ApiState { db: pool, readiness: Readiness::MaxLag(3_600), commits, replica: None };
         let app = lcw_queries::router(state, Duration::from_secs(5));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -303,7 +303,8 @@ async fn subscriptions_push_on_indexer_commits() {
     assert!(wait_until(Duration::from_secs(60), || async { Store::open_readonly(&db).is_ok() }).await);
     let pool = Db::open(&db, 2, Duration::from_secs(5)).unwrap();
     let commits = lcw_queries::watch_cursor(pool.clone(), Duration::from_millis(50));
-    let schema = lcw_queries::schema(ApiState { db: pool, readiness: Readiness::MaxLag(3_600), commits });
+    let schema =
+        lcw_queries::schema(ApiState { db: pool, readiness: Readiness::MaxLag(3_600), commits, replica: None });
 
     let mut heads = schema.execute_stream("subscription { head { block } }");
     let mut blocks = Vec::new();

@@ -160,8 +160,8 @@ async fn index_with_replica_keeps_it_equal_through_traffic_and_shows_no_lag() {
     );
     eprintln!("replica at the store's head {:?} after the indexer reached it", indexed.elapsed());
     let m = replica_metrics(&metrics).await;
-    assert_eq!(metric(&m, "lcw_replica_failed_catchups_total"), Some(0.0), "{m:?}");
-    assert_eq!(metric(&m, "lcw_replica_recopies_total"), Some(0.0), "{m:?}");
+    assert_eq!(metric(&m, "lcw_replica_failed_catchups_total"), Some(0.0), "{m:?}\n{}", read(&log));
+    assert_eq!(metric(&m, "lcw_replica_recopies_total"), Some(0.0), "{m:?}\n{}", read(&log));
     verifies_equal(&url, &db, pg.password());
 
     assert!(terminate(&mut index), "lcw index stopped on SIGTERM with an error:\n{}", read(&log));

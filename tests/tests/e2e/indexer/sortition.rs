@@ -72,7 +72,7 @@ async fn backfill_replay_and_verify_agree(net: &TestNet, db: &Path) {
 async fn graphql(db: &Path, query: &str, variables: Value) -> Value {
     let pool = Db::open(db, 2, Duration::from_secs(5)).expect("store opens read-only");
     let (_commits_tx, commits) = tokio::sync::watch::channel(0u64);
-    let state = ApiState { db: pool, readiness: Readiness::MaxLag(u64::MAX), commits };
+    let state = ApiState { db: pool, readiness: Readiness::MaxLag(u64::MAX), commits, replica: None };
     let app = lcw_queries::router(state, Duration::from_secs(5));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
