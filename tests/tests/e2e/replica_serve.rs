@@ -384,3 +384,53 @@ async fn lcw_serve_on_a_streaming_standby_answers_as_the_store() {
     assert!(!text.contains(primary.password()), "the password never shows: {text}");
     let _ = sqlite.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_the_replica_stops_at_the_request_time_limit() {
+    let pg = PgCluster::start();
+    let url = pg.create_database("slow");
+    let fresh = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let identity = lcw_schema::store::Identity {
+            chain_id: 31_337,
+            contracts: lcw_schema::profile::Contracts {
+                worker_registry: alloy::primitives::Address::repeat_byte(1),
+                job_registry: alloy::primitives::Address::repeat_byte(2),
+                ai_config: alloy::primitives::Address::repeat_byte(3),
+            },
+            start_block: 0,
+        };
+        Replica::connect(&ReplicaUrl::parse(&fresh).unwrap(), &identity).expect("an empty replica");
+    })
+    .await
+    .unwrap();
+    let source = Source::Postgres(Box::new(ReplicaUrl::parse(&url).unwrap()));
+    let db = tokio::task::spawn_blocking(move || Db::connect(source, 1, Duration::from_millis(300)))
+        .await
+        .unwrap()
+        .expect("the replica opens for reading");
+    let started = std::time::Instant::now();
+    let slow = db
+        .read(|conn| {
+            conn.each("SELECT pg_sleep(5)", &[], &mut |_| Ok(true))?;
+            Ok(())
+        })
+        .await;
+    assert!(matches!(slow, Err(lcw_queries::db::ReadError::Timeout(300))), "{slow:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped at the limit, not after the statement: {:?}",
+        started.elapsed()
+    );
+    // The connection serves the next request.
+    let chain = db.read(|conn| Ok(lcw_schema::store::chain_id(conn)?)).await.expect("a read after the timeout");
+    assert_eq!(chain, Some(31_337));
+    // The reader never writes: the session is read-only.
+    let write = db
+        .read(|conn| {
+            conn.each("DELETE FROM meta", &[], &mut |_| Ok(true))?;
+            Ok(())
+        })
+        .await;
+    assert!(format!("{write:?}").contains("read-only"), "{write:?}");
+}
