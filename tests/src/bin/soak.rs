@@ -13,8 +13,9 @@
 //! the soak checks and prints: jobs submitted, served, released and timed out, the timeouts that
 //! were lcw's fault (0), reverted transactions of lcw's keys (0), fees against the ceiling and
 //! the market, nonce gaps (0), outbox rows and bytes per job, every job released at most once,
-//! release lag, and each lcw store against a fresh index, its replay and the chain. It exits 1
-//! when an invariant fails, after printing everything (`--json` prints the report as JSON).
+//! release lag, each lcw store against a fresh index, its replay and the chain, and how long each
+//! restart after a kill took to be back at work (within 90 s). It exits 1 when an invariant
+//! fails, after printing everything (`--json` prints the report as JSON).
 
 #[path = "../soak/mod.rs"]
 mod soak;
@@ -109,6 +110,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let mut traffic = Traffic::start(&rig, &lcw, args.rate, seed, until)?;
     let mut injector = Injector::new(rig.clone(), seed);
     let fault_log = injector.log.clone();
+    let restart_log = injector.restarts.clone();
     let no_faults = args.no_faults;
     let faults = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(15)).await;
@@ -190,6 +192,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let checks_started = Instant::now();
     report.blocks = (first_block, head);
     report.faults = fault_log.lock().expect("fault log").clone();
+    report.restarts = restart_log.lock().expect("restarts").clone();
+    report.restarts.sort_by_key(|r| r.n);
     for f in &report.faults {
         *report.faults_by_kind.entry(f.kind).or_default() += 1;
     }

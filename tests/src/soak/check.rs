@@ -1,7 +1,7 @@
 //! The invariants about jobs and stores, from the chain ([`Scan`]), a fresh index of it, lcw's
 //! two stores and the fault log: what happened to every job, which timeouts were lcw's fault,
-//! whether each job was released exactly once and how late, and whether each store equals a
-//! fresh index (and its own replay, and the chain).
+//! whether each job was released exactly once and how late, whether each store equals a fresh
+//! index (and its own replay, and the chain), and how long each restart after a kill took.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +12,7 @@ use lcw_schema::store::Store;
 use rusqlite::OptionalExtension;
 use serde::Serialize;
 
-use super::faults::Record;
+use super::faults::{BACK_AT_WORK_TIMEOUT, Record, Restart};
 use super::rig::{DISPUTE_WINDOW, RESOLUTION_TIMEOUT, Rig};
 use super::scan::Scan;
 use lcw_tests::stats::{Dist, dist};
@@ -109,6 +109,37 @@ pub(crate) fn clean_stretch(faults: &[Record], from: u64, to: u64) -> u64 {
         at = at.max(e);
     }
     longest.max(to.saturating_sub(at))
+}
+
+/// A restart after a kill must be back at work within this many seconds. A restart takes under a
+/// second (keeper) to a few seconds (worker) on a quiet network, and up to about 50 s when a slow
+/// LLM (its check waits 10 s), an RPC storm on the process's RPC (its start fails and is tried
+/// again; 12 s hangs) and the KZG setup overlap on a loaded 2-core machine. Slower than this is a
+/// regression of lcw's start-up, which the kill's window (it lasts until then) would hide.
+pub(crate) const BACK_AT_WORK_WITHIN_S: f64 = 90.0;
+
+/// The restarts after a kill that were not back at work within [`BACK_AT_WORK_WITHIN_S`].
+pub(crate) fn slow_restarts(restarts: &[Restart]) -> Vec<&Restart> {
+    restarts.iter().filter(|r| !r.back_after_s.is_some_and(|s| s <= BACK_AT_WORK_WITHIN_S)).collect()
+}
+
+/// Each restart after a kill with how long it took, and the longest.
+pub(crate) fn restart_figures(restarts: &[Restart]) -> String {
+    if restarts.is_empty() {
+        return "no kill in this run".into();
+    }
+    let each: Vec<String> = restarts
+        .iter()
+        .map(|r| match r.back_after_s {
+            Some(s) => format!("{} (#{}) {s:.1} s", r.process, r.n),
+            None => format!("{} (#{}) not back within {} s", r.process, r.n, BACK_AT_WORK_TIMEOUT.as_secs()),
+        })
+        .collect();
+    let longest = match restarts.iter().map(|r| r.back_after_s).try_fold(0.0f64, |m, s| s.map(|s| m.max(s))) {
+        Some(s) => format!("{s:.1} s"),
+        None => format!("over {} s", BACK_AT_WORK_TIMEOUT.as_secs()),
+    };
+    format!("{}; longest {longest} (bound {BACK_AT_WORK_WITHIN_S:.0} s)", each.join(", "))
 }
 
 /// Whether a fault of `kind` overlaps blocks `from..=to`.
@@ -356,5 +387,37 @@ mod tests {
         assert_eq!(clean_stretch(&faults, 12, 40), 8, "22..30");
         assert_eq!(clean_stretch(&[], 5, 9), 4);
         assert_eq!(clean_stretch(&[fault("low balance", 0, 100)], 5, 9), 0);
+    }
+
+    #[test]
+    fn a_job_that_arrived_while_the_killed_worker_started_up_is_the_kills() {
+        // Killed in block 115, started again in 119, back at work in 146; a job submitted in 122
+        // timed out in 143. The window that ended at the start left it to lcw.
+        assert!(!killed(&[fault("kill -9 worker", 115, 119)], "kill -9 worker", 122, 143));
+        let kill = [fault("kill -9 worker", 115, 146)];
+        assert!(killed(&kill, "kill -9 worker", 122, 143));
+        assert!(killed(&kill, "kill -9 worker", 142, 163), "submitted before it was back");
+        assert!(!killed(&kill, "kill -9 worker", 149, 170), "submitted after it was back");
+        assert!(!killed(&[fault("kill -9 keeper", 115, 146)], "kill -9 worker", 122, 143));
+    }
+
+    fn restart(n: usize, process: &'static str, back_after_s: Option<f64>) -> Restart {
+        Restart { n, process, back_after_s }
+    }
+
+    #[test]
+    fn a_restart_slower_than_the_bound_or_never_back_is_slow() {
+        let restarts = [restart(3, "keeper", Some(4.2)), restart(8, "worker", Some(37.0))];
+        assert!(slow_restarts(&restarts).is_empty());
+        assert_eq!(restart_figures(&restarts), "keeper (#3) 4.2 s, worker (#8) 37.0 s; longest 37.0 s (bound 90 s)");
+        let restarts = [restart(3, "keeper", Some(4.2)), restart(8, "worker", Some(90.5)), restart(9, "keeper", None)];
+        let slow: Vec<usize> = slow_restarts(&restarts).iter().map(|r| r.n).collect();
+        assert_eq!(slow, [8, 9]);
+        assert_eq!(
+            restart_figures(&restarts),
+            "keeper (#3) 4.2 s, worker (#8) 90.5 s, keeper (#9) not back within 120 s; longest over 120 s (bound 90 s)"
+        );
+        assert!(slow_restarts(&[]).is_empty());
+        assert_eq!(restart_figures(&[]), "no kill in this run");
     }
 }

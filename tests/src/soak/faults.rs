@@ -1,7 +1,9 @@
 //! The fault schedule: from a seeded RNG, at random moments, one fault after another, every kind
 //! dealt from a shuffled deck so that each occurs in a short run. A fault that lasts (an RPC
 //! storm, a fee spike, a low balance, an LLM outage) runs as an episode in its own task and puts
-//! things back when it ends; two episodes of one kind never overlap.
+//! things back when it ends; two episodes of one kind never overlap. A kill lasts until the
+//! process is back at work (its start-up checks done), not only started again: jobs that arrive
+//! while it starts up are the kill's.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::procs::logged_since;
 use super::rig::Rig;
 use super::{GWEI, say};
 
@@ -91,6 +94,29 @@ pub(crate) struct Record {
     pub(crate) end_block: u64,
 }
 
+/// How long a process the soak killed has, once started again, to be back at work before its
+/// episode ends anyway (the restart is then reported as never back).
+pub(crate) const BACK_AT_WORK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One restart after a kill by the soak.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Restart {
+    /// The kill's number in the fault log.
+    pub(crate) n: usize,
+    /// `keeper` or `worker`.
+    pub(crate) process: &'static str,
+    /// Seconds from its start to its line of work ([`at_work`]); None when it logged none
+    /// within [`BACK_AT_WORK_TIMEOUT`] or could not be started.
+    pub(crate) back_after_s: Option<f64>,
+}
+
+/// The message a process logs once it is back at work, after the checks at its start (the LLM
+/// server, the KZG setup, the outbox reconciled against the chain). The worker's process starts
+/// a settler too; its work is the worker's loop.
+fn at_work(name: &str) -> &'static str {
+    if name == "keeper" { "settler started" } else { "worker started" }
+}
+
 /// Injects faults until told to stop.
 #[derive(Debug)]
 pub(crate) struct Injector {
@@ -99,6 +125,8 @@ pub(crate) struct Injector {
     deck: Vec<Kind>,
     /// Everything injected so far.
     pub(crate) log: Arc<Mutex<Vec<Record>>>,
+    /// Every restart after a kill, with how long it took.
+    pub(crate) restarts: Arc<Mutex<Vec<Restart>>>,
     busy: Arc<Mutex<HashSet<Kind>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -111,6 +139,7 @@ impl Injector {
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             deck: Vec::new(),
             log: Arc::new(Mutex::new(Vec::new())),
+            restarts: Arc::new(Mutex::new(Vec::new())),
             busy: Arc::new(Mutex::new(HashSet::new())),
             tasks: Vec::new(),
         }
@@ -207,10 +236,16 @@ impl Injector {
                 let pid = rig.proc(name).lock().expect("proc").pid();
                 let i = self.begin(kind, format!("pid {pid:?}, restarted after {:.1} s", down.as_secs_f64())).await;
                 rig.proc(name).lock().expect("proc").kill9();
+                let restarts = self.restarts.clone();
                 self.episode(kind, i, async move {
                     tokio::time::sleep(down).await;
-                    rig.proc(name).lock().expect("proc").spawn()?;
-                    Ok(String::new())
+                    let back = restart(&rig, name).await;
+                    let back_after_s = back.as_ref().ok().copied().flatten();
+                    restarts.lock().expect("restarts").push(Restart { n: i + 1, process: name, back_after_s });
+                    Ok(match back? {
+                        Some(secs) => format!("back at work after {secs:.1} s"),
+                        None => format!("not back at work {} s after its start", BACK_AT_WORK_TIMEOUT.as_secs()),
+                    })
                 });
             }
             Kind::RpcStorm | Kind::TxStorm => {
@@ -292,6 +327,22 @@ impl Injector {
         }
         Ok(())
     }
+}
+
+/// Starts a killed process again and waits until it logs its line of work ([`at_work`]): the
+/// seconds from its start, or None when that took longer than [`BACK_AT_WORK_TIMEOUT`].
+async fn restart(rig: &Rig, name: &'static str) -> anyhow::Result<Option<f64>> {
+    let (log, from) = {
+        let mut p = rig.proc(name).lock().expect("proc");
+        // The killed process is reaped: nothing it wrote comes after this.
+        let from = p.log_end();
+        p.spawn()?;
+        (p.log.clone(), from)
+    };
+    let started = Instant::now();
+    let (log, line) = (&log, at_work(name));
+    let back = lcw_tests::wait_until(BACK_AT_WORK_TIMEOUT, move || async move { logged_since(log, from, line) }).await;
+    Ok(back.then(|| started.elapsed().as_secs_f64()))
 }
 
 /// An RPC storm's request faults.

@@ -70,6 +70,11 @@ impl Proc {
         Ok(())
     }
 
+    /// Where the output of its next start begins in its log: the log's length now.
+    pub(crate) fn log_end(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or_default()
+    }
+
     /// Its OS process id while it runs.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -146,7 +151,55 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Whether the log at `path`, past byte `from`, has a line whose message is `message`: tracing's
+/// `<time> <level> <target>: <message> <key>=<value>...`, so that another message that only
+/// begins with the words does not count.
+pub(crate) fn logged_since(path: &Path, from: u64, message: &str) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    if f.read_to_end(&mut buf).is_err() {
+        return false;
+    }
+    let needle = format!(": {message}");
+    String::from_utf8_lossy(&buf).lines().any(|line| {
+        line.match_indices(&needle).any(|(i, _)| {
+            let rest = &line[i + needle.len()..];
+            rest.is_empty()
+                || rest.strip_prefix(' ').is_some_and(|f| f.split(' ').next().is_some_and(|w| w.contains('=')))
+        })
+    })
+}
+
 /// A free port on 127.0.0.1 (bound and released; good enough for a child that binds it next).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn a_message_counts_only_past_the_offset_and_as_a_whole_message() {
+        let path = std::env::temp_dir().join(format!("lcw-soak-logged-since-{}.log", std::process::id()));
+        let before = "2026-12-07T12:48:16Z  INFO lcw_worker::pipeline::executor: worker started worker=0x1\n";
+        std::fs::write(&path, before).unwrap();
+        let from = before.len() as u64;
+        assert!(logged_since(&path, 0, "worker started"));
+        assert!(!logged_since(&path, from, "worker started"), "only the previous start's line");
+        let after = "2026-12-07T12:50:01Z  INFO lcw_settler::settle: settler started sender=0x1 mode=Worker\n\
+                     2026-12-07T12:50:02Z DEBUG lcw_worker::pipeline: worker started late=true\n";
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(after.as_bytes()).unwrap();
+        assert!(logged_since(&path, from, "settler started"));
+        assert!(logged_since(&path, from, "worker started"));
+        assert!(!logged_since(&path, from, "worker"), "a message is matched whole");
+        assert!(!logged_since(&path, from, "started"), "nor a part of one");
+        assert!(!logged_since(&path.with_extension("missing"), 0, "worker started"));
+        std::fs::remove_file(&path).unwrap();
+    }
 }

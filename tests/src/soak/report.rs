@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::check::{Jobs, Releases, StoreCheck, WorkerJobs};
-use super::faults::Record;
+use super::check::{Jobs, Releases, StoreCheck, WorkerJobs, restart_figures, slow_restarts};
+use super::faults::{Record, Restart};
 use super::money::{Fees, Nonces, OutboxSize, Reverted};
 use super::traffic::SimRun;
 
@@ -33,6 +33,8 @@ pub(crate) struct Report {
     /// Kills by the soak, and exits nobody asked for, per process.
     pub(crate) kills: BTreeMap<&'static str, u64>,
     pub(crate) crashes: Vec<String>,
+    /// Restarts after the soak's kills, with how long each took to be back at work.
+    pub(crate) restarts: Vec<Restart>,
     /// Exit statuses at the final SIGTERM.
     pub(crate) stops: Vec<String>,
     pub(crate) jobs: Jobs,
@@ -106,6 +108,12 @@ impl Report {
             "lcw processes: no exit but the soak's, clean stops",
             self.crashes.is_empty() && self.stops.iter().all(|s| s.ends_with("exit status: 0")),
             format!("{} unexpected exit(s); stops: {}", self.crashes.len(), self.stops.join(", ")),
+        );
+        let slow = slow_restarts(&self.restarts).len();
+        add(
+            "restarts after a kill back at work in time",
+            slow == 0,
+            format!("{slow} of {} too slow: {}", self.restarts.len(), restart_figures(&self.restarts)),
         );
         self.invariants = inv;
     }
@@ -224,6 +232,7 @@ impl Report {
             self.crashes.len(),
             self.stops.join(", ")
         );
+        println!("restarts after a kill, until back at work: {}", restart_figures(&self.restarts));
         // Exits grouped by process and cause, with the blocks they happened at.
         let mut by_cause: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for c in &self.crashes {
