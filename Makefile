@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TOOLS_STAMP := contracts/node_modules/.lcw-installed
 
-.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-worker bench-sortition soak fuzz deny docs
+.PHONY: setup tools llm demo test build contracts contracts-check fmt lint clean bench-indexer bench-settler bench-queries bench-replica bench-worker bench-sortition soak fuzz deny docs
 
 ## setup: the pinned tools and the real LLM server with its model (make docs installs mdBook itself)
 setup: tools llm
@@ -112,6 +112,16 @@ bench-queries: tools
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-queries
 	target/release/bench-queries $(BENCH_ARGS)
+
+## bench-replica: the bench-indexer chain backfilled without and with lcw index --replica (events/s,
+## peak RSS, the replica's lag at the end and its catch-up), a new replica copied by lcw replicate
+## --once (rows/s), and the bench-queries store served from SQLite and from its replica under wrk
+## (requests/s, p50/p99 per query and engine); a throwaway PostgreSQL cluster. BENCH_ARGS="--events
+## 200000 --jobs 200000" for a shorter run
+bench-replica: tools
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(CARGO) build --release -p lcw-cli -p lcw-tests --bin lcw --bin bench-replica --bin bench-queries
+	target/release/bench-replica $(BENCH_ARGS)
 
 ## bench-worker: 100 jobs served by the worker on a 1 s devnet with the real LLM server; ack
 ## latency, fetch, decrypt, inference, encrypt, wait and completion, and the overhead in blocks

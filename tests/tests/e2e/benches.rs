@@ -207,3 +207,68 @@ fn bench_sortition_sees_every_request_claimed_and_reports_the_race() {
     let sent = numbers(&out, "lcw claims sent")[0];
     assert!(sent >= won, "{out}");
 }
+
+#[test]
+fn bench_replica_backfills_with_and_without_the_replica_and_serves_from_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let lcw = lcw_tests::binary::locate();
+    let out = run(
+        env!("CARGO_BIN_EXE_bench-replica"),
+        dir.path(),
+        &[
+            "--events",
+            "2000",
+            "--block-time",
+            "1",
+            "--dispute-window",
+            "2",
+            "--jobs",
+            "50",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--lcw",
+            lcw.to_str().unwrap(),
+            "--bench-queries",
+            env!("CARGO_BIN_EXE_bench-queries"),
+        ],
+    );
+    // The figures come with the command that produced them.
+    assert!(
+        out.lines().next().is_some_and(|l| l.starts_with("bench-replica: ") && l.contains("--events 2000")),
+        "{out}"
+    );
+    let chain = numbers(&out, "chain:")[0];
+    assert!(chain >= 2000.0, "{out}");
+    // `backfill ...: R events/s (median of 1: R; N events, T s, wall W s; peak RSS M MB; CPU C s)`
+    for mode in ["backfill without replica:", "backfill with replica:"] {
+        let b = numbers(&out, mode);
+        assert!(b[0] > 0.0 && b[3] == chain, "{mode} indexed every log of the chain:\n{out}");
+        assert!(b[6] > 0.0, "{mode} peak RSS measured:\n{out}");
+    }
+    // `replica at backfill end: B blocks behind, S s; caught up C s after the end (...)`
+    let lag = numbers(&out, "replica at backfill end:");
+    assert!(lag.len() >= 3 && lag[1] >= 0.0 && lag[2] >= 0.0, "{out}");
+    // `new replica, --once: R rows/s (N rows, ...)`: the copy holds at least every log.
+    let copy = numbers(&out, "new replica, --once:");
+    assert!(copy[0] > 0.0 && copy[1] >= chain, "{out}");
+    assert_eq!(numbers(&out, "GraphQL:")[0], 50.0, "{out}");
+    assert!(numbers(&out, "its replica, --once:")[0] > 0.0, "{out}");
+    for query in ["job(id)", "jobs(worker, first: 50)", "exitPlan(worker)", "earnings(DAY, 30 days)"] {
+        for engine in ["sqlite", "postgres"] {
+            let line = format!("{query} on {engine}");
+            // requests/s, p50, p90, p99 (ms), errors
+            let [rate, p50, p90, p99, errors, ..] = numbers(&out, &line)[..] else {
+                panic!("{line}: figures missing in\n{out}")
+            };
+            assert!(rate > 0.0, "{line} served no requests:\n{out}");
+            assert!(p50 > 0.0 && p50 <= p90 && p90 <= p99, "{line}: latencies out of order:\n{out}");
+            assert_eq!(errors, 0.0, "{line} answered errors under load:\n{out}");
+        }
+    }
+    let rss = numbers(&out, "lcw serve peak RSS:");
+    assert!(rss.len() == 2 && rss.iter().all(|m| *m > 0.0), "{out}");
+}
