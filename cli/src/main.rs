@@ -49,8 +49,10 @@ enum Command {
     Drain(cmd::operator::WorkerArgs),
     /// Take new sessions again.
     Undrain(cmd::operator::WorkerArgs),
-    /// Withdraw the earnings balance.
-    Withdraw(cmd::operator::WorkerArgs),
+    /// Withdraw the earnings balance (with --then-sweep ADDR, then sweep the wallet to ADDR).
+    Withdraw(cmd::operator::WithdrawArgs),
+    /// Send the wallet's spendable balance to a payout address, keeping the gas the open jobs need.
+    Sweep(cmd::sweep::SweepArgs),
     /// claimTimeout for the worker's jobs past their deadline (shows the slash, asks first).
     ClearStuck(cmd::operator::ClearStuckArgs),
     /// deregisterWorker, refused with the exit plan while obligations remain.
@@ -118,6 +120,7 @@ fn main() -> std::process::ExitCode {
             Command::Drain(args) => cmd::operator::drain(args, cli.data, true).await,
             Command::Undrain(args) => cmd::operator::drain(args, cli.data, false).await,
             Command::Withdraw(args) => cmd::operator::withdraw(args, cli.data).await,
+            Command::Sweep(args) => cmd::sweep::run(args, cli.data).await,
             Command::ClearStuck(args) => cmd::operator::clear_stuck(args, cli.data).await,
             Command::Deregister(args) => cmd::operator::deregister(args, cli.data).await,
             Command::Exit(args) => cmd::operator::exit(args, cli.data).await,

@@ -14,5 +14,6 @@ pub(crate) mod serve;
 pub(crate) mod settle;
 pub(crate) mod simulate;
 pub(crate) mod speedtest;
+pub(crate) mod sweep;
 pub(crate) mod verify;
 pub(crate) mod work;

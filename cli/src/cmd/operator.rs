@@ -1,6 +1,7 @@
 //! The operator's exit verbs: `exit-plan`, `balance`, `drain`, `undrain`, `withdraw`,
-//! `clear-stuck`, `deregister`, `exit`. Each reads the store (kept current by an indexer in this
-//! process unless another one runs) and sends through the key's outbox.
+//! `clear-stuck`, `deregister`, `exit` (and `sweep`, in [`super::sweep`]). Each reads the store
+//! (kept current by an indexer in this process unless another one runs) and sends through the
+//! key's outbox.
 
 use std::io::Write;
 use std::time::Duration;
@@ -33,7 +34,16 @@ pub(crate) struct WorkerArgs {
     worker: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+}
+
+/// `lcw withdraw`.
+#[derive(Debug, Args)]
+pub(crate) struct WithdrawArgs {
+    #[command(flatten)]
+    common: WorkerArgs,
+    #[command(flatten)]
+    then: crate::cmd::sweep::ThenSweep,
 }
 
 /// `lcw clear-stuck`.
@@ -57,18 +67,18 @@ pub(crate) struct ExitArgs {
 }
 
 /// What every verb starts from.
-struct Ctx {
-    profile: Profile,
-    chain: lcw_chain::Chain,
-    db: std::path::PathBuf,
-    worker: Address,
+pub(crate) struct Ctx {
+    pub(crate) profile: Profile,
+    pub(crate) chain: lcw_chain::Chain,
+    pub(crate) db: std::path::PathBuf,
+    pub(crate) worker: Address,
     shutdown: tokio::sync::watch::Sender<bool>,
     indexer: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Ctx {
     /// Waits until the store has the chain's current head.
-    async fn catch_up(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn catch_up(&mut self) -> anyhow::Result<()> {
         catch_up(&self.chain, &self.profile, &self.db, &mut self.indexer).await
     }
 }
@@ -95,7 +105,7 @@ async fn ctx(args: &WorkerArgs, data: &DataArgs) -> anyhow::Result<Ctx> {
 }
 
 /// The context of a verb that sends: the worker's own key and its outbox.
-async fn ctx_signed(args: &WorkerArgs, data: &DataArgs) -> anyhow::Result<(Ctx, Operator)> {
+pub(crate) async fn ctx_signed(args: &WorkerArgs, data: &DataArgs) -> anyhow::Result<(Ctx, Operator)> {
     let named = args.worker.as_deref().map(parse_address).transpose().context("--worker")?;
     let profile = args.network.profile(data)?;
     let signer = args.key.signer(&profile, named, Some(Role::Worker))?;
@@ -310,15 +320,41 @@ async fn tell_gateway(
     }
 }
 
-pub(crate) async fn withdraw(args: WorkerArgs, data: DataArgs) -> anyhow::Result<()> {
-    let (c, mut op) = ctx_signed(&args, &data).await?;
-    let w = lcw_settler::ops::on_chain_worker(&op.chain, &c.profile, c.worker).await?;
-    if w.balance.is_zero() {
-        bail!("worker {} has no earnings to withdraw (balance 0); released jobs credit it", c.worker);
+/// `lcw withdraw`, and with `--then-sweep ADDR` the sweep once the withdrawal is mined (the
+/// worker apps' "settle earnings").
+pub(crate) async fn withdraw(args: WithdrawArgs, data: DataArgs) -> anyhow::Result<()> {
+    // The payout address is checked before anything is sent: a typo must not leave the
+    // withdrawal done and the sweep refused.
+    let payout = args.then.payout().context("--then-sweep")?;
+    let (mut c, mut op) = ctx_signed(&args.common, &data).await?;
+    if let Some(to) = payout {
+        crate::cmd::sweep::check_payout(to, c.worker, &c.profile)?;
     }
-    let data_ = JobRegistry::withdrawCall {}.abi_encode().into();
-    let sent = op.send("withdraw", c.profile.contracts.job_registry, data_, vec![], Duration::from_secs(120)).await?;
-    println!("withdrew {} LCAI in block {} (tx {})", lcai(w.balance), sent.block, sent.tx);
+    let w = lcw_settler::ops::on_chain_worker(&op.chain, &c.profile, c.worker).await?;
+    match (w.balance.is_zero(), payout) {
+        (true, None) => {
+            bail!("worker {} has no earnings to withdraw (balance 0); released jobs credit it", c.worker)
+        }
+        (true, Some(_)) => {
+            eprintln!("worker {} has no earnings to withdraw (balance 0); sweeping the wallet", c.worker)
+        }
+        (false, _) => {
+            let data_ = JobRegistry::withdrawCall {}.abi_encode().into();
+            let sent =
+                op.send("withdraw", c.profile.contracts.job_registry, data_, vec![], Duration::from_secs(120)).await?;
+            // With --json the sweep's object is the result; the withdrawal is reported on stderr.
+            let line = format!("withdrew {} LCAI in block {} (tx {})", lcai(w.balance), sent.block, sent.tx);
+            match payout {
+                Some(_) if args.common.json => eprintln!("{line}"),
+                _ => println!("{line}"),
+            }
+        }
+    }
+    if let Some(to) = payout {
+        c.catch_up().await?;
+        let keep = args.then.keep.map(Lcai::wei);
+        crate::cmd::sweep::sweep(&c, &mut op, to, keep, false, args.common.json).await?;
+    }
     Ok(())
 }
 

@@ -115,6 +115,8 @@ pub enum Kind {
     Withdraw,
     /// `deregister`.
     Deregister,
+    /// A transfer of the wallet's spendable balance to a payout address (`lcw sweep`).
+    Sweep,
     /// A zero-value transfer to self that took the nonce of one of lcw's transactions (cancelled,
     /// refused while blocking later nonces, or reorged out and no longer valid).
     Cancel,
@@ -124,7 +126,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in column order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Release,
         Kind::ClaimTimeout,
         Kind::SettleStuck,
@@ -138,6 +140,7 @@ impl Kind {
         Kind::Reinstate,
         Kind::Withdraw,
         Kind::Deregister,
+        Kind::Sweep,
         Kind::Cancel,
         Kind::Fill,
     ];
@@ -158,6 +161,7 @@ impl Kind {
             Kind::Reinstate => "reinstate",
             Kind::Withdraw => "withdraw",
             Kind::Deregister => "deregister",
+            Kind::Sweep => "sweep",
             Kind::Cancel => "cancel",
             Kind::Fill => "fill",
         }
