@@ -1,5 +1,5 @@
 //! The `lcw` binary itself, as an operator runs it, in one test binary (each module one area):
-//! `devnet`, `deploy` and `simulate`; keys and the worker verbs; `exit`; `preflight`;
+//! `devnet`, `deploy` and `simulate`; keys and the worker verbs; `exit`; `sweep`; `preflight`;
 //! `speedtest`; `run --work` killed mid-job; `run --keeper` through node outages; `index` killed
 //! at random points; the network checks; help texts and every command's output holding no
 //! secret; `make demo` from start to Ctrl-C.
@@ -23,6 +23,7 @@ mod outage;
 mod preflight;
 mod secrets;
 mod speedtest;
+mod sweep;
 mod work;
 
 /// `lcw` in a clean environment, logging at `warn`.
