@@ -221,9 +221,8 @@ impl Replica {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         config.keepalives(true).keepalives_idle(std::time::Duration::from_secs(30));
-        let mut client = config
-            .connect(postgres::NoTls)
-            .map_err(|source| ReplicaError::Connect { url: url.to_string(), source })?;
+        let mut client =
+            config.connect(postgres::NoTls).map_err(|source| ReplicaError::Connect { url: url.to_string(), source })?;
         embedded::migrations::runner()
             .run(&mut client)
             .map_err(|source| ReplicaError::Migration { url: url.to_string(), source })?;
