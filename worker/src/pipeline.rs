@@ -251,13 +251,18 @@ pub struct WorkSummary {
     pub timings: Vec<JobTiming>,
     /// Sortition claims of the run.
     pub claims: ClaimStats,
+    /// Why the run ended.
+    pub ended: Ended,
 }
 
 mod executor;
 mod health;
+mod registration;
 mod rules;
 mod send;
 mod steps;
+
+pub use registration::Ended;
 
 use executor::Worker;
 use health::LlmHealth;
@@ -277,6 +282,7 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
             break;
         }
         if w.config.stop_after.is_some_and(|n| w.summary.completed >= n) {
+            w.summary.ended = Ended::StopAfter;
             break;
         }
         w.collect();
@@ -306,6 +312,11 @@ pub async fn run(config: WorkConfig, mut shutdown: watch::Receiver<bool>) -> Res
         }
         sent_any |= w.pass(&head).await?;
         sent_any |= w.claims(&head).await;
+        if let Some(block) = w.owes_nothing(&head)? {
+            w.summary.ended = Ended::Deregistered { block };
+            tracing::warn!(block, "{}; stopping", w.summary.ended);
+            break;
+        }
         if began.elapsed() >= SLOW_PASS {
             tracing::warn!(
                 head_s = read.as_secs_f64(),

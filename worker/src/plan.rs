@@ -525,6 +525,26 @@ mod tests {
     }
 
     #[test]
+    fn a_deregistered_worker_acks_nothing_new_and_finishes_what_it_acked() {
+        let why = "this worker was deregistered in block 40: it acks no new job; not acked".to_owned();
+        let opened = Local::Opened;
+        let new = assignment(1, JobState::Submitted, 1_060);
+        let mut v = view(&new, Some(&opened));
+        v.blocker = Some(("deregistered", why.clone()));
+        let actions = plan(&[v], &clock(), None, 0);
+        assert_eq!(actions, vec![Action::Refuse { job: 1, what: "deregistered", reason: why.clone(), last: true }]);
+        // Acked, its work goes on whatever blocks new jobs; an ack already in flight too.
+        let acked = assignment(2, JobState::Acknowledged, 1_300);
+        let mut v = view(&acked, None);
+        v.blocker = Some(("deregistered", why.clone()));
+        assert_eq!(plan(&[v], &clock(), None, 0), vec![Action::Work { job: 2, budget: 295 }]);
+        let mut v = view(&new, Some(&opened));
+        v.blocker = Some(("deregistered", why));
+        v.live = true;
+        assert!(matches!(&plan(&[v], &clock(), None, 0)[..], [Action::Work { job: 1, .. }]));
+    }
+
+    #[test]
     fn while_the_llm_server_is_down_new_jobs_wait_and_acked_ones_keep_trying() {
         let down = "the LLM server is down (connection refused); not acked while it is";
         let new = assignment(1, JobState::Submitted, 1_060);

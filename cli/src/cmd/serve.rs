@@ -312,7 +312,17 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     let api_config =
         (!args.no_api).then(|| args.api.config(db.clone(), Readiness::Head { head, confirmations: 0 })).transpose()?;
 
-    let stop = crate::stop_on_signal("stopping");
+    let mut signal = crate::stop_on_signal("stopping");
+    // A signal stops every part; so does the worker when it ends for good (deregistered and
+    // owing nothing), through the same channel.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        if signal.wait_for(|stopped| *stopped).await.is_ok() {
+            let _ = on_signal.send(true);
+        }
+    });
     // The indexer's commits, as block numbers, for the API's subscriptions.
     let (commits_tx, mut commits_rx) = tokio::sync::watch::channel(lcw_indexer::Committed::default());
     let (blocks_tx, blocks_rx) = tokio::sync::watch::channel(0u64);
@@ -392,8 +402,15 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
                     refused = summary.refused.len(),
                     failed = summary.failed.len(),
                     reverted = summary.reverted,
+                    ended = %summary.ended,
                     "worker stopped"
                 );
+                if let lcw_worker::pipeline::Ended::Deregistered { .. } = summary.ended {
+                    // Nothing left to serve or settle: the indexer, the settler and the API stop
+                    // as on a signal, and lcw run exits 0.
+                    tracing::warn!("lcw run stops: {}", summary.ended);
+                    let _ = stop_tx.send(true);
+                }
                 Ok(())
             }),
         ));
@@ -418,7 +435,13 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
         (r, i) = others => {
             let name = names.get(i).copied().unwrap_or("task");
             match r {
-                Ok(Ok(())) if *stop.borrow() => Ok(()),
+                Ok(Ok(())) if *stop.borrow() => {
+                    if name == "worker" {
+                        // The indexer ends its last commit before the process exits.
+                        let _ = tokio::time::timeout(Duration::from_secs(10), &mut indexer).await;
+                    }
+                    Ok(())
+                }
                 Ok(Ok(())) => Err(anyhow::anyhow!("the {name} stopped")),
                 Ok(Err(e)) => Err(e.context(format!("the {name} stopped"))),
                 Err(e) => Err(anyhow::anyhow!("the {name} task failed: {e}")),

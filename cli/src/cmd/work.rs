@@ -8,7 +8,7 @@ use clap::Args;
 use lcw_schema::profile::Role;
 use lcw_worker::blobs::BlobSource;
 use lcw_worker::llm::{Api, Llm, LlmConfig};
-use lcw_worker::pipeline::{WorkConfig, WorkSummary};
+use lcw_worker::pipeline::{Ended, WorkConfig, WorkSummary};
 
 use crate::args::{DataArgs, KeyArgs, NetworkArgs, StoreArgs};
 use crate::cmd::settle::with_indexer;
@@ -291,6 +291,11 @@ fn summary_json(s: &WorkSummary) -> serde_json::Value {
             "lost": s.claims.lost,
             "missed": missed,
         },
+        "ended": match s.ended {
+            Ended::Shutdown => serde_json::json!({ "reason": "shutdown" }),
+            Ended::StopAfter => serde_json::json!({ "reason": "stop_after" }),
+            Ended::Deregistered { block } => serde_json::json!({ "reason": "deregistered", "block": block }),
+        },
     })
 }
 
@@ -321,6 +326,9 @@ fn print_summary(s: &WorkSummary, json: bool) -> anyhow::Result<()> {
         }
         for (job, why) in &s.failed {
             println!("  job {job} not completed: {}", redact_urls(why));
+        }
+        if let Ended::Deregistered { .. } = s.ended {
+            println!("stopped: {}", s.ended);
         }
     }
     Ok(())

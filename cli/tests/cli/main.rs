@@ -13,6 +13,7 @@ use std::process::Command;
 
 mod chain;
 mod demo;
+mod deregistered;
 mod devnet;
 mod environment;
 mod exit;

@@ -14,7 +14,7 @@ use super::{StoreResult, col, unix_now};
 pub struct Refusal {
     /// Job id.
     pub job_id: u64,
-    /// What refused it (`prompt`, `key`, `model`, `ack`, `deadline`, `funds`, ...).
+    /// What refused it (`prompt`, `key`, `model`, `ack`, `deadline`, `funds`, `deregistered`, ...).
     pub step: String,
     /// Why, for the operator.
     pub reason: String,
@@ -101,8 +101,20 @@ impl Refusal {
 }
 
 /// The steps the worker refuses at.
-pub const STEPS: [&str; 11] =
-    ["model", "key", "prompt", "ack", "deadline", "funds", "llm", "node", "session", "offline", "other"];
+pub const STEPS: [&str; 12] = [
+    "model",
+    "key",
+    "prompt",
+    "ack",
+    "deadline",
+    "funds",
+    "llm",
+    "node",
+    "session",
+    "offline",
+    "deregistered",
+    "other",
+];
 
 /// The refusal of `job` by `worker`, if there is one.
 pub fn get(conn: &dyn Db, worker: Address, job: u64) -> StoreResult<Option<Refusal>> {

@@ -56,6 +56,13 @@ pub(super) struct Worker {
     /// "unopened" when little time is left. Read back from the store when a job is first seen,
     /// so a restart keeps them.
     pub(super) refused: HashMap<u64, (&'static str, String)>,
+    /// The first head this process saw: the store decides nothing about the registration
+    /// before its cursor reaches it (see [`super::registration`]).
+    pub(super) first_head: Option<u64>,
+    /// The block of the worker's `WorkerDeregistered`, once the store shows it.
+    pub(super) deregistered: Option<u64>,
+    /// The deregistration and what it still owes were said.
+    pub(super) deregistration_told: bool,
 }
 
 impl Worker {
@@ -82,11 +89,15 @@ impl Worker {
             .map_err(|e| WorkerError::Config(format!("loading the KZG setup: {e}")))?
             .map_err(|e| WorkerError::Config(format!("loading the KZG setup: {e}")))?;
         tracing::debug!(ms = kzg.elapsed().as_millis() as u64, "KZG setup loaded");
-        check_encryption_key(&config, &chain, me).await?;
-        let rules = ChainRules::read(&config, &chain).await?;
-        let models = served_models(&config, &chain, &rules).await?;
         let network = Identity::of(&config.profile);
         let conn = Store::connect_as(&config.db, &network)?;
+        // Deregistered, the worker has no key on chain any more; it still finishes what it owes.
+        let deregistered = lcw_schema::store::rows::WorkerRow::get(&conn, &me)?
+            .filter(|r| !r.registered)
+            .and_then(|r| r.deregistered_block);
+        check_encryption_key(&config, &chain, me, deregistered).await?;
+        let rules = ChainRules::read(&config, &chain).await?;
+        let models = served_models(&config, &chain, &rules).await?;
         let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Worker)?
             .with_filler_cap(config.fee_cap);
         let claimer = Claimer::new(
@@ -149,6 +160,9 @@ impl Worker {
             first_seen: HashMap::new(),
             missed_checked: 0,
             refused: HashMap::new(),
+            first_head: None,
+            deregistered: None,
+            deregistration_told: false,
             config,
         };
         for e in reconciled {
@@ -211,6 +225,7 @@ impl Worker {
             return false;
         }
         self.clock.observe(head.number, head.timestamp);
+        self.first_head.get_or_insert(head.number);
         self.head_seen = Instant::now();
         self.last_head = Some(head);
         true
@@ -267,6 +282,7 @@ impl Worker {
         let ack_mined = self.outbox.mined_since("ack", recent)?;
         let complete_mined = self.outbox.mined_since("complete", recent)?;
         let assignments = obligations::assignments(&self.conn, self.me)?;
+        self.read_registration()?;
         let now = Instant::now();
         for h in self.held.values_mut() {
             if let Local::Failed { retry_due, .. } = &mut h.stage {
@@ -416,8 +432,13 @@ impl Worker {
         let busy = in_progress >= self.config.concurrency.max(1);
         // A session claimed while the LLM server is down brings jobs it cannot serve.
         let llm_down = self.llm.down().is_some();
-        let sent = match self.claimer.tick(&mut self.outbox, &self.chain, head, &self.clock, fees, busy, llm_down).await
-        {
+        // A deregistered worker claims nothing (the claim would revert: it is not eligible).
+        let claiming = if self.deregistered.is_some() {
+            Ok(Default::default())
+        } else {
+            self.claimer.tick(&mut self.outbox, &self.chain, head, &self.clock, fees, busy, llm_down).await
+        };
+        let sent = match claiming {
             Ok(t) => {
                 self.claims_failing = None;
                 t.sent > 0

@@ -70,13 +70,27 @@ pub(super) async fn served_models(
     Ok(out)
 }
 
-pub(super) async fn check_encryption_key(config: &WorkConfig, chain: &Chain, me: Address) -> Result<(), WorkerError> {
+/// The encryption key registered for `me` must be the local one. A worker the store shows
+/// deregistered (in block `deregistered`) and with no key on chain starts without it: it only
+/// finishes what it owes, with the session keys it was given while registered, then stops.
+pub(super) async fn check_encryption_key(
+    config: &WorkConfig,
+    chain: &Chain,
+    me: Address,
+    deregistered: Option<u64>,
+) -> Result<(), WorkerError> {
     let registered =
         lcw_schema::bindings::WorkerRegistry::new(config.profile.contracts.worker_registry, chain.provider())
             .getWorkerEncryptionKey(me)
             .call()
             .await
             .map_err(|e| read_failed("getWorkerEncryptionKey", e))?;
+    if let Some(block) = deregistered
+        && registered.is_empty()
+    {
+        tracing::info!(block, "this worker was deregistered in block {block}: no encryption key to check");
+        return Ok(());
+    }
     if registered.as_ref() != config.secret.public_key().as_slice() {
         return Err(WorkerError::Config(format!(
             "the encryption key registered for {me} is not the local one: sessions for this worker cannot be \

@@ -65,6 +65,14 @@ impl Worker {
         {
             return Some((step, why.clone()));
         }
+        if a.state == JobState::Submitted
+            && let Some(block) = self.deregistered
+        {
+            return Some((
+                "deregistered",
+                format!("this worker was deregistered in block {block}: it acks no new job; not acked"),
+            ));
+        }
         if a.model_id.and_then(|m| self.models.get(&m)).is_none() {
             return Some(("model", "its model is not served here".into()));
         }
