@@ -8,10 +8,14 @@
 //! evicted (forwarded, then removed from anvil's pool with `anvil_dropTransaction` a moment
 //! later, as a mempool under pressure does), or held back for a while when they come from given
 //! senders (a slow competitor). Both fault sets can be changed while the proxy runs.
+//!
+//! On request ([`FlakyProxy::record_accepted`]) it keeps every transaction the node accepted
+//! through it, with the node's head when the request came in: what the sender could know when it
+//! sent it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use alloy::consensus::TxEnvelope;
@@ -94,6 +98,16 @@ impl Default for TxFaults {
     }
 }
 
+/// An `eth_sendRawTransaction` the node accepted: answered with the hash, or "already known"
+/// (the node had it from an earlier send).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The transaction's hash.
+    pub hash: B256,
+    /// The node's head block when the request reached the proxy (None when it could not be read).
+    pub head: Option<u64>,
+}
+
 impl TxFaults {
     fn active(&self) -> bool {
         self.refuse > 0.0 || self.evict > 0.0 || !self.hold_from.is_empty()
@@ -107,6 +121,8 @@ struct Inner {
     rng: std::sync::Mutex<rand::rngs::StdRng>,
     counts: Arc<FaultCounts>,
     http: reqwest::Client,
+    record: AtomicBool,
+    accepted: Mutex<Vec<Accepted>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -148,6 +164,12 @@ async fn handle(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         let mut rng = inner.rng.lock().expect("rng");
         (rng.r#gen::<f64>(), rng.r#gen::<u8>())
     };
+    // The head is read before any delay: it is what the sender knew when it sent.
+    let sent_at = if inner.record.load(Ordering::Relaxed) && carries_send(&json) {
+        Some(SentAt { head: upstream_head(&inner).await })
+    } else {
+        None
+    };
     let f = inner.faults.read().expect("faults").clone();
     let f = &f;
     let mut edge = 0.0;
@@ -186,7 +208,7 @@ async fn handle(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     }
     let tx_faults = inner.tx_faults.read().expect("tx faults").clone();
     if tx_faults.active()
-        && let Some(answer) = transactions(&inner, &tx_faults, &json).await
+        && let Some(answer) = transactions(&inner, &tx_faults, &json, sent_at).await
     {
         return ([("content-type", "application/json")], answer.to_string()).into_response();
     }
@@ -194,6 +216,14 @@ async fn handle(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     let Ok(resp) = upstream else { return StatusCode::BAD_GATEWAY.into_response() };
     let status = resp.status();
     let Ok(bytes) = resp.bytes().await else { return StatusCode::BAD_GATEWAY.into_response() };
+    if let Some(at) = sent_at {
+        // The node's own answer, before any garbling: the node took it even if the sender never
+        // learns so.
+        let answers = serde_json::from_slice(&bytes).unwrap_or_default();
+        for (call, answer) in pairs(&json, &answers) {
+            note_accepted(&inner, call, answer, at);
+        }
+    }
     if garble && bytes.len() > 8 {
         inner.counts.faults.fetch_add(1, Ordering::Relaxed);
         let cut = bytes.slice(0..bytes.len() / 2);
@@ -221,7 +251,12 @@ fn sender_of(raw: &str) -> Option<(Address, B256)> {
 /// Applies [`TxFaults`] to a request (alone or a batch) that carries `eth_sendRawTransaction`s:
 /// None when nothing is to be done to it (the caller forwards it as usual), else the answer,
 /// with the refused and held ones answered here and the rest forwarded in one request.
-async fn transactions(inner: &Arc<Inner>, faults: &TxFaults, json: &serde_json::Value) -> Option<serde_json::Value> {
+async fn transactions(
+    inner: &Arc<Inner>,
+    faults: &TxFaults,
+    json: &serde_json::Value,
+    sent_at: Option<SentAt>,
+) -> Option<serde_json::Value> {
     let batch = json.is_array();
     let calls: Vec<serde_json::Value> = match json {
         serde_json::Value::Array(items) => items.clone(),
@@ -291,12 +326,75 @@ async fn transactions(inner: &Arc<Inner>, faults: &TxFaults, json: &serde_json::
                 {
                     evict_later(inner.clone(), hash.to_owned(), faults.evict_after);
                 }
+                if let Some(at) = sent_at {
+                    note_accepted(inner, call, &answer, at);
+                }
                 answer
             }
         };
         out.push(answer);
     }
     Some(if batch { serde_json::Value::Array(out) } else { out.pop().unwrap_or_default() })
+}
+
+/// When a request carrying `eth_sendRawTransaction`s reached the proxy.
+#[derive(Debug, Clone, Copy)]
+struct SentAt {
+    head: Option<u64>,
+}
+
+fn is_send(call: &serde_json::Value) -> bool {
+    call.get("method").and_then(|m| m.as_str()) == Some("eth_sendRawTransaction")
+}
+
+/// Whether a request (alone or a batch) carries an `eth_sendRawTransaction`.
+fn carries_send(json: &serde_json::Value) -> bool {
+    match json {
+        serde_json::Value::Array(calls) => calls.iter().any(is_send),
+        one => is_send(one),
+    }
+}
+
+/// Each call of a request with its answer (a batch's answers matched by id).
+fn pairs<'a>(
+    json: &'a serde_json::Value,
+    answers: &'a serde_json::Value,
+) -> Vec<(&'a serde_json::Value, &'a serde_json::Value)> {
+    match (json, answers) {
+        (serde_json::Value::Array(calls), serde_json::Value::Array(answers)) => {
+            calls.iter().filter_map(|c| Some((c, answers.iter().find(|a| a.get("id") == c.get("id"))?))).collect()
+        }
+        (serde_json::Value::Array(_), _) => Vec::new(),
+        (one, answer) => vec![(one, answer)],
+    }
+}
+
+/// The node's head, straight from it.
+async fn upstream_head(inner: &Inner) -> Option<u64> {
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []});
+    let resp = inner.http.post(&inner.upstream).json(&call).send().await.ok()?;
+    let answer: serde_json::Value = resp.json().await.ok()?;
+    u64::from_str_radix(answer.get("result")?.as_str()?.trim_start_matches("0x"), 16).ok()
+}
+
+/// Keeps `call` if it is an `eth_sendRawTransaction` the node accepted (`answer` is the node's).
+fn note_accepted(inner: &Inner, call: &serde_json::Value, answer: &serde_json::Value, at: SentAt) {
+    if !is_send(call) {
+        return;
+    }
+    let hash = match (answer.get("result").and_then(|h| h.as_str()), answer.get("error")) {
+        (Some(hash), _) => hash.parse().ok(),
+        (None, Some(error)) => {
+            let message = error.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_lowercase();
+            let known = message.contains("already known") || message.contains("already imported");
+            let raw = call.get("params").and_then(|p| p.get(0)).and_then(|r| r.as_str()).unwrap_or_default();
+            known.then(|| sender_of(raw)).flatten().map(|(_, hash)| hash)
+        }
+        (None, None) => None,
+    };
+    if let Some(hash) = hash {
+        inner.accepted.lock().expect("accepted").push(Accepted { hash, head: at.head });
+    }
 }
 
 /// Removes `hash` from the node's pool after `after`, unless it was mined by then.
@@ -325,6 +423,8 @@ impl FlakyProxy {
             tx_faults: RwLock::new(TxFaults::default()),
             counts: counts.clone(),
             http: reqwest::Client::new(),
+            record: AtomicBool::new(false),
+            accepted: Mutex::default(),
         });
         let app = axum::Router::new().route("/", axum::routing::post(handle)).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
@@ -343,6 +443,18 @@ impl FlakyProxy {
     /// Replaces the transaction faults; later requests see the new ones.
     pub fn set_tx_faults(&self, faults: TxFaults) {
         *self.inner.tx_faults.write().expect("tx faults") = faults;
+    }
+
+    /// From now on, keeps every transaction the node accepts through the proxy (each request
+    /// carrying one costs one `eth_blockNumber` more).
+    pub fn record_accepted(&self) {
+        self.inner.record.store(true, Ordering::Relaxed);
+    }
+
+    /// The transactions the node accepted since [`FlakyProxy::record_accepted`], in order (one
+    /// entry per accepted send: a transaction sent again appears again).
+    pub fn accepted(&self) -> Vec<Accepted> {
+        self.inner.accepted.lock().expect("accepted").clone()
     }
 }
 

@@ -11,11 +11,12 @@
 //!
 //! Then the traffic stops, everything drains, the lcw processes are stopped with SIGTERM, and
 //! the soak checks and prints: jobs submitted, served, released and timed out, the timeouts that
-//! were lcw's fault (0), reverted transactions of lcw's keys (0), fees against the ceiling and
-//! the market, nonce gaps (0), outbox rows and bytes per job, every job released at most once,
-//! release lag, each lcw store against a fresh index, its replay and the chain, and how long each
-//! restart after a kill took to be back at work (within 90 s). It exits 1 when an invariant
-//! fails, after printing everything (`--json` prints the report as JSON).
+//! were lcw's fault (0), reverted transactions of lcw's keys (0, but races lost after lcw's last
+//! accepted send of them or to a reorg), fees against the ceiling and the market, nonce gaps (0),
+//! outbox rows and bytes per job, every job released at most once, release lag, each lcw store
+//! against a fresh index, its replay and the chain, and how long each restart after a kill took
+//! to be back at work (within 90 s). It exits 1 when an invariant fails, after printing
+//! everything (`--json` prints the report as JSON).
 
 #[path = "../soak/mod.rs"]
 mod soak;
@@ -221,7 +222,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     report.jobs = soak::check::jobs(&fresh)?;
     report.lcw_worker = soak::check::worker_jobs(&fresh, &rig.worker_db, rig.worker_addr, &faults)?;
     report.lcw_txs_mined = scan.txs.len() as u64;
-    report.reverted = soak::money::reverted(&rig, &scan, &fresh, &report.faults).await;
+    let sends = soak::money::sends(&rig);
+    report.reverted = soak::money::reverted(&rig, &scan, &fresh, &report.faults, &sends).await;
     report.fees = soak::money::fees(&rig, &scan)?;
     report.nonces.push(soak::money::nonces(&rig, &scan, "keeper", rig.keeper_addr, &rig.keeper_db).await?);
     report.nonces.push(soak::money::nonces(&rig, &scan, "worker", rig.worker_addr, &rig.worker_db).await?);

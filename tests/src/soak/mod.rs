@@ -9,12 +9,14 @@
 //! - [`scan`]: the chain read back block by block (transactions, receipts, fees);
 //! - [`check`]: the invariants about jobs and stores, from the chain, the stores and a fresh index;
 //! - [`money`]: the invariants about lcw's transactions (reverts, fees, nonces, outbox size);
+//! - [`race`]: whether a revert lost a race lcw could not see when it last sent the transaction;
 //! - [`report`]: the figures and the verdict, as text or JSON.
 
 pub(crate) mod check;
 pub(crate) mod faults;
 pub(crate) mod money;
 pub(crate) mod procs;
+pub(crate) mod race;
 pub(crate) mod report;
 pub(crate) mod rig;
 pub(crate) mod scan;

@@ -1,6 +1,7 @@
 //! The invariants about lcw's transactions: none reverted, none paid above the ceiling or far
 //! above the market, no nonce left stuck, and what the outbox stored per job.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use alloy::primitives::{Address, B256};
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use super::GWEI;
 use super::faults::Record;
+use super::race::{self, JOB_EVENTS, JobEvent};
 use super::rig::Rig;
 use super::scan::Scan;
 
@@ -21,10 +23,29 @@ pub(crate) struct Reverted {
     pub(crate) tx: String,
     pub(crate) block: u64,
     pub(crate) explanation: String,
-    /// Another sender ended one of its jobs in the same block or the one before, or a reorg put
-    /// its block on a new branch: a race no sender can see coming (two settlers, or a keeper,
-    /// acting on the same head; a transaction valid on the branch it was sent for).
+    /// Another transaction ended one of its jobs in a block at or after the head at which the
+    /// node last accepted it (see [`race`]), or a reorg put its block on a new branch: a race
+    /// lcw could not see when it sent it (a transaction valid on the branch it was sent for).
     pub(crate) lost_race: bool,
+    /// The head of the node at lcw's last accepted send of any of its versions.
+    pub(crate) last_send_head: Option<u64>,
+    /// The block of the transaction that ended its jobs first.
+    pub(crate) competitor_block: Option<u64>,
+    /// Why it lost a race or is lcw's fault, with those blocks.
+    pub(crate) judgement: String,
+}
+
+/// Per transaction hash, the node's head at each accepted send of lcw's processes (from their
+/// proxies; None when the head could not be read).
+pub(crate) type Sends = HashMap<B256, Vec<Option<u64>>>;
+
+/// The accepted sends the proxies of lcw's processes kept.
+pub(crate) fn sends(rig: &Rig) -> Sends {
+    let mut out = Sends::new();
+    for a in rig.keeper_rpc.accepted().into_iter().chain(rig.worker_rpc.accepted()) {
+        out.entry(a.hash).or_default().push(a.head);
+    }
+    out
 }
 
 /// Fees paid.
@@ -78,8 +99,18 @@ fn wei(v: &str) -> u128 {
     v.parse().unwrap_or(u128::MAX)
 }
 
-/// Which outbox row signed `hash` in `db`, with its jobs: `kind #id [jobs] (status; note)`.
-fn outbox_row(db: &Path, hash: B256) -> Option<(String, Vec<i64>)> {
+/// The outbox row that signed a transaction.
+struct Row {
+    /// `kind #id [jobs] (status; note)`.
+    text: String,
+    kind: String,
+    jobs: Vec<i64>,
+    /// The hashes of all its signed versions.
+    versions: Vec<B256>,
+}
+
+/// Which outbox row signed `hash` in `db`.
+fn outbox_row(db: &Path, hash: B256) -> Option<Row> {
     let store = Store::open_readonly(db).ok()?;
     let jobs: Vec<i64> = store
         .conn()
@@ -91,7 +122,18 @@ fn outbox_row(db: &Path, hash: B256) -> Option<(String, Vec<i64>)> {
         .ok()?
         .collect::<Result<_, _>>()
         .ok()?;
-    let row = store
+    let versions: Vec<B256> = store
+        .conn()
+        .prepare(
+            "SELECT tx_hash FROM outbox_attempts WHERE outbox_id IN
+               (SELECT outbox_id FROM outbox_attempts WHERE tx_hash = ?1)",
+        )
+        .ok()?
+        .query_map([hash.as_slice()], |r| r.get::<_, Vec<u8>>(0))
+        .ok()?
+        .filter_map(|h| h.ok().filter(|h| h.len() == 32).map(|h| B256::from_slice(&h)))
+        .collect();
+    let (text, kind) = store
         .conn()
         .query_row(
             "SELECT o.id, o.kind, o.status, coalesce(o.note, ''),
@@ -99,7 +141,7 @@ fn outbox_row(db: &Path, hash: B256) -> Option<(String, Vec<i64>)> {
              FROM outbox_attempts a JOIN outbox o ON o.id = a.outbox_id WHERE a.tx_hash = ?1",
             [hash.as_slice()],
             |r| {
-                Ok(format!(
+                let text = format!(
                     "{} #{} jobs [{}] (outbox status {}{})",
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(0)?,
@@ -109,79 +151,96 @@ fn outbox_row(db: &Path, hash: B256) -> Option<(String, Vec<i64>)> {
                         .filter(|n| !n.is_empty())
                         .map(|n| format!("; {n}"))
                         .unwrap_or_default()
-                ))
+                );
+                Ok((text, r.get::<_, String>(1)?))
             },
         )
         .optional()
         .ok()
         .flatten()?;
-    Some((row, jobs))
+    Some(Row { text, kind, jobs, versions })
+}
+
+/// The state changes of `jobs` up to `block`, from the fresh index.
+fn job_events(fresh: &Path, jobs: &[i64], block: u64) -> Vec<JobEvent> {
+    let Ok(store) = Store::open_readonly(fresh) else { return Vec::new() };
+    let events = JOB_EVENTS.map(|e| format!("'{e}'")).join(", ");
+    let sql = format!(
+        "SELECT job_id, event, block_number, tx_index, log_index, tx_hash FROM logs
+         WHERE job_id = ?1 AND block_number <= ?2 AND event IN ({events})"
+    );
+    let Ok(mut stmt) = store.conn().prepare(&sql) else { return Vec::new() };
+    let mut out = Vec::new();
+    for &job in jobs {
+        let rows = stmt.query_map(rusqlite::params![job, block as i64], |r| {
+            Ok(JobEvent {
+                job: r.get(0)?,
+                event: r.get(1)?,
+                block: r.get::<_, i64>(2)? as u64,
+                tx_index: r.get::<_, i64>(3)? as u64,
+                log_index: r.get::<_, i64>(4)? as u64,
+                tx: B256::try_from(r.get::<_, Vec<u8>>(5)?.as_slice()).unwrap_or_default(),
+            })
+        });
+        out.extend(rows.into_iter().flatten().flatten());
+    }
+    out
 }
 
 /// Every reverted transaction of lcw's keys, with its outbox row, its revert reason (replayed on
-/// the parent block) and, for jobs someone else ended first, who did it and where.
-pub(crate) async fn reverted(rig: &Rig, scan: &Scan, fresh: &Path, faults: &[Record]) -> Vec<Reverted> {
+/// the state after its block), who else ended its jobs and where, and the verdict of [`race`]
+/// against the head of lcw's last accepted send (`sends`).
+pub(crate) async fn reverted(rig: &Rig, scan: &Scan, fresh: &Path, faults: &[Record], sends: &Sends) -> Vec<Reverted> {
     let mut out = Vec::new();
     for tx in scan.txs.iter().filter(|t| !t.ok) {
         let (key, db) =
             if tx.from == rig.keeper_addr { ("keeper", &rig.keeper_db) } else { ("worker", &rig.worker_db) };
-        let (row, jobs) = outbox_row(db, tx.hash).unwrap_or_else(|| ("not in the outbox".into(), Vec::new()));
-        let reason = match rig.anvil.get_transaction_by_hash(tx.hash).await {
+        let row = outbox_row(db, tx.hash).unwrap_or_else(|| Row {
+            text: "not in the outbox".into(),
+            kind: String::new(),
+            jobs: Vec::new(),
+            versions: vec![tx.hash],
+        });
+        let (reason, index) = match rig.anvil.get_transaction_by_hash(tx.hash).await {
             Ok(Some(full)) => {
+                let index = full.transaction_index.unwrap_or_default();
                 let from = alloy::network::TransactionResponse::from(&full);
                 let request = alloy::rpc::types::TransactionRequest::from_transaction(full).from(from);
                 // Replayed on the state after its block: a job someone else ended earlier in the
                 // block shows as such (the parent's state would show the parent's clock instead).
-                match rig.anvil.call(request).block(tx.block.into()).await {
+                let reason = match rig.anvil.call(request).block(tx.block.into()).await {
                     Ok(_) => "nothing when replayed after its block".into(),
                     Err(e) => match e.as_error_resp().and_then(|r| r.as_revert_data()) {
                         Some(data) => lcw_schema::bindings::decode_revert(&data),
                         None => e.to_string(),
                     },
-                }
-            }
-            _ => "transaction not found".into(),
-        };
-        // Who else ended the same jobs in or just before its block (read before any await: a
-        // statement must not live across one).
-        let nearby: Vec<(i64, String, i64, i64, Vec<u8>)> = Store::open_readonly(fresh)
-            .ok()
-            .and_then(|store| {
-                let mut stmt = store
-                    .conn()
-                    .prepare(
-                        "SELECT job_id, event, block_number, tx_index, tx_hash FROM logs
-                         WHERE block_number BETWEEN ?1 - 3 AND ?1 AND job_id IS NOT NULL
-                           AND event IN ('JobReleased', 'JobTimedOut', 'JobSettledNoFault', 'JobAcknowledged', 'JobCompleted')",
-                    )
-                    .ok()?;
-                let rows = stmt
-                    .query_map([tx.block as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-                    .ok()?;
-                rows.collect::<Result<Vec<_>, _>>().ok()
-            })
-            .unwrap_or_default();
-        let mut others = Vec::new();
-        let mut lost_race = false;
-        for (job, event, block, index, hash) in nearby {
-            if jobs.contains(&job) && hash != tx.hash.as_slice() {
-                lost_race |= block as u64 + 1 >= tx.block;
-                let from = match rig.anvil.get_transaction_by_hash(B256::from_slice(&hash)).await {
-                    Ok(Some(t)) => alloy::network::TransactionResponse::from(&t).to_string(),
-                    _ => "?".into(),
                 };
-                others.push(format!("job {job} {event} in block {block} (tx index {index}) by {from}"));
+                (reason, index)
             }
+            _ => ("transaction not found".into(), 0),
+        };
+        let events = job_events(fresh, &row.jobs, tx.block);
+        let before = |e: &&JobEvent| (e.block, e.tx_index) < (tx.block, index) && e.tx != tx.hash;
+        let mut others = Vec::new();
+        for e in events.iter().filter(before).filter(|e| race::ends(&row.kind, &e.event)) {
+            let from = match rig.anvil.get_transaction_by_hash(e.tx).await {
+                Ok(Some(t)) => alloy::network::TransactionResponse::from(&t).to_string(),
+                _ => "?".into(),
+            };
+            others.push(format!("job {} {} in block {} (tx index {}) by {from}", e.job, e.event, e.block, e.tx_index));
         }
+        let competitor = race::competitor(&row.kind, &events, (tx.block, index));
+        let last_send = race::last_send(sends, &row.versions);
+        let (mut lost_race, mut judgement) = race::judge(last_send, competitor);
         // lcw saw before it was mined that it would revert and gave its nonce to a transfer to
         // self, but the original was mined first (the replacement refused or not yet in a block).
-        if row.contains("would now revert") {
-            lost_race = true;
+        if row.text.contains("would now revert") {
             others.push("lcw's cancel at its nonce was not mined before it".to_owned());
         }
         // Sent for one branch, mined on the branch a reorg put in its place.
         if let Some(r) = reorged_into(faults, tx.block) {
             lost_race = true;
+            judgement = format!("reorg #{} put its block {} on a new branch; {judgement}", r.n, tx.block);
             others.push(format!("reorg #{} ({}) replaced the blocks up to {}", r.n, r.detail, r.start_block));
         }
         out.push(Reverted {
@@ -189,10 +248,14 @@ pub(crate) async fn reverted(rig: &Rig, scan: &Scan, fresh: &Path, faults: &[Rec
             tx: tx.hash.to_string(),
             block: tx.block,
             explanation: format!(
-                "{row}; reverted with {reason}{}",
+                "{}; reverted with {reason}{}",
+                row.text,
                 if others.is_empty() { String::new() } else { format!("; meanwhile: {}", others.join(", ")) }
             ),
             lost_race,
+            last_send_head: last_send,
+            competitor_block: competitor.map(|c| c.block),
+            judgement,
         });
     }
     out
@@ -226,7 +289,7 @@ pub(crate) fn fees(rig: &Rig, scan: &Scan) -> anyhow::Result<Fees> {
             if ratio > out.max_over_market {
                 out.max_over_market = ratio;
                 let row = outbox_row(if tx.from == rig.keeper_addr { &rig.keeper_db } else { &rig.worker_db }, tx.hash)
-                    .map(|(r, _)| r)
+                    .map(|r| r.text)
                     .unwrap_or_else(|| "not in the outbox".into());
                 out.worst = format!(
                     "{row}, {} in block {}: paid {:.3} gwei, market {:.3} gwei (base fee {} wei + median tip {:.3} gwei)",

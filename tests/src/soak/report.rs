@@ -69,10 +69,10 @@ impl Report {
         );
         let raced = self.reverted.iter().filter(|r| r.lost_race).count();
         add(
-            "reverted transactions of lcw's keys (but races lost in one block or to a reorg)",
+            "reverted transactions of lcw's keys (but races lost after lcw's last send or to a reorg)",
             raced == self.reverted.len(),
             format!(
-                "{} of {} mined, {raced} of them lost a race in the same block or to a reorg",
+                "{} of {} mined, {raced} of them lost a race after lcw's last accepted send or to a reorg",
                 self.reverted.len(),
                 self.lcw_txs_mined
             ),
@@ -167,6 +167,7 @@ impl Report {
         for r in &self.reverted {
             let raced = if r.lost_race { " [lost race]" } else { "" };
             println!("  reverted ({}) {} in block {}{raced}: {}", r.key, r.tx, r.block, r.explanation);
+            println!("    {}: {}", if r.lost_race { "lost race" } else { "lcw's fault" }, r.judgement);
         }
         let f = &self.fees;
         println!(

@@ -120,6 +120,9 @@ impl Rig {
         let keeper_rpc = FlakyProxy::start(&profile.rpc_url, quiet(config.seed ^ 1)).await;
         let worker_rpc = FlakyProxy::start(&profile.rpc_url, quiet(config.seed ^ 2)).await;
         let sim_rpc = FlakyProxy::start(&profile.rpc_url, quiet(config.seed ^ 3)).await;
+        // Every transaction the node accepts from lcw, with the head then: how a revert is judged.
+        keeper_rpc.record_accepted();
+        worker_rpc.record_accepted();
         let sim_keeper = profile.account(Role::Keeper)?.address;
         sim_rpc.set_tx_faults(TxFaults {
             hold_from: vec![sim_keeper],
