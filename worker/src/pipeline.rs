@@ -31,7 +31,9 @@
 //! A restart loses nothing and repeats nothing on chain: the store says which jobs are acked and
 //! completed, the outbox which transactions are in flight (re-broadcast by `reconcile`), and
 //! work whose result was not yet sent is done again (the model is deterministic: temperature 0,
-//! fixed seed). A drained worker still finishes every job assigned to it.
+//! fixed seed). A drained worker still finishes every job assigned to it. A deregistered one
+//! (`WorkerDeregistered` in the store) acks and claims nothing new, finishes the jobs it acked,
+//! waits for its completed jobs to be released, and then returns ([`Ended::Deregistered`]).
 //!
 //! With sortition on (AIConfig), jobs come only with sessions the worker has claimed: on every
 //! new head the [`crate::claimer::Claimer`] goes through the open session requests in the store

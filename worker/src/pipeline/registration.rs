@@ -41,8 +41,8 @@ impl std::fmt::Display for Ended {
             Ended::StopAfter => f.write_str("the requested number of completions was reached"),
             Ended::Deregistered { block } => write!(
                 f,
-                "this worker was deregistered in block {block} and owes nothing more (every job it acked is \
-                 completed and released); register again and restart lcw to serve again"
+                "this worker was deregistered in block {block} and owes nothing more (no job left to complete, \
+                 none left to release); to serve again, register and restart lcw"
             ),
         }
     }
