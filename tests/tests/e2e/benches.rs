@@ -258,7 +258,7 @@ fn bench_replica_backfills_with_and_without_the_replica_and_serves_from_both_eng
     assert_eq!(numbers(&out, "GraphQL:")[0], 50.0, "{out}");
     assert!(numbers(&out, "its replica, --once:")[0] > 0.0, "{out}");
     for query in ["job(id)", "jobs(worker, first: 50)", "exitPlan(worker)", "earnings(DAY, 30 days)"] {
-        for engine in ["sqlite", "postgres"] {
+        for engine in ["sqlite", "postgres", "postgres+analyze"] {
             let line = format!("{query} on {engine}");
             // requests/s, p50, p90, p99 (ms), errors
             let [rate, p50, p90, p99, errors, ..] = numbers(&out, &line)[..] else {
@@ -270,5 +270,5 @@ fn bench_replica_backfills_with_and_without_the_replica_and_serves_from_both_eng
         }
     }
     let rss = numbers(&out, "lcw serve peak RSS:");
-    assert!(rss.len() == 2 && rss.iter().all(|m| *m > 0.0), "{out}");
+    assert!(rss.len() == 3 && rss.iter().all(|m| *m > 0.0), "{out}");
 }
