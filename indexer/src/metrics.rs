@@ -3,8 +3,10 @@
 //! depth, RPC requests, retries, range splits and answers refused as wrong (in all and by
 //! endpoint); and, from the store, the sortition claims of the workers lcw runs beside it (won,
 //! lost, missed by reason, in flight). Other parts of the process add their own families with
-//! [`register`] (the PostgreSQL replica's follower: its lag); [`serve_text`] serves any such text
-//! alone (`lcw replicate --metrics`).
+//! [`register`] (the PostgreSQL replica's follower: its lag; the settler's and the worker's
+//! counters); [`serve_text`] serves any such text alone (`lcw replicate --metrics`), and
+//! [`render_registered`] and [`render_store`] what a process that runs no indexer has
+//! (`lcw settle --no-index`, `lcw work --no-index`, `lcw serve`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -97,10 +99,30 @@ fn render(rpc: &Rpc, live: &LiveStats, progress: &Progress, db: &std::path::Path
         claims(&mut out, store.conn());
         refusals(&mut out, store.conn());
     }
+    out.push_str(&render_registered());
+    out
+}
+
+/// The families [`register`]ed in this process.
+pub fn render_registered() -> String {
     let extras: Vec<Extra> = EXTRA.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    for extra in extras {
-        out.push_str(&extra());
+    extras.iter().map(|extra| extra()).collect()
+}
+
+/// What a store says without its indexer (its last committed block, the workers' claims and
+/// refusals), then the families [`register`]ed in this process.
+pub fn render_store(db: &std::path::Path) -> String {
+    let mut out = String::new();
+    if let Ok(store) = Store::open_readonly(db) {
+        let indexed = Cursor::get(store.conn()).ok().flatten().map(|c| c.block_number).unwrap_or(0);
+        out.push_str(&format!(
+            "# HELP lcw_indexer_indexed_block Last block committed to the store\n\
+             # TYPE lcw_indexer_indexed_block gauge\nlcw_indexer_indexed_block {indexed}\n"
+        ));
+        claims(&mut out, store.conn());
+        refusals(&mut out, store.conn());
     }
+    out.push_str(&render_registered());
     out
 }
 

@@ -12,9 +12,12 @@
 //!   simulates and sends through the chain layer's outbox ([`lcw_chain::outbox`]: intent before
 //!   signing, raw transaction before broadcast, explicit nonces, fee bumps under each ceiling,
 //!   re-broadcast after restart, re-queue after a reorg), shared with the worker, and records;
+//! - [`metrics`]: what the executor counts (transactions by kind and outcome, release lag, fees,
+//!   outbox depth), as Prometheus text;
 //! - [`ops`]: the operator's exit commands (drain, release, withdraw, deregister, exit), on the
 //!   pure exit plan (`lcw_schema::rules::exit`).
 
+pub mod metrics;
 pub mod ops;
 pub mod plan;
 pub mod settle;

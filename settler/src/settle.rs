@@ -10,8 +10,9 @@
 //! skipped with a log line (the store names one job, so a refused batch is split in halves until
 //! the refused jobs stand alone).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{B256, Bytes, U256};
@@ -30,6 +31,7 @@ use lcw_schema::store::{Identity, Store};
 use rusqlite::Connection;
 use serde::Serialize;
 
+use crate::metrics::Metrics;
 use crate::plan::{self, Batch, Clock, Gas, Inputs, Market, Pricing, Release, Single, Skip, Skipped, Target, Worth};
 use crate::{SettlerError, SettlerResult};
 
@@ -60,6 +62,8 @@ pub struct SettleConfig {
     pub once: bool,
     /// Only these jobs (`lcw release --jobs`).
     pub only_jobs: Option<HashSet<u64>>,
+    /// What the run counts, for the process's `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl SettleConfig {
@@ -77,6 +81,7 @@ impl SettleConfig {
             rpc_timeout: Duration::from_secs(20),
             once: false,
             only_jobs: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -201,6 +206,9 @@ struct Settler<'a> {
     /// What the wallet can pay this head (None: unknown).
     budget: Option<Budget>,
     summary: SettleSummary,
+    /// The first block each job planned for release could have carried it (the target block of
+    /// the first tick that found it due): its release's lag is counted from there.
+    due: HashMap<u64, u64>,
 }
 
 impl<'a> Settler<'a> {
@@ -210,12 +218,10 @@ impl<'a> Settler<'a> {
         let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Settler)?
             .with_filler_cap(config.fee_cap);
         let fallback = chain_params(&chain, &config.profile).await?;
-        let mut summary = SettleSummary::default();
-        for e in outbox.reconcile(&chain).await? {
-            count(&mut summary, &e);
-        }
+        let reconciled = outbox.reconcile(&chain).await?;
+        config.metrics.set_fee_cap(config.fee_cap.per_gas);
         tracing::info!(sender = %outbox.sender(), mode = ?config.mode, cap = %config.fee_cap, "settler started");
-        Ok(Settler {
+        let mut settler = Settler {
             config,
             chain,
             store,
@@ -232,8 +238,11 @@ impl<'a> Settler<'a> {
             noted: HashSet::new(),
             waited_for_store: false,
             budget: None,
-            summary,
-        })
+            summary: SettleSummary::default(),
+            due: HashMap::new(),
+        };
+        settler.account(&reconciled).await?;
+        Ok(settler)
     }
 
     /// Reads the head and, when it is new, plans and sends for the block after it.
@@ -244,9 +253,8 @@ impl<'a> Settler<'a> {
             return Ok(Step::Idle);
         }
         let fees = self.chain.fees(self.config.min_tip).await?;
-        for e in self.outbox.track(&self.chain, &head, Some(fees)).await? {
-            count(&mut self.summary, &e);
-        }
+        let tracked = self.outbox.track(&self.chain, &head, Some(fees)).await?;
+        self.account(&tracked).await?;
         let balance = self.chain.balance(self.outbox.sender()).await;
         self.budget = self.budget(balance)?;
         let cursor = view::cursor(&self.store)?;
@@ -259,6 +267,7 @@ impl<'a> Settler<'a> {
         }
         let pricing = Pricing { market: Market::of(fees), fee_cap: self.config.fee_cap };
         let tick = self.plan(&head, pricing)?;
+        self.note_due(&tick);
         let round = Round { head: head.number, target: tick.target, pricing, fees };
         let mut skipped = tick.skipped;
         for batch in &tick.batches {
@@ -490,6 +499,7 @@ impl<'a> Settler<'a> {
         match self.outbox.submit(&self.chain, intent, round.fees, round.head).await {
             Ok((id, hash)) => {
                 self.summary.sent += 1;
+                self.config.metrics.sent(kind);
                 tracing::info!(id, tx = %hash, kind, jobs, block, %cap, "sent");
                 Ok(Submitted::Sent)
             }
@@ -500,11 +510,68 @@ impl<'a> Settler<'a> {
             // The outbox keeps it (its nonce held, its jobs in flight) and sends it again every block.
             Err(SettlerError::Rejected(reason)) => {
                 self.summary.sent += 1;
+                self.config.metrics.sent(kind);
                 tracing::warn!(kind, jobs, block, %reason, "the node refused the transaction; the outbox sends it again");
                 Ok(Submitted::Sent)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Counts what the outbox saw happen, in the summary and the metrics, with the fees paid
+    /// and the lag of each release; then the lane's live transactions.
+    async fn account(&mut self, events: &[Tracked]) -> SettlerResult<()> {
+        let metrics = self.config.metrics.clone();
+        for e in events {
+            count(&mut self.summary, e);
+            match e {
+                Tracked::Mined { id, kind, block, jobs, .. } => {
+                    metrics.mined(kind, jobs.len());
+                    if kind == "release" {
+                        for job in jobs {
+                            if let Some(due) = self.due.remove(job) {
+                                metrics.release_lag(block.saturating_sub(due));
+                            }
+                        }
+                    }
+                    let hashes = lcw_schema::store::outbox::attempt_hashes(&self.store, *id)?;
+                    paid(&self.chain, &metrics, *id, kind, &hashes).await;
+                }
+                Tracked::Reverted { id, kind, .. } => {
+                    metrics.reverted(kind);
+                    let hashes = lcw_schema::store::outbox::attempt_hashes(&self.store, *id)?;
+                    paid(&self.chain, &metrics, *id, kind, &hashes).await;
+                }
+                Tracked::Reorged { kind, .. } => metrics.reorged(kind),
+                Tracked::Bumped { .. } | Tracked::Dropped { .. } => {}
+            }
+        }
+        let live =
+            self.outbox.counts()?.iter().filter(|(s, _)| matches!(s.as_str(), "intent" | "sent")).map(|(_, n)| n).sum();
+        metrics.set_outbox_live(live);
+        Ok(())
+    }
+
+    /// Remembers the first block each job could have been released in (a planned batch, or a
+    /// due job left out for its price, its worth, the wallet or a failing simulation), and
+    /// forgets the jobs no longer scheduled.
+    fn note_due(&mut self, tick: &plan::TickPlan) {
+        let block = tick.target.number;
+        let planned = tick.batches.iter().flat_map(|b| b.jobs.iter().map(|r| r.job_id));
+        let waiting = tick.skipped.iter().filter(|s| s.action == Action::Release).filter(|s| {
+            !matches!(s.reason, Skip::NotDue { .. } | Skip::InFlight | Skip::RecentlyMined | Skip::KeeperOnly)
+        });
+        for job in planned.chain(waiting.map(|s| s.job_id)) {
+            self.due.entry(job).or_insert(block);
+        }
+        let scheduled: HashSet<u64> = tick
+            .batches
+            .iter()
+            .flat_map(|b| b.jobs.iter().map(|r| r.job_id))
+            .chain(tick.singles.iter().map(|s| s.job_id))
+            .chain(tick.skipped.iter().map(|s| s.job_id))
+            .collect();
+        self.due.retain(|job, _| scheduled.contains(job));
     }
 
     /// What the wallet can still pay this head: its balance less what the key's live
@@ -641,6 +708,19 @@ fn count(summary: &mut SettleSummary, e: &Tracked) {
         }
         Tracked::Bumped { .. } => summary.bumped += 1,
         Tracked::Dropped { .. } => summary.dropped += 1,
+    }
+}
+
+/// Counts the fee transaction `id` paid, from the receipt of whichever of its versions (`hashes`)
+/// was mined. A receipt the node does not give now is not counted (logged at debug).
+async fn paid(chain: &Chain, metrics: &Metrics, id: i64, kind: &str, hashes: &[B256]) {
+    match chain.receipts(hashes).await {
+        Ok(receipts) => {
+            if let Some(r) = receipts.into_iter().flatten().next() {
+                metrics.paid(kind, r.gas_used, r.effective_gas_price);
+            }
+        }
+        Err(e) => tracing::debug!(id, error = %e, "reading the receipt for the fee paid failed; not counted"),
     }
 }
 

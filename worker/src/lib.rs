@@ -11,6 +11,8 @@
 //! - [`llm`]: the LLM backends (Ollama native, OpenAI-compatible);
 //! - [`blobs`]: prompt blobs from a beacon node or anvil;
 //! - [`gateway`]: the worker-gateway link (sign-in, heartbeats, drain, the response stream);
+//! - [`metrics`]: what the pipeline counts (jobs by outcome, LLM latency, claims, the wallet's
+//!   runway), as Prometheus text;
 //! - [`plan`]: the decisions (open, ack, work, complete, refuse) as a pure function;
 //! - [`pipeline`]: the store-driven loop that carries them out, and its entry point `run`.
 
@@ -22,5 +24,6 @@ pub mod job;
 pub mod keys;
 mod link;
 pub mod llm;
+pub mod metrics;
 pub mod pipeline;
 pub mod plan;

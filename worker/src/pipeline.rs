@@ -121,6 +121,8 @@ pub struct WorkConfig {
     pub session_manager: Option<alloy::primitives::Address>,
     /// The worker-gateway link, when the network has one.
     pub gateway: Option<GatewayConfig>,
+    /// What the run counts, for the process's `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl WorkConfig {
@@ -154,6 +156,7 @@ impl WorkConfig {
             claims: ClaimConfig::default(),
             session_manager: None,
             gateway: None,
+            metrics: Arc::default(),
         }
     }
 }

@@ -146,6 +146,10 @@ pub(crate) struct ServeArgs {
     /// replica. The password is never printed.
     #[arg(long = "store", env = "LCW_SERVE_STORE", value_name = "URL", hide_env_values = true, conflicts_with = "db")]
     replica: Option<SecretUrl>,
+    /// Serve Prometheus metrics at http://ADDR/metrics: the store's last indexed block and its
+    /// workers' claims and refusals (not with --store).
+    #[arg(long, env = "LCW_METRICS", conflicts_with = "replica")]
+    metrics: Option<SocketAddr>,
 }
 
 pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()> {
@@ -179,6 +183,7 @@ pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()>
         None => Readiness::MaxLag(args.max_lag),
     };
     let config = args.api.config(db.clone(), readiness)?;
+    let _metrics = args.metrics.map(|addr| crate::cmd::settle::serve_store_metrics(addr, db.clone()));
     let rx = crate::stop_on_signal("");
     println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/ (store {1})", config.listen, db.display());
     lcw_queries::serve(config, None, rx).await.with_context(|| format!("serving {}", db.display()))
@@ -266,7 +271,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     no_api: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics: the indexer's, the sortition claims
-    /// of the workers run beside this store, and with --replica the replica's lag.
+    /// of the workers run beside this store, the settler's and the worker's when they run, and
+    /// with --replica the replica's lag.
     #[arg(long, env = "LCW_METRICS")]
     metrics: Option<SocketAddr>,
     #[command(flatten)]
@@ -380,6 +386,10 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     if let (Some(mode), Some(signer)) = (settle_mode, signer) {
         let mut config = SettleConfig::new(profile.clone(), db.clone(), mode, signer);
         config.fee_cap = args.key.fees.cap();
+        if args.metrics.is_some() {
+            let metrics = config.metrics.clone();
+            lcw_indexer::metrics::register(Arc::new(move || metrics.render()));
+        }
         let rx = stop.clone();
         tasks.push((
             "settler",
@@ -391,6 +401,10 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
         ));
     }
     if let Some(config) = work {
+        if args.metrics.is_some() {
+            let metrics = config.metrics.clone();
+            lcw_indexer::metrics::register(Arc::new(move || metrics.render()));
+        }
         let rx = stop.clone();
         tasks.push((
             "worker",

@@ -34,6 +34,10 @@ pub(crate) struct SettleArgs {
     /// Do not run an indexer in this process (another `lcw index` keeps the store current).
     #[arg(long)]
     no_index: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics: the settler's transactions, release lag,
+    /// fees and outbox, and the embedded indexer's.
+    #[arg(long, env = "LCW_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
     /// Print the summary as JSON when stopped.
     #[arg(long)]
     json: bool,
@@ -65,14 +69,27 @@ pub(crate) fn spawn_indexer(
     db: std::path::PathBuf,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    spawn_indexer_with(profile, db, shutdown, None)
+}
+
+/// [`spawn_indexer`], serving the process's metrics at `metrics`: the indexer's endpoint while it
+/// runs, or the store's and the registered families' when another process indexes the store.
+fn spawn_indexer_with(
+    profile: lcw_schema::profile::Profile,
+    db: std::path::PathBuf,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    metrics: Option<std::net::SocketAddr>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
         let mut config = lcw_indexer::IndexerConfig::new(profile, db.clone());
         config.progress = lcw_indexer::ProgressMode::Logs;
         config.live.poll_interval = std::time::Duration::from_millis(100);
+        config.metrics = metrics;
         match lcw_indexer::keep_running(config, shutdown, None).await {
             Ok(_) | Err(lcw_indexer::IndexerError::Interrupted) => Ok(()),
             Err(lcw_indexer::IndexerError::Locked(_)) => {
                 tracing::info!("another lcw process indexes this store; using it");
+                let _metrics = metrics.map(|addr| serve_store_metrics(addr, db));
                 std::future::pending::<()>().await;
                 Ok(())
             }
@@ -99,17 +116,24 @@ pub(crate) async fn run(args: SettleArgs, data: DataArgs) -> anyhow::Result<()> 
     config.fee_cap = args.key.fees.cap();
     config.max_batch_gas = args.max_batch_gas.max(100_000);
     config.poll_interval = std::time::Duration::from_millis(args.poll_ms.max(10));
+    if args.metrics.is_some() {
+        let metrics = config.metrics.clone();
+        lcw_indexer::metrics::register(std::sync::Arc::new(move || metrics.render()));
+    }
     let summary =
-        with_indexer(profile, db, args.no_index, "stopping", |rx| lcw_settler::settle::run(config, rx)).await?;
+        with_indexer(profile, db, args.no_index, args.metrics, "stopping", |rx| lcw_settler::settle::run(config, rx))
+            .await?;
     print_summary(&summary, args.json)
 }
 
 /// Runs `service` until Ctrl-C or SIGTERM, with an embedded indexer keeping the store current
-/// unless `no_index` (then another `lcw index` must); fails if the indexer stops first.
+/// unless `no_index` (then another `lcw index` must); fails if the indexer stops first. With
+/// `metrics`, the process's metrics are served there.
 pub(crate) async fn with_indexer<T, E, F>(
     profile: lcw_schema::profile::Profile,
     db: std::path::PathBuf,
     no_index: bool,
+    metrics: Option<std::net::SocketAddr>,
     stopping: &'static str,
     service: impl FnOnce(tokio::sync::watch::Receiver<bool>) -> F,
 ) -> anyhow::Result<T>
@@ -118,7 +142,8 @@ where
     E: Into<anyhow::Error>,
 {
     let rx = crate::stop_on_signal(stopping);
-    let indexer = (!no_index).then(|| spawn_indexer(profile, db.clone(), rx.clone()));
+    let indexer = (!no_index).then(|| spawn_indexer_with(profile, db.clone(), rx.clone(), metrics));
+    let _metrics = metrics.filter(|_| no_index).map(|addr| serve_store_metrics(addr, db.clone()));
     // The embedded indexer creates the store once the node answers, however long that takes;
     // another process's store is waited for a minute.
     let patience = if no_index { Some(std::time::Duration::from_secs(60)) } else { None };
@@ -130,6 +155,24 @@ where
             r = &mut indexer => { r??; anyhow::bail!("the embedded indexer stopped") }
         },
         None => run.await.map_err(Into::into),
+    }
+}
+
+/// Serves, at `addr`, what the store `db` says without its indexer and the families registered in
+/// this process, until the returned guard is dropped.
+pub(crate) fn serve_store_metrics(addr: std::net::SocketAddr, db: std::path::PathBuf) -> AbortOnDrop {
+    AbortOnDrop(lcw_indexer::metrics::serve_text(
+        addr,
+        std::sync::Arc::new(move || lcw_indexer::metrics::render_store(&db)),
+    ))
+}
+
+/// A task aborted when this is dropped.
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

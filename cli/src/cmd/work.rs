@@ -195,6 +195,10 @@ pub(crate) struct WorkArgs {
     /// Stop after this many completions.
     #[arg(long)]
     stop_after: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics: the worker's jobs, LLM latency, claims,
+    /// wallet runway and outbox, and the embedded indexer's.
+    #[arg(long, env = "LCW_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
     /// Print the summary as JSON when stopped.
     #[arg(long)]
     json: bool,
@@ -257,7 +261,11 @@ pub(crate) async fn run(args: WorkArgs, data: DataArgs) -> anyhow::Result<()> {
     let profile = config.profile.clone();
     let stopping = "stopping; in-flight transactions stay in the outbox for the next start";
     let network = lcw_schema::store::Identity::of(&profile);
-    let summary = with_indexer(profile, db.clone(), args.no_index, stopping, |rx| async move {
+    if args.metrics.is_some() {
+        let metrics = config.metrics.clone();
+        lcw_indexer::metrics::register(Arc::new(move || metrics.render()));
+    }
+    let summary = with_indexer(profile, db.clone(), args.no_index, args.metrics, stopping, |rx| async move {
         // Whoever indexes the store, it must be this network's.
         lcw_schema::store::Store::open_readonly_as(&db, &network)?;
         anyhow::Ok(lcw_worker::pipeline::run(config, rx).await?)

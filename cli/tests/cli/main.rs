@@ -20,6 +20,7 @@ mod exit;
 mod help;
 mod index_crash;
 mod keys;
+mod metrics;
 mod outage;
 mod preflight;
 mod secrets;

@@ -63,6 +63,8 @@ pub(super) struct Worker {
     pub(super) deregistered: Option<u64>,
     /// The deregistration and what it still owes were said.
     pub(super) deregistration_told: bool,
+    /// Jobs counted as refused for good in the metrics (once each).
+    pub(super) refusals_counted: HashSet<u64>,
 }
 
 impl Worker {
@@ -163,6 +165,7 @@ impl Worker {
             first_head: None,
             deregistered: None,
             deregistration_told: false,
+            refusals_counted: HashSet::new(),
             config,
         };
         for e in reconciled {
@@ -184,6 +187,7 @@ impl Worker {
                 Outcome::Answered(ready) => {
                     self.llm.answered();
                     let t = &ready.timing;
+                    self.config.metrics.llm(t.inference.as_secs_f64());
                     let secs = (t.fetch + t.decrypt + t.inference + t.encrypt).as_secs_f64();
                     self.job_secs = 0.8 * self.job_secs + 0.2 * secs;
                     held.stage = Local::Ready;
@@ -256,6 +260,10 @@ impl Worker {
             Ok(b) => self.balance = Some(b.try_into().unwrap_or(u128::MAX)),
             Err(e) => tracing::warn!(error = %e, "reading the balance failed; keeping the last one"),
         }
+        if let Some(balance) = self.balance {
+            let job_cost = self.funds().map(|f| f.ack_cost.saturating_add(f.complete_cost));
+            self.config.metrics.wallet(balance, job_cost);
+        }
         // Receipts, bumps and gap fills: no new step is started past the budget; the rest
         // waits for the next head (the jobs are passed over in between).
         let until = Instant::now() + TRACK_BUDGET;
@@ -268,6 +276,9 @@ impl Worker {
             Err(ChainError::Rpc(m)) => tracing::warn!(error = %m, "tracking transactions failed; retrying"),
             Err(e) => return Err(e.into()),
         }
+        let live =
+            self.outbox.counts()?.iter().filter(|(s, _)| matches!(s.as_str(), "intent" | "sent")).map(|(_, n)| n).sum();
+        self.config.metrics.set_outbox_live(live);
         Ok(())
     }
 
@@ -368,6 +379,7 @@ impl Worker {
         self.held.retain(|job, _| assigned.contains(job) || live.contains(job));
         self.first_seen.retain(|job, _| assigned.contains(job));
         self.refused.retain(|job, _| assigned.contains(job));
+        self.refusals_counted.retain(|job| assigned.contains(job));
         Ok(sent_any)
     }
 
@@ -407,6 +419,7 @@ impl Worker {
             if let Err(e) = refusals::put(&self.conn, self.me, m.job_id, step, &why, true, false) {
                 tracing::warn!(job = m.job_id, error = %e, "recording the refusal failed");
             }
+            self.config.metrics.refused(step);
             if step == "offline" { offline.push(m.job_id) } else { late.push(m.job_id) }
         }
         if !offline.is_empty() {
@@ -441,6 +454,7 @@ impl Worker {
         let sent = match claiming {
             Ok(t) => {
                 self.claims_failing = None;
+                self.config.metrics.claims(&self.claimer.stats);
                 t.sent > 0
             }
             Err(e) => {
@@ -465,12 +479,14 @@ impl Worker {
         match e {
             Tracked::Mined { kind, block, jobs, .. } if kind == "ack" => {
                 self.summary.acked += jobs.len() as u64;
+                self.config.metrics.acked(jobs.len());
                 for j in jobs {
                     self.ack_blocks.insert(*j, *block);
                 }
             }
             Tracked::Mined { kind, block, jobs, .. } if kind == "complete" => {
                 self.summary.completed += jobs.len() as u64;
+                self.config.metrics.completed(jobs.len());
                 for j in jobs {
                     tracing::info!(job = j, block, "completed");
                     self.summary.failed.remove(j);
@@ -490,6 +506,7 @@ impl Worker {
             }
             Tracked::Reverted { id, kind, block, jobs } => {
                 self.summary.reverted += 1;
+                self.config.metrics.reverted();
                 tracing::error!(id, kind, block, ?jobs, "a worker transaction reverted");
                 // Sending the same again would revert again: the job is given up.
                 for j in jobs {

@@ -148,6 +148,9 @@ impl Worker {
             tracing::warn!(job, error = %e, "recording the refusal failed");
         }
         if last {
+            if self.refusals_counted.insert(job) {
+                self.config.metrics.refused(what);
+            }
             if a.state == JobState::Submitted {
                 self.refused.insert(job, (what, why.to_owned()));
             }
