@@ -316,16 +316,35 @@ fn uuid_v4() -> String {
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
-/// The keystore password: the first line of `file` when given, else `LCW_PASSWORD`.
+/// The systemd credential holding the keystore password: a unit's `LoadCredential=lcw-password:FILE`
+/// puts the file's content at `$CREDENTIALS_DIRECTORY/lcw-password`, readable by the service
+/// only, and never in its environment (where `systemctl show` and `/proc/PID/environ` reveal it).
+pub const PASSWORD_CREDENTIAL: &str = "lcw-password";
+
+/// The keystore password: the first line of `file` when given, else `LCW_PASSWORD`, else the
+/// first line of the systemd credential [`PASSWORD_CREDENTIAL`] when the process runs with one.
 pub fn password(file: Option<&Path>) -> ChainResult<String> {
-    if let Some(file) = file {
+    let first_line = |file: &Path| -> ChainResult<String> {
         let text = std::fs::read_to_string(file)
             .map_err(|e| ChainError::Key(format!("cannot read the password file {}: {e}", file.display())))?;
-        return Ok(text.lines().next().unwrap_or_default().to_owned());
+        Ok(text.lines().next().unwrap_or_default().to_owned())
+    };
+    if let Some(file) = file {
+        return first_line(file);
     }
-    std::env::var(PASSWORD_ENV).map_err(|_| {
-        ChainError::Key(format!("the keystore needs a password: pass --password-file FILE or set {PASSWORD_ENV}"))
-    })
+    if let Ok(password) = std::env::var(PASSWORD_ENV) {
+        return Ok(password);
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let credential = Path::new(&dir).join(PASSWORD_CREDENTIAL);
+        if credential.exists() {
+            return first_line(&credential);
+        }
+    }
+    Err(ChainError::Key(format!(
+        "the keystore needs a password: pass --password-file FILE or set {PASSWORD_ENV} (as a systemd \
+         service: LoadCredential={PASSWORD_CREDENTIAL}:FILE, which `lcw service install --password-file FILE` writes)"
+    )))
 }
 
 /// Decrypts the keystore at `path`. A file asking for more key derivation than the bounds allow

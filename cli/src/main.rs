@@ -4,6 +4,7 @@
 
 mod args;
 mod cmd;
+mod notify;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -86,6 +87,9 @@ enum Command {
     /// Run the whole product on a local devnet until Ctrl-C: lcw run with our worker, traffic, reorgs.
     #[command(long_about = cmd::demo::LONG_ABOUT)]
     Demo(cmd::demo::DemoArgs),
+    /// Install, remove, inspect or follow lcw run as a systemd service.
+    #[command(subcommand)]
+    Service(cmd::service::ServiceCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -134,6 +138,7 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => cmd::register::status(args, cli.data).await,
             Command::Preflight(args) => cmd::preflight::run(args, cli.data).await,
             Command::Speedtest(args) => cmd::speedtest::run(args, cli.data).await,
+            Command::Service(command) => cmd::service::run(command, cli.data),
         }
     });
     match result {

@@ -11,6 +11,7 @@ pub(crate) mod register;
 pub(crate) mod replay;
 pub(crate) mod replicate;
 pub(crate) mod serve;
+pub(crate) mod service;
 pub(crate) mod settle;
 pub(crate) mod simulate;
 pub(crate) mod speedtest;

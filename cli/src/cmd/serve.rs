@@ -349,6 +349,10 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     // Through a node outage the indexer waits and starts again; the worker and the settler
     // keep their obligations.
     let mut indexer = tokio::spawn(lcw_indexer::keep_running(config, indexer_stop, Some(commits_tx)));
+    // Under systemd (NOTIFY_SOCKET): READY=1, STATUS=, WATCHDOG=1 while the indexer and the worker
+    // make progress, STOPPING=1 (see crate::notify).
+    let supervision =
+        crate::notify::Supervision::start(&profile, db.clone(), own.as_ref().map(|s| s.address()), stop.clone());
     crate::cmd::settle::wait_for_store(&db, stop.clone(), None).await?;
     // The indexer checks the store's network too, but the settler and the worker would start first.
     lcw_schema::store::Store::open_readonly_as(&db, &lcw_schema::store::Identity::of(&profile))?;
@@ -408,7 +412,7 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
         let rx = stop.clone();
         tasks.push((
             "worker",
-            tokio::spawn(async move {
+            tokio::spawn(supervision.worker(async move {
                 let summary = lcw_worker::pipeline::run(config, rx).await?;
                 tracing::info!(
                     acked = summary.acked,
@@ -426,9 +430,10 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
                     let _ = stop_tx.send(true);
                 }
                 Ok(())
-            }),
+            })),
         ));
     }
+    supervision.started();
     let names: Vec<&str> = tasks.iter().map(|(n, _)| *n).collect();
     let handles: Vec<_> = tasks.into_iter().map(|(_, t)| t).collect();
     let others = async move {

@@ -24,6 +24,7 @@ mod metrics;
 mod outage;
 mod preflight;
 mod secrets;
+mod service;
 mod speedtest;
 mod sweep;
 mod work;
