@@ -250,8 +250,16 @@ impl Db {
             db.give_back(conn);
             out
         });
+        let started = std::time::Instant::now();
         let out = tokio::select! {
-            r = &mut task => r.map_err(|e| ReadError::Internal(e.to_string()))?,
+            r = &mut task => match r.map_err(|e| ReadError::Internal(e.to_string()))? {
+                // PostgreSQL's own statement_timeout may end the statement a moment before the
+                // timer below fires: the same time limit, reported the same way.
+                Err(ReadError::Store(_)) if started.elapsed() >= self.timeout => {
+                    Err(ReadError::Timeout(self.timeout.as_millis()))
+                }
+                out => out,
+            },
             _ = tokio::time::sleep(self.timeout) => {
                 guard.fire();
                 let _ = task.await;

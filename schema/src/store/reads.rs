@@ -84,7 +84,9 @@ impl JobQuery {
 const NO_KEY: &str = "CAST(?1 AS INTEGER) IS NULL";
 
 /// The SQL of a job page walk (exposed for query-plan tests). Parameters: ?1 the scan key (NULL
-/// for `All`), ?2 lowest id (inclusive), ?3 highest id (inclusive).
+/// for `All`), ?2 lowest id (inclusive), ?3 highest id (inclusive), ?4 the most rows the walk
+/// reads (its scan budget and one more): SQLite stops where the reader stops anyway, and
+/// PostgreSQL, which sends a statement's whole answer, sends no more than that.
 pub fn job_scan_sql(scan: JobScan, descending: bool) -> String {
     let cols = JobRow::COLUMNS.join(", ");
     let (index, key) = match scan {
@@ -94,7 +96,7 @@ pub fn job_scan_sql(scan: JobScan, descending: bool) -> String {
         JobScan::All => ("", NO_KEY),
     };
     let order = if descending { "DESC" } else { "ASC" };
-    format!("SELECT {cols} FROM jobs {index} WHERE {key} AND job_id BETWEEN ?2 AND ?3 ORDER BY job_id {order}")
+    format!("SELECT {cols} FROM jobs {index} WHERE {key} AND job_id BETWEEN ?2 AND ?3 ORDER BY job_id {order} LIMIT ?4")
 }
 
 /// The lowest job id submitted at or after `ts` (ids grow with submission time); `None` when no
@@ -153,7 +155,9 @@ pub fn jobs_page(conn: &dyn Db, q: &JobQuery, limit: usize, budget: usize) -> St
     let mut stopped: Option<(Option<u64>, bool)> = None;
     // The last id scanned once the budget ran out; the row after it, if any, only says more follow.
     let mut out_of_budget: Option<u64> = None;
-    conn.each(&sql, &[&key, &(lo as i64), &(hi as i64)], &mut |r| {
+    // At most `budget` rows are scanned, and one more tells whether more follow.
+    let most = budget.saturating_add(1).min(i64::MAX as usize) as i64;
+    conn.each(&sql, &[&key, &(lo as i64), &(hi as i64), &most], &mut |r| {
         if let Some(last) = out_of_budget {
             stopped = Some((Some(last), true));
             return Ok(false);

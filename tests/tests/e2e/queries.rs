@@ -376,7 +376,7 @@ fn every_job_page_and_rollup_read_uses_an_index() {
     };
     for scan in [JobScan::Worker, JobScan::Session, JobScan::Model, JobScan::All] {
         for desc in [false, true] {
-            let p = plan(&job_scan_sql(scan, desc), 3);
+            let p = plan(&job_scan_sql(scan, desc), 4);
             assert!(
                 p.contains("USING INDEX")
                     || p.contains("USING INTEGER PRIMARY KEY")
