@@ -166,10 +166,11 @@ async fn lcw_run_notifies_systemd_and_its_keep_alives_stop_while_the_indexer_sta
     let from = Instant::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let beats = keep_alives_between(&messages, from, Instant::now());
-    assert!((5..=7).contains(&beats.len()), "{} keep-alives in 6 s at 1 s intervals:\n{}", beats.len(), dump());
+    assert!((4..=7).contains(&beats.len()), "{} keep-alives in 6 s at 1 s intervals:\n{}", beats.len(), dump());
     for pair in beats.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(700) && gap <= Duration::from_millis(1500), "gap {gap:?}:\n{}", dump());
+        // Never faster than the pace; never as late as the window itself, even on a loaded machine.
+        assert!(gap >= Duration::from_millis(800) && gap < WATCHDOG, "gap {gap:?}:\n{}", dump());
     }
     assert!(
         seen(&messages).iter().any(|(_, m)| m.starts_with("STATUS=indexed block ") && m.contains(" of head ")),
