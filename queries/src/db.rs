@@ -243,11 +243,21 @@ impl Db {
             }
             let out = f(conn.sql());
             // Marked under the lock, so an interrupt can never reach the connection once it is
-            // back in the pool serving someone else.
-            if let Ok(mut s) = slot.lock() {
-                s.done = true;
+            // back in the pool serving someone else. SQLite's interrupt acts at once; a
+            // PostgreSQL cancel travels over a connection of its own and may land later, on the
+            // next statement: a connection that was sent one is closed, never pooled.
+            let cancelled = match slot.lock() {
+                Ok(mut s) => {
+                    s.done = true;
+                    s.stopper.is_none()
+                }
+                Err(_) => true,
+            };
+            if cancelled && matches!(conn, Conn::Postgres(_)) {
+                drop(conn);
+            } else {
+                db.give_back(conn);
             }
-            db.give_back(conn);
             out
         });
         let started = std::time::Instant::now();

@@ -422,6 +422,21 @@ async fn a_read_on_the_replica_stops_at_the_request_time_limit() {
         "stopped at the limit, not after the statement: {:?}",
         started.elapsed()
     );
+    // The next request is served, and no cancel meant for the abandoned one reaches it: run
+    // several at once after another abandoned read.
+    for _ in 0..3 {
+        let again = db
+            .read(|conn| {
+                conn.each("SELECT pg_sleep(5)", &[], &mut |_| Ok(true))?;
+                Ok(())
+            })
+            .await;
+        assert!(matches!(again, Err(lcw_queries::db::ReadError::Timeout(300))), "{again:?}");
+        for _ in 0..5 {
+            let chain = db.read(|conn| Ok(lcw_schema::store::chain_id(conn)?)).await;
+            assert!(matches!(chain, Ok(Some(31_337))), "a read after a timeout: {chain:?}");
+        }
+    }
     // The connection serves the next request.
     let chain = db.read(|conn| Ok(lcw_schema::store::chain_id(conn)?)).await.expect("a read after the timeout");
     assert_eq!(chain, Some(31_337));
