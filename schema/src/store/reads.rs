@@ -155,8 +155,15 @@ pub fn jobs_page(conn: &dyn Db, q: &JobQuery, limit: usize, budget: usize) -> St
     let mut stopped: Option<(Option<u64>, bool)> = None;
     // The last id scanned once the budget ran out; the row after it, if any, only says more follow.
     let mut out_of_budget: Option<u64> = None;
-    // At most `budget` rows are scanned, and one more tells whether more follow.
-    let most = budget.saturating_add(1).min(i64::MAX as usize) as i64;
+    // At most `budget` rows are scanned, and one more tells whether more follow. When the index
+    // walked is the only filter, every row it yields matches: the page then needs `limit` rows and
+    // one more. (PostgreSQL sends every row a statement allows, where SQLite stops when the
+    // reader does: a bound above what the page can use makes the replica send thousands of rows
+    // per page.)
+    let filters = usize::from(q.worker.is_some()) + usize::from(q.model.is_some()) + usize::from(q.session.is_some());
+    let every_row_matches = q.states.is_empty() && filters <= 1;
+    let rows = if every_row_matches { limit.min(budget) } else { budget };
+    let most = rows.saturating_add(1).min(i64::MAX as usize) as i64;
     conn.each(&sql, &[&key, &(lo as i64), &(hi as i64), &most], &mut |r| {
         if let Some(last) = out_of_budget {
             stopped = Some((Some(last), true));
