@@ -147,6 +147,20 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The API's example operations, `queries/examples/*.graphql`, by file stem.
+pub fn query_examples() -> std::collections::BTreeMap<String, String> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../queries/examples");
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).expect("queries/examples") {
+        let path = entry.expect("an entry of queries/examples").path();
+        if path.extension().is_some_and(|e| e == "graphql") {
+            let name = path.file_stem().expect("a file name").to_string_lossy().into_owned();
+            out.insert(name, std::fs::read_to_string(&path).expect("an example reads"));
+        }
+    }
+    out
+}
+
 /// A 32-byte value for tests.
 pub fn b256(n: u8) -> B256 {
     B256::repeat_byte(n)

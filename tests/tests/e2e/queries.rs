@@ -3,8 +3,8 @@
 //! (getJob, getActiveJobCount, workerBalance, getWorkerStake, jobCount); pagination, limits and
 //! errors; subscriptions pushed by indexer commits.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
@@ -18,19 +18,6 @@ use lcw_schema::types::JobState;
 use lcw_tests::indexing::{self, Follower};
 use lcw_tests::{TestNet, wait_until};
 use serde_json::{Value, json};
-
-fn examples() -> BTreeMap<String, String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../queries/examples");
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(&dir).expect("queries/examples") {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "graphql") {
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            out.insert(name, std::fs::read_to_string(&path).unwrap());
-        }
-    }
-    out
-}
 
 struct Api {
     url: String,
@@ -134,7 +121,7 @@ async fn examples_answer_what_the_chain_says() {
     );
     let api = Api::start(&db).await;
     let day_ago = head.header.timestamp - 86_400;
-    let ex = examples();
+    let ex = lcw_tests::query_examples();
     assert!(ex.len() >= 7, "the examples exist: {:?}", ex.keys());
     let jr = JobRegistry::new(net.profile().contracts.job_registry, p.clone());
     let wr = WorkerRegistry::new(net.profile().contracts.worker_registry, p.clone());

@@ -4,7 +4,6 @@
 //! subscriptions; a streaming standby made with `pg_basebackup` serves the same answers through
 //! `lcw serve --store postgres://…`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,19 +17,6 @@ use lcw_tests::indexing::{self, Follower};
 use lcw_tests::postgres::PgCluster;
 use lcw_tests::{TestNet, wait_until};
 use serde_json::{Value, json};
-
-fn examples() -> BTreeMap<String, String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../queries/examples");
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(&dir).expect("queries/examples") {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "graphql") {
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            out.insert(name, std::fs::read_to_string(&path).unwrap());
-        }
-    }
-    out
-}
 
 /// An API over `source`, in this process.
 struct Api {
@@ -107,7 +93,7 @@ fn steady(mut v: Value) -> Value {
 /// The operations and variables asked of both APIs: every example, for every worker, a spread of
 /// jobs and requests, every page of each paged example (pages followed on the first API).
 async fn ask_all(reference: &Api, others: &[&Api], head_ts: u64) -> usize {
-    let ex = examples();
+    let ex = lcw_tests::query_examples();
     let mut asked = 0;
     let same = |name: &str, vars: &Value, a: &Value, b: &Value| {
         assert_eq!(steady(a.clone()), steady(b.clone()), "{name} with {vars}: the replica answers otherwise");
