@@ -591,6 +591,14 @@ impl Query {
         crate::sortition::page(ctx, filter, first, after).await
     }
 
+    /// The key sets in the data directory of this lcw (the active one and every archived one),
+    /// public fields only, each with what its address holds at the store's cursor; an archived
+    /// set whose address still holds stake is flagged. Null for an API without a data directory
+    /// (one reading a PostgreSQL replica). At most 100.
+    async fn key_sets(&self, ctx: &Context<'_>) -> Result<Option<Vec<crate::keysets::KeySet>>> {
+        crate::keysets::list(ctx).await
+    }
+
     async fn models(&self, ctx: &Context<'_>) -> Result<Vec<Model>> {
         db(ctx)?
             .read(|conn| Ok(reads::models(conn)?.iter().map(|(m, n)| Model::from_row(m, *n)).collect()))

@@ -19,6 +19,10 @@
 //!   depth, nesting) before async-graphql parses the rest or validates it;
 //! - [`socket`]: WebSockets capped in number, operations per socket, silence and message size.
 //!
+//! What the store cannot answer (a wallet's balance, the key sets on disk, a model's footprint
+//! on the LLM server) comes from read-only sources the process beside the worker gives it
+//! ([`operator`]); without them those fields are null.
+//!
 //! Entry points: [`schema`] (the GraphQL schema over a store), [`router`] / [`app`] (axum routes:
 //! `/graphql` POST + GraphiQL + WebSocket, `/healthz`, `/readyz`, `/`), [`Server`] / [`serve`].
 
@@ -38,18 +42,22 @@ pub mod db;
 pub mod decode;
 mod endpoint;
 pub mod guard;
+pub mod keysets;
 mod listen;
+pub mod operator;
 mod runner;
 pub mod scalars;
 mod server;
 mod socket;
 pub mod sortition;
 pub mod types;
+pub mod wallet;
 
 pub use access::{Access, AccessError, LocalAddr};
 pub use api::{ApiState, Readiness};
 pub use db::{Db, Source};
 pub use guard::{DocumentLimits, Guard};
+pub use operator::{Footprint, KeySetInfo, Operator, WalletSource};
 
 /// The schema type.
 pub type ApiSchema = async_graphql::Schema<api::Query, EmptyMutation, api::Subscription>;
@@ -137,6 +145,9 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Hosts and origins allowed besides this server's own.
     pub access: Access,
+    /// Sources of the wallet, key sets and model footprints (none by default: those fields are
+    /// null).
+    pub operator: Operator,
 }
 
 impl ServeConfig {
@@ -153,6 +164,7 @@ impl ServeConfig {
             readiness: Readiness::MaxLag(60),
             limits: Limits::default(),
             access: Access::default(),
+            operator: Operator::default(),
         }
     }
 }
@@ -169,9 +181,16 @@ pub fn schema(state: ApiState) -> ApiSchema {
 
 /// The GraphQL schema over `state`; `guard` checks every document first.
 pub fn schema_with(state: ApiState, guard: &Guard) -> ApiSchema {
+    schema_for(state, Operator::default(), guard)
+}
+
+/// The GraphQL schema over `state` with the sources in `operator`; `guard` checks every
+/// document first.
+pub fn schema_for(state: ApiState, operator: Operator, guard: &Guard) -> ApiSchema {
     let limits = guard.limits();
     async_graphql::Schema::build(api::Query, EmptyMutation, api::Subscription)
         .data(state)
+        .data(operator)
         // Depth is the guard's (it exempts introspection, whose own rule bounds it).
         .limit_complexity(limits.complexity)
         .limit_recursive_depth(limits.nesting())
@@ -199,9 +218,23 @@ pub fn router(state: ApiState, request_timeout: Duration) -> axum::Router {
 /// # Panics
 /// When the system refuses to start the request threads (`limits.requests` of them), at start-up.
 pub fn app(state: ApiState, request_timeout: Duration, limits: Limits, access: Access) -> axum::Router {
+    app_with(state, Operator::default(), request_timeout, limits, access)
+}
+
+/// [`app`] with the sources in `operator`.
+///
+/// # Panics
+/// As [`app`].
+pub fn app_with(
+    state: ApiState,
+    operator: Operator,
+    request_timeout: Duration,
+    limits: Limits,
+    access: Access,
+) -> axum::Router {
     let guard = Guard::new(limits.document(), parallel_parses());
     let endpoint = endpoint::Endpoint {
-        schema: schema_with(state.clone(), &guard),
+        schema: schema_for(state.clone(), operator, &guard),
         guard,
         api: state,
         limits,
@@ -286,7 +319,8 @@ impl Server {
         };
         let state =
             ApiState { db, readiness: config.readiness.clone(), commits, replica: config.replica_status.clone() };
-        let app = app(state, config.request_timeout, config.limits, config.access.clone());
+        let app =
+            app_with(state, config.operator.clone(), config.request_timeout, config.limits, config.access.clone());
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),

@@ -361,6 +361,7 @@ pub struct WorkerConnection {
 
 /// A model.
 #[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
 pub struct Model {
     pub id: Bytes32,
     /// The name, when it is one lcw knows (keccak256 of the name is the id).
@@ -372,6 +373,26 @@ pub struct Model {
     pub max_output_tokens: Option<u64>,
     /// Registered workers serving it.
     pub workers: u64,
+}
+
+/// What a model takes on this lcw's LLM server.
+#[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
+pub struct ModelFootprint {
+    /// Memory the loaded model takes, bytes.
+    pub bytes: u64,
+    /// What else the LLM server says about it (quantisation, context size).
+    pub detail: Option<String>,
+}
+
+#[ComplexObject]
+impl Model {
+    /// What the model takes on the LLM server of the worker this lcw runs (`lcw run --work`),
+    /// once it has measured it; null otherwise (another worker's model, an API without a
+    /// worker, or not measured yet).
+    async fn footprint(&self, ctx: &Context<'_>) -> Option<ModelFootprint> {
+        let source = ctx.data_opt::<crate::operator::Operator>()?.footprints.clone()?;
+        source(self.id.0).map(|f| ModelFootprint { bytes: f.bytes, detail: f.detail })
+    }
 }
 
 /// Model names lcw knows: the devnet's and the real network's test model.
@@ -407,7 +428,10 @@ pub struct Worker {
     pub suite: Option<String>,
     /// The registered encryption public key, 0x hex.
     pub encryption_key: Option<String>,
+    /// Staked, wei: locked in the WorkerRegistry while registered (slashes come out of it);
+    /// deregistering returns it (`lcw exit`).
     pub stake: BigInt,
+    /// The models the worker registered to serve.
     pub models: Vec<Model>,
     pub suspended_until: Option<Timestamp>,
     pub suspended: bool,
@@ -417,9 +441,13 @@ pub struct Worker {
     pub deactivated: bool,
     /// Jobs that still count for getActiveJobCount.
     pub active_jobs: i64,
-    /// Withdrawable balance.
+    /// Released but not withdrawn, wei: the worker's shares of released jobs, held by the
+    /// JobRegistry until `lcw withdraw` moves them to the wallet (earned - withdrawn).
     pub balance: BigInt,
+    /// Earned over the worker's lifetime, wei: its shares of every released job, withdrawn or
+    /// not. Only grows.
     pub earned: BigInt,
+    /// Withdrawn to the wallet so far, wei.
     pub withdrawn: BigInt,
     pub registered_block: Option<u64>,
     pub registered_at: Option<Timestamp>,
@@ -471,6 +499,13 @@ impl Worker {
 
     async fn exit_plan(&self, ctx: &Context<'_>) -> Result<ExitPlan> {
         crate::api::exit_plan(ctx, self.address).await
+    }
+
+    /// The worker's wallet (the gas money, apart from stake and earnings) at the store's cursor
+    /// block, and the jobs its balance pays the gas of. Read from the node by `lcw run` and by
+    /// `lcw serve --head-rpc`; otherwise unknown, with `unavailable` saying so.
+    async fn wallet(&self, ctx: &Context<'_>) -> Result<crate::wallet::Wallet> {
+        crate::wallet::of(ctx, self.address.0).await
     }
 
     /// Session requests lcw's worker (running with this key beside this store) claimed, won,
