@@ -100,6 +100,12 @@ impl Claimer {
         }
     }
 
+    /// The models served changed (added or removed on chain, warmed): sessions are claimed for
+    /// these from now on.
+    pub fn set_models(&mut self, models: HashSet<B256>) {
+        self.models = models;
+    }
+
     fn once(&mut self, key: &'static str) -> bool {
         self.told.insert(key)
     }

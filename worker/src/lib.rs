@@ -13,6 +13,7 @@
 //! - [`gateway`]: the worker-gateway link (sign-in, heartbeats, drain, the response stream);
 //! - [`metrics`]: what the pipeline counts (jobs by outcome, LLM latency, claims, the wallet's
 //!   runway), as Prometheus text;
+//! - [`models`]: the live model set (chain, LLM server, `--models`) as a pure function;
 //! - [`plan`]: the decisions (open, ack, work, complete, refuse) as a pure function;
 //! - [`pipeline`]: the store-driven loop that carries them out, and its entry point `run`.
 
@@ -25,5 +26,6 @@ pub mod keys;
 mod link;
 pub mod llm;
 pub mod metrics;
+pub mod models;
 pub mod pipeline;
 pub mod plan;

@@ -56,6 +56,17 @@ impl FromStr for Api {
     }
 }
 
+impl Api {
+    /// Whether a server speaking this protocol and listing `available` serves `wanted`:
+    /// Ollama's bare name matches `name:latest`; OpenAI ids match exactly.
+    pub fn serves(self, available: &[String], wanted: &str) -> bool {
+        match self {
+            Api::Ollama => ollama::serves(available, wanted),
+            Api::OpenAi => openai::serves(available, wanted),
+        }
+    }
+}
+
 impl fmt::Display for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -146,6 +157,17 @@ pub struct Generation {
     pub finish_reason: Option<String>,
 }
 
+/// What [`Llm::unload`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unloaded {
+    /// The server freed the model.
+    Done,
+    /// The server has no way to unload (a single-model llama-server): nothing to do.
+    NoUnload,
+    /// The server did not hold the model (its answer quoted).
+    NotLoaded(String),
+}
+
 /// A client for one LLM server; cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct Llm {
@@ -210,26 +232,79 @@ impl Llm {
     /// id (lcw starts it with `--alias <model>`) proves the right model is served.
     pub async fn check_models(&self, wanted: &[String]) -> LlmResult<()> {
         let available = self.models().await?;
-        let serves = match self.config.api {
-            Api::Ollama => ollama::serves,
-            Api::OpenAi => openai::serves,
-        };
-        let missing: Vec<String> = wanted.iter().filter(|w| !serves(&available, w)).cloned().collect();
+        let api = self.config.api;
+        let missing: Vec<String> = wanted.iter().filter(|w| !api.serves(&available, w)).cloned().collect();
         if missing.is_empty() { Ok(()) } else { Err(LlmError::MissingModels { missing, available }) }
     }
 
     /// Loads `model` and keeps it loaded: Ollama `/api/generate` without a prompt (pinned for
-    /// `keep_alive`); OpenAI a one-token completion.
+    /// `keep_alive`); OpenAI a one-token completion, after `POST /models/load` on a llama-server
+    /// in router mode that lists the model unloaded (with `--no-models-autoload` it would refuse
+    /// the completion).
     pub async fn warm(&self, model: &str) -> LlmResult<()> {
         let started = Instant::now();
         match self.config.api {
             Api::Ollama => self.post_and_read("/api/generate", &ollama::WarmRequest::new(&self.config, model)).await?,
             Api::OpenAi => {
+                self.router_load(model).await?;
                 self.post_and_read("/v1/chat/completions", &openai::ChatRequest::warm(&self.config, model)).await?
             }
         }
         debug!(api = %self.config.api, model, ms = started.elapsed().as_millis() as u64, "model warm");
         Ok(())
+    }
+
+    /// Which listed models are loaded now, on servers that say: llama-server in router mode
+    /// (`/v1/models` entries carry a `status`); `None` elsewhere (a single-model llama-server,
+    /// vLLM; Ollama, whose `/api/ps` lcw does not need).
+    pub async fn loaded(&self) -> LlmResult<Option<Vec<(String, bool)>>> {
+        match self.config.api {
+            Api::Ollama => Ok(None),
+            Api::OpenAi => Ok(self.get_json::<openai::Models>("/v1/models").await?.statuses()),
+        }
+    }
+
+    /// Frees `model`'s memory: Ollama `keep_alive: 0`; llama-server in router mode
+    /// `POST /models/unload`. A server that cannot unload (a single-model llama-server has no
+    /// such endpoint) or does not hold the model has nothing to unload.
+    pub async fn unload(&self, model: &str) -> LlmResult<Unloaded> {
+        match self.config.api {
+            Api::Ollama => {
+                self.post_and_read("/api/generate", &ollama::WarmRequest::unload(model)).await?;
+                Ok(Unloaded::Done)
+            }
+            Api::OpenAi => match self.post_and_read("/models/unload", &openai::ModelRequest { model }).await {
+                Ok(()) => Ok(Unloaded::Done),
+                Err(LlmError::Status { status: 404 | 405, .. }) => Ok(Unloaded::NoUnload),
+                Err(LlmError::Status { status: 400, body }) => Ok(Unloaded::NotLoaded(body)),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// On a llama-server in router mode: loads `model` if it is listed and not loaded, and waits
+    /// (within the request timeout) until it is.
+    async fn router_load(&self, model: &str) -> LlmResult<()> {
+        let Some(statuses) = self.loaded().await? else { return Ok(()) };
+        if statuses.iter().any(|(id, loaded)| id == model && *loaded) || !statuses.iter().any(|(id, _)| id == model) {
+            return Ok(());
+        }
+        match self.post_and_read("/models/load", &openai::ModelRequest { model }).await {
+            // Already loading or loaded since the listing.
+            Ok(()) | Err(LlmError::Status { status: 400, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let until = Instant::now() + self.config.timeout;
+        loop {
+            let now = self.loaded().await?.unwrap_or_default();
+            if now.iter().any(|(id, loaded)| id == model && *loaded) {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(LlmError::Timeout(self.config.timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Generates from one user prompt (Ollama `/api/generate`; OpenAI one user message).

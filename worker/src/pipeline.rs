@@ -73,7 +73,7 @@ use crate::gateway::{Gateway, GatewayConfig};
 use crate::job::{self, Failure, Prompt};
 pub use crate::job::{Answer, answer};
 use crate::link::Link;
-use crate::llm::Llm;
+use crate::llm::{Api, Llm};
 use crate::plan::{self, Action, JobView, Local};
 
 /// Gas limit of `acknowledgeJob` (about 35k on the devnet; headroom for storage-cold paths).
@@ -94,7 +94,9 @@ pub struct WorkConfig {
     pub secret: Arc<EncryptionSecret>,
     /// The LLM server.
     pub llm: Llm,
-    /// Model names served (their bytes32 ids are keccak256 of the names).
+    /// `--models`: the names the operator means to serve (their bytes32 ids are keccak256 of the
+    /// names). What is served comes from the chain (the models added to this worker) and the LLM
+    /// server ([`crate::models`]); these name models and are checked against both.
     pub models: Vec<String>,
     /// Where prompt blobs come from.
     pub blobs: BlobSource,
@@ -262,6 +264,7 @@ pub struct WorkSummary {
 
 mod executor;
 mod health;
+mod models;
 mod registration;
 mod rules;
 mod send;
@@ -271,7 +274,8 @@ pub use registration::Ended;
 
 use executor::Worker;
 use health::LlmHealth;
-use rules::{ChainRules, check_encryption_key, served_models};
+use models::{Models, Tick, Verdict};
+use rules::{ChainRules, check_encryption_key};
 use steps::{Held, KeyCache, Outcome, Served};
 
 /// Runs the worker until `shutdown` (or `stop_after` completions).

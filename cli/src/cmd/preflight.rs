@@ -31,6 +31,7 @@ use crate::args::{DataArgs, KeyArgs, NetworkArgs, parse_address};
 use crate::cmd::register::{Registration, human, registration};
 use crate::cmd::work::{LlmArgs, SortitionArgs};
 
+mod model_set;
 mod network;
 
 /// RPC and beacon timeout: a node that takes longer is not ready to serve jobs.
@@ -202,6 +203,12 @@ pub(crate) async fn run(args: PreflightArgs, data: DataArgs) -> anyhow::Result<(
         }
     }
     llm_checks(&ctx, &args.llm, &mut checks).await;
+    let llm = args.llm.llm().ok();
+    let set_chain = chain.as_ref().filter(|_| contracts);
+    match model_set::model_set_checks(&ctx, set_chain, reg.as_ref(), llm.as_ref()).await {
+        Ok(set) => checks.extend(set),
+        Err(e) => checks.push(rpc_failed("model set", e)),
+    }
     checks.push(match &chain {
         Some(chain) => blob_check(&ctx, chain).await,
         None => Check::skip("blobs", "the RPC check failed (blobs are found through block headers)"),

@@ -22,7 +22,9 @@ pub(crate) struct LlmArgs {
     /// Wire protocol: ollama | openai.
     #[arg(long, env = "LCW_LLM_API", default_value = "ollama")]
     pub llm_api: String,
-    /// Models served, by name (their on-chain ids are keccak256 of the names).
+    /// Models to register and check, by name (their on-chain ids are keccak256 of the names). The
+    /// worker serves the models added to it on chain that the LLM server serves under exactly
+    /// that name, following changes while it runs; a difference from this list is reported.
     #[arg(long, env = "LCW_MODELS", value_delimiter = ',', default_value = "gemma3-270m")]
     pub models: Vec<String>,
     /// Most tokens generated per job (Ollama num_predict, OpenAI max_tokens).

@@ -75,6 +75,11 @@ impl<'a> WarmRequest<'a> {
     pub(crate) fn new(config: &LlmConfig, model: &'a str) -> Self {
         WarmRequest { model, stream: false, keep_alive: config.keep_alive }
     }
+
+    /// `keep_alive: 0`: Ollama unloads the model at once.
+    pub(crate) fn unload(model: &'a str) -> Self {
+        WarmRequest { model, stream: false, keep_alive: 0 }
+    }
 }
 
 /// `GET /api/tags`.
@@ -236,6 +241,12 @@ mod tests {
     fn warm_body_has_no_prompt() {
         let body = serde_json::to_value(WarmRequest::new(&config(), "m")).unwrap();
         assert_eq!(body, json!({"model": "m", "stream": false, "keep_alive": -1}));
+    }
+
+    #[test]
+    fn unload_body_asks_for_keep_alive_zero() {
+        let body = serde_json::to_value(WarmRequest::unload("m")).unwrap();
+        assert_eq!(body, json!({"model": "m", "stream": false, "keep_alive": 0}));
     }
 
     #[test]

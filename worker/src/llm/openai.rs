@@ -84,12 +84,33 @@ pub(crate) struct Models {
 #[derive(Debug, Deserialize)]
 struct Model {
     id: String,
+    /// Only llama-server in router mode says: `{"value": "loaded" | "unloaded" | "loading" | ...}`.
+    status: Option<ModelStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ModelStatus {
+    value: String,
 }
 
 impl Models {
     pub(crate) fn ids(self) -> Vec<String> {
         self.data.into_iter().map(|m| m.id).collect()
     }
+
+    /// Each id with whether it is loaded, when the server says (router mode); `None` otherwise.
+    pub(crate) fn statuses(self) -> Option<Vec<(String, bool)>> {
+        if self.data.is_empty() || self.data.iter().any(|m| m.status.is_none()) {
+            return None;
+        }
+        Some(self.data.into_iter().map(|m| (m.id, m.status.is_some_and(|s| s.value == "loaded"))).collect())
+    }
+}
+
+/// `POST /models/load` and `/models/unload` of llama-server's router mode.
+#[derive(Debug, Serialize)]
+pub(crate) struct ModelRequest<'a> {
+    pub(crate) model: &'a str,
 }
 
 /// Whether `available` serves `wanted`: an exact id. llama-server in single-model mode answers
@@ -233,6 +254,18 @@ mod tests {
         assert_eq!(body["max_tokens"], 1);
         assert_eq!(body["stream"], false);
         assert!(body.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn router_listings_say_which_models_are_loaded_and_single_model_ones_do_not() {
+        let router: Models = serde_json::from_value(json!({"data": [
+            {"id": "a", "status": {"value": "loaded", "args": []}},
+            {"id": "b", "status": {"value": "unloaded"}}
+        ]}))
+        .unwrap();
+        assert_eq!(router.statuses(), Some(vec![("a".to_owned(), true), ("b".to_owned(), false)]));
+        let single: Models = serde_json::from_value(json!({"data": [{"id": "a", "aliases": ["a"]}]})).unwrap();
+        assert_eq!(single.statuses(), None);
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub(super) struct Worker {
     pub(super) claimer: Claimer,
     pub(super) link: Option<Link>,
     pub(super) summary: WorkSummary,
-    pub(super) models: HashMap<B256, Served>,
+    /// The live model set (chain, LLM server, `--models`).
+    pub(super) models: Models,
     pub(super) completion_timeout: u64,
     pub(super) held: HashMap<u64, Held>,
     pub(super) done_tx: mpsc::UnboundedSender<(u64, Outcome)>,
@@ -71,19 +72,9 @@ impl Worker {
     /// Connects, checks everything a job will need before the first ack, and reconciles the
     /// outbox.
     pub(super) async fn start(config: WorkConfig, shutdown: &watch::Receiver<bool>) -> Result<Worker, WorkerError> {
-        if config.models.is_empty() {
-            return Err(WorkerError::Config("no model to serve: pass --models NAME[,NAME...]".into()));
-        }
         let chain = Chain::open(&config.profile, config.rpc_timeout).await?;
         let me = config.signer.address();
-        // The model set must be there, and warm, before any job is acked. A server that is down
-        // now holds back new jobs until it answers; one without the models stops the worker.
         let mut llm = LlmHealth::up();
-        match health::ready(&config.llm, &config.models).await {
-            Ok(()) => {}
-            Err(e) if e.is_outage() => llm.failed(&e.to_string()),
-            Err(e) => return Err(WorkerError::config(e)),
-        }
         // The KZG trusted setup loads on first use (seconds): paid here, not by the first job.
         let kzg = Instant::now();
         tokio::task::spawn_blocking(|| lcw_schema::blob::sidecar(&[b"lcw".as_slice()]))
@@ -99,13 +90,16 @@ impl Worker {
             .and_then(|r| r.deregistered_block);
         check_encryption_key(&config, &chain, me, deregistered).await?;
         let rules = ChainRules::read(&config, &chain).await?;
-        let models = served_models(&config, &chain, &rules).await?;
+        // The model set must be there, and warm, before any job is acked. A server that is down
+        // now holds back new jobs until it answers; nothing to serve stops the worker.
+        let stored = lcw_schema::store::rows::WorkerModelRow::of_worker(&conn, &me)?;
+        let models = Models::start(&config, &chain, stored, me, deregistered, rules, &mut llm).await?;
         let mut outbox = Outbox::open(&config.db, config.signer.clone(), chain.chain_id, Lane::Worker)?
             .with_filler_cap(config.fee_cap);
         let claimer = Claimer::new(
             Store::connect_as(&config.db, &network)?,
             me,
-            models.keys().copied().collect(),
+            models.ids(),
             config.claims.clone(),
             config.fee_cap,
         );
@@ -117,7 +111,7 @@ impl Worker {
         let reconciled = outbox.reconcile(&chain).await?;
         tracing::info!(
             worker = %me,
-            models = ?config.models,
+            models = ?models.names(),
             concurrency = config.concurrency,
             sortition = rules.sortition,
             session_manager = %rules.manager,
@@ -300,7 +294,8 @@ impl Worker {
                 *retry_due = now >= h.retry_at;
             }
         }
-        self.llm.poll(&self.config.llm, &self.config.models);
+        self.follow_models(&assignments, &live, &ack_mined)?;
+        self.llm.poll(&self.config.llm, &self.models.names());
         let now_chain = head.timestamp as f64 + self.head_seen.elapsed().as_secs_f64();
         let started = *self.started.get_or_insert(now_chain);
         self.record_missed(started);
@@ -313,17 +308,25 @@ impl Worker {
             }
         }
         let blockers: Vec<Option<(&'static str, String)>> = assignments.iter().map(|a| self.blocker(a)).collect();
+        let waits: Vec<Option<String>> = assignments
+            .iter()
+            .map(|a| match self.models.verdict(a.model_id) {
+                Verdict::Wait(why) => Some(why),
+                _ => None,
+            })
+            .collect();
         let views: Vec<JobView<'_>> = assignments
             .iter()
             .zip(blockers)
-            .map(|(a, blocker)| JobView {
+            .zip(&waits)
+            .map(|((a, blocker), wait)| JobView {
                 assignment: a,
                 ack_mined: ack_mined.contains(&a.job_id),
                 complete_mined: complete_mined.contains(&a.job_id),
                 live: live.contains(&a.job_id),
                 local: self.held.get(&a.job_id).map(|h| &h.stage),
                 blocker,
-                hold: self.llm.down(),
+                hold: self.llm.down().or(wait.as_deref()),
             })
             .collect();
         let busy = self.held.values().filter(|h| matches!(h.stage, Local::Working | Local::Ready)).count();
@@ -381,6 +384,35 @@ impl Worker {
         self.refused.retain(|job, _| assigned.contains(job));
         self.refusals_counted.retain(|job| assigned.contains(job));
         Ok(sent_any)
+    }
+
+    /// The model set follows the chain and the LLM server (see [`super::models`]). A model is
+    /// busy while a job of it is acked and not completed, or its ack is in flight.
+    fn follow_models(
+        &mut self,
+        assignments: &[Assignment],
+        live: &HashSet<u64>,
+        ack_mined: &HashSet<u64>,
+    ) -> Result<(), WorkerError> {
+        let busy: std::collections::BTreeSet<B256> = assignments
+            .iter()
+            .filter(|a| a.state != JobState::Submitted || live.contains(&a.job_id) || ack_mined.contains(&a.job_id))
+            .filter_map(|a| a.model_id)
+            .collect();
+        let tick = Tick {
+            config: &self.config,
+            chain: &self.chain,
+            conn: &self.conn,
+            me: self.me,
+            first_head: self.first_head,
+            deregistered: self.deregistered.is_some(),
+            busy: &busy,
+            llm_down: self.llm.down().is_some(),
+        };
+        if self.models.tick(tick)? {
+            self.claimer.set_models(self.models.ids());
+        }
+        Ok(())
     }
 
     /// Records why the jobs that timed out unacked before this process could see them were

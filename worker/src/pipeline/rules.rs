@@ -4,6 +4,7 @@
 use super::*;
 
 /// What the chain says the worker must respect.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct ChainRules {
     pub(super) completion_timeout: u64,
     pub(super) manager: Address,
@@ -41,33 +42,29 @@ impl ChainRules {
     }
 }
 
-/// The served models with their token limits (`--num-predict`, lowered to the model's on-chain
-/// limit) and what a job of each protects. Fails when an answer could not fit one blob.
-pub(super) async fn served_models(
+/// A served model: its token limit (`--num-predict`, lowered to the model's on-chain limit)
+/// and what a job of it protects. Fails when an answer could not fit one blob.
+pub(super) async fn served_model(
     config: &WorkConfig,
     chain: &Chain,
     rules: &ChainRules,
-) -> Result<HashMap<B256, Served>, WorkerError> {
+    name: &str,
+) -> Result<Served, WorkerError> {
     let ai = AIConfig::new(config.profile.contracts.ai_config, chain.provider());
     let num_predict = config.llm.config().num_predict;
-    let mut out = HashMap::new();
-    for name in &config.models {
-        let id = ModelId::from_name(name).0;
-        let e = |what: &'static str| {
-            move |err: alloy::contract::Error| read_failed(format_args!("AIConfig.{what}({name})"), err)
-        };
-        let max: u64 =
-            ai.getModelMaxOutputTokens(id).call().await.map_err(e("getModelMaxOutputTokens"))?.saturating_to();
-        let fee: u128 = ai.getModelFee(id).call().await.map_err(e("getModelFee"))?.saturating_to();
-        let limit = job::token_limit(num_predict, name, max).map_err(WorkerError::Config)?;
-        if limit < num_predict {
-            tracing::info!(model = %name, num_predict, limit, "answers are limited to the model's on-chain max output tokens");
-        }
-        let share = fee.saturating_mul(u128::from(rules.worker_fee_bps)) / 10_000;
-        let protects = rules.completion_slash.saturating_add(share);
-        out.insert(id, Served { name: name.clone(), llm: config.llm.with_num_predict(limit), protects });
+    let id = ModelId::from_name(name).0;
+    let e = |what: &'static str| {
+        move |err: alloy::contract::Error| read_failed(format_args!("AIConfig.{what}({name})"), err)
+    };
+    let max: u64 = ai.getModelMaxOutputTokens(id).call().await.map_err(e("getModelMaxOutputTokens"))?.saturating_to();
+    let fee: u128 = ai.getModelFee(id).call().await.map_err(e("getModelFee"))?.saturating_to();
+    let limit = job::token_limit(num_predict, name, max).map_err(WorkerError::Config)?;
+    if limit < num_predict {
+        tracing::info!(model = %name, num_predict, limit, "answers are limited to the model's on-chain max output tokens");
     }
-    Ok(out)
+    let share = fee.saturating_mul(u128::from(rules.worker_fee_bps)) / 10_000;
+    let protects = rules.completion_slash.saturating_add(share);
+    Ok(Served { name: name.to_owned(), llm: config.llm.with_num_predict(limit), protects })
 }
 
 /// The encryption key registered for `me` must be the local one. A worker the store shows

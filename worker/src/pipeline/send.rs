@@ -26,7 +26,7 @@ impl Worker {
     /// The most a transaction for `a` may pay: the operator's ceiling, lowered to what the job's
     /// ack and completion protect.
     pub(super) fn cap_for(&self, a: &Assignment, gas: u64, blob_gas: u64) -> FeeCap {
-        let protects = a.model_id.and_then(|m| self.models.get(&m)).map(|s| s.protects).unwrap_or(0);
+        let protects = a.model_id.and_then(|m| self.models.served(&m)).map(|s| s.protects).unwrap_or(0);
         self.config.fee_cap.at_most_worth(protects, gas, blob_gas)
     }
 

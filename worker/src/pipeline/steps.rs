@@ -73,15 +73,15 @@ impl Worker {
                 format!("this worker was deregistered in block {block}: it acks no new job; not acked"),
             ));
         }
-        if a.model_id.and_then(|m| self.models.get(&m)).is_none() {
-            return Some(("model", "its model is not served here".into()));
+        if let Verdict::Refuse(why) = self.models.verdict(a.model_id) {
+            return Some(("model", format!("{why}; not acked")));
         }
         session_key(&mut self.keys, &self.config.secret, a).err().map(|why| ("key", why))
     }
 
     /// What a background step needs for `a`; None when its model or key is gone.
     pub(super) fn spec(&mut self, a: &Assignment) -> Option<Spec> {
-        let model = a.model_id.and_then(|m| self.models.get(&m)).cloned()?;
+        let model = a.model_id.and_then(|m| self.models.served(&m)).cloned()?;
         let key = session_key(&mut self.keys, &self.config.secret, a).ok()?;
         Some(Spec { job_id: a.job_id, session_id: a.session_id, submitted_block: a.submitted_block, model, key })
     }

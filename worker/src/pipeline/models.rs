@@ -1,0 +1,372 @@
+//! The live model set: [`crate::models::plan`] carried out while the worker runs.
+//!
+//! At start the chain's set is read from WorkerRegistry (`getWorkerModels`; the store's
+//! `worker_models` if the node cannot answer it), the LLM server is listed, and every model to
+//! serve is checked, warmed and pinned before the first job is looked at. A mismatch that leaves
+//! nothing to serve stops the worker with the fix; any other is a warning with its fix.
+//!
+//! While it runs, the set is read again from the store whenever the indexer has committed (once
+//! its cursor has reached the first head this process saw, so a store catching up never takes a
+//! model away), and the LLM server is listed again every [`RELIST_EVERY`]:
+//!
+//! - a model added on chain is checked on the server, warmed and pinned in the background; its
+//!   jobs wait (refused for now, step `llm`) until it is warm, then are acked;
+//! - a model removed on chain is not acked from that moment (its jobs are refused, step
+//!   `model`); the jobs already acked are finished, and then the model is unloaded (Ollama
+//!   `keep_alive: 0`, llama-server router mode `POST /models/unload`).
+
+use std::collections::BTreeSet;
+
+use lcw_schema::bindings::WorkerRegistry;
+use lcw_schema::store::rows::WorkerModelRow;
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::llm::{LlmError, Unloaded};
+use crate::models::{self as set, Inputs, Plan};
+
+/// How often the LLM server's list is read again (a model pulled or dropped there).
+pub(super) const RELIST_EVERY: Duration = Duration::from_secs(30);
+/// How long after a failed warm-up it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// What the pipeline does with a job's model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Acked.
+    Serve,
+    /// On chain but not served yet (being warmed, or not on the LLM server): refused for now.
+    Wait(String),
+    /// Not this worker's model (never added, or removed on chain): refused for good.
+    Refuse(String),
+}
+
+/// What one background sync did.
+struct Synced {
+    listed: Option<Vec<String>>,
+    warmed: Vec<(String, Result<Served, String>)>,
+    unloaded: Vec<String>,
+}
+
+/// The model set as the running worker holds it.
+pub(super) struct Models {
+    flag: Vec<String>,
+    api: Api,
+    /// The models added to this worker on chain.
+    chain: BTreeSet<B256>,
+    /// The store's cursor when the chain's set was last read from it.
+    read_at: Option<u64>,
+    /// Whether the chain's set is known (a deregistered worker serves the `--models` it acked).
+    chain_known: bool,
+    listed: Option<Vec<String>>,
+    /// Warm and pinned, by id, with what a job of each needs. Kept while jobs of a removed model
+    /// are still open.
+    warm: HashMap<B256, Served>,
+    plan: Plan,
+    task: Option<JoinHandle<Synced>>,
+    next_sync: Instant,
+    /// A sync with work to do (a model to warm or unload) starts no earlier than this.
+    retry_at: Instant,
+    told: BTreeSet<String>,
+    rules: ChainRules,
+}
+
+impl Models {
+    /// The set at start: read, reported, and every model to serve warmed and pinned. `stored`
+    /// is the store's set, used when the node cannot answer `getWorkerModels`.
+    pub(super) async fn start(
+        config: &WorkConfig,
+        chain: &Chain,
+        stored: Vec<B256>,
+        me: Address,
+        deregistered: Option<u64>,
+        rules: ChainRules,
+        llm: &mut LlmHealth,
+    ) -> Result<Models, WorkerError> {
+        let on_chain = if deregistered.is_some() {
+            None
+        } else {
+            let wr = WorkerRegistry::new(config.profile.contracts.worker_registry, chain.provider());
+            match wr.getWorkerModels(me).call().await {
+                Ok(ids) => Some(ids.into_iter().collect::<BTreeSet<B256>>()),
+                Err(e) => {
+                    tracing::warn!(error = %lcw_schema::profile::redact_urls(&e.to_string()), "getWorkerModels failed; the store's models stand in");
+                    Some(stored.into_iter().collect())
+                }
+            }
+        };
+        let listed = match config.llm.models().await {
+            Ok(l) => Some(l),
+            Err(e) if e.is_outage() => {
+                llm.failed(&e.to_string());
+                None
+            }
+            Err(e) => return Err(WorkerError::config(e)),
+        };
+        let mut m = Models {
+            flag: config.models.clone(),
+            api: config.llm.config().api,
+            chain_known: on_chain.is_some(),
+            chain: on_chain.unwrap_or_default(),
+            read_at: None,
+            listed,
+            warm: HashMap::new(),
+            plan: Plan::default(),
+            task: None,
+            next_sync: Instant::now() + RELIST_EVERY,
+            retry_at: Instant::now(),
+            told: BTreeSet::new(),
+            rules,
+        };
+        m.replan(&BTreeSet::new());
+        if m.listed.is_some() && m.plan.nothing_to_serve() && deregistered.is_none() {
+            return Err(WorkerError::Config(m.report("no model can be served")));
+        }
+        m.tell_mismatches();
+        let mut failed = Vec::new();
+        for name in m.plan.warm.clone() {
+            let started = Instant::now();
+            match warm_up(config, chain, &rules, &name).await {
+                Ok(served) => {
+                    tracing::info!(model = %name, ms = started.elapsed().as_millis() as u64, "model warm and pinned");
+                    m.warm.insert(ModelId::from_name(&name).0, served);
+                }
+                Err(WarmError::Llm(e)) if e.is_outage() => llm.failed(&e.to_string()),
+                Err(e) => failed.push(format!("{name}: {e}")),
+            }
+        }
+        m.replan(&BTreeSet::new());
+        if !failed.is_empty() && m.plan.serve.is_empty() && llm.down().is_none() {
+            return Err(WorkerError::Config(format!(
+                "no model can be served: {}; see the LLM server's log",
+                failed.join("; ")
+            )));
+        }
+        for f in &failed {
+            tracing::warn!(failure = %f, "a model could not be warmed; its jobs are not acked, it is tried again");
+        }
+        Ok(m)
+    }
+
+    /// The lines of the mismatch report, each with its fix, after `what`.
+    fn report(&self, what: &str) -> String {
+        let lcw = |c: &str| format!("lcw {c}");
+        let mut lines: Vec<String> =
+            self.plan.mismatches.iter().map(|m| format!("{m}; fix: {}", m.fix(&lcw))).collect();
+        if lines.is_empty() {
+            lines.push(
+                "no model is added to this worker on chain; fix: `lcw register --models NAME` (or `lcw add-models \
+                 --models NAME` once registered)"
+                    .into(),
+            );
+        }
+        format!("{what}: {}", lines.join("; "))
+    }
+
+    fn tell_mismatches(&mut self) {
+        for m in &self.plan.mismatches {
+            let line = m.to_string();
+            if self.told.insert(line.clone()) {
+                let fix = m.fix(&|c: &str| format!("lcw {c}"));
+                tracing::warn!(model = %m.model(), fix = %fix, "{line}");
+            }
+        }
+    }
+
+    /// Plans again from what is held now; says what changed.
+    fn replan(&mut self, busy: &BTreeSet<B256>) {
+        let warm: BTreeSet<String> = self.warm.values().map(|s| s.name.clone()).collect();
+        let plan = set::plan(Inputs {
+            chain: self.chain_known.then_some(&self.chain),
+            flag: &self.flag,
+            server: self.listed.as_deref(),
+            api: self.api,
+            warm: &warm,
+            busy,
+        });
+        for (id, name) in plan.serve.iter().filter(|(id, _)| !self.plan.serve.contains_key(*id)) {
+            tracing::info!(model = %name, id = %id, "model served: its jobs are acked");
+        }
+        for (id, name) in self.plan.serve.iter().filter(|(id, _)| !plan.serve.contains_key(*id)) {
+            let why =
+                plan.waiting.get(id).cloned().unwrap_or_else(|| "it was removed from this worker on chain".into());
+            tracing::info!(model = %name, id = %id, reason = %why, "model no longer served: no new job of it is acked");
+        }
+        self.plan = plan;
+        self.tell_mismatches();
+    }
+
+    /// What to do with a job of `model`.
+    pub(super) fn verdict(&self, model: Option<B256>) -> Verdict {
+        let Some(id) = model else { return Verdict::Refuse("the store does not show its session's model".into()) };
+        if self.plan.serve.contains_key(&id) && self.warm.contains_key(&id) {
+            return Verdict::Serve;
+        }
+        if let Some(why) = self.plan.waiting.get(&id) {
+            return Verdict::Wait(format!("{why}; not acked until it is served"));
+        }
+        match self.warm.get(&id) {
+            Some(s) => Verdict::Refuse(format!("its model {} was removed from this worker on chain", s.name)),
+            None => Verdict::Refuse("its model is not served here".into()),
+        }
+    }
+
+    /// What a job of `model` needs, while the model is warm (also after it was removed, until its
+    /// jobs are done).
+    pub(super) fn served(&self, model: &B256) -> Option<&Served> {
+        self.warm.get(model)
+    }
+
+    /// The names served now (for the LLM server's health probe: it warms them again).
+    pub(super) fn names(&self) -> Vec<String> {
+        self.plan.serve.values().cloned().collect()
+    }
+
+    /// The ids served now (sortition claims).
+    pub(super) fn ids(&self) -> HashSet<B256> {
+        self.plan.serve.keys().copied().collect()
+    }
+
+    /// One pass: collects a finished sync, reads the chain's set again after a commit, plans
+    /// again, and starts a sync when one is due. Returns whether the served set changed.
+    pub(super) fn tick(&mut self, w: Tick<'_>) -> Result<bool, WorkerError> {
+        let before = self.ids();
+        if self.task.as_ref().is_some_and(JoinHandle::is_finished)
+            && let Some(Some(Ok(done))) = self.task.take().map(futures::FutureExt::now_or_never)
+        {
+            self.collect(done);
+        }
+        if let Some(first) = w.first_head
+            && !w.deregistered
+        {
+            let cursor = obligations::cursor(w.conn)?;
+            if cursor >= first && self.read_at != Some(cursor) {
+                self.read_at = Some(cursor);
+                let now: BTreeSet<B256> = WorkerModelRow::of_worker(w.conn, &w.me)?.into_iter().collect();
+                if now != self.chain || !self.chain_known {
+                    for id in now.difference(&self.chain) {
+                        tracing::info!(id = %id, block = cursor, "model added to this worker on chain");
+                    }
+                    for id in self.chain.difference(&now) {
+                        let open = w.busy.contains(id);
+                        tracing::info!(id = %id, block = cursor, jobs_open = open, "model removed from this worker on chain");
+                    }
+                    self.chain = now;
+                    self.chain_known = true;
+                    // A change on chain is acted on now, not at the next listing.
+                    self.next_sync = Instant::now();
+                }
+            }
+        }
+        self.replan(w.busy);
+        // A list never read (the server was down at start) is read as soon as the server answers.
+        let work = !self.plan.warm.is_empty() || !self.plan.unload.is_empty() || self.listed.is_none();
+        if self.task.is_none()
+            && !w.llm_down
+            && (Instant::now() >= self.next_sync || (work && Instant::now() >= self.retry_at))
+        {
+            self.spawn(w.config, w.chain);
+        }
+        Ok(self.ids() != before)
+    }
+
+    fn spawn(&mut self, config: &WorkConfig, chain: &Chain) {
+        self.next_sync = Instant::now() + RELIST_EVERY;
+        self.retry_at = Instant::now() + RETRY_AFTER;
+        let (config, chain, rules, plan) = (config.clone(), chain.clone(), self.rules, self.plan.clone());
+        let (flag, api, chain_set, known) = (self.flag.clone(), self.api, self.chain.clone(), self.chain_known);
+        let warm: BTreeSet<String> = self.warm.values().map(|s| s.name.clone()).collect();
+        let busy: BTreeSet<B256> = plan.draining.iter().map(|n| ModelId::from_name(n).0).collect();
+        self.task = Some(tokio::spawn(async move {
+            let listed = match config.llm.models().await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::debug!(error = %e, "listing the LLM server's models failed");
+                    None
+                }
+            };
+            // Planned again on the fresh list: only what it still asks for is done.
+            let plan = set::plan(Inputs {
+                chain: known.then_some(&chain_set),
+                flag: &flag,
+                server: listed.as_deref(),
+                api,
+                warm: &warm,
+                busy: &busy,
+            });
+            let mut unloaded = Vec::new();
+            for name in &plan.unload {
+                match config.llm.unload(name).await {
+                    Ok(Unloaded::Done) => tracing::info!(model = %name, "model unloaded: its last job is done"),
+                    Ok(Unloaded::NoUnload) => {
+                        tracing::debug!(model = %name, "the LLM server has no way to unload a model; nothing to unload")
+                    }
+                    Ok(Unloaded::NotLoaded(answer)) => {
+                        tracing::debug!(model = %name, answer = %answer, "the LLM server does not hold the model; nothing to unload")
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %name, error = %e, "unloading the model failed; it is forgotten here")
+                    }
+                }
+                unloaded.push(name.clone());
+            }
+            let mut warmed = Vec::new();
+            for name in &plan.warm {
+                let started = Instant::now();
+                let result = warm_up(&config, &chain, &rules, name).await.map_err(|e| e.to_string());
+                if result.is_ok() {
+                    tracing::info!(model = %name, ms = started.elapsed().as_millis() as u64, "model warm and pinned");
+                }
+                warmed.push((name.clone(), result));
+            }
+            Synced { listed, warmed, unloaded }
+        }));
+    }
+
+    fn collect(&mut self, done: Synced) {
+        if done.listed.is_some() {
+            self.listed = done.listed;
+        }
+        for name in done.unloaded {
+            self.warm.remove(&ModelId::from_name(&name).0);
+        }
+        for (name, result) in done.warmed {
+            match result {
+                Ok(served) => {
+                    self.warm.insert(ModelId::from_name(&name).0, served);
+                }
+                Err(e) => {
+                    tracing::warn!(model = %name, error = %e, "warming the model failed; its jobs are not acked, it is tried again");
+                }
+            }
+        }
+    }
+}
+
+/// What [`Models::tick`] reads.
+pub(super) struct Tick<'a> {
+    pub(super) config: &'a WorkConfig,
+    pub(super) chain: &'a Chain,
+    pub(super) conn: &'a rusqlite::Connection,
+    pub(super) me: Address,
+    pub(super) first_head: Option<u64>,
+    pub(super) deregistered: bool,
+    pub(super) busy: &'a BTreeSet<B256>,
+    pub(super) llm_down: bool,
+}
+
+/// Why a model could not be warmed.
+#[derive(Debug, thiserror::Error)]
+enum WarmError {
+    #[error(transparent)]
+    Llm(LlmError),
+    #[error(transparent)]
+    Chain(WorkerError),
+}
+
+/// Checks `name` is listed, loads and pins it, and reads what a job of it needs from AIConfig.
+async fn warm_up(config: &WorkConfig, chain: &Chain, rules: &ChainRules, name: &str) -> Result<Served, WarmError> {
+    config.llm.check_models(&[name.to_owned()]).await.map_err(WarmError::Llm)?;
+    config.llm.warm(name).await.map_err(WarmError::Llm)?;
+    rules::served_model(config, chain, rules, name).await.map_err(WarmError::Chain)
+}
