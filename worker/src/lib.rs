@@ -20,6 +20,7 @@
 pub mod blobs;
 pub mod claim;
 pub mod claimer;
+pub mod fit;
 pub mod gateway;
 pub mod job;
 pub mod keys;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 mod error;
+mod footprint;
 mod http;
 mod lines;
 mod ollama;
@@ -26,6 +27,7 @@ mod openai;
 mod stream;
 
 pub use error::{LlmError, LlmResult};
+pub use footprint::{Footprint, Footprints, OLLAMA_CONTEXT, Shape, Source as FootprintSource};
 
 /// Longest stream line accepted (upstream's scanner maximum).
 const MAX_LINE: usize = 1 << 20;
