@@ -41,6 +41,11 @@ pub struct Committed {
     pub undecodable: u64,
     /// Events that could not be attributed to a known job or session.
     pub unattributed: u64,
+    /// The commit belongs to a backfill (blocks written in bulk, far from the head), which goes
+    /// on until a commit without it: a live block, or the notice sent when a backfill ends.
+    /// Whoever shares the machine with the indexer (the in-process replica follower) may give
+    /// way meanwhile.
+    pub backfill: bool,
 }
 
 enum Cmd {
@@ -158,8 +163,9 @@ fn writer_loop(
                 checkpointer.before_transaction();
                 let (result, after) = backfill_batch(conn, &mut cache, &decoder, segment, &mut rx);
                 match result {
-                    Ok(c) => {
+                    Ok(mut c) => {
                         checkpointer.request();
+                        c.backfill = true;
                         tracing::debug!(
                             block = c.block,
                             logs = c.logs,
@@ -180,6 +186,12 @@ fn writer_loop(
             Cmd::Flush(reply) => {
                 // A backfill ended: leave no large WAL behind (the next commit would only reuse it).
                 checkpointer.truncate(conn);
+                if last.backfill {
+                    // Nothing new was written: this only tells the commit's watchers that the
+                    // backfill is over, so that none waits for the next live block to know it.
+                    last.backfill = false;
+                    let _ = commits.send(last);
+                }
                 let _ = reply.send(match &failed {
                     Some(e) => Err(earlier(e)),
                     None => Ok(last),
@@ -211,6 +223,7 @@ fn writer_loop(
                 if result.is_ok() {
                     checkpointer.request();
                     last.block = to;
+                    last.backfill = false;
                     let _ = commits.send(last);
                 }
                 let _ = reply.send(result);

@@ -276,3 +276,30 @@ async fn every_commit_logs_the_rows_it_wrote_and_a_clear_at_start_is_logged_too(
     assert_eq!((clear.kind, clear.from_block, clear.to_block), (ChangeKind::Clear, Some(40), 40));
     assert!(clear.keys.is_empty());
 }
+
+#[tokio::test]
+async fn watchers_learn_when_a_backfill_starts_and_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (commits, mut watched) = tokio::sync::watch::channel(Committed::default());
+    let (writer, _) = Writer::start(dir.path().join("lcw.db"), identity(), commits).expect("writer starts");
+    let mut segments = blocks(3).into_iter();
+
+    writer.backfill(segments.next().expect("segment")).await.expect("queued");
+    watched.changed().await.expect("a backfill commit is announced");
+    let c = *watched.borrow_and_update();
+    assert!(c.backfill && c.block == 1, "{c:?}");
+
+    // The end of the backfill is announced at once, without waiting for a live block.
+    let last = writer.flush().await.expect("flushed");
+    assert!(!last.backfill, "{last:?}");
+    watched.changed().await.expect("the end of the backfill is announced");
+    let c = *watched.borrow_and_update();
+    assert!(!c.backfill && c.block == 1, "{c:?}");
+
+    writer.block(segments.next().expect("segment"), 0).await.expect("live block");
+    let c = *watched.borrow_and_update();
+    assert!(!c.backfill && c.block == 2, "a live block is not a backfill: {c:?}");
+    // A flush with no backfill before it announces nothing.
+    writer.flush().await.expect("flushed");
+    assert!(!watched.has_changed().expect("open"), "nothing new to announce");
+}

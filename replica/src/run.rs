@@ -66,13 +66,31 @@ struct Flags {
     woken: bool,
     stop: bool,
     finish: bool,
+    backfilling: bool,
 }
+
+/// While the indexer beside it backfills, the follower is busy at most one part in this many of
+/// the time: after a catch-up that took `t`, it rests `(GIVE_WAY - 1) × t`. A backfill is the one
+/// time the indexer can use the whole machine, and a replica a few seconds behind costs nobody
+/// anything, while every CPU second the follower and PostgreSQL take is a second of backfill
+/// (`make bench-replica`). When the backfill ends, the follower catches up at full speed.
+const GIVE_WAY: u32 = 5;
 
 impl Signal {
     /// The store committed: look now rather than at the next poll. Never blocks for longer than
     /// setting a flag.
     pub fn wake(&self) {
         self.set(|f| f.woken = true);
+    }
+
+    /// The store committed, and the indexer is (`true`) or is no longer (`false`) backfilling:
+    /// while it is, the follower catches up in fewer, larger steps and rests between them so as
+    /// to leave the indexer the machine ([`GIVE_WAY`]).
+    pub fn wake_backfilling(&self, backfilling: bool) {
+        self.set(|f| {
+            f.woken = true;
+            f.backfilling = backfilling;
+        });
     }
 
     /// Stop after the current transaction.
@@ -97,6 +115,17 @@ impl Signal {
 
     fn finishing(&self) -> bool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).finish
+    }
+
+    /// While the indexer backfills, waits up to `rest` for the backfill to end, a stop or a
+    /// finish; returns whether it was asked to stop.
+    fn give_way(&self, rest: Duration) -> bool {
+        let flags = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (flags, _) = self
+            .changed
+            .wait_timeout_while(flags, rest, |f| f.backfilling && !(f.stop || f.finish))
+            .unwrap_or_else(PoisonError::into_inner);
+        flags.stop
     }
 
     /// Waits up to `timeout` for a wake or a stop; returns whether it was asked to stop.
@@ -159,6 +188,7 @@ impl Follower {
                 return Ok(());
             }
             let finishing = self.config.once || self.signal.finishing();
+            let started = Instant::now();
             match self.step(&store, &identity, &mut replica, &mut copy, &mut first, &mut report) {
                 Ok(applied) => {
                     if let Some((since, failures)) = outage.take() {
@@ -172,6 +202,9 @@ impl Follower {
                     }
                     pause = self.config.poll;
                     self.refresh(&store);
+                    if applied.changed() && self.signal.give_way(started.elapsed() * (GIVE_WAY - 1)) {
+                        return Ok(());
+                    }
                     if applied.partial {
                         continue;
                     }
@@ -376,5 +409,32 @@ mod tests {
         signal.stop();
         assert!(signal.wait(Duration::from_secs(30)));
         assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn the_follower_rests_only_while_the_indexer_backfills() {
+        let signal = Arc::new(Signal::default());
+        // Not backfilling: no rest at all.
+        let started = Instant::now();
+        assert!(!signal.give_way(Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        // Backfilling: the rest lasts its time...
+        signal.wake_backfilling(true);
+        let started = Instant::now();
+        assert!(!signal.give_way(Duration::from_millis(100)));
+        assert!(started.elapsed() >= Duration::from_millis(100), "{:?}", started.elapsed());
+        // ...unless the backfill ends (or a stop comes) first.
+        let ender = signal.clone();
+        let ended = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            ender.wake_backfilling(false);
+        });
+        let started = Instant::now();
+        assert!(!signal.give_way(Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        ended.join().unwrap();
+        signal.wake_backfilling(true);
+        signal.stop();
+        assert!(signal.give_way(Duration::from_secs(30)), "a stop ends the rest and says stop");
     }
 }

@@ -122,6 +122,7 @@ impl LiveReplica {
         // watch channel, which only replaces a value, so a commit never waits for the follower,
         // and commits made while a catch-up runs fold into one wake, applied in one transaction.
         // The poll is a backstop (and keeps the lag in seconds current while nothing commits).
+        // While the indexer backfills, the follower gives way to it (`Signal::wake_backfilling`).
         config.poll = Duration::from_secs(1);
         let follower = Follower::new(config);
         let status = follower.status();
@@ -131,7 +132,8 @@ impl LiveReplica {
         let woken = signal.clone();
         tokio::spawn(async move {
             while commits.changed().await.is_ok() {
-                woken.wake();
+                let backfill = commits.borrow_and_update().backfill;
+                woken.wake_backfilling(backfill);
             }
         });
         stop_with(stop.clone(), signal.clone());
