@@ -269,6 +269,16 @@ pub(crate) fn parse_address(input: &str) -> anyhow::Result<Address> {
     s.parse::<Address>().map_err(|e| anyhow::anyhow!("`{s}` is not an address: {e}"))
 }
 
+/// The memory the served models must fit in together (each stays loaded).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FitArgs {
+    /// Memory the served models may fill together: `8GiB`, `512MiB`, or bytes (default: the
+    /// machine's MemTotal, or the cgroup's limit when lower). Give it when the LLM server runs on
+    /// another machine, or to keep memory for other work.
+    #[arg(long, env = "LCW_MEMORY_LIMIT", value_parser = lcw_worker::fit::parse_size, value_name = "SIZE")]
+    pub memory_limit: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

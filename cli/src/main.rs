@@ -67,7 +67,7 @@ enum Command {
     /// Register the worker (stake, encryption key) and add its models; idempotent.
     Register(cmd::register::RegisterArgs),
     /// Add models the worker serves.
-    AddModels(cmd::register::ModelsArgs),
+    AddModels(cmd::register::AddModelsArgs),
     /// Remove models the worker serves.
     RemoveModels(cmd::register::ModelsArgs),
     /// Add LCAI to the worker's stake.

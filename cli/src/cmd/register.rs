@@ -24,6 +24,8 @@ use serde_json::json;
 
 use crate::args::{DataArgs, KeyArgs, NetworkArgs, StoreArgs, parse_address};
 
+mod fit;
+
 const TX_TIMEOUT: Duration = Duration::from_secs(120);
 /// Gas budgeted per `addSupportedModel` when checking that the balance covers the gas.
 const MODEL_GAS: u64 = 150_000;
@@ -54,9 +56,11 @@ pub(crate) struct RegisterArgs {
     /// Stake in LCAI (default: the network's minimum, AIConfig.getMinWorkerStake).
     #[arg(long, env = "LCW_STAKE", value_parser = parse_lcai, value_name = "LCAI")]
     stake: Option<Lcai>,
+    #[command(flatten)]
+    server: fit::ServerArgs,
 }
 
-/// `lcw add-models` and `lcw remove-models`.
+/// `lcw remove-models`.
 #[derive(Debug, Args)]
 pub(crate) struct ModelsArgs {
     #[command(flatten)]
@@ -64,6 +68,18 @@ pub(crate) struct ModelsArgs {
     /// Model names or 0x-prefixed bytes32 ids, comma-separated.
     #[arg(long, value_delimiter = ',', required = true, value_parser = parse_model, value_name = "NAMES")]
     models: Vec<Model>,
+}
+
+/// `lcw add-models`.
+#[derive(Debug, Args)]
+pub(crate) struct AddModelsArgs {
+    #[command(flatten)]
+    common: OpArgs,
+    /// Model names or 0x-prefixed bytes32 ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_model, value_name = "NAMES")]
+    models: Vec<Model>,
+    #[command(flatten)]
+    server: fit::ServerArgs,
 }
 
 /// `lcw top-up-stake`.
@@ -326,6 +342,7 @@ pub(crate) async fn register(args: RegisterArgs, data: DataArgs) -> anyhow::Resu
     let mut s = signed(&args.common, &data, Some(&password)).await?;
     s.check_whitelisted(&args.models).await?;
     let reg = registration(&s.op.chain, &s.profile, s.worker).await?;
+    fit::ensure_fits(&s, &args.server, &args.models, reg.registered).await?;
     let fp = fingerprint(&public_key);
     let mut lines = Vec::new();
     let mut tx = None;
@@ -385,12 +402,13 @@ pub(crate) async fn register(args: RegisterArgs, data: DataArgs) -> anyhow::Resu
     Ok(())
 }
 
-pub(crate) async fn add_models(args: ModelsArgs, data: DataArgs) -> anyhow::Result<()> {
+pub(crate) async fn add_models(args: AddModelsArgs, data: DataArgs) -> anyhow::Result<()> {
     let mut s = signed(&args.common, &data, None).await?;
     if !registration(&s.op.chain, &s.profile, s.worker).await?.registered {
         bail!("{} is not registered: run `lcw register --models ...` (it adds the models too)", s.worker);
     }
     s.check_whitelisted(&args.models).await?;
+    fit::ensure_fits(&s, &args.server, &args.models, true).await?;
     let (added, present) = s.add_missing(&args.models).await?;
     let lines = [
         format!("added: {}", if added.is_empty() { "none".into() } else { added.join(", ") }),
