@@ -23,6 +23,7 @@ pub mod beacon;
 pub mod binary;
 pub mod gate;
 pub mod gateway;
+pub mod graphql_load;
 pub mod hostile;
 pub mod llm;
 pub mod postgres;
@@ -277,6 +278,17 @@ pub mod parties {
     /// Opens a dispatcher-signed session between the `consumer`-th consumer and `worker`,
     /// prepaying `deposit`.
     pub async fn open_session(net: &TestNet, consumer: usize, worker: &Worker, deposit: U256) -> Session {
+        open_session_for(net, consumer, worker, deposit, model()).await
+    }
+
+    /// [`open_session`] for `model` (a model the devnet registers besides the default one).
+    pub async fn open_session_for(
+        net: &TestNet,
+        consumer: usize,
+        worker: &Worker,
+        deposit: U256,
+        model: alloy::primitives::B256,
+    ) -> Session {
         let signer = net.signer(Role::Consumer, consumer);
         let consumer_address = signer.address();
         let provider = net.wallet(signer);
@@ -293,7 +305,7 @@ pub mod parties {
             net.profile().chain_id,
             c.job_registry,
             consumer_address,
-            model(),
+            model,
             worker.address,
             &enc_worker,
             &enc_disputer,
@@ -301,9 +313,8 @@ pub mod parties {
             expiry,
         );
         let sig = sign_digest(&net.signer(Role::Dispatcher, 0), digest).expect("sign");
-        let receipt = crate::send!(
-            jr.createSession(model(), worker.address, enc_worker, enc_disputer, sig, expiry).value(deposit)
-        );
+        let receipt =
+            crate::send!(jr.createSession(model, worker.address, enc_worker, enc_disputer, sig, expiry).value(deposit));
         let created = event::<JobRegistry::SessionCreated>(&receipt).expect("SessionCreated");
         Session { id: created.sessionId, consumer: provider, consumer_address, key, receipt }
     }
