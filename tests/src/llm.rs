@@ -117,13 +117,63 @@ impl LlmServer {
         crate::init_tracing();
         let paths = installed();
         let port = port.to_string();
-        let mut child = Command::new(&paths.bin)
+        let mut command = Command::new(&paths.bin);
+        command
             .arg("-m")
             .arg(&paths.model)
             .args(["--host", "127.0.0.1", "--port", &port, "-c", "2048", "-t", "1", "-np", "1"])
             .args(["--alias", MODEL, "--no-cache-prompt", "--no-webui", "--chat-template-file"])
             .arg(&paths.template)
-            .args(&extra_args)
+            .args(&extra_args);
+        Self::spawn(command, &paths, extra_args)
+    }
+
+    /// Starts llama-server in router mode serving the cached model under each of `names` (a
+    /// `--models-preset` written into `dir`, one section per name, all on the one GGUF). No model
+    /// is loaded at start and none is loaded on demand (`--no-models-autoload`): a client loads
+    /// one with `POST /models/load` and frees it with `POST /models/unload`; `GET /models` says
+    /// which are loaded ([`LlmServer::router_status`]).
+    pub fn start_router(dir: &std::path::Path, names: &[&str]) -> LlmServer {
+        crate::init_tracing();
+        let paths = installed();
+        let mut preset = format!(
+            "version = 1\n[*]\nc = 2048\nt = 1\nnp = 1\nno-cache-prompt = true\nchat-template-file = {}\n\
+             load-on-startup = false\n",
+            paths.template.display()
+        );
+        for name in names {
+            preset.push_str(&format!("\n[{name}]\nmodel = {}\n", paths.model.display()));
+        }
+        let file = dir.join("llm-presets.ini");
+        std::fs::write(&file, preset).expect("write the presets");
+        let mut command = Command::new(&paths.bin);
+        command.arg("--models-preset").arg(&file).args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-webui",
+            "--no-models-autoload",
+        ]);
+        let mut server = Self::spawn(command, &paths, Vec::new());
+        server.model = names.first().map(|n| (*n).to_owned()).unwrap_or_default();
+        server
+    }
+
+    /// In router mode: the `status.value` `GET /models` gives `model` (`loaded`, `unloaded`,
+    /// `loading`, ...), or None when it lists no such model.
+    pub fn router_status(&self, model: &str) -> Option<String> {
+        let body = http_get(&self.url, "/models")?;
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        json["data"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == model)
+            .and_then(|m| m["status"]["value"].as_str().map(str::to_owned))
+    }
+
+    fn spawn(mut command: Command, paths: &Installed, extra_args: Vec<String>) -> LlmServer {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -229,6 +279,36 @@ fn health_status(url: &str) -> Option<u16> {
     let mut status_line = String::new();
     BufReader::new(stream).read_line(&mut status_line).ok()?;
     status_line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The body of `GET path`, by hand over a blocking socket (a 200 answer only).
+fn http_get(url: &str, path: &str) -> Option<String> {
+    use std::io::Read;
+    let authority = url.strip_prefix("http://")?;
+    let mut stream = TcpStream::connect(authority).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        return None;
+    }
+    // A chunked answer: the chunks' sizes are cut out.
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 || tail.len() < n {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = tail[n..].trim_start_matches("\r\n");
+        }
+        return Some(out);
+    }
+    Some(body.to_owned())
 }
 
 /// The URL in llama-server's `main: listening on http://127.0.0.1:PORT` line.

@@ -21,6 +21,7 @@ mod help;
 mod index_crash;
 mod keys;
 mod metrics;
+mod models_live;
 mod outage;
 mod preflight;
 mod secrets;
