@@ -342,7 +342,7 @@ pub(crate) async fn register(args: RegisterArgs, data: DataArgs) -> anyhow::Resu
     let mut s = signed(&args.common, &data, Some(&password)).await?;
     s.check_whitelisted(&args.models).await?;
     let reg = registration(&s.op.chain, &s.profile, s.worker).await?;
-    fit::ensure_fits(&s, &args.server, &args.models, reg.registered).await?;
+    fit::ensure_fits(&s, &args.server, &args.models, reg.registered, &args.common.network.network).await?;
     let fp = fingerprint(&public_key);
     let mut lines = Vec::new();
     let mut tx = None;
@@ -408,7 +408,7 @@ pub(crate) async fn add_models(args: AddModelsArgs, data: DataArgs) -> anyhow::R
         bail!("{} is not registered: run `lcw register --models ...` (it adds the models too)", s.worker);
     }
     s.check_whitelisted(&args.models).await?;
-    fit::ensure_fits(&s, &args.server, &args.models, true).await?;
+    fit::ensure_fits(&s, &args.server, &args.models, true, &args.common.network.network).await?;
     let (added, present) = s.add_missing(&args.models).await?;
     let lines = [
         format!("added: {}", if added.is_empty() { "none".into() } else { added.join(", ") }),

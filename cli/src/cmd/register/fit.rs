@@ -39,10 +39,17 @@ pub(super) async fn ensure_fits(
     args: &ServerArgs,
     models: &[Model],
     registered: bool,
+    network: &str,
 ) -> anyhow::Result<()> {
     let llm = args.llm()?;
-    let network_flag =
-        if s.profile.name == "devnet" { String::new() } else { format!(" --network {}", s.profile.name) };
+    if args.fit.memory_limit.is_none() && !fit::is_local(&llm.config().url) {
+        eprintln!(
+            "note: memory fit not checked: the LLM server is on another host; give --memory-limit \
+             (LCW_MEMORY_LIMIT) with its memory to check it"
+        );
+        return Ok(());
+    }
+    let network_flag = if network == "devnet" { String::new() } else { format!(" --network {network}") };
     let served = if registered { served(s, &llm).await } else { Ok(Vec::new()) };
     let served = match served {
         Ok(served) => served,
@@ -51,13 +58,7 @@ pub(super) async fn ensure_fits(
     let added: Vec<String> = models.iter().map(|m| m.name.clone()).filter(|m| !m.starts_with("0x")).collect();
     let fit = match fit::assess(&llm, &served, &added, args.fit.memory_limit).await {
         Ok(Some(fit)) => fit,
-        Ok(None) => {
-            eprintln!(
-                "note: memory fit not checked: the LLM server is on another host; give --memory-limit \
-                 (LCW_MEMORY_LIMIT) with its memory to check it"
-            );
-            return Ok(());
-        }
+        Ok(None) => return Ok(()),
         Err(e @ fit::FitError::Llm(_)) => return not_checked(e.to_string()),
         Err(e) => return Err(e).context("checking that the models fit in memory; nothing was sent"),
     };
