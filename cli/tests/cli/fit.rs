@@ -159,3 +159,22 @@ async fn preflight_fails_warns_or_passes_on_the_memory_of_the_served_models() {
     assert!(memory(&out).starts_with("ok") && memory(&out).contains("of 8.0 GiB (--memory-limit)"), "{}", out.stdout);
     assert!(!out.stdout.contains("WARN"), "{}", out.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_start_refuses_a_set_that_does_not_fit() {
+    use lcw_worker::fit::{FitError, Verdict, check_at_start};
+    let llm = LlmServer::start();
+    let size = footprint(&llm).await;
+    let client = Llm::new(llm.config()).unwrap();
+    let models = [MODEL.to_owned()];
+
+    let err = check_at_start(&client, &models, Some(size / 2)).await.unwrap_err();
+    assert!(matches!(&err, FitError::TooBig(fit) if fit.total() == size), "{err:?}");
+    assert!(err.to_string().contains("`lcw remove-models --models gemma3-270m`"), "{err}");
+
+    let tight = check_at_start(&client, &models, Some(size + size / 20)).await.unwrap().unwrap();
+    assert_eq!(tight.verdict, Verdict::Tight);
+    // No limit: the machine's own memory, which holds the 270M model with room to spare.
+    let fits = check_at_start(&client, &models, None).await.unwrap().unwrap();
+    assert_eq!(fits.verdict, Verdict::Fits, "{}", fits.sizes());
+}
