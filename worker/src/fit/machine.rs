@@ -48,7 +48,7 @@ impl Limit {
 pub fn detect() -> Result<Limit, FitError> {
     let meminfo = std::fs::read_to_string("/proc/meminfo")
         .map_err(|source| FitError::Memory { path: "/proc/meminfo".into(), source })?;
-    let total = mem_total(&meminfo).ok_or_else(|| FitError::NoMemTotal)?;
+    let total = mem_total(&meminfo).ok_or(FitError::NoMemTotal)?;
     let mut limit = Limit { bytes: total, source: LimitSource::MemTotal };
     for path in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
         if let Some(max) = std::fs::read_to_string(Path::new(path)).ok().as_deref().and_then(cgroup_max)
