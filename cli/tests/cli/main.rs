@@ -17,6 +17,7 @@ mod deregistered;
 mod devnet;
 mod environment;
 mod exit;
+mod fit;
 mod help;
 mod index_crash;
 mod keys;
