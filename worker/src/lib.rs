@@ -9,6 +9,8 @@
 //!
 //! - [`keys`]: the encryption key at rest (password-encrypted, 0600), archived on replacement;
 //! - [`llm`]: the LLM backends (Ollama native, OpenAI-compatible);
+//! - [`fit`]: whether the served models fit in memory together (their footprints, from the LLM
+//!   server, against the machine's memory or `--memory-limit`);
 //! - [`blobs`]: prompt blobs from a beacon node or anvil;
 //! - [`gateway`]: the worker-gateway link (sign-in, heartbeats, drain, the response stream);
 //! - [`metrics`]: what the pipeline counts (jobs by outcome, LLM latency, claims, the wallet's
