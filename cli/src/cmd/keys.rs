@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use alloy::primitives::B256;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use lcw_queries::KeySetInfo;
+use lcw_queries::keysets::{OnChain, still_staked};
 use lcw_schema::suite::Suite;
 use lcw_worker::keys::{KeyDir, KeyEntry, fingerprint, utc};
 
@@ -173,11 +175,11 @@ async fn list(keys: &KeyDir, args: ListArgs, data: &DataArgs) -> anyhow::Result<
         let on_chain = chain.as_ref().and_then(|c| c[i].clone());
         let key_matches = on_chain.as_ref().map(|r| e.public_key.as_ref() == Some(&r.key));
         // An archived set whose address still holds stake under its key (or under no other set)
-        // is the only way back to that stake.
-        let still_staked = !e.is_active()
-            && on_chain.as_ref().is_some_and(|r| {
-                r.registered && !r.stake.is_zero() && (key_matches == Some(true) || e.address != active_address)
-            });
+        // is the only way back to that stake: the dashboard's rule too.
+        let still_staked = on_chain.as_ref().is_some_and(|r| {
+            let chain = OnChain { registered: r.registered, stake: r.stake, encryption_key: Some(r.key.as_ref()) };
+            still_staked(&key_set_info(e), &chain, active_address)
+        });
         rows.push((e, on_chain, key_matches, still_staked));
     }
     if args.json {
@@ -235,6 +237,30 @@ async fn list(keys: &KeyDir, args: ListArgs, data: &DataArgs) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// A key set's public fields as the API shows them (`name` is what `lcw keys recover` takes).
+fn key_set_info(e: &KeyEntry) -> KeySetInfo {
+    KeySetInfo {
+        active: e.is_active(),
+        name: if e.is_active() {
+            "keys".into()
+        } else {
+            e.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        },
+        address: e.address,
+        suite: e.suite.map(|s| s.name().to_owned()),
+        public_key: e.public_key.as_ref().map(|k| k.to_vec()),
+        archived_at: e.archived_at,
+        reason: e.reason.clone(),
+    }
+}
+
+/// The API's view of the key sets in `data_dir`: the public fields `lcw keys list` reads (the
+/// keystore's `address`, the encryption file's public key, `archive.json`), never a secret.
+pub(crate) fn key_sets_source(data_dir: PathBuf) -> lcw_queries::operator::KeySetsSource {
+    let keys = KeyDir::new(&data_dir);
+    std::sync::Arc::new(move || Ok(keys.list()?.iter().map(key_set_info).collect()))
 }
 
 /// The registration of every entry's address, in order (`None` for entries without an address).

@@ -134,7 +134,9 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     api: ApiArgs,
     /// JSON-RPC URL of the node the store indexes: /readyz then compares the store with the
-    /// node's head. Without it, the store is ready when its last block is at most --max-lag old.
+    /// node's head, and the dashboard shows each worker's wallet (its balance at the store's
+    /// block) and gas runway. Without it, the store is ready when its last block is at most
+    /// --max-lag old, and the wallet is unknown.
     #[arg(long, env = "LCW_HEAD_RPC")]
     head_rpc: Option<String>,
     /// Without --head-rpc: seconds the last indexed block may be behind the wall clock for /readyz.
@@ -160,11 +162,14 @@ pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()>
     if !db.exists() {
         anyhow::bail!("no lcw store at {}; run `lcw index` first (or pass --db)", db.display());
     }
+    // The node also gives the API the workers' wallets, read at the store's cursor block.
+    let mut wallet_chain = None;
     let readiness = match &args.head_rpc {
         Some(url) => {
             let chain = lcw_chain::Chain::connect(url, Duration::from_secs(10))
                 .await
                 .with_context(|| format!("connecting to {}", lcw_schema::profile::redact_url(url)))?;
+            wallet_chain = Some(chain.clone());
             // Readiness compares the store with this node's head: they must be one chain.
             let store = lcw_schema::store::Store::open_readonly(&db)?;
             if let Some(stored) = store.identity()?.filter(|s| s.chain_id != chain.chain_id) {
@@ -182,7 +187,8 @@ pub(crate) async fn serve(args: ServeArgs, data: DataArgs) -> anyhow::Result<()>
         }
         None => Readiness::MaxLag(args.max_lag),
     };
-    let config = args.api.config(db.clone(), readiness)?;
+    let mut config = args.api.config(db.clone(), readiness)?;
+    config.operator = operator(&data, wallet_chain.map(|c| NodeWallet::new(c, None, DEFAULT_MIN_TIP)));
     let _metrics = args.metrics.map(|addr| crate::cmd::settle::serve_store_metrics(addr, db.clone()));
     let rx = crate::stop_on_signal("");
     println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/ (store {1})", config.listen, db.display());
@@ -222,6 +228,68 @@ async fn serve_replica(args: &ServeArgs, url: lcw_replica::ReplicaUrl) -> anyhow
         lcw_queries::Server::bind(&config, None).await.with_context(|| format!("serving the replica {url}"))?;
     println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/ (replica {url})", server.local_addr()?);
     server.run(rx).await.with_context(|| format!("serving the replica {url}"))
+}
+
+/// The tip `lcw work` adds by default (its `WorkConfig`), for the runway of an API without a
+/// worker in its process.
+const DEFAULT_MIN_TIP: u128 = 1_000_000_000;
+
+/// What the API cannot read from the store: the key sets in the data directory, and with a node
+/// the workers' wallets.
+fn operator(data: &DataArgs, wallet: Option<NodeWallet>) -> lcw_queries::Operator {
+    let mut operator =
+        lcw_queries::Operator::default().with_key_sets(crate::cmd::keys::key_sets_source(data.data_dir.clone()));
+    if let Some(w) = wallet {
+        operator = operator.with_wallet(Arc::new(w));
+    }
+    operator
+}
+
+/// A worker's wallet from the node: its balance at a block, and a job's gas at the fees the
+/// worker would sign with (as the worker reckons its runway: ack and completion gas limits at
+/// the next max fee, the blob at twice the blob base fee, each under the operator's ceiling).
+struct NodeWallet {
+    chain: lcw_chain::Chain,
+    cap: lcw_chain::FeeCap,
+    min_tip: u128,
+}
+
+impl NodeWallet {
+    /// `cap`: the operator's fee ceiling, where this process has one.
+    fn new(chain: lcw_chain::Chain, cap: Option<lcw_chain::FeeCap>, min_tip: u128) -> Self {
+        NodeWallet { chain, cap: cap.unwrap_or(lcw_chain::FeeCap::new(u128::MAX, u128::MAX)), min_tip }
+    }
+}
+
+/// An error with any URL in it redacted (it reaches the log).
+fn redacted(e: impl std::fmt::Display) -> lcw_queries::operator::SourceError {
+    lcw_schema::profile::redact_urls(&e.to_string()).into()
+}
+
+impl lcw_queries::WalletSource for NodeWallet {
+    fn balance(
+        &self,
+        address: alloy::primitives::Address,
+        block: u64,
+    ) -> futures::future::BoxFuture<'static, Result<alloy::primitives::U256, lcw_queries::operator::SourceError>> {
+        use alloy::providers::Provider;
+        let chain = self.chain.clone();
+        Box::pin(async move { chain.provider().get_balance(address).number(block).await.map_err(redacted) })
+    }
+
+    fn job_cost(&self) -> futures::future::BoxFuture<'static, Result<u128, lcw_queries::operator::SourceError>> {
+        use alloy::providers::Provider;
+        let (chain, cap, min_tip) = (self.chain.clone(), self.cap, self.min_tip);
+        Box::pin(async move {
+            let (fees, blob) = futures::join!(chain.fees(min_tip), chain.provider().get_blob_base_fee());
+            let per_gas = fees.map_err(redacted)?.max_fee.min(cap.per_gas);
+            let per_blob_gas = blob.map_err(redacted)?.max(1).saturating_mul(2).min(cap.per_blob_gas);
+            let gas = u128::from(lcw_worker::pipeline::ACK_GAS + lcw_worker::pipeline::COMPLETE_GAS);
+            Ok(per_gas
+                .saturating_mul(gas)
+                .saturating_add(per_blob_gas.saturating_mul(u128::from(alloy::eips::eip4844::DATA_GAS_PER_BLOB))))
+        })
+    }
 }
 
 /// Polls the node's head every 2 s into a shared number (for readiness).
@@ -315,8 +383,17 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     // indexer, settler and worker wait for the node) while the node is down.
     let chain = lcw_chain::Chain::lazy(&profile, Duration::from_secs(10))?;
     let head = watch_head(chain).await;
-    let api_config =
+    let mut api_config =
         (!args.no_api).then(|| args.api.config(db.clone(), Readiness::Head { head, confirmations: 0 })).transpose()?;
+    if let Some(api) = api_config.as_mut() {
+        let min_tip = work.as_ref().map_or(DEFAULT_MIN_TIP, |w| w.min_tip);
+        let wallet = NodeWallet::new(
+            lcw_chain::Chain::lazy(&profile, Duration::from_secs(10))?,
+            Some(args.key.fees.cap()),
+            min_tip,
+        );
+        api.operator = operator(&data, Some(wallet));
+    }
 
     let mut signal = crate::stop_on_signal("stopping");
     // A signal stops every part; so does the worker when it ends for good (deregistered and
@@ -358,7 +435,6 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
     lcw_schema::store::Store::open_readonly_as(&db, &lcw_schema::store::Identity::of(&profile))?;
 
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
-    let mut api_config = api_config;
     if let Some(url) = replica {
         let live = crate::cmd::replicate::LiveReplica::start(url, db.clone(), replica_commits, stop.clone());
         if let Some(api) = api_config.as_mut() {

@@ -1,6 +1,8 @@
 //! The dashboard that `lcw serve` serves at GET /, loaded in headless Chromium against a real
 //! devnet, indexer and store: every chart draws real data, the numbers on the page are the
-//! store's, the page talks to nothing but its own API (over HTTP and the WebSocket
+//! store's (the four places a worker's money can be, each labelled, the wallet and its runway
+//! from the node at the store's block), the key sets on disk with an archived one still holding
+//! stake flagged, the served models, the page talks to nothing but its own API (over HTTP and the WebSocket
 //! subscription), and a screenshot is left at `target/artifacts/dashboard.png`. Pages on other
 //! origins cannot read the API (fetch or WebSocket) unless the operator allows their origin, and
 //! the dashboard does not load under a rebound DNS name.
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
 use lcw_contracts::simulate::{self, SimulateOptions, plan::Shares};
-use lcw_schema::bindings::AIConfig;
+use lcw_schema::bindings::{AIConfig, JobRegistry};
 use lcw_schema::profile::Role;
 use lcw_schema::store::Store;
 use lcw_tests::indexing::{Follower, cursor};
@@ -56,6 +58,11 @@ async fn dashboard_draws_every_chart_from_the_store_in_headless_chromium() {
     for seed in [1, 2] {
         let report = simulate::run(&profile, &traffic(seed), |_| {}).await.expect("simulation");
         assert_eq!(report.reverted, 0, "{report:?}");
+        if seed == 1 {
+            // The first round's earnings are withdrawn: lifetime earned, released but not
+            // withdrawn, and the wallet then differ.
+            withdraw_all(&net).await;
+        }
         // The simulator signs sessions that expire an hour after the wall clock, so the chain
         // may not run that far ahead: jump into the next hour only when it is near enough.
         let to_next_hour = 3600 - net.now().await % 3600 + 30;
@@ -84,8 +91,18 @@ async fn dashboard_draws_every_chart_from_the_store_in_headless_chromium() {
     );
     let truth = Truth::read(&db);
     assert!(truth.active_jobs > 0 && truth.released > 0, "the busiest worker has open and released jobs: {truth:?}");
+    let funds = Funds::read(&db, truth.worker);
+    assert!(
+        funds.withdrawn > U256::ZERO && funds.balance > U256::ZERO && funds.stake > U256::ZERO,
+        "the worker withdrew, earned since, and is staked: {funds:?}"
+    );
+    // The data directory: the worker's key archived (its address still staked), a fresh set active.
+    let data = dir.path().join("data");
+    let archived = key_sets(&lcw, &net, truth.worker, &data);
 
-    let api = Api::start(&lcw, &db, &profile.rpc_url, dir.path()).await;
+    let rpc = profile.rpc_url.as_str();
+    let data_flag = data.to_str().unwrap();
+    let api = Api::start_with(&lcw, &db, &["--head-rpc", rpc, "--data-dir", data_flag], dir.path()).await;
     let served = reqwest::get(format!("{}/", api.origin)).await.unwrap().text().await.unwrap();
     assert!(
         served == DASHBOARD,
@@ -131,11 +148,42 @@ async fn dashboard_draws_every_chart_from_the_store_in_headless_chromium() {
         Some(truth.last_releasable),
         "the countdown ends when the worker's last job becomes releasable"
     );
+    assert_funds(dom, &funds, &net).await;
+    assert_key_sets(dom, &archived);
+    assert_served_models(dom, &funds.models);
     let kind = text_after(dom, "data-field=\"next-kind\"").unwrap_or_default();
     assert!(
         ["NOT_REGISTERED", "WITHDRAW", "DRAIN", "RELEASE", "CLEAR_STUCK", "WAIT", "DEREGISTER"].contains(&kind),
         "the exit plan names its next step, shows {kind:?}"
     );
+
+    // The example asks the API the same.
+    let example = &lcw_tests::query_examples()["operator_funds"];
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/graphql", api.origin))
+        .json(&serde_json::json!({ "query": example, "variables": { "worker": truth.worker.to_string() } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer.get("errors").is_none(), "operator_funds: {answer}");
+    let w = &answer["data"]["worker"];
+    assert_eq!(
+        w["balance"].as_str(),
+        Some(funds.balance.to_string().as_str()),
+        "operator_funds: released, not withdrawn"
+    );
+    assert!(w["wallet"]["balance"].is_string() && w["wallet"]["runwayJobs"].is_u64(), "operator_funds: wallet {w}");
+    let flagged: Vec<&str> = answer["data"]["keySets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["stillStaked"] == serde_json::json!(true))
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert_eq!(flagged, [archived.as_str()], "operator_funds: the archived set still holding stake");
 
     // Over the network: nothing but this origin, and the head subscription was used.
     let requests = page_requests(&page.netlog, "127.0.0.1");
@@ -347,6 +395,143 @@ fn traffic(seed: u64) -> SimulateOptions {
     }
 }
 
+/// Every simulated worker withdraws what it has earned so far.
+async fn withdraw_all(net: &TestNet) {
+    let registry = net.profile().contracts.job_registry;
+    for i in 0..3 {
+        let signer = net.signer(Role::Worker, i);
+        let me = signer.address();
+        let jr = JobRegistry::new(registry, net.wallet(signer));
+        if jr.workerBalance(me).call().await.unwrap() > U256::ZERO {
+            jr.withdraw().send().await.unwrap().get_receipt().await.unwrap();
+        }
+    }
+}
+
+/// With the real binary: the key of `worker` imported and archived, then a fresh set made
+/// active. Returns the archived set's name.
+fn key_sets(lcw: &Path, net: &TestNet, worker: Address, data: &Path) -> String {
+    let signer = (0..3).map(|i| net.signer(Role::Worker, i)).find(|s| s.address() == worker).expect("a dev worker key");
+    let key = alloy::hex::encode(signer.to_bytes());
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = lcw_tests::binary::lcw(lcw)
+            .args(args)
+            .arg("--data-dir")
+            .arg(data)
+            .env("LCW_PASSWORD", "dashboard test password")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lcw {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["keygen"], &[("LCW_IMPORT_KEY", &key)]);
+    let archived: serde_json::Value =
+        serde_json::from_str(&run(&["keys", "archive", "--reason", "moved to a new machine", "--json"], &[])).unwrap();
+    run(&["keygen"], &[]);
+    archived["name"].as_str().expect("the archive's name").to_owned()
+}
+
+/// The selected worker's money, from the store.
+#[derive(Debug)]
+struct Funds {
+    worker: Address,
+    earned: U256,
+    balance: U256,
+    withdrawn: U256,
+    stake: U256,
+    /// Its models' ids, 0x hex.
+    models: Vec<String>,
+}
+
+impl Funds {
+    fn read(db: &Path, worker: Address) -> Funds {
+        let store = Store::open_readonly(db).unwrap();
+        let c = store.conn();
+        let wei = |s: String| s.parse::<U256>().expect("wei as a decimal string");
+        let (earned, balance, withdrawn, stake) = c
+            .query_row(
+                "SELECT earned_wei, balance_wei, withdrawn_wei, stake_wei FROM workers WHERE address = ?1",
+                [worker.as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        let mut q = c.prepare("SELECT model_id FROM worker_models WHERE worker = ?1 ORDER BY model_id").unwrap();
+        let models = q
+            .query_map([worker.as_slice()], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|m| format!("0x{}", alloy::hex::encode(m.unwrap())))
+            .collect();
+        Funds {
+            worker,
+            earned: wei(earned),
+            balance: wei(balance),
+            withdrawn: wei(withdrawn),
+            stake: wei(stake),
+            models,
+        }
+    }
+}
+
+/// The four figures, each under its plain label, equal to the store's (the wallet to the node's
+/// balance at the block the page names), and the runway the wallet pays for.
+async fn assert_funds(dom: &str, funds: &Funds, net: &TestNet) {
+    let shown = |field: &str| -> Option<U256> {
+        tag_with(dom, &format!("data-field=\"{field}\"")).and_then(|t| attr(t, "data-wei")).and_then(|w| w.parse().ok())
+    };
+    for (label, field, want) in [
+        ("earned, lifetime", "funds-earned", funds.earned),
+        ("released, not withdrawn", "funds-released", funds.balance),
+        ("staked", "funds-stake", funds.stake),
+    ] {
+        assert!(dom.contains(&format!("<small>{label}</small>")), "the page labels {label:?}");
+        assert_eq!(shown(field), Some(want), "{label} of {}, exact wei", funds.worker);
+    }
+    assert!(dom.contains("<small>in the wallet</small>"), "the page labels the wallet");
+    let wallet = shown("funds-wallet").expect("the wallet's balance is shown");
+    let block: u64 = tag_with(dom, "data-field=\"funds-wallet\"")
+        .and_then(|t| attr(t, "data-block"))
+        .and_then(|b| b.parse().ok())
+        .expect("the wallet names its block");
+    let at_block = alloy::providers::Provider::get_balance(&net.provider(), funds.worker).number(block).await.unwrap();
+    assert_eq!(wallet, at_block, "the wallet is the node's balance at block {block}");
+    let cost: U256 = tag_with(dom, "data-field=\"runway\"")
+        .and_then(|t| attr(t, "data-job-cost"))
+        .and_then(|c| c.parse().ok())
+        .expect("the runway names a job's cost");
+    let runway = number(dom, "data-field=\"runway\"");
+    assert!(cost > U256::ZERO && runway > 0, "a job costs gas and the wallet pays for some: {cost} wei, {runway} jobs");
+    assert_eq!(U256::from(runway as u64), wallet / cost, "the runway is whole jobs of the wallet");
+}
+
+/// The archived set whose address is staked is flagged with its recover command; the fresh
+/// active set is not.
+fn assert_key_sets(dom: &str, archived: &str) {
+    let row = tag_with(dom, &format!("data-keyset=\"{archived}\"")).expect("the archived key set is listed");
+    assert_eq!(attr(row, "data-still-staked"), Some("true"), "the archived set still holds stake: {row}");
+    assert!(dom.contains(&format!("lcw keys recover {archived}")), "the page says how to recover it");
+    let active = tag_with(dom, "data-keyset=\"keys\"").expect("the active key set is listed");
+    assert_eq!(attr(active, "data-still-staked"), Some("false"), "the fresh active set holds nothing: {active}");
+}
+
+/// The worker's models as the store has them, each with its footprint (unknown: no LLM server
+/// beside this API).
+fn assert_served_models(dom: &str, models: &[String]) {
+    assert!(!models.is_empty(), "the worker serves models");
+    let table = between(dom, "<div class=\"scroll\" id=\"served\">", "</table>").expect("the served models' table");
+    let rows: Vec<&str> = table.split("<tr data-model=\"").skip(1).collect();
+    let mut shown: Vec<&str> = rows.iter().map(|r| &r[..r.find('"').unwrap()]).collect();
+    shown.sort();
+    assert_eq!(shown, models, "the served models are the store's");
+    for row in rows {
+        let cell = between(row, "data-field=\"footprint\">", "</td>").expect("a footprint cell");
+        assert!(
+            cell.ends_with(">unknown</span>"),
+            "no LLM server beside this API: the footprint is unknown, shows {cell}"
+        );
+    }
+}
+
 /// What the page must show, read from the store.
 #[derive(Debug)]
 struct Truth {
@@ -441,10 +626,6 @@ struct Api {
 }
 
 impl Api {
-    async fn start(lcw: &Path, db: &Path, rpc: &str, dir: &Path) -> Api {
-        Api::start_with(lcw, db, &["--head-rpc", rpc], dir).await
-    }
-
     /// `lcw serve` with extra flags.
     async fn start_with(lcw: &Path, db: &Path, flags: &[&str], dir: &Path) -> Api {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
