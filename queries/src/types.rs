@@ -504,6 +504,7 @@ impl Worker {
     /// The worker's wallet (the gas money, apart from stake and earnings) at the store's cursor
     /// block, and the jobs its balance pays the gas of. Read from the node by `lcw run` and by
     /// `lcw serve --head-rpc`; otherwise unknown, with `unavailable` saying so.
+    #[graphql(complexity = 100)]
     async fn wallet(&self, ctx: &Context<'_>) -> Result<crate::wallet::Wallet> {
         crate::wallet::of(ctx, self.address.0).await
     }
