@@ -287,7 +287,9 @@ impl Llm {
     /// On a llama-server in router mode: loads `model` if it is listed and not loaded, and waits
     /// (within the request timeout) until it is.
     async fn router_load(&self, model: &str) -> LlmResult<()> {
-        let Some(statuses) = self.loaded().await? else { return Ok(()) };
+        // A server whose listing fails or says nothing of loading is not a router: the completion
+        // that follows loads the model, or says what is wrong.
+        let Ok(Some(statuses)) = self.loaded().await else { return Ok(()) };
         if statuses.iter().any(|(id, loaded)| id == model && *loaded) || !statuses.iter().any(|(id, _)| id == model) {
             return Ok(());
         }

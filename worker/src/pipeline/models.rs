@@ -90,8 +90,11 @@ impl Models {
             match wr.getWorkerModels(me).call().await {
                 Ok(ids) => Some(ids.into_iter().collect::<BTreeSet<B256>>()),
                 Err(e) => {
-                    tracing::warn!(error = %lcw_schema::profile::redact_urls(&e.to_string()), "getWorkerModels failed; the store's models stand in");
-                    Some(stored.into_iter().collect())
+                    let error = lcw_schema::profile::redact_urls(&e.to_string());
+                    tracing::warn!(%error, "getWorkerModels failed; the store's models stand in");
+                    // A store still empty (catching up) says nothing: the flag stands in until
+                    // it has reached the first head.
+                    (!stored.is_empty()).then(|| stored.into_iter().collect())
                 }
             }
         };
@@ -211,6 +214,19 @@ impl Models {
         }
     }
 
+    /// The name of `id` as `--models`, the server's list or the warm set give it, else the id.
+    fn name_of(&self, id: &B256) -> String {
+        let listed = self.listed.iter().flatten();
+        let warm = self.warm.values().map(|s| &s.name);
+        self.flag
+            .iter()
+            .chain(listed)
+            .chain(warm)
+            .find(|n| ModelId::from_name(n).0 == *id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
     /// What a job of `model` needs, while the model is warm (also after it was removed, until its
     /// jobs are done).
     pub(super) fn served(&self, model: &B256) -> Option<&Served> {
@@ -245,11 +261,18 @@ impl Models {
                 let now: BTreeSet<B256> = WorkerModelRow::of_worker(w.conn, &w.me)?.into_iter().collect();
                 if now != self.chain || !self.chain_known {
                     for id in now.difference(&self.chain) {
-                        tracing::info!(id = %id, block = cursor, "model added to this worker on chain");
+                        let model = self.name_of(id);
+                        tracing::info!(model = %model, id = %id, block = cursor, "model added to this worker on chain");
                     }
                     for id in self.chain.difference(&now) {
-                        let open = w.busy.contains(id);
-                        tracing::info!(id = %id, block = cursor, jobs_open = open, "model removed from this worker on chain");
+                        let (model, open) = (self.name_of(id), w.busy.contains(id));
+                        tracing::info!(
+                            model = %model,
+                            id = %id,
+                            block = cursor,
+                            jobs_open = open,
+                            "model removed from this worker on chain"
+                        );
                     }
                     self.chain = now;
                     self.chain_known = true;
@@ -302,7 +325,7 @@ impl Models {
                         tracing::debug!(model = %name, "the LLM server has no way to unload a model; nothing to unload")
                     }
                     Ok(Unloaded::NotLoaded(answer)) => {
-                        tracing::debug!(model = %name, answer = %answer, "the LLM server does not hold the model; nothing to unload")
+                        tracing::debug!(model = %name, %answer, "the LLM server does not hold it; nothing to unload")
                     }
                     Err(e) => {
                         tracing::warn!(model = %name, error = %e, "unloading the model failed; it is forgotten here")
@@ -336,7 +359,8 @@ impl Models {
                     self.warm.insert(ModelId::from_name(&name).0, served);
                 }
                 Err(e) => {
-                    tracing::warn!(model = %name, error = %e, "warming the model failed; its jobs are not acked, it is tried again");
+                    let (model, error) = (name, e);
+                    tracing::warn!(%model, %error, "warming the model failed; its jobs wait, it is tried again");
                 }
             }
         }
@@ -369,4 +393,76 @@ async fn warm_up(config: &WorkConfig, chain: &Chain, rules: &ChainRules, name: &
     config.llm.check_models(&[name.to_owned()]).await.map_err(WarmError::Llm)?;
     config.llm.warm(name).await.map_err(WarmError::Llm)?;
     rules::served_model(config, chain, rules, name).await.map_err(WarmError::Chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::LlmConfig;
+
+    fn served(name: &str) -> Served {
+        Served { name: name.into(), llm: Llm::new(LlmConfig::default()).unwrap(), protects: 0 }
+    }
+
+    fn rules() -> ChainRules {
+        ChainRules {
+            completion_timeout: 60,
+            manager: Address::ZERO,
+            sortition: false,
+            completion_slash: 0,
+            worker_fee_bps: 0,
+        }
+    }
+
+    /// A set with `chain` added on chain (and in `--models`), `listed` on the server and `warm`
+    /// warm.
+    fn models(chain: &[&str], listed: &[&str], warm: &[&str]) -> Models {
+        let mut m = Models {
+            flag: chain.iter().map(|n| (*n).to_owned()).collect(),
+            api: Api::OpenAi,
+            chain: chain.iter().map(|n| ModelId::from_name(n).0).collect(),
+            read_at: None,
+            chain_known: true,
+            listed: Some(listed.iter().map(|n| (*n).to_owned()).collect()),
+            warm: warm.iter().map(|n| (ModelId::from_name(n).0, served(n))).collect(),
+            plan: Plan::default(),
+            task: None,
+            next_sync: Instant::now(),
+            retry_at: Instant::now(),
+            told: BTreeSet::new(),
+            rules: rules(),
+        };
+        m.replan(&BTreeSet::new());
+        m
+    }
+
+    fn id(name: &str) -> Option<B256> {
+        Some(ModelId::from_name(name).0)
+    }
+
+    #[test]
+    fn only_a_warm_model_on_chain_is_acked_and_one_being_warmed_waits() {
+        let m = models(&["a", "b"], &["a", "b"], &["a"]);
+        assert_eq!(m.verdict(id("a")), Verdict::Serve);
+        assert!(matches!(m.verdict(id("b")), Verdict::Wait(why) if why.contains("being loaded")));
+        assert_eq!(m.names(), vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn a_removed_model_is_refused_for_good_but_its_open_jobs_keep_their_client() {
+        let m = models(&["a"], &["a", "b"], &["a", "b"]);
+        assert!(
+            matches!(m.verdict(id("b")), Verdict::Refuse(why) if why.contains("removed from this worker on chain"))
+        );
+        assert!(m.served(&ModelId::from_name("b").0).is_some(), "acked jobs of it still run");
+        assert!(matches!(m.verdict(id("c")), Verdict::Refuse(why) if why.contains("not served here")));
+        assert!(matches!(m.verdict(None), Verdict::Refuse(_)));
+    }
+
+    #[test]
+    fn a_model_the_server_does_not_list_waits_with_the_reason() {
+        let m = models(&["a"], &["other"], &[]);
+        assert!(matches!(m.verdict(id("a")), Verdict::Wait(why) if why.contains("does not serve its model a")));
+        assert!(m.report("no model can be served").contains("--alias a"));
+    }
 }
