@@ -273,8 +273,7 @@ pub fn plan(i: Inputs<'_>) -> Plan {
             out.serve.insert(*id, name.clone());
         } else {
             out.warm.push(name.clone());
-            out.waiting
-                .insert(*id, format!("its model {name} is being loaded on the LLM server; acked once it is warm"));
+            out.waiting.insert(*id, format!("its model {name} is being loaded on the LLM server"));
         }
     }
     for name in i.warm.iter().filter(|n| !target.contains(*n)) {
