@@ -212,6 +212,25 @@ async fn dashboard_draws_every_chart_from_the_store_in_headless_chromium() {
         truth.active_jobs,
         "the exit plan stays the selected worker's"
     );
+    drop(api);
+
+    // `lcw serve` without a node, over a data directory without keys: the store's figures as
+    // before, the wallet unknown with how to see it, and no key sets.
+    let empty = dir.path().join("empty-data");
+    let api = Api::start_with(&lcw, &db, &["--data-dir", empty.to_str().unwrap()], dir.path()).await;
+    let url = format!("{}/?worker={}", api.origin, truth.worker);
+    let screenshot = artifacts.join("dashboard-no-node.png");
+    let page = load_until_drawn(&chromium, &url, &screenshot, &dir.path().join("no-node")).await;
+    let dom = &page.dom;
+    let shown = tag_with(dom, "data-field=\"funds-stake\"").and_then(|t| attr(t, "data-wei")).map(str::to_owned);
+    assert_eq!(shown, Some(funds.stake.to_string()), "the stake is the store's without a node too");
+    assert_eq!(text_after(dom, "data-field=\"funds-wallet\""), Some("unknown"), "no node: the wallet is unknown");
+    assert!(dom.contains("lcw serve --head-rpc URL"), "the page says how to see the wallet");
+    let card = between(dom, "<div class=\"funds\" id=\"funds\">", "</section>").unwrap_or_default();
+    assert!(!card.contains("gas runway"), "no runway without a wallet: {card}");
+    let keys = between(dom, "<div class=\"scroll\" id=\"keysets\">", "</div>").unwrap_or_default();
+    assert!(keys.contains("no keys in the data directory"), "no key sets in an empty data directory: {keys}");
+    println!("dashboard screenshot (no node): {}", screenshot.display());
 
     drop(api);
     indexer.finish().await;
