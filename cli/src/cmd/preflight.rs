@@ -31,6 +31,7 @@ use crate::args::{DataArgs, KeyArgs, NetworkArgs, parse_address};
 use crate::cmd::register::{Registration, human, registration};
 use crate::cmd::work::{LlmArgs, SortitionArgs};
 
+mod fit;
 mod model_set;
 mod network;
 
@@ -203,6 +204,7 @@ pub(crate) async fn run(args: PreflightArgs, data: DataArgs) -> anyhow::Result<(
         }
     }
     llm_checks(&ctx, &args.llm, &mut checks).await;
+    checks.push(fit::fit_check(&ctx, &args.llm, &args.llm.fit).await);
     let llm = args.llm.llm().ok();
     let set_chain = chain.as_ref().filter(|_| contracts);
     match model_set::model_set_checks(&ctx, set_chain, reg.as_ref(), llm.as_ref()).await {

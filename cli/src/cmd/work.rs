@@ -33,6 +33,8 @@ pub(crate) struct LlmArgs {
     /// LLM request timeout in seconds (also clamped by each job's deadline).
     #[arg(long, env = "OLLAMA_TIMEOUT", default_value_t = 120)]
     pub llm_timeout: u64,
+    #[command(flatten)]
+    pub fit: crate::args::FitArgs,
 }
 
 impl LlmArgs {
@@ -239,15 +241,19 @@ pub(crate) async fn work_config(
             .context("prompt blobs come from a beacon node: pass --beacon-url (official worker: BEACON_API_URL)")?;
         BlobSource::beacon(provider.provider().clone(), url, Duration::from_secs(10))?
     };
-    let mut config = WorkConfig::new(
-        profile,
-        db,
-        signer,
-        Arc::new(secret),
-        llm.llm()?,
-        llm.models.iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect(),
-        blobs,
-    );
+    let client = llm.llm()?;
+    let models: Vec<String> = llm.models.iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+    // Every served model stays loaded: a set that cannot fit would swap, answer late and be
+    // slashed, so it stops the start. An LLM server that does not answer yet is the pipeline's
+    // to wait for and report, not a reason to stop here.
+    match lcw_worker::fit::check_at_start(&client, &models, llm.fit.memory_limit).await {
+        Ok(_) => {}
+        Err(e @ lcw_worker::fit::FitError::TooBig(_)) => {
+            return Err(anyhow::Error::new(e).context("the models (--models) do not fit in memory together"));
+        }
+        Err(e) => tracing::warn!(error = %e, "the memory fit of the models could not be checked"),
+    }
+    let mut config = WorkConfig::new(profile, db, signer, Arc::new(secret), client, models, blobs);
     config.poll_interval = Duration::from_millis(50);
     config.fee_cap = key.fees.cap();
     config.gateway = config.profile.gateway_url.clone().map(lcw_worker::gateway::GatewayConfig::new);

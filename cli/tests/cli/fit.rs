@@ -5,7 +5,7 @@
 //! to spare they say nothing about memory.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use alloy::providers::Provider;
 use lcw_contracts::deploy::ModelSpec;
@@ -124,6 +124,25 @@ async fn register_and_add_models_refuse_a_set_that_does_not_fit_and_send_nothing
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
     assert!(out.stderr.contains(&format!("{OTHER}: size unknown")), "{}", out.stderr);
     assert!(wr.workerSupportsModel(account.address, ModelId::from_name(OTHER).0).call().await.unwrap());
+
+    // The worker itself: a set that cannot fit stops `lcw work` before it serves anything.
+    let mut work = verb(data, "work", &llm, size / 2);
+    work.args(["--models", MODEL, "--no-index"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = work.spawn().expect("start lcw work");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while child.try_wait().expect("wait for lcw work").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lcw work started serving a model set that does not fit in the memory limit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("lcw work's output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("do not fit in memory together"), "{stderr}");
+    assert!(stderr.contains(&format!("{MODEL} {}", human_bytes(size))), "{stderr}");
+    assert!(stderr.contains(&format!("lcw remove-models --models {MODEL}")), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

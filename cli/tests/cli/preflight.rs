@@ -82,12 +82,12 @@ async fn set_up_worker_passes_and_a_dead_llm_and_missing_model_fail_with_fixes()
     assert_eq!(out.code, Some(0), "stdout: {}\nstderr: {}", out.stdout, out.stderr);
     let (model, llm_model) = (format!("model {MODEL}"), format!("llm {MODEL}"));
     let names = ["rpc", "contracts", "registration", "stake", "gas money", "encryption key", &model];
-    let rest = ["sortition", "claims", "llm server", &llm_model, "model set", "blobs", "gateway"];
+    let rest = ["sortition", "claims", "llm server", &llm_model, "model set", "memory", "blobs", "gateway"];
     for name in names.into_iter().chain(rest) {
         assert!(line(&out, name).starts_with("ok  "), "{name}:\n{}", out.stdout);
     }
     assert!(line(&out, "sortition").contains("off: sessions are assigned by the dispatcher"), "{}", out.stdout);
-    assert!(out.stdout.contains("all 14 checks ok"), "{}", out.stdout);
+    assert!(out.stdout.contains("all 15 checks ok"), "{}", out.stdout);
     assert!(!out.stdout.contains("FAIL") && !out.stdout.contains("WARN"), "{}", out.stdout);
 
     // The model removed and the LLM server gone: both fail, naming the URL and the fixes.
