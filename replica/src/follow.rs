@@ -65,7 +65,32 @@ pub enum Recopy {
         /// The store's newest entry.
         last: u64,
     },
+    /// The store holds more logs the replica lacks than the replica holds (it followed a long
+    /// backfill from far behind): copying it whole, indexes built after, is faster than
+    /// applying them one entry at a time.
+    Behind {
+        /// Logs above the replica's block.
+        missing: u64,
+        /// Logs in the replica (PostgreSQL's estimate).
+        held: u64,
+    },
 }
+
+impl Recopy {
+    /// Whether the copy may fill the tables without their indexes, locking readers out until
+    /// it commits ([`Replica::copy_snapshot`]): only when the replica holds no copy, or less
+    /// than it lacks.
+    fn bulk(&self) -> bool {
+        matches!(self, Recopy::Empty | Recopy::Behind { .. })
+    }
+}
+
+/// A catch-up that has at least this many logs to bring, and more than the replica holds,
+/// copies the store whole instead ([`Recopy::Behind`]).
+pub(crate) const BULK_MIN_LOGS: u64 = 100_000;
+/// Blocks behind from which the follower weighs a whole copy (the check costs a count in the
+/// store and a query to the replica, too much for every block).
+const BULK_MIN_BLOCKS: u64 = 32;
 
 impl std::fmt::Display for Recopy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,6 +109,10 @@ impl std::fmt::Display for Recopy {
             Recopy::Ahead { seq, last } => {
                 write!(f, "the replica stands at change {seq}, past the store's newest {last}: the store was made anew")
             }
+            Recopy::Behind { missing, held } => write!(
+                f,
+                "the store holds {missing} logs the replica lacks, more than the {held} it holds: a whole copy is faster"
+            ),
         }
     }
 }
@@ -138,7 +167,7 @@ impl Replica {
             Ok(BlockRow::get(&snapshot, c.block_number)?.map(|b| unix_now().saturating_sub(b.timestamp)))
         };
         let recopy = |replica: &mut Replica, why: Recopy, behind: u64| -> ReplicaResult<Applied> {
-            let report = replica.copy_snapshot(&snapshot, started)?;
+            let report = replica.copy_snapshot(&snapshot, started, why.bulk())?;
             Ok(Applied {
                 cursor: report.cursor,
                 seq: last,
@@ -169,6 +198,17 @@ impl Replica {
             let why = Recopy::Diverged { seq };
             tracing::warn!(seq, "copying the store anew: {why}");
             return recopy(self, why, behind);
+        }
+        if behind >= BULK_MIN_BLOCKS {
+            let missing = export::count_above(&snapshot, "logs", "block_number", mine.block_number.max(0) as u64)?;
+            if missing >= self.bulk_min_logs {
+                let held = self.estimated_rows("logs")?;
+                if missing > held {
+                    let why = Recopy::Behind { missing, held };
+                    tracing::info!(missing, held, "copying the store anew: {why}");
+                    return recopy(self, why, behind);
+                }
+            }
         }
         let entries = match read_entries(&snapshot, seq, self.max_entries)? {
             Ok(entries) => entries,

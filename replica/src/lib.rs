@@ -197,6 +197,8 @@ pub struct Replica {
     identity: Identity,
     /// Change-log entries one catch-up applies at most.
     max_entries: usize,
+    /// Logs a catch-up must bring, at least, to be made as a whole copy ([`Recopy::Behind`]).
+    bulk_min_logs: u64,
 }
 
 impl std::fmt::Debug for Replica {
@@ -223,10 +225,21 @@ impl Replica {
         config.keepalives(true).keepalives_idle(std::time::Duration::from_secs(30));
         let mut client =
             config.connect(postgres::NoTls).map_err(|source| ReplicaError::Connect { url: url.to_string(), source })?;
+        // The follower's staging tables are dropped `IF EXISTS`, and each drop of one that is
+        // not there would come back as a NOTICE, which the client logs at INFO.
+        client
+            .batch_execute("SET client_min_messages = warning")
+            .map_err(|source| ReplicaError::Connect { url: url.to_string(), source })?;
         embedded::migrations::runner()
             .run(&mut client)
             .map_err(|source| ReplicaError::Migration { url: url.to_string(), source })?;
-        let mut replica = Replica { client, url: url.clone(), identity: *store, max_entries: follow::MAX_ENTRIES };
+        let mut replica = Replica {
+            client,
+            url: url.clone(),
+            identity: *store,
+            max_entries: follow::MAX_ENTRIES,
+            bulk_min_logs: follow::BULK_MIN_LOGS,
+        };
         replica.check_identity()?;
         Ok(replica)
     }
@@ -247,6 +260,12 @@ impl Replica {
         self.max_entries = max.max(1);
     }
 
+    /// Sets how many logs, at least, a catch-up must bring (and more than the replica holds) to
+    /// be made as a whole copy instead (default 100,000).
+    pub fn set_bulk_min_logs(&mut self, logs: u64) {
+        self.bulk_min_logs = logs;
+    }
+
     /// The connection, for readers and tests.
     pub fn client(&mut self) -> &mut postgres::Client {
         &mut self.client
@@ -256,6 +275,21 @@ impl Replica {
     /// sequence number it has applied, or None before the first copy.
     pub fn cursor(&mut self) -> ReplicaResult<Option<ReplicaCursor>> {
         read_cursor(&mut self.client)
+    }
+
+    /// PostgreSQL's count of the rows in `table`, without reading them: the larger of the
+    /// planner's estimate (as of the last ANALYZE) and the live rows the statistics collector
+    /// has counted since; 0 when it knows neither.
+    pub(crate) fn estimated_rows(&mut self, table: &str) -> ReplicaResult<u64> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT GREATEST(c.reltuples::float8, COALESCE(s.n_live_tup, 0)::float8, 0) FROM pg_class c \
+                 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = to_regclass($1)",
+                &[&table],
+            )
+            .map_err(pg(format!("estimating the rows of {table}")))?;
+        Ok(row.get::<_, f64>(0) as u64)
     }
 
     fn check_identity(&mut self) -> ReplicaResult<()> {

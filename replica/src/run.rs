@@ -70,11 +70,15 @@ struct Flags {
 }
 
 /// While the indexer beside it backfills, the follower is busy at most one part in this many of
-/// the time: after a catch-up that took `t`, it rests `(GIVE_WAY - 1) × t`. A backfill is the one
-/// time the indexer can use the whole machine, and a replica a few seconds behind costs nobody
-/// anything, while every CPU second the follower and PostgreSQL take is a second of backfill
-/// (`make bench-replica`). When the backfill ends, the follower catches up at full speed.
+/// the time: after a catch-up that took `t`, it rests `(GIVE_WAY - 1) × t`, and at least
+/// [`BACKFILL_PAUSE`]. A backfill is the one time the indexer can use the whole machine, and
+/// every CPU second the follower and PostgreSQL take is a second of backfill (on two cores a
+/// follower that kept pace made a backfill of a million events three times slower: `make
+/// bench-replica`). When the backfill ends, the follower catches up at once, and a replica left
+/// holding less than it lacks is copied whole, the fast way ([`crate::Recopy::Behind`]).
 const GIVE_WAY: u32 = 5;
+/// The shortest rest between catch-ups while the indexer backfills.
+const BACKFILL_PAUSE: Duration = Duration::from_secs(30);
 
 impl Signal {
     /// The store committed: look now rather than at the next poll. Never blocks for longer than
@@ -183,8 +187,16 @@ impl Follower {
         let mut first = true;
         let mut pause = self.config.poll;
         let mut outage: Option<(Instant, u64)> = None;
+        let mut rest_until: Option<Instant> = None;
         loop {
             if self.signal.stopped() {
+                return Ok(());
+            }
+            // While the indexer backfills, wait out the rest after the last catch-up; it ends
+            // early when the backfill does (or on a stop or a finish).
+            if let Some(until) = rest_until.take()
+                && self.signal.give_way(until.saturating_duration_since(Instant::now()))
+            {
                 return Ok(());
             }
             let finishing = self.config.once || self.signal.finishing();
@@ -202,8 +214,8 @@ impl Follower {
                     }
                     pause = self.config.poll;
                     self.refresh(&store);
-                    if applied.changed() && self.signal.give_way(started.elapsed() * (GIVE_WAY - 1)) {
-                        return Ok(());
+                    if applied.changed() {
+                        rest_until = Some(Instant::now() + (started.elapsed() * (GIVE_WAY - 1)).max(BACKFILL_PAUSE));
                     }
                     if applied.partial {
                         continue;

@@ -313,3 +313,90 @@ fn a_catch_up_cut_short_stands_at_its_last_entry_and_the_next_goes_on() {
     assert_eq!(replica.cursor().unwrap().unwrap().block_number, 5);
     assert!(verify(&store, &mut replica).unwrap().ok());
 }
+
+/// Commits block `number` with `logs` raw logs (and its block row, cursor and change entry).
+fn commit_logs(store: &mut Store, number: u64, logs: u64) {
+    use lcw_schema::store::changes::{self, ChangeKind, KeySet};
+    use lcw_schema::store::raw::{BlockRow, RawLog};
+    let tx = store.begin().unwrap();
+    let hash = B256::repeat_byte(number as u8);
+    let timestamp = 1_700_000_000 + number;
+    BlockRow { number, hash, parent_hash: None, timestamp, log_count: logs }.put(&tx).unwrap();
+    for log_index in 0..logs {
+        RawLog {
+            block_number: number,
+            log_index,
+            block_hash: hash,
+            block_timestamp: timestamp,
+            tx_hash: B256::with_last_byte(log_index as u8),
+            tx_index: log_index,
+            address: Address::repeat_byte(0xa2),
+            topics: vec![B256::repeat_byte(1)],
+            data: Default::default(),
+            event: (log_index % 2 == 0).then(|| "JobSubmitted".to_owned()),
+            decode_error: None,
+            job_id: Some(number * 10 + log_index),
+        }
+        .insert(&tx)
+        .unwrap();
+    }
+    Cursor { block_number: number, block_hash: hash, finalized_number: 0 }.set(&tx).unwrap();
+    changes::record(&tx, ChangeKind::Apply, Some(number - 1), number, &hash, &KeySet::default()).unwrap();
+    tx.commit().unwrap();
+}
+
+/// Every index of the replica's schema, as PostgreSQL would create it.
+fn index_definitions(replica: &mut Replica) -> Vec<String> {
+    let rows = replica
+        .client()
+        .query("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY indexname", &[])
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+fn a_replica_holding_less_than_it_lacks_is_copied_whole_and_its_indexes_built_again() {
+    use crate::Recopy;
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(dir.path(), 31337);
+    let mut replica = connect(&pg.url(), &identity(31337)).unwrap();
+    replica.set_bulk_min_logs(30);
+    let indexes = index_definitions(&mut replica);
+    assert!(indexes.iter().any(|d| d.contains("logs_by_job")), "{indexes:?}");
+    replica.follow_once(&store).unwrap();
+
+    // 40 blocks of 3 logs: 120 the replica lacks, none it holds.
+    for n in 7..=46 {
+        commit_logs(&mut store, n, 3);
+    }
+    let applied = replica.follow_once(&store).unwrap();
+    match &applied.recopied {
+        Some((why @ Recopy::Behind { missing: 120, held: 0 }, report)) => {
+            assert!(why.to_string().contains("120 logs the replica lacks"), "{why}");
+            assert_eq!(report.tables.iter().find(|(t, _)| *t == "logs").map(|(_, n)| *n), Some(120));
+        }
+        other => panic!("expected a whole copy of a replica far behind, got {other:?}"),
+    }
+    assert!(verify(&store, &mut replica).unwrap().ok());
+    assert_eq!(index_definitions(&mut replica), indexes, "every index is built again as it was");
+    // The rebuilt index serves a job's logs (a table this small would be scanned otherwise).
+    replica.client().batch_execute("SET enable_seqscan = off").unwrap();
+    let plan: Vec<String> = replica
+        .client()
+        .query("EXPLAIN SELECT * FROM logs WHERE job_id = 70 ORDER BY block_number, log_index", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains("logs_by_job")), "{plan:?}");
+    replica.client().batch_execute("RESET enable_seqscan").unwrap();
+
+    // 40 more blocks of one log: fewer than the replica holds, applied entry by entry.
+    for n in 47..=86 {
+        commit_logs(&mut store, n, 1);
+    }
+    let applied = replica.follow_once(&store).unwrap();
+    assert!(applied.recopied.is_none() && applied.entries == 40, "{applied:?}");
+    assert!(verify(&store, &mut replica).unwrap().ok());
+}

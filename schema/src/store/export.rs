@@ -54,6 +54,14 @@ pub fn scan_above<E: From<StoreError>>(
     each(conn, &sql, Some(above as i64), f)
 }
 
+/// How many rows of `table` have their `block` column above `above`: what [`scan_above`] would
+/// visit, counted through the same index without reading the rows.
+pub fn count_above(conn: &Connection, table: &str, block: &str, above: u64) -> StoreResult<u64> {
+    let sql = format!("SELECT count(*) FROM {} WHERE {} > ?1", quoted(&[table])?, quoted(&[block])?);
+    let n: i64 = conn.prepare_cached(&sql)?.query_row([above.min(i64::MAX as u64) as i64], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
 fn each<E: From<StoreError>>(
     conn: &Connection,
     sql: &str,
