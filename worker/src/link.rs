@@ -1,15 +1,15 @@
 //! The worker-gateway link of a running worker: sign-in, heartbeats that follow the pipeline
-//! (jobs in progress, slots, models, capabilities, LLM status, uptime), and the drained flag
-//! mirrored to the gateway when the operator changes it.
+//! (jobs in progress, slots, the models served now, capabilities, LLM status, uptime), and the
+//! drained flag mirrored to the gateway when the operator changes it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lcw_schema::store::obligations;
-use lcw_schema::types::ModelId;
 use tokio::sync::watch;
 
 use crate::gateway::{Gateway, GatewayConfig, Heartbeat};
+use crate::models::LiveModels;
 use crate::pipeline::{WorkConfig, WorkerError};
 
 /// The worker-gateway link of a running worker: the client, the heartbeat it reports (updated
@@ -18,6 +18,8 @@ pub(crate) struct Link {
     pub(crate) gateway: Gateway,
     heartbeat: Arc<std::sync::Mutex<Heartbeat>>,
     llm_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The models served now, as the model-set follower keeps them.
+    live: LiveModels,
     drained: std::sync::Mutex<Option<bool>>,
     started: Instant,
 }
@@ -33,7 +35,7 @@ impl Link {
             .map_err(|e| WorkerError::config(format_args!("the worker gateway: {e}")))?;
         let heartbeat = Arc::new(std::sync::Mutex::new(Heartbeat {
             max_jobs: work.concurrency.max(1) as u32,
-            models: work.models.iter().map(|m| ModelId::from_name(m).0).collect(),
+            models: work.live_models.ids(),
             llm_ready: true,
             ..Heartbeat::default()
         }));
@@ -49,20 +51,15 @@ impl Link {
                 }
             }
         });
-        let state = heartbeat.clone();
-        let ready = llm_ready.clone();
+        let (state, ready, live) = (heartbeat.clone(), llm_ready.clone(), work.live_models.clone());
         let started = Instant::now();
         tokio::spawn(crate::gateway::run(
             gateway.clone(),
-            move || {
-                let mut hb = state.lock().map(|h| h.clone()).unwrap_or_default();
-                hb.llm_ready = ready.load(std::sync::atomic::Ordering::Relaxed);
-                hb.uptime_secs = started.elapsed().as_secs();
-                hb
-            },
+            move || beat(&state, &ready, &live, started),
             shutdown.clone(),
         ));
-        Ok(Link { gateway, heartbeat, llm_ready, drained: std::sync::Mutex::new(None), started })
+        let live = work.live_models.clone();
+        Ok(Link { gateway, heartbeat, llm_ready, live, drained: std::sync::Mutex::new(None), started })
     }
 
     /// The heartbeat's view of this head; the drained flag mirrored to the gateway when it changed.
@@ -73,6 +70,7 @@ impl Link {
             hb.active_jobs = in_progress as u32;
             hb.llm_ready = self.llm_ready.load(std::sync::atomic::Ordering::Relaxed);
             hb.uptime_secs = self.started.elapsed().as_secs();
+            hb.models = self.live.ids();
             if let Some(mask) = capabilities {
                 hb.capabilities =
                     names.into_iter().filter(|(bit, _)| mask.bit(usize::from(*bit))).map(|(_, n)| n).collect();
@@ -93,5 +91,46 @@ impl Link {
                 }
             });
         }
+    }
+}
+
+/// The heartbeat to send now: the pipeline's last view, with the LLM status, the uptime and the
+/// models served at this moment (a model added or removed on chain shows at the next beat).
+fn beat(
+    state: &std::sync::Mutex<Heartbeat>,
+    ready: &std::sync::atomic::AtomicBool,
+    live: &LiveModels,
+    started: Instant,
+) -> Heartbeat {
+    let mut hb = state.lock().map(|h| h.clone()).unwrap_or_default();
+    hb.llm_ready = ready.load(std::sync::atomic::Ordering::Relaxed);
+    hb.uptime_secs = started.elapsed().as_secs();
+    hb.models = live.ids();
+    hb
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicBool;
+
+    use alloy::primitives::B256;
+    use lcw_schema::types::ModelId;
+
+    use super::*;
+
+    #[test]
+    fn each_beat_names_the_models_served_at_that_moment() {
+        let state = std::sync::Mutex::new(Heartbeat { max_jobs: 2, models: vec![B256::ZERO], ..Heartbeat::default() });
+        let (ready, live) = (AtomicBool::new(true), LiveModels::default());
+        let id = |n: &str| ModelId::from_name(n).0;
+        live.set(&BTreeMap::from([(id("a"), "a".to_owned())]));
+        let first = beat(&state, &ready, &live, Instant::now());
+        assert_eq!((first.models, first.max_jobs, first.llm_ready), (vec![id("a")], 2, true));
+        // "b" added on chain and warmed, "a" removed: the next beat says so, without a restart.
+        live.set(&BTreeMap::from([(id("b"), "b".to_owned())]));
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        let next = beat(&state, &ready, &live, Instant::now());
+        assert_eq!((next.models, next.llm_ready), (vec![id("b")], false));
     }
 }

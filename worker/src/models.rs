@@ -20,11 +20,39 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 use alloy::primitives::B256;
 use lcw_schema::types::ModelId;
 
 use crate::llm::Api;
+
+/// The models a running worker serves now (acked: on chain, listed and warm), by id with their
+/// names, as its model-set follower last planned them. Cloned handles share one set; reading it
+/// is cheap (the gateway heartbeat, the API's footprints). Empty before the worker has started.
+#[derive(Debug, Clone, Default)]
+pub struct LiveModels(Arc<RwLock<BTreeMap<B256, String>>>);
+
+impl LiveModels {
+    /// The ids served now.
+    pub fn ids(&self) -> Vec<B256> {
+        self.0.read().map(|m| m.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// The names served now.
+    pub fn names(&self) -> Vec<String> {
+        self.0.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Replaces the set (the follower, after each plan).
+    pub(crate) fn set(&self, served: &BTreeMap<B256, String>) {
+        if let Ok(mut m) = self.0.write()
+            && *m != *served
+        {
+            m.clone_from(served);
+        }
+    }
+}
 
 /// What the model set is decided from.
 #[derive(Debug, Clone, Copy)]

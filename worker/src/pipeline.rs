@@ -125,6 +125,8 @@ pub struct WorkConfig {
     pub gateway: Option<GatewayConfig>,
     /// What the run counts, for the process's `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The models served now, kept by the running worker (clone it before [`run`] to follow it).
+    pub live_models: crate::models::LiveModels,
 }
 
 impl WorkConfig {
@@ -159,6 +161,7 @@ impl WorkConfig {
             session_manager: None,
             gateway: None,
             metrics: Arc::default(),
+            live_models: crate::models::LiveModels::default(),
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::llm::{LlmError, Unloaded};
-use crate::models::{self as set, Inputs, Plan};
+use crate::models::{self as set, Inputs, LiveModels, Plan};
 
 /// How often the LLM server's list is read again (a model pulled or dropped there).
 pub(super) const RELIST_EVERY: Duration = Duration::from_secs(30);
@@ -69,6 +69,8 @@ pub(super) struct Models {
     retry_at: Instant,
     told: BTreeSet<String>,
     rules: ChainRules,
+    /// The served set shared with the process (`WorkConfig::live_models`), set at every plan.
+    live: LiveModels,
 }
 
 impl Models {
@@ -120,6 +122,7 @@ impl Models {
             retry_at: Instant::now(),
             told: BTreeSet::new(),
             rules,
+            live: config.live_models.clone(),
         };
         m.replan(&BTreeSet::new());
         if m.listed.is_some() && m.plan.nothing_to_serve() && deregistered.is_none() {
@@ -196,6 +199,7 @@ impl Models {
             tracing::info!(model = %name, id = %id, reason = %why, "model no longer served: no new job of it is acked");
         }
         self.plan = plan;
+        self.live.set(&self.plan.serve);
         self.tell_mismatches();
     }
 
@@ -431,6 +435,7 @@ mod tests {
             retry_at: Instant::now(),
             told: BTreeSet::new(),
             rules: rules(),
+            live: LiveModels::default(),
         };
         m.replan(&BTreeSet::new());
         m
@@ -464,5 +469,18 @@ mod tests {
         let m = models(&["a"], &["other"], &[]);
         assert!(matches!(m.verdict(id("a")), Verdict::Wait(why) if why.contains("does not serve its model a")));
         assert!(m.report("no model can be served").contains("--alias a"));
+    }
+
+    #[test]
+    fn the_shared_served_set_follows_every_plan() {
+        let mut m = models(&["a", "b"], &["a", "b"], &["a"]);
+        let shared = m.live.clone();
+        assert_eq!(shared.names(), vec!["a".to_owned()], "b is still being warmed");
+        m.warm.insert(ModelId::from_name("b").0, served("b"));
+        m.replan(&BTreeSet::new());
+        assert_eq!(shared.ids().len(), 2, "b warm: both served");
+        m.chain.remove(&ModelId::from_name("a").0);
+        m.replan(&BTreeSet::new());
+        assert_eq!(shared.ids(), vec![ModelId::from_name("b").0], "a removed on chain");
     }
 }
