@@ -13,6 +13,8 @@ use lcw_settler::settle::{Mode, SettleConfig};
 
 use crate::args::{DataArgs, KeyArgs, NetworkArgs, SecretUrl, StoreArgs, parse_address};
 
+mod footprints;
+
 /// API flags shared by `serve` and `run`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ApiArgs {
@@ -457,6 +459,11 @@ pub(crate) async fn run(args: RunArgs, data: DataArgs) -> anyhow::Result<()> {
             );
             status.fail(failure, lcw_schema::store::unix_now());
         });
+    }
+    if let (Some(api), Some(w)) = (api_config.as_mut(), work.as_ref()) {
+        // The footprints of the models this worker serves, measured on its LLM server.
+        let source = footprints::start(w.llm.clone(), w.models.clone(), w.live_models.clone(), stop.clone());
+        api.operator = api.operator.clone().with_footprints(source);
     }
     if let Some(api) = api_config {
         println!("GraphQL on http://{0}/graphql, dashboard on http://{0}/", api.listen);

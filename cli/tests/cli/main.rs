@@ -18,6 +18,7 @@ mod devnet;
 mod environment;
 mod exit;
 mod fit;
+mod footprint;
 mod help;
 mod index_crash;
 mod keys;
