@@ -306,8 +306,7 @@ impl Query {
         db(ctx)?
             .read(move |conn| {
                 let Some(row) = JobRow::get(conn, id)? else { return Ok(None) };
-                let params = obligations::params_if_known(conn)?;
-                let mut job = Job::build(conn, row, params.as_ref())?;
+                let mut job = Job::build_one(conn, row)?;
                 if with_timeline {
                     job.timeline = Some(lcw_schema::store::raw::RawLog::of_job(conn, id)?);
                 }

@@ -104,6 +104,17 @@ pub struct Job {
 /// When `row` can (or could) be released: completion plus the window in force at release (or
 /// now, for open jobs); resolution for not-guilty disputes; the default for unresolved ones.
 pub fn releasable_at(conn: &dyn Sql, row: &JobRow, params: Option<&Params>) -> Result<Option<u64>, ReadError> {
+    releasable_at_with(conn, row, || Ok(params.copied()))
+}
+
+/// As [`releasable_at`], with the governance parameters read by `params` only when the answer
+/// needs them: a released job's window is the one in force at its release, so one job's view
+/// (the API's `job(id)`, one trip to the store per read on PostgreSQL) skips that read.
+pub fn releasable_at_with(
+    conn: &dyn Sql,
+    row: &JobRow,
+    params: impl FnOnce() -> Result<Option<Params>, ReadError>,
+) -> Result<Option<u64>, ReadError> {
     let state = row.job_state()?;
     if state == StoreState::Released {
         if row.disputed_at.is_some() {
@@ -114,9 +125,14 @@ pub fn releasable_at(conn: &dyn Sql, row: &JobRow, params: Option<&Params>) -> R
             Some(b) => config_u64_as_of(conn, "disputeWindow", b)?,
             None => None,
         };
-        return Ok(window.or(params.map(|p| p.dispute_window)).map(|w| completed.saturating_add(w)));
+        let window = match window {
+            Some(w) => Some(w),
+            None => params()?.map(|p| p.dispute_window),
+        };
+        return Ok(window.map(|w| completed.saturating_add(w)));
     }
-    let Some(params) = params else { return Ok(None) };
+    let Some(params) = params()? else { return Ok(None) };
+    let params = &params;
     let open = OpenJob {
         job_id: row.job_id,
         worker: row.worker,
@@ -140,6 +156,15 @@ impl Job {
     pub fn build(conn: &dyn Sql, row: JobRow, params: Option<&Params>) -> Result<Job, ReadError> {
         let state = row.job_state()?;
         let releasable_at = releasable_at(conn, &row, params)?;
+        Ok(Job { row, state, releasable_at, timeline: None })
+    }
+
+    /// Builds the API view of `row` alone, reading the governance parameters only if its
+    /// release time needs them.
+    pub fn build_one(conn: &dyn Sql, row: JobRow) -> Result<Job, ReadError> {
+        let state = row.job_state()?;
+        let releasable_at =
+            releasable_at_with(conn, &row, || Ok(lcw_schema::store::obligations::params_if_known(conn)?))?;
         Ok(Job { row, state, releasable_at, timeline: None })
     }
 }
