@@ -130,6 +130,15 @@ async fn ask_all(reference: &Api, others: &[&Api], head_ts: u64) -> usize {
         ask("exit_plan", &ex["exit_plan"], json!({ "worker": w })).await;
         ask("daily_earnings", &ex["daily_earnings"], json!({ "worker": w })).await;
         ask("slashes", &ex["slashes"], json!({ "worker": w })).await;
+        // Neither API has a node, a data directory or a worker beside it: the same nulls, with
+        // the same reasons, and the same money and models from the store.
+        let funds = ask("operator_funds", &ex["operator_funds"], json!({ "worker": w })).await;
+        let worker = &funds["data"]["worker"];
+        assert!(worker["address"].as_str().is_some_and(|a| a.eq_ignore_ascii_case(w)), "{funds}");
+        assert_eq!(funds["data"]["keySets"], Value::Null, "no data directory: {funds}");
+        assert!(worker["wallet"]["balance"].is_null() && worker["wallet"]["unavailable"].is_string(), "{funds}");
+        let models = worker["models"].as_array().expect("the worker's models");
+        assert!(!models.is_empty() && models.iter().all(|m| m["footprint"].is_null()), "no LLM server: {funds}");
         for states in [json!(null), json!(["TIMED_OUT"]), json!(["RELEASED", "COMPLETED"])] {
             let mut after: Option<String> = None;
             loop {
