@@ -141,6 +141,9 @@ pub async fn follow(
     let load = || reader.read(move |conn| Watched::load(conn, contracts));
     let result = async {
         let mut watched = load().await?;
+        // A backfill's commits said the indexer was behind: the first time it stands at the
+        // head, its watchers hear that it no longer is.
+        let mut behind_announced = true;
         loop {
             if stopping(&shutdown) {
                 return Ok(position);
@@ -158,6 +161,9 @@ pub async fn follow(
                 continue;
             }
             if position.number >= target {
+                if std::mem::take(&mut behind_announced) {
+                    writer.settled().await?;
+                }
                 if until_head {
                     return Ok(position);
                 }
@@ -185,8 +191,10 @@ pub async fn follow(
                         continue;
                     }
                 };
+                let behind = n < target;
+                behind_announced |= behind;
                 let (p, logs) =
-                    apply_block(&rpc, &mut watched, writer, header, finalized, options.max_block_bytes).await?;
+                    apply_block(&rpc, &mut watched, writer, header, finalized, behind, options.max_block_bytes).await?;
                 position = p;
                 stats.blocks.fetch_add(1, Ordering::Relaxed);
                 stats.logs.fetch_add(logs, Ordering::Relaxed);
@@ -206,6 +214,7 @@ async fn apply_block(
     writer: &Writer,
     header: Header,
     finalized: u64,
+    behind: bool,
     max_bytes: usize,
 ) -> IndexerResult<(Position, u64)> {
     let mut logs = crate::read::block(rpc, &header, watched.addresses_until(header.number), max_bytes).await?;
@@ -232,7 +241,7 @@ async fn apply_block(
         tx_values,
         facts,
     };
-    let committed = writer.block(segment, finalized).await?;
+    let committed = writer.block(segment, finalized, behind).await?;
     Ok((Position { number: header.number, hash: header.hash }, committed.logs))
 }
 

@@ -41,16 +41,18 @@ pub struct Committed {
     pub undecodable: u64,
     /// Events that could not be attributed to a known job or session.
     pub unattributed: u64,
-    /// The commit belongs to a backfill (blocks written in bulk, far from the head), which goes
-    /// on until a commit without it: a live block, or the notice sent when a backfill ends.
-    /// Whoever shares the machine with the indexer (the in-process replica follower) may give
-    /// way meanwhile.
+    /// The indexer is behind the head: the commit belongs to a backfill (blocks written in
+    /// bulk), or to a live block with more known blocks after it. It stays behind until a commit
+    /// without the flag, or the notice [`Writer::settled`] sends once it reaches the head.
+    /// Whoever shares the machine with the indexer (the in-process replica follower) may give way
+    /// meanwhile.
     pub backfill: bool,
 }
 
 enum Cmd {
     Backfill(Segment),
-    Block { segment: Segment, finalized: u64, reply: oneshot::Sender<StoreResult<Committed>> },
+    Block { segment: Segment, finalized: u64, behind: bool, reply: oneshot::Sender<StoreResult<Committed>> },
+    Settled,
     Flush(oneshot::Sender<StoreResult<Committed>>),
     Unwind { to: u64, reply: oneshot::Sender<StoreResult<u64>> },
 }
@@ -109,11 +111,18 @@ impl Writer {
         Ok(rx.await.map_err(|_| IndexerError::WriterGone)??)
     }
 
-    /// Commits one block followed live (with undo images when it is above `finalized`).
-    pub async fn block(&self, segment: Segment, finalized: u64) -> IndexerResult<Committed> {
+    /// Commits one block followed live (with undo images when it is above `finalized`);
+    /// `behind`: more known blocks come after it ([`Committed::backfill`]).
+    pub async fn block(&self, segment: Segment, finalized: u64, behind: bool) -> IndexerResult<Committed> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Block { segment, finalized, reply }).await.map_err(|_| IndexerError::WriterGone)?;
+        self.tx.send(Cmd::Block { segment, finalized, behind, reply }).await.map_err(|_| IndexerError::WriterGone)?;
         Ok(rx.await.map_err(|_| IndexerError::WriterGone)??)
+    }
+
+    /// The indexer has reached the head: if the last commit said it was behind, its watchers
+    /// are told that it no longer is (nothing is written).
+    pub async fn settled(&self) -> IndexerResult<()> {
+        self.tx.send(Cmd::Settled).await.map_err(|_| IndexerError::WriterGone)
     }
 
     /// Unwinds raw logs and projections to block `to` (one transaction).
@@ -183,27 +192,33 @@ fn writer_loop(
                     After::Closed => return,
                 }
             }
-            Cmd::Flush(reply) => {
-                // A backfill ended: leave no large WAL behind (the next commit would only reuse it).
-                checkpointer.truncate(conn);
+            Cmd::Settled => {
                 if last.backfill {
                     // Nothing new was written: this only tells the commit's watchers that the
-                    // backfill is over, so that none waits for the next live block to know it.
+                    // indexer has reached the head, so that none waits for the next block.
                     last.backfill = false;
                     let _ = commits.send(last);
                 }
+            }
+            Cmd::Flush(reply) => {
+                // A backfill ended: leave no large WAL behind (the next commit would only reuse it).
+                checkpointer.truncate(conn);
                 let _ = reply.send(match &failed {
                     Some(e) => Err(earlier(e)),
                     None => Ok(last),
                 });
             }
-            Cmd::Block { segment, finalized, reply } => {
+            Cmd::Block { segment, finalized, behind, reply } => {
                 checkpointer.before_transaction();
                 let result = match &failed {
                     Some(e) => Err(earlier(e)),
                     None => Batch::begin(conn, &mut cache, Some(finalized), &segment)
                         .and_then(|mut b| b.add(&decoder, segment).and_then(|()| b.commit())),
                 };
+                let result = result.map(|mut c| {
+                    c.backfill = behind;
+                    c
+                });
                 match &result {
                     Ok(c) => {
                         checkpointer.request();

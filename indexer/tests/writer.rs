@@ -278,28 +278,34 @@ async fn every_commit_logs_the_rows_it_wrote_and_a_clear_at_start_is_logged_too(
 }
 
 #[tokio::test]
-async fn watchers_learn_when_a_backfill_starts_and_ends() {
+async fn watchers_learn_while_the_indexer_is_behind_and_when_it_reaches_the_head() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (commits, mut watched) = tokio::sync::watch::channel(Committed::default());
     let (writer, _) = Writer::start(dir.path().join("lcw.db"), identity(), commits).expect("writer starts");
-    let mut segments = blocks(3).into_iter();
+    let mut segments = blocks(4).into_iter();
 
     writer.backfill(segments.next().expect("segment")).await.expect("queued");
     watched.changed().await.expect("a backfill commit is announced");
     let c = *watched.borrow_and_update();
     assert!(c.backfill && c.block == 1, "{c:?}");
+    // The end of the backfill is not the head: live blocks may follow.
+    writer.flush().await.expect("flushed");
+    assert!(!watched.has_changed().expect("open"), "a flush announces nothing");
 
-    // The end of the backfill is announced at once, without waiting for a live block.
-    let last = writer.flush().await.expect("flushed");
-    assert!(!last.backfill, "{last:?}");
-    watched.changed().await.expect("the end of the backfill is announced");
+    // A live block with more known blocks after it is still catching up.
+    writer.block(segments.next().expect("segment"), 0, true).await.expect("live block");
     let c = *watched.borrow_and_update();
-    assert!(!c.backfill && c.block == 1, "{c:?}");
+    assert!(c.backfill && c.block == 2, "{c:?}");
+    // At the head: announced at once, without waiting for another block.
+    writer.settled().await.expect("sent");
+    watched.changed().await.expect("reaching the head is announced");
+    let c = *watched.borrow_and_update();
+    assert!(!c.backfill && c.block == 2, "{c:?}");
 
-    writer.block(segments.next().expect("segment"), 0).await.expect("live block");
+    writer.block(segments.next().expect("segment"), 0, false).await.expect("live block");
     let c = *watched.borrow_and_update();
-    assert!(!c.backfill && c.block == 2, "a live block is not a backfill: {c:?}");
-    // A flush with no backfill before it announces nothing.
+    assert!(!c.backfill && c.block == 3, "a block at the head is not catching up: {c:?}");
+    writer.settled().await.expect("sent");
     writer.flush().await.expect("flushed");
     assert!(!watched.has_changed().expect("open"), "nothing new to announce");
 }
