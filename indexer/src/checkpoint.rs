@@ -104,17 +104,26 @@ impl Checkpointer {
     }
 
     /// At the end of a backfill: lets the checkpointer finish, then copies what is left and
-    /// empties the WAL file on `conn` (the writer's) while the checkpointer waits. Best effort:
-    /// a reader that holds an old snapshot past the busy timeout leaves it for next time.
+    /// empties the WAL file on `conn` (the writer's) while the checkpointer waits. Best effort,
+    /// and never waiting for readers: one that holds an old snapshot (a replica follower copying
+    /// the store takes seconds) leaves the WAL for the next checkpoint, where waiting for it would
+    /// hold the indexer for as long.
     pub fn truncate(&self, conn: &rusqlite::Connection) {
         let (lock, cvar) = &*self.shared;
         let Ok(s) = lock.lock() else { return };
         let Ok((mut s, _)) = cvar.wait_timeout_while(s, CATCH_UP_WAIT, |s| s.served < s.requested && !s.closed) else {
             return;
         };
-        match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+        let result = conn
+            .busy_timeout(Duration::ZERO)
+            .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)));
+        let _ = conn.busy_timeout(lcw_schema::store::BUSY_TIMEOUT);
+        match result {
             Ok(0) => s.wal_frames = 0,
             Ok(_) => tracing::debug!("WAL still in use by a reader; not truncated"),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+                tracing::debug!("WAL in use by a reader; not truncated")
+            }
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
         }
     }

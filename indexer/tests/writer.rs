@@ -204,6 +204,41 @@ async fn a_backfill_leaves_no_large_wal_behind() {
     drop(writer);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_backfill_does_not_wait_for_a_reader_holding_an_old_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.db");
+    let writer = start(&path);
+    let mut segments = blocks(300).into_iter();
+    for s in segments.by_ref().take(100) {
+        writer.backfill(s).await.expect("queued");
+    }
+    writer.flush().await.expect("committed");
+    // A reader (a replica follower copying the store) holds a snapshot from now on...
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started, reading) = std::sync::mpsc::channel::<()>();
+    let reader_path = path.clone();
+    let reader = std::thread::spawn(move || {
+        let store = Store::open_readonly(&reader_path).expect("store opens");
+        let snapshot = lcw_schema::store::export::snapshot(store.conn()).expect("snapshot");
+        let _ = JobRow::all(&snapshot).expect("read in the snapshot");
+        started.send(()).expect("reader started");
+        // Held for as long as the store's busy timeout, unless released first.
+        let released = held.recv_timeout(lcw_schema::store::BUSY_TIMEOUT).is_ok();
+        drop(snapshot);
+        released
+    });
+    reading.recv().expect("the reader holds its snapshot");
+    // ...while the backfill goes on and ends: the WAL cannot be emptied, and is left for later.
+    for s in segments {
+        writer.backfill(s).await.expect("queued");
+    }
+    let last = writer.flush().await.expect("committed");
+    assert_eq!(last.block, 300);
+    let _ = release.send(());
+    assert!(reader.join().expect("reader"), "the end of the backfill waited for the reader to let go");
+}
+
 #[tokio::test]
 async fn every_commit_logs_the_rows_it_wrote_and_a_clear_at_start_is_logged_too() {
     use lcw_schema::store::changes::{self, ChangeKind, Since};

@@ -149,7 +149,8 @@ pub struct Store {
     path: PathBuf,
 }
 
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection to the store waits for a lock another holds before it gives up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn configure(conn: &Connection, readonly: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
