@@ -3,50 +3,15 @@
 //! deregisters, and `lcw run` then stops by itself, exit status 0, saying why. No job can reach
 //! the worker after its deregistration: the chain refuses to submit one.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use alloy::primitives::U256;
+use crate::support::{count, ok, operator, registered_worker, run_worker, session_with};
 use lcw_schema::bindings::{JobRegistry, WorkerRegistry};
-use lcw_schema::profile::Role;
-use lcw_schema::store::Store;
 use lcw_tests::llm::LlmServer;
-use lcw_tests::parties::{self, Worker, submit_prompt};
+use lcw_tests::parties::submit_prompt;
 use lcw_tests::{TestNet, revert_of, wait_until};
 
-const PW: &str = "correct horse battery staple";
 const MODEL: &str = "gemma3-270m";
-
-/// `lcw --data-dir DATA ...` with the password in LCW_PASSWORD, logging at `info`.
-fn lcw(data: &Path) -> Command {
-    let mut cmd = crate::lcw_in(data);
-    cmd.env("LCW_PASSWORD", PW).env("LCW_LOG", "info");
-    cmd
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run lcw");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "lcw failed: {cmd:?}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-/// `lcw run --work` in the background, its log written to `log`.
-fn run_worker(data: &Path, llm_url: &str, log: &Path) -> Child {
-    let file = std::fs::File::create(log).expect("log file");
-    lcw(data)
-        .args(["run", "--work", "--no-api", "--llm-api", "openai", "--llm-url", llm_url, "--models", MODEL])
-        .args(["--num-predict", "16"])
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("spawn lcw run")
-}
-
-fn count(db: &Path, sql: &str) -> i64 {
-    Store::open_readonly(db).ok().and_then(|s| s.conn().query_row(sql, [], |r| r.get(0)).ok()).unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deregistered_worker_finishes_what_it_owes_and_lcw_run_exits_0() {
@@ -62,15 +27,11 @@ async fn a_deregistered_worker_finishes_what_it_owes_and_lcw_run_exits_0() {
     let data = net.dir.path();
     let db = data.join("lcw.db");
     let log = data.join("lcw-run.log");
-    let account = net.profile().accounts_with(Role::Worker).next().expect("worker account").clone();
-    ok(lcw(data).args(["keygen", "--suite", "x25519", "--import-key", &account.private_key.to_string()]));
-    ok(lcw(data).args(["register", "--models", MODEL]));
-    let secret = lcw_worker::keys::KeyDir::new(data).load_encryption(PW).expect("the encryption key");
-    let worker = Worker { address: account.address, provider: net.provider(), secret };
-    let session = parties::open_session(&net, 0, &worker, U256::from(10u64).pow(U256::from(20u64))).await;
+    let account = registered_worker(&net, data, MODEL);
+    let session = session_with(&net, data, &account).await;
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    let mut run = run_worker(data, &server.url, &log);
+    let mut run = run_worker(data, &server.url, MODEL, 16, &log);
     let job = submit_prompt(&net, &session, "Name a planet.").await;
     let completed = || async { count(&db, "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'") == 1 };
     assert!(wait_until(Duration::from_secs(180), completed).await, "the job was completed:\n{}", text());
@@ -78,7 +39,7 @@ async fn a_deregistered_worker_finishes_what_it_owes_and_lcw_run_exits_0() {
     // The exit starts while the job waits out its dispute window: it drains, waits, and
     // deregisters once `lcw run`'s settler (or the exit itself) has released the job.
     assert!(run.try_wait().unwrap().is_none(), "lcw run still serves:\n{}", text());
-    let exit = ok(lcw(data).args(["exit"]));
+    let exit = ok(operator(data).args(["exit"]));
     assert!(exit.contains("deregistered"), "{exit}");
     let wr = WorkerRegistry::new(net.profile().contracts.worker_registry, net.provider());
     assert!(!wr.isWorkerRegistered(account.address).call().await.unwrap());

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::support::{Out, PW, run};
 use alloy::providers::Provider;
 use lcw_contracts::deploy::ModelSpec;
 use lcw_schema::bindings::WorkerRegistry;
@@ -17,26 +18,9 @@ use lcw_tests::llm::LlmServer;
 use lcw_worker::fit::human_bytes;
 use lcw_worker::llm::Llm;
 
-const PW: &str = "correct horse battery staple";
 const MODEL: &str = "gemma3-270m";
 /// Whitelisted on the devnet, not served by the LLM server: its size is unknown.
 const OTHER: &str = "fit-test-unserved";
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command) -> Out {
-    let out = cmd.output().expect("run lcw");
-    eprintln!("$ {cmd:?}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// `lcw --data-dir DATA <verb> --llm-api openai --llm-url URL --memory-limit LIMIT ...`.
 fn verb(data: &Path, verb: &str, llm: &LlmServer, limit: u64) -> Command {

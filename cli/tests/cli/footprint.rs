@@ -2,28 +2,15 @@
 //! `Model.footprint` of the served model is the memory the LLM server reports for it (what
 //! `Llm::footprints` measures), and only that model has one.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use lcw_schema::profile::Role;
+use crate::support::{operator, registered_worker};
 use lcw_tests::llm::LlmServer;
 use lcw_tests::{TestNet, wait_until};
 use serde_json::Value;
 
-const PW: &str = "correct horse battery staple";
 const MODEL: &str = "gemma3-270m";
-
-fn lcw(data: &Path) -> Command {
-    let mut cmd = crate::lcw_in(data);
-    cmd.env("LCW_PASSWORD", PW).env("LCW_LOG", "info");
-    cmd
-}
-
-fn ok(cmd: &mut Command) {
-    let out = cmd.output().expect("run lcw");
-    assert!(out.status.success(), "lcw failed: {cmd:?}\n{}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// The root `models` with their footprints, if the API answers.
 async fn models(url: &str) -> Option<Vec<Value>> {
@@ -38,16 +25,14 @@ async fn the_api_beside_the_worker_shows_the_served_models_footprint_from_the_ll
     let server = LlmServer::start();
     let data = net.dir.path();
     let log = data.join("lcw-run.log");
-    let account = net.profile().accounts_with(Role::Worker).next().expect("worker account").clone();
-    ok(lcw(data).args(["keygen", "--suite", "x25519", "--import-key", &account.private_key.to_string()]));
-    ok(lcw(data).args(["register", "--models", MODEL]));
+    registered_worker(&net, data, MODEL);
 
     let listen = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         l.local_addr().expect("its address").to_string()
     };
     let file = std::fs::File::create(&log).expect("log file");
-    let mut run = lcw(data)
+    let mut run = operator(data)
         .args(["run", "--work", "--listen", &listen])
         .args(["--llm-api", "openai", "--llm-url", &server.url, "--models", MODEL])
         .stdout(Stdio::null())

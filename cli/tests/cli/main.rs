@@ -29,6 +29,7 @@ mod preflight;
 mod secrets;
 mod service;
 mod speedtest;
+mod support;
 mod sweep;
 mod work;
 

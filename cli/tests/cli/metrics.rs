@@ -4,34 +4,15 @@
 //! `promtool check metrics` accepts it.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use alloy::primitives::U256;
-use lcw_schema::profile::Role;
-use lcw_schema::store::Store;
+use crate::support::{count, operator, registered_worker, session_with};
 use lcw_tests::llm::LlmServer;
-use lcw_tests::parties::{self, Worker, submit_prompt};
+use lcw_tests::parties::submit_prompt;
 use lcw_tests::{TestNet, wait_until};
 
-const PW: &str = "correct horse battery staple";
 const MODEL: &str = "gemma3-270m";
-
-fn lcw(data: &Path) -> Command {
-    let mut cmd = crate::lcw_in(data);
-    cmd.env("LCW_PASSWORD", PW).env("LCW_LOG", "info");
-    cmd
-}
-
-fn ok(cmd: &mut Command) {
-    let out = cmd.output().expect("run lcw");
-    assert!(out.status.success(), "lcw failed: {cmd:?}\n{}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn count(db: &Path, sql: &str) -> i64 {
-    Store::open_readonly(db).ok().and_then(|s| s.conn().query_row(sql, [], |r| r.get(0)).ok()).unwrap_or(0)
-}
 
 /// The body of `GET /metrics` at `addr`, if it answers.
 fn scrape(addr: &str) -> Option<String> {
@@ -62,19 +43,15 @@ async fn one_metrics_answer_carries_every_part_and_promtool_accepts_it() {
     let data = net.dir.path();
     let db = data.join("lcw.db");
     let log = data.join("lcw-run.log");
-    let account = net.profile().accounts_with(Role::Worker).next().expect("worker account").clone();
-    ok(lcw(data).args(["keygen", "--suite", "x25519", "--import-key", &account.private_key.to_string()]));
-    ok(lcw(data).args(["register", "--models", MODEL]));
-    let secret = lcw_worker::keys::KeyDir::new(data).load_encryption(PW).expect("the encryption key");
-    let worker = Worker { address: account.address, provider: net.provider(), secret };
-    let session = parties::open_session(&net, 0, &worker, U256::from(10u64).pow(U256::from(20u64))).await;
+    let account = registered_worker(&net, data, MODEL);
+    let session = session_with(&net, data, &account).await;
 
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         l.local_addr().expect("its address").to_string()
     };
     let file = std::fs::File::create(&log).expect("log file");
-    let mut run = lcw(data)
+    let mut run = operator(data)
         .args(["run", "--keeper", "--work", "--no-api", "--metrics", &addr])
         .args(["--llm-api", "openai", "--llm-url", &server.url, "--models", MODEL, "--num-predict", "16"])
         .stdout(Stdio::null())

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::{PW, count, operator, registered_worker};
 use alloy::primitives::U256;
 use lcw_contracts::deploy::{DEFAULT_MODEL, ModelSpec};
 use lcw_schema::bindings::WorkerRegistry;
@@ -19,25 +20,7 @@ use lcw_tests::llm::LlmServer;
 use lcw_tests::parties::{self, Worker, submit_prompt};
 use lcw_tests::{TestNet, wait_until};
 
-const PW: &str = "correct horse battery staple";
 const SECOND: &str = "gemma3-270m-b";
-
-fn lcw(data: &Path) -> Command {
-    let mut cmd = crate::lcw_in(data);
-    cmd.env("LCW_PASSWORD", PW).env("LCW_LOG", "info");
-    cmd
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run lcw");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "lcw failed: {cmd:?}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-fn count(db: &Path, sql: &str) -> i64 {
-    Store::open_readonly(db).ok().and_then(|s| s.conn().query_row(sql, [], |r| r.get(0)).ok()).unwrap_or(0)
-}
 
 fn job_state(db: &Path, job: u64) -> String {
     Store::open_readonly(db)
@@ -65,16 +48,14 @@ async fn a_model_added_on_chain_is_served_without_a_restart_and_a_removed_one_is
     let server = LlmServer::start_router(data, &[DEFAULT_MODEL, SECOND]);
     let db = data.join("lcw.db");
     let log = data.join("lcw-run.log");
-    let account = net.profile().accounts_with(Role::Worker).next().expect("worker account").clone();
-    ok(lcw(data).args(["keygen", "--suite", "x25519", "--import-key", &account.private_key.to_string()]));
-    ok(lcw(data).args(["register", "--models", DEFAULT_MODEL]));
+    let account = registered_worker(&net, data, DEFAULT_MODEL);
     let secret = lcw_worker::keys::KeyDir::new(data).load_encryption(PW).expect("the encryption key");
     let signer = net.signer(Role::Worker, 0);
     let worker = Worker { address: account.address, provider: net.wallet(signer), secret };
     let deposit = U256::from(10u64).pow(U256::from(20u64));
 
     let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-    let mut run: Child = lcw(data)
+    let mut run: Child = operator(data)
         .args(["run", "--keeper", "--work", "--no-api", "--llm-api", "openai", "--llm-url", &server.url])
         .args(["--models", DEFAULT_MODEL, "--num-predict", "16"])
         .stdout(Stdio::null())
@@ -112,7 +93,7 @@ async fn a_model_added_on_chain_is_served_without_a_restart_and_a_removed_one_is
 
     // preflight with the same flags: the model set names what is served, and the model on chain
     // that --models lacks, with the fix.
-    let out = lcw(data)
+    let out = operator(data)
         .args(["preflight", "--llm-api", "openai", "--llm-url", &server.url, "--models", DEFAULT_MODEL])
         .output()
         .expect("run lcw preflight");
@@ -164,10 +145,8 @@ async fn run_refuses_to_start_when_the_llm_server_serves_no_model_added_on_chain
     let data = net.dir.path();
     // The server answers to another name only: the exact-name trap.
     let server = LlmServer::start_router(data, &[SECOND]);
-    let account = net.profile().accounts_with(Role::Worker).next().expect("worker account").clone();
-    ok(lcw(data).args(["keygen", "--suite", "x25519", "--import-key", &account.private_key.to_string()]));
-    ok(lcw(data).args(["register", "--models", DEFAULT_MODEL]));
-    let out = lcw(data)
+    registered_worker(&net, data, DEFAULT_MODEL);
+    let out = operator(data)
         .args(["run", "--work", "--no-api", "--llm-api", "openai", "--llm-url", &server.url])
         .args(["--models", DEFAULT_MODEL])
         .output()

@@ -6,11 +6,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::{Out, PW, ok, run};
 use lcw_schema::profile::Role;
 use lcw_tests::TestNet;
 use lcw_tests::llm::LlmServer;
 
-const PW: &str = "correct horse battery staple";
 const MODEL: &str = "gemma3-270m";
 
 /// `lcw --data-dir DATA ...` with the password in LCW_PASSWORD.
@@ -25,29 +25,6 @@ fn preflight(data: &Path, llm_url: &str) -> Command {
     let mut cmd = crate::lcw_in(data);
     cmd.args(["preflight", "--llm-api", "openai", "--llm-url", llm_url]);
     cmd
-}
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command) -> Out {
-    let out = cmd.output().expect("run lcw");
-    // Shown with --nocapture (and on failure): what the user reads.
-    eprintln!("$ {cmd:?}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert_eq!(out.code, Some(0), "lcw failed: {cmd:?}\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
-    out.stdout
 }
 
 /// A fresh key set for the devnet's `index`-th worker account.

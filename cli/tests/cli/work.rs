@@ -2,53 +2,20 @@
 //! in the middle of its jobs and started again, it completes every job exactly once (one ack and
 //! one completion each, nothing reverted) and each answer is the model's.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use alloy::primitives::{B256, Bytes, U256};
+use crate::support::{count, registered_worker, run_worker, session_with};
+use alloy::primitives::{B256, Bytes};
 use alloy::providers::Provider;
-use lcw_schema::profile::Role;
 use lcw_schema::store::Store;
 use lcw_tests::llm::LlmServer;
-use lcw_tests::parties::{self, Worker, submit_prompt};
+use lcw_tests::parties::submit_prompt;
 use lcw_tests::{TestNet, wait_until};
 use lcw_worker::llm::{Api, Llm, LlmConfig};
 
-const PW: &str = "correct horse battery staple";
 const MODEL: &str = "gemma3-270m";
 const NUM_PREDICT: u32 = 24;
-
-/// `lcw --data-dir DATA ...` with the password in LCW_PASSWORD, logging at `info` (the log is
-/// shown when the test fails).
-fn lcw(data: &Path) -> Command {
-    let mut cmd = crate::lcw_in(data);
-    cmd.env("LCW_PASSWORD", PW).env("LCW_LOG", "info");
-    cmd
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run lcw");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "lcw failed: {cmd:?}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-/// `lcw run --work` in the background, its log appended to `log`.
-fn run_worker(data: &Path, llm_url: &str, log: &Path) -> Child {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-    lcw(data)
-        .args(["run", "--work", "--no-api", "--llm-api", "openai", "--llm-url", llm_url, "--models", MODEL])
-        .args(["--num-predict", &NUM_PREDICT.to_string()])
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("spawn lcw run")
-}
-
-fn count(db: &Path, sql: &str) -> i64 {
-    Store::open_readonly(db).ok().and_then(|s| s.conn().query_row(sql, [], |r| r.get(0)).ok()).unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_job_and_restarted_it_completes_every_job_exactly_once() {
@@ -64,14 +31,10 @@ async fn killed_mid_job_and_restarted_it_completes_every_job_exactly_once() {
     let data = net.dir.path();
     let db = data.join("lcw.db");
     let log = data.join("lcw-run.log");
-    let account = net.profile().accounts_with(Role::Worker).next().expect("worker account").clone();
-    ok(lcw(data).args(["keygen", "--suite", "x25519", "--import-key", &account.private_key.to_string()]));
-    ok(lcw(data).args(["register", "--models", MODEL]));
-    let secret = lcw_worker::keys::KeyDir::new(data).load_encryption(PW).expect("the encryption key");
-    let worker = Worker { address: account.address, provider: net.provider(), secret };
-    let session = parties::open_session(&net, 0, &worker, U256::from(10u64).pow(U256::from(20u64))).await;
+    let account = registered_worker(&net, data, MODEL);
+    let session = session_with(&net, data, &account).await;
 
-    let mut first = run_worker(data, &server.url, &log);
+    let mut first = run_worker(data, &server.url, MODEL, NUM_PREDICT, &log);
     let prompts = ["Name a planet.", "Name a river.", "Name a mountain.", "Name a tree."];
     let mut jobs = Vec::new();
     for p in prompts {
@@ -86,7 +49,7 @@ async fn killed_mid_job_and_restarted_it_completes_every_job_exactly_once() {
     let completed_before = count(&db, "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'");
     assert!(completed_before < jobs.len() as i64, "killed mid-way ({completed_before} completed)");
 
-    let mut second = run_worker(data, &server.url, &log);
+    let mut second = run_worker(data, &server.url, MODEL, NUM_PREDICT, &log);
     // Done when the indexer shows every job completed and the outbox has seen every completion's
     // receipt (it records a transaction as mined when it reads the receipt, which can come after
     // the indexer has committed the block).
