@@ -267,8 +267,12 @@ impl Llm {
     }
 
     /// The KV-cache shape from the header of the model file llama-server's `/props` names, when
-    /// that file is readable here.
+    /// the server runs on this machine and that file is readable here (a remote server's path
+    /// names a file on its own machine).
     async fn file_shape(&self) -> Option<Shape> {
+        if !crate::fit::is_local(&self.config.url) {
+            return None;
+        }
         let path = self.get_json::<Props>("/props").await.ok()?.model_path?;
         let read = path.clone();
         match tokio::task::spawn_blocking(move || gguf::read_shape(&read)).await {
