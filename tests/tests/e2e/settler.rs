@@ -1,5 +1,6 @@
 //! The settler against a real anvil with 1 s blocks: every job released in the first block whose
-//! timestamp reaches its releasableAt, through a dispute-window change, a competing keeper, a
+//! timestamp reaches its releasableAt (or, after two blocks shared a second, the first one the
+//! settler can target without risking a revert), through a dispute-window change, a competing keeper, a
 //! restart with transactions in the mempool, a reorg that removes a mined release (sent again, or
 //! cancelled at its nonce when a competitor released the jobs on the new branch), and a stuck
 //! transaction replaced; two settlers racing for the same jobs on one store (`race`); a keeper
@@ -18,6 +19,7 @@ use alloy::rpc::types::anvil::ReorgOptions;
 use lcw_contracts::simulate::{self, SimulateOptions};
 use lcw_schema::bindings::{AIConfig, JobRegistry};
 use lcw_schema::profile::Role;
+use lcw_schema::rules::schedule::ChainClock;
 use lcw_schema::store::Store;
 use lcw_settler::settle::{Mode, SettleConfig, SettleSummary};
 use lcw_tests::indexing::Follower;
@@ -116,18 +118,45 @@ fn releases(db: &Path) -> HashMap<u64, (Option<u64>, Option<u64>)> {
     .unwrap()
 }
 
-/// For every released job, the blocks between the first block that could carry its release and
-/// the block that did: the first block B with timestamp(B) >= completedAt + window in force
-/// before B (a DisputeParamsUpdated in block C applies from block C + 1 on for the settler).
-fn lags(db: &Path) -> Vec<(u64, i64)> {
+/// Where each release landed against the two blocks that bound it.
+struct Landing {
+    job: u64,
+    released: u64,
+    /// The first block whose timestamp reaches the job's releasableAt, with the window in force
+    /// before it (a DisputeParamsUpdated in block C applies from block C + 1 on for the
+    /// settler): nothing can land earlier without reverting.
+    first: u64,
+    /// The first block a settler could target without risking a revert: the block after the
+    /// first head H whose [`ChainClock`] guarantees the next block a timestamp reaching
+    /// releasableAt. It is `first` on a chain whose blocks are at least a second apart; after
+    /// two blocks shared a second (a loaded anvil does that), the next block may too, and a
+    /// release waits for a head that has reached its time (`ChainClock::min_interval`).
+    safe: u64,
+}
+
+/// The landing of every released job, for a settler that started at head `from`, and the blocks
+/// after it that shared a second with their parent.
+fn landings(db: &Path, from: u64) -> (Vec<Landing>, Vec<u64>) {
     let store = Store::open_readonly(db).unwrap();
     let blocks: Vec<(u64, u64)> = {
-        let mut s = store.conn().prepare("SELECT number, timestamp FROM blocks ORDER BY number").unwrap();
-        s.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
+        let mut s =
+            store.conn().prepare("SELECT number, timestamp FROM blocks WHERE number >= ?1 ORDER BY number").unwrap();
+        s.query_map([from as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
     };
+    let same_second: Vec<u64> =
+        blocks.windows(2).filter(|w| w[1].0 == w[0].0 + 1 && w[1].1 == w[0].1).map(|w| w[1].0).collect();
+    // For each head, the lowest timestamp the settler's clock promised the block after it.
+    let mut clock = ChainClock::default();
+    let promised: Vec<(u64, u64)> = blocks
+        .iter()
+        .map(|(n, ts)| {
+            clock.observe(*n, *ts);
+            (*n + 1, clock.next_ts())
+        })
+        .collect();
     let windows = lcw_schema::store::ledger::config_history(store.conn(), "disputeWindow").unwrap();
     let window_before = |b: u64| -> u64 {
         windows.iter().rfind(|(block, _, _)| *block < b).map(|(_, _, v)| v.parse().unwrap()).unwrap_or(WINDOW)
@@ -141,9 +170,14 @@ fn lags(db: &Path) -> Vec<(u64, i64)> {
             .find(|(n, ts)| *ts >= completed_at + window_before(*n))
             .map(|(n, _)| *n)
             .expect("a block after the window");
-        out.push((job, released as i64 - first as i64));
+        let safe = promised
+            .iter()
+            .find(|(target, ts)| *target >= first && *ts >= completed_at + window_before(*target))
+            .map(|(target, _)| *target)
+            .expect("a head whose next block reaches the window");
+        out.push(Landing { job, released, first, safe });
     }
-    out
+    (out, same_second)
 }
 
 fn outbox_counts(db: &Path) -> HashMap<String, u64> {
@@ -186,6 +220,7 @@ async fn every_job_lands_in_the_first_block_after_its_window_through_a_window_ch
     let db = dir.path().join("lcw.db");
     let indexer = Follower::start(net.profile(), &db);
     wait_store(&db).await;
+    let started = net.provider().get_block_number().await.unwrap();
     let keeper = settler(&net, &db, Mode::Keeper);
     let profile = net.profile().clone();
     let options = traffic(240, 8, 7);
@@ -203,9 +238,19 @@ async fn every_job_lands_in_the_first_block_after_its_window_through_a_window_ch
     wait_until(Duration::from_secs(30), || async { mined_releases(&db) >= 240 }).await;
     let summary = keeper.finish().await;
     indexer.finish().await;
-    let lags = lags(&db);
-    let late: Vec<_> = lags.iter().filter(|(_, lag)| *lag != 0).collect();
-    assert!(late.is_empty(), "jobs not released in the first possible block (job, lag): {late:?}");
+    let (landings, same_second) = landings(&db, started);
+    assert_eq!(landings.len(), 240);
+    let late: Vec<_> = landings
+        .iter()
+        .filter(|l| l.released < l.first || l.released > l.safe)
+        .map(|l| (l.job, l.released as i64 - l.first as i64, l.safe - l.first))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "jobs not released in the first block they could safely land in (job, blocks after the first \
+         possible one, blocks of those a settler must wait): {late:?}; blocks that shared a second \
+         with their parent: {same_second:?}"
+    );
     assert_eq!(summary.reverted, 0, "no settler transaction reverted: {summary:?}");
     assert_eq!(outbox_counts(&db).get("reverted"), None);
     assert_eq!(summary.jobs_released, 240);
