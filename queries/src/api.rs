@@ -12,7 +12,7 @@ use lcw_schema::rules::schedule::{self, Action};
 use lcw_schema::store::obligations;
 use lcw_schema::store::raw::{BlockRow, Cursor};
 use lcw_schema::store::reads::{self, JobQuery};
-use lcw_schema::store::rows::{JobRow, WorkerModelRow, WorkerRow};
+use lcw_schema::store::rows::{WorkerModelRow, WorkerRow};
 use lcw_schema::store::sql::Db as Sql;
 use lcw_schema::store::unix_now;
 use lcw_schema::types::JobState as StoreState;
@@ -142,12 +142,19 @@ pub(crate) async fn jobs_page(
 
 pub(crate) async fn exit_plan(ctx: &Context<'_>, worker: Address) -> Result<ExitPlan> {
     let db = db(ctx)?;
+    // The plan is a function of the store at its cursor: countdowns polling it reuse it until
+    // the next commit.
+    let key = worker.0.to_string();
+    let pushed = db.pushed.get();
+    if let Some(hit) = pushed.and_then(|h| db.exit_plans.get(h.version, &key)) {
+        return Ok(hit.as_ref().clone());
+    }
     let memo = db.clone();
     db.read(move |conn| {
-        // The plan is a function of the store at its cursor: countdowns polling it reuse it
-        // until the next commit.
-        let version = crate::db::version(conn)?;
-        let key = worker.0.to_string();
+        let version = match pushed {
+            Some(h) => Some(h.version),
+            None => crate::db::version(conn)?,
+        };
         if let Some(hit) = version.and_then(|v| memo.exit_plans.get(v, &key)) {
             return Ok(hit.as_ref().clone());
         }
@@ -183,17 +190,9 @@ fn worker_view(conn: &dyn Sql, row: WorkerRow, head_ts: u64) -> Result<Worker, R
     Ok(Worker::from_row(row, models, head_ts))
 }
 
-/// The store's version and the cursor block's timestamp (0 for an empty store).
-fn head_version_ts(conn: &dyn Sql) -> Result<(Option<crate::db::Version>, u64), ReadError> {
-    let Some(c) = Cursor::get(conn)? else { return Ok((None, 0)) };
-    // 0 too while the store holds no block at or below its cursor (a cursor set before any block).
-    let ts = BlockRow::at_or_below(conn, c.block_number)?.map(|b| b.timestamp).unwrap_or(0);
-    Ok((Some((c.block_number, c.block_hash)), ts))
-}
-
 /// The timestamp of the cursor block (0 for an empty store).
 pub(crate) fn head_ts(conn: &dyn Sql) -> Result<u64, ReadError> {
-    Ok(head_version_ts(conn)?.1)
+    Ok(crate::db::read_head(conn)?.map_or(0, |h| h.timestamp))
 }
 
 /// The indexer status as of the store's cursor, with the replica's position: from the follower
@@ -241,7 +240,7 @@ pub(crate) fn status(conn: &dyn Sql, readiness: &Readiness) -> Result<IndexerSta
         None => (0, Default::default(), 0, 0),
     };
     let block_time = match &cursor {
-        // 0 as in `head_version_ts`: no block at or below the cursor, or an empty store.
+        // 0 as in `head_ts`: no block at or below the cursor, or an empty store.
         Some(c) => BlockRow::at_or_below(conn, c.block_number)?.map(|b| b.timestamp).unwrap_or(0),
         None => 0,
     };
@@ -305,12 +304,8 @@ impl Query {
         let with_timeline = ctx.look_ahead().field("timeline").exists();
         db(ctx)?
             .read(move |conn| {
-                let Some(row) = JobRow::get(conn, id)? else { return Ok(None) };
-                let mut job = Job::build_one(conn, row)?;
-                if with_timeline {
-                    job.timeline = Some(lcw_schema::store::raw::RawLog::of_job(conn, id)?);
-                }
-                Ok(Some(job))
+                let Some(view) = reads::job_view(conn, id, with_timeline)? else { return Ok(None) };
+                Ok(Some(Job::from_view(conn, view)?))
             })
             .await
             .map_err(gql)
@@ -458,7 +453,10 @@ impl Query {
         to: Option<Timestamp>,
     ) -> Result<Vec<EarningsBucket>> {
         let db = db(ctx)?;
-        let (version, head) = db.read(head_version_ts).await.map_err(gql)?;
+        let (version, head) = match db.head().await.map_err(gql)? {
+            Some(h) => (Some(h.version), h.timestamp),
+            None => (None, 0),
+        };
         let (from, to, step) = range(from, to, bucket, head)?;
         // No hourly row lies after the cursor block's time, so an open-ended range (`to`
         // defaults to now) has the same result until the next commit.

@@ -115,6 +115,8 @@ pub struct Db {
     /// Held while an aggregate is computed: concurrent requests for it wait for the first one's
     /// result instead of all computing it at once.
     pub(crate) aggregate_gate: tokio::sync::Mutex<()>,
+    /// A replica's head, as its notifications announce it.
+    pub(crate) pushed: Pushed,
 }
 
 impl std::fmt::Debug for Db {
@@ -130,6 +132,56 @@ pub(crate) type Version = (u64, alloy::primitives::B256);
 /// The store's current [`Version`] (None for an empty store).
 pub(crate) fn version(conn: &dyn Sql) -> Result<Option<Version>, ReadError> {
     Ok(lcw_schema::store::raw::Cursor::get(conn)?.map(|c| (c.block_number, c.block_hash)))
+}
+
+/// The store's head: its [`Version`] and the cursor block's timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) version: Version,
+    /// 0 while the store holds no block at or below its cursor (a cursor set before any block).
+    pub(crate) timestamp: u64,
+}
+
+/// The store's head (None for an empty store).
+pub(crate) fn read_head(conn: &dyn Sql) -> Result<Option<Head>, ReadError> {
+    let Some(c) = lcw_schema::store::raw::Cursor::get(conn)? else { return Ok(None) };
+    let timestamp = lcw_schema::store::raw::BlockRow::at_or_below(conn, c.block_number)?.map_or(0, |b| b.timestamp);
+    Ok(Some(Head { version: (c.block_number, c.block_hash), timestamp }))
+}
+
+/// The head of a PostgreSQL replica as its commit notifications announce it ([`crate::listen`]),
+/// so that an answer memoized for the current version is served without a read (each read is a
+/// round trip to PostgreSQL). Known only while a LISTEN connection hears the replicating
+/// process: the head is then read again at once on each notification, and every half second
+/// besides. A streaming standby hears none, and its requests read the cursor themselves.
+#[derive(Debug, Default)]
+pub(crate) struct Pushed {
+    listening: std::sync::atomic::AtomicBool,
+    head: Mutex<Option<Head>>,
+}
+
+impl Pushed {
+    /// The head, while notifications are heard.
+    pub(crate) fn get(&self) -> Option<Head> {
+        *self.head.lock().ok()?
+    }
+
+    /// Whether a LISTEN connection hears the notifications; once it does not, the head is
+    /// forgotten until one does again and the head has been read after that.
+    pub(crate) fn listening(&self, on: bool) {
+        self.listening.store(on, std::sync::atomic::Ordering::SeqCst);
+        if !on && let Ok(mut head) = self.head.lock() {
+            *head = None;
+        }
+    }
+
+    /// The head just read: kept while notifications are heard (checked under the lock, so a
+    /// connection lost meanwhile never leaves a head behind).
+    pub(crate) fn offer(&self, head: Option<Head>) {
+        if let Ok(mut h) = self.head.lock() {
+            *h = if self.listening.load(std::sync::atomic::Ordering::SeqCst) { head } else { None };
+        }
+    }
 }
 
 /// Results of a query by its arguments, for one version of the store. They only change when the
@@ -195,7 +247,16 @@ impl Db {
             earnings: Memo::default(),
             exit_plans: Memo::default(),
             aggregate_gate: tokio::sync::Mutex::new(()),
+            pushed: Pushed::default(),
         }))
+    }
+
+    /// The store's head: as notifications announced it, or read (None for an empty store).
+    pub(crate) async fn head(self: &Arc<Self>) -> Result<Option<Head>, ReadError> {
+        match self.pushed.get() {
+            Some(head) => Ok(Some(head)),
+            None => self.read(read_head).await,
+        }
     }
 
     /// What the API reads.

@@ -1,7 +1,8 @@
-//! Commits of a PostgreSQL replica, for subscriptions: the replicating process announces each
-//! commit on a channel (`NOTIFY`, delivered when its transaction commits), which this LISTENs
-//! to; a streaming standby hears no notifications, so the replica's cursor is also read every
-//! `every`. Either way each new block is published once.
+//! Commits of a PostgreSQL replica, for subscriptions and memoized answers: the replicating
+//! process announces each commit on a channel (`NOTIFY`, delivered when its transaction
+//! commits), which this LISTENs to; a streaming standby hears no notifications, so the replica's
+//! cursor is also read every `every`. Either way each new block is published once, and while
+//! notifications are heard the head read is kept for requests ([`crate::db::Pushed`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +19,13 @@ pub(crate) fn commits(db: Arc<Db>, url: ReplicaUrl, every: Duration) -> tokio::s
     // The LISTEN connection lives on its own thread (the client blocks while it waits); a lost
     // connection is made again after a pause, and meanwhile the poll below carries on.
     let stop = tx.clone();
+    let heard = db.clone();
     let _ = std::thread::Builder::new().name("lcw-replica-listen".into()).spawn(move || {
         let mut warned = false;
         while !stop.is_closed() {
-            match listen(&url, &wake_tx, &stop) {
+            let result = listen(&url, &wake_tx, &stop, &heard);
+            heard.pushed.listening(false);
+            match result {
                 Ok(()) => return,
                 Err(e) => {
                     if !warned {
@@ -36,9 +40,11 @@ pub(crate) fn commits(db: Arc<Db>, url: ReplicaUrl, every: Duration) -> tokio::s
     tokio::spawn(async move {
         let mut last = None;
         loop {
-            let block = db
-                .read(|conn| Ok(lcw_schema::store::raw::Cursor::get(conn)?.map(|c| c.block_number).unwrap_or(0)))
-                .await;
+            let head = db.read(crate::db::read_head).await;
+            if let Ok(head) = &head {
+                db.pushed.offer(*head);
+            }
+            let block = head.map(|h| h.map_or(0, |h| h.version.0));
             if let Ok(b) = block
                 && last != Some(b)
             {
@@ -62,9 +68,14 @@ fn listen(
     url: &ReplicaUrl,
     wake: &tokio::sync::mpsc::Sender<()>,
     stop: &tokio::sync::watch::Sender<u64>,
+    db: &Db,
 ) -> Result<(), postgres::Error> {
     let mut client = url.config().connect(postgres::NoTls)?;
     client.batch_execute(&format!("LISTEN {COMMITS_CHANNEL}"))?;
+    // From now on every commit is heard: the head read after this wake-up is kept, and read
+    // again on each notification.
+    db.pushed.listening(true);
+    let _ = wake.try_send(());
     loop {
         if stop.is_closed() {
             return Ok(());

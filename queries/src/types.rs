@@ -7,6 +7,7 @@ use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject};
 use lcw_schema::rules::exit::{ExitPlan as Plan, Obligation as PlanObligation, Step};
 use lcw_schema::rules::schedule::{self, Action, OpenJob, Params, Reason};
 use lcw_schema::store::ledger::config_u64_as_of;
+use lcw_schema::store::reads::JobView;
 use lcw_schema::store::rows::{JobRow, ModelRow, WorkerRow};
 use lcw_schema::store::sql::Db as Sql;
 use lcw_schema::types::JobState as StoreState;
@@ -108,11 +109,24 @@ pub fn releasable_at(conn: &dyn Sql, row: &JobRow, params: Option<&Params>) -> R
 }
 
 /// As [`releasable_at`], with the governance parameters read by `params` only when the answer
-/// needs them: a released job's window is the one in force at its release, so one job's view
-/// (the API's `job(id)`, one trip to the store per read on PostgreSQL) skips that read.
+/// needs them: a released job's window is the one in force at its release.
 pub fn releasable_at_with(
     conn: &dyn Sql,
     row: &JobRow,
+    params: impl FnOnce() -> Result<Option<Params>, ReadError>,
+) -> Result<Option<u64>, ReadError> {
+    let release_window = || match row.released_block {
+        Some(b) => Ok(config_u64_as_of(conn, "disputeWindow", b)?),
+        None => Ok(None),
+    };
+    releasable_at_from(row, release_window, params)
+}
+
+/// As [`releasable_at_with`], with the window in force at the job's release given by
+/// `release_window` (asked for a released job only).
+fn releasable_at_from(
+    row: &JobRow,
+    release_window: impl FnOnce() -> Result<Option<u64>, ReadError>,
     params: impl FnOnce() -> Result<Option<Params>, ReadError>,
 ) -> Result<Option<u64>, ReadError> {
     let state = row.job_state()?;
@@ -121,11 +135,7 @@ pub fn releasable_at_with(
             return Ok(row.resolved_at.or(row.defaulted_at));
         }
         let Some(completed) = row.completed_at else { return Ok(None) };
-        let window = match row.released_block {
-            Some(b) => config_u64_as_of(conn, "disputeWindow", b)?,
-            None => None,
-        };
-        let window = match window {
+        let window = match release_window()? {
             Some(w) => Some(w),
             None => params()?.map(|p| p.dispute_window),
         };
@@ -159,13 +169,17 @@ impl Job {
         Ok(Job { row, state, releasable_at, timeline: None })
     }
 
-    /// Builds the API view of `row` alone, reading the governance parameters only if its
-    /// release time needs them.
-    pub fn build_one(conn: &dyn Sql, row: JobRow) -> Result<Job, ReadError> {
+    /// Builds the API view of one job read with [`lcw_schema::store::reads::job_view`], reading
+    /// the governance parameters only if its release time needs them.
+    pub fn from_view(conn: &dyn Sql, view: JobView) -> Result<Job, ReadError> {
+        let JobView { row, release_window, timeline } = view;
         let state = row.job_state()?;
-        let releasable_at =
-            releasable_at_with(conn, &row, || Ok(lcw_schema::store::obligations::params_if_known(conn)?))?;
-        Ok(Job { row, state, releasable_at, timeline: None })
+        let releasable_at = releasable_at_from(
+            &row,
+            || Ok(release_window),
+            || Ok(lcw_schema::store::obligations::params_if_known(conn)?),
+        )?;
+        Ok(Job { row, state, releasable_at, timeline })
     }
 }
 

@@ -90,7 +90,7 @@ pub fn config_u64_as_of(conn: &dyn Db, param: &str, block: u64) -> StoreResult<O
     .transpose()
 }
 
-fn config_u64(param: &str, block: u64, value: String) -> StoreResult<u64> {
+pub(crate) fn config_u64(param: &str, block: u64, value: String) -> StoreResult<u64> {
     value.parse().map_err(|_| StoreError::Corrupt { what: format!("config_history {param} at block {block}"), value })
 }
 

@@ -37,7 +37,7 @@ pub struct RawLog {
     pub job_id: Option<u64>,
 }
 
-const LOG_COLUMNS: &str = "block_number, log_index, block_hash, block_timestamp, tx_hash, tx_index, address, \
+pub(crate) const LOG_COLUMNS: &str = "block_number, log_index, block_hash, block_timestamp, tx_hash, tx_index, address, \
                            topic0, topic1, topic2, topic3, data, event, decode_error, job_id";
 
 /// Logs per multi-row INSERT: SQLite's per-statement cost dominates a narrow insert, so rows go
@@ -157,7 +157,7 @@ impl RawLog {
         Ok(())
     }
 
-    fn from_row(r: &dyn Row) -> rusqlite::Result<RawLog> {
+    pub(crate) fn from_row(r: &dyn Row) -> rusqlite::Result<RawLog> {
         let mut topics = Vec::with_capacity(4);
         for i in 7..11 {
             if let Some(t) = col::get::<Option<B256>>(r, i)? {

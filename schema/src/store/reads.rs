@@ -13,8 +13,10 @@ use alloy::primitives::{Address, B256, U256};
 
 use super::StoreResult;
 use super::col;
+use super::ledger::config_u64;
+use super::raw::{LOG_COLUMNS, RawLog};
 use super::rows::{JobRow, ModelRow, RollupRow, WorkerRow};
-use super::sql::{Db, Dialect, Query};
+use super::sql::{Db, Dialect, Query, Shifted};
 use crate::types::JobState;
 
 /// Which jobs a page holds.
@@ -196,6 +198,67 @@ pub fn jobs_page(conn: &dyn Db, q: &JobQuery, limit: usize, budget: usize) -> St
         (None, None) => (jobs.last().map(|j| j.job_id), false),
     };
     Ok(JobPage { jobs, end, has_more })
+}
+
+/// One job as the API shows it ([`job_view`]).
+#[derive(Debug, Clone)]
+pub struct JobView {
+    /// Its row.
+    pub row: JobRow,
+    /// The dispute window in force at its release block (None while unreleased, or when no
+    /// change of the window is indexed at or before that block).
+    pub release_window: Option<u64>,
+    /// Its logs in chain order, when asked for.
+    pub timeline: Option<Vec<RawLog>>,
+}
+
+/// The statement of [`job_view`].
+pub fn job_view_sql(timeline: bool) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    let [alone, with_logs] = SQL.get_or_init(|| {
+        let job: Vec<String> = JobRow::COLUMNS.iter().map(|c| format!("j.{c}")).collect();
+        let select = format!(
+            "SELECT {}, (SELECT w.value FROM config_history w WHERE w.param = 'disputeWindow' \
+             AND w.block_number <= j.released_block ORDER BY w.block_number DESC, w.log_index DESC LIMIT 1)",
+            job.join(", ")
+        );
+        let logs: Vec<String> = LOG_COLUMNS.split(',').map(|c| format!("l.{}", c.trim())).collect();
+        // `l.job_id IS NOT NULL` repeats the partial index's condition (as `RawLog::of_job`).
+        [
+            format!("{select} FROM jobs j WHERE j.job_id = ?1"),
+            format!(
+                "{select}, {} FROM jobs j LEFT JOIN logs l ON l.job_id = ?1 AND l.job_id IS NOT NULL \
+                 WHERE j.job_id = ?1 ORDER BY l.block_number, l.log_index",
+                logs.join(", ")
+            ),
+        ]
+    });
+    if timeline { with_logs } else { alone }
+}
+
+/// The job `id` with the dispute window in force at its release and, when `timeline`, its logs,
+/// in one statement: one round trip on PostgreSQL where reading them apart takes three.
+pub fn job_view(conn: &dyn Db, id: u64, timeline: bool) -> StoreResult<Option<JobView>> {
+    let columns = JobRow::COLUMNS.len();
+    let mut view: Option<JobView> = None;
+    conn.each(job_view_sql(timeline), &[&(id.min(i64::MAX as u64) as i64)], &mut |r| {
+        if view.is_none() {
+            let row = JobRow::from_row(r)?;
+            let release_window = match (row.released_block, col::get::<Option<String>>(r, columns)?) {
+                (Some(block), Some(value)) => Some(config_u64("disputeWindow", block, value)?),
+                _ => None,
+            };
+            view = Some(JobView { row, release_window, timeline: timeline.then(Vec::new) });
+        }
+        // A job without logs comes back once, with NULL log columns (block_number is NOT NULL).
+        if let Some(logs) = view.as_mut().and_then(|v| v.timeline.as_mut())
+            && col::get::<Option<u64>>(r, columns + 1)?.is_some()
+        {
+            logs.push(RawLog::from_row(&Shifted { row: r, by: columns + 1 })?);
+        }
+        Ok(true)
+    })?;
+    Ok(view)
 }
 
 /// A page of workers in address order, after `after`, at most `limit`.

@@ -44,6 +44,19 @@ impl Row for Vec<Value> {
     }
 }
 
+/// Columns `by..` of a row, numbered from 0: a statement that reads two tables side by side
+/// hands each table's decoder its own columns.
+pub(crate) struct Shifted<'a> {
+    pub(crate) row: &'a dyn Row,
+    pub(crate) by: usize,
+}
+
+impl Row for Shifted<'_> {
+    fn value(&self, i: usize) -> rusqlite::Result<ValueRef<'_>> {
+        self.row.value(i + self.by)
+    }
+}
+
 /// Parameters of a statement, in `?N` order.
 pub type Params<'a> = &'a [&'a dyn ToSql];
 

@@ -168,6 +168,75 @@ fn raw_logs_blocks_and_cursor_are_stored_verbatim() {
     assert_eq!(BlockRow::at_or_below(store.conn(), 100).unwrap().unwrap().number, 7);
 }
 
+/// `reads::job_view` reads in one statement what the row, the window as of its release and its
+/// logs read apart: for a released job with logs, one without logs, one released before any
+/// window change was indexed, an open one and a missing one.
+#[test]
+fn a_job_view_in_one_statement_equals_its_reads_apart() {
+    use super::ledger::{ConfigChange, config_u64_as_of};
+    use super::reads::job_view;
+    let mut store = Store::open_in_memory(&identity(1)).unwrap();
+    let tx = store.begin().unwrap();
+    let change = |block: u64, value: &str| ConfigChange {
+        at: super::ledger::LogRef {
+            block_number: block,
+            log_index: 0,
+            block_timestamp: 1000 + block,
+            tx_hash: B256::ZERO,
+        },
+        param: "disputeWindow".into(),
+        value: value.into(),
+    };
+    ConfigChange::insert_all(&tx, &[change(10, "60"), change(20, "90")]).unwrap();
+    let released = |id: u64, block: u64| JobRow {
+        completed_at: Some(150),
+        released_block: Some(block),
+        released_at: Some(1000 + block),
+        ..job(id, "RELEASED")
+    };
+    for row in [released(1, 15), released(2, 25), released(3, 5), job(4, "SUBMITTED")] {
+        row.put(&tx).unwrap();
+    }
+    for (i, job_id) in [(0u64, 1u64), (1, 4), (2, 1), (3, 1)] {
+        RawLog {
+            block_number: 30 - i,
+            log_index: i,
+            block_hash: B256::repeat_byte(i as u8),
+            block_timestamp: 1000 + i,
+            tx_hash: B256::repeat_byte(0xee),
+            tx_index: 0,
+            address: Address::repeat_byte(1),
+            topics: vec![B256::repeat_byte(3); i as usize],
+            data: vec![1, 2, 3].into(),
+            event: Some("JobSubmitted".into()),
+            decode_error: None,
+            job_id: Some(job_id),
+        }
+        .insert(&tx)
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let conn = store.conn();
+    for id in 1..=4u64 {
+        let apart = JobRow::get(conn, id).unwrap().unwrap();
+        let window = apart.released_block.and_then(|b| config_u64_as_of(conn, "disputeWindow", b).unwrap());
+        let view = job_view(conn, id, true).unwrap().unwrap();
+        assert_eq!(view.row, apart, "job {id}");
+        assert_eq!(view.release_window, window, "job {id}");
+        assert_eq!(view.timeline.unwrap(), RawLog::of_job(conn, id).unwrap(), "job {id}");
+        let alone = job_view(conn, id, false).unwrap().unwrap();
+        assert_eq!((alone.row, alone.release_window, alone.timeline), (apart, window, None), "job {id}");
+    }
+    let windows: Vec<_> = (1..=4).map(|id| job_view(conn, id, false).unwrap().unwrap().release_window).collect();
+    assert_eq!(windows, [Some(60), Some(90), None, None]);
+    let logs: Vec<usize> =
+        (1..=4).map(|id| job_view(conn, id, true).unwrap().unwrap().timeline.unwrap().len()).collect();
+    assert_eq!(logs, [3, 0, 0, 1]);
+    let first = job_view(conn, 1, true).unwrap().unwrap().timeline.unwrap();
+    assert!(first.windows(2).all(|w| w[0].block_number < w[1].block_number), "chain order");
+    assert!(job_view(conn, 5, true).unwrap().is_none());
+}
+
 /// The workspace builds SQLite without global memory statistics (`.cargo/config.toml`): a build
 /// that lost the flag would be ~10 % slower at backfill and nothing else would say so.
 #[test]

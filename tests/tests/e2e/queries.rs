@@ -410,4 +410,12 @@ fn every_job_page_and_rollup_read_uses_an_index() {
         let p = plan(sql, n);
         assert!(p.contains("USING") && !p.starts_with("SCAN "), "{what} uses an index: {p}");
     }
+    // One job's view: its row by key, the window as of its release and its logs by index, in
+    // chain order without a sort.
+    for timeline in [false, true] {
+        let p = plan(lcw_schema::store::reads::job_view_sql(timeline), 1);
+        assert!(!p.contains("SCAN") && !p.contains("TEMP B-TREE"), "job view (timeline {timeline}): {p}");
+        assert!(p.contains("config_by_param"), "job view (timeline {timeline}): {p}");
+        assert_eq!(p.contains("logs_by_job"), timeline, "job view (timeline {timeline}): {p}");
+    }
 }

@@ -287,8 +287,28 @@ async fn the_api_answers_the_same_from_the_replica_as_from_the_store() {
     let mut heads = schema.execute_stream("subscription { head { block } }");
     let first = tokio::time::timeout(Duration::from_secs(20), heads.next()).await.expect("the current head").unwrap();
     assert!(first.errors.is_empty(), "{:?}", first.errors);
+    // Earnings are memoized per version of the replica, which its notifications announce: asked
+    // before the catch-up, then after, the second answer is the new commit's.
+    let earnings = "{ earnings(bucket: DAY) { start released fees workerShare } }";
+    let ask = |schema: &lcw_queries::ApiSchema| {
+        let schema = schema.clone();
+        async move {
+            let r = schema.execute(earnings).await;
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            r.data.into_json().unwrap()
+        }
+    };
+    let before = ask(&schema).await;
+    assert_eq!(before, sqlite.raw(earnings, &json!({})).await["data"]);
     let follower = Follower::start(net.profile(), &db);
-    let more = SimulateOptions { jobs: 4, workers: 1, auto_release: true, seed: 23, ..SimulateOptions::default() };
+    let more = SimulateOptions {
+        jobs: 4,
+        workers: 1,
+        auto_complete: true,
+        auto_release: true,
+        seed: 23,
+        ..SimulateOptions::default()
+    };
     simulate::run(net.profile(), &more, |_| {}).await.expect("more traffic");
     let p = net.provider();
     let head = alloy::providers::Provider::get_block(&p, alloy::eips::BlockId::latest()).await.unwrap().unwrap();
@@ -309,6 +329,9 @@ async fn the_api_answers_the_same_from_the_replica_as_from_the_store() {
         pushed.push(r.data.into_json().unwrap()["head"]["block"].as_u64().unwrap());
     }
     assert!(asked_at.elapsed() < Duration::from_secs(25), "pushed on the replica's commit, not by the 30 s poll");
+    let after = ask(&schema).await;
+    assert_ne!(after, before, "the new commit's releases are counted");
+    assert_eq!(after, sqlite.raw(earnings, &json!({})).await["data"], "the memo follows the pushed head");
     // And after the catch-up the two still agree.
     ask_all(&sqlite, &[&replica], head_ts).await;
 
