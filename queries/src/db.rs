@@ -287,9 +287,11 @@ impl Db {
         F: FnOnce(&dyn Sql) -> Result<T, ReadError> + Send + 'static,
     {
         let _permit = self.permits.acquire().await.map_err(|e| ReadError::Internal(e.to_string()))?;
-        // PostgreSQL's client blocks on a runtime of its own, which cannot run inside this one:
-        // its reads (and new connections) always go to a blocking thread.
-        if crate::runner::on_runner() && matches!(self.source, Source::Sqlite(_)) {
+        // A request thread may block: the read runs here. PostgreSQL's client blocks on a runtime
+        // of its own, which cannot run inside this one's `block_on`; the request threads poll
+        // requests with an executor of their own (`crate::endpoint`), so it can. Elsewhere (the
+        // runtime's own threads) reads go to a blocking thread.
+        if crate::runner::on_runner() {
             return self.read_here(self.take()?, f);
         }
         // Stops the query if this future is dropped (the request's own time limit, a client
@@ -380,11 +382,20 @@ impl Db {
         });
         let started = std::time::Instant::now();
         let out = f(conn.sql());
-        if let Ok(mut s) = slot.lock() {
-            s.done = true;
-        }
+        // As in `read`: a PostgreSQL connection that was sent a cancel is closed, never pooled.
+        let cancelled = match slot.lock() {
+            Ok(mut s) => {
+                s.done = true;
+                s.stopper.is_none()
+            }
+            Err(_) => true,
+        };
         timer.abort();
-        self.give_back(conn);
+        if cancelled && matches!(conn, Conn::Postgres(_)) {
+            drop(conn);
+        } else {
+            self.give_back(conn);
+        }
         match out {
             Err(ReadError::Store(_)) if started.elapsed() >= limit => Err(ReadError::Timeout(limit.as_millis())),
             out => out,

@@ -136,18 +136,24 @@ pub(crate) async fn post(State(app): State<Endpoint>, req: Request) -> Response 
         let _permit = permit;
         let response = match guard::prepare(&mut request, &limits) {
             Err(e) => async_graphql::Response::from_errors(vec![e]),
-            Ok(_) => runtime.block_on(async move {
-                match tokio::time::timeout_at(deadline, schema.execute(request)).await {
-                    Ok(r) => r,
-                    Err(_) => async_graphql::Response::from_errors(vec![ServerError::new(
-                        format!(
-                            "the request took longer than {} ms and was stopped; ask for less",
-                            timeout.as_millis()
-                        ),
-                        None,
-                    )]),
-                }
-            }),
+            // Polled by an executor of this thread within the runtime's context (its timers and
+            // tasks), not by the runtime's `block_on`: a read on PostgreSQL then runs inline,
+            // blocking on its client's own runtime ([`crate::db::Db::read`]).
+            Ok(_) => {
+                let _context = runtime.enter();
+                futures::executor::block_on(async move {
+                    match tokio::time::timeout_at(deadline, schema.execute(request)).await {
+                        Ok(r) => r,
+                        Err(_) => async_graphql::Response::from_errors(vec![ServerError::new(
+                            format!(
+                                "the request took longer than {} ms and was stopped; ask for less",
+                                timeout.as_millis()
+                            ),
+                            None,
+                        )]),
+                    }
+                })
+            }
         };
         GraphQLResponse::from(response).into_response()
     });
