@@ -126,24 +126,33 @@ fn undo_restores_changed_created_and_deleted_rows() {
     assert_eq!(undo::oldest_block(&tx).unwrap(), None);
 }
 
+/// A decoded JobSubmitted log of `job_id` at `(block, index)`, with `index` topics after the first.
+fn log(block: u64, index: u64, job_id: u64) -> RawLog {
+    RawLog {
+        block_number: block,
+        log_index: index,
+        block_hash: B256::repeat_byte(index as u8),
+        block_timestamp: 1000 + index,
+        tx_hash: B256::repeat_byte(0xee),
+        tx_index: 0,
+        address: Address::repeat_byte(1),
+        topics: vec![B256::repeat_byte(3); index as usize],
+        data: vec![1, 2, 3].into(),
+        event: Some("JobSubmitted".into()),
+        decode_error: None,
+        job_id: Some(job_id),
+    }
+}
+
 #[test]
 fn raw_logs_blocks_and_cursor_are_stored_verbatim() {
     let mut store = Store::open_in_memory(&identity(1)).unwrap();
     let tx = store.begin().unwrap();
     for i in 0..3u64 {
         RawLog {
-            block_number: 5 + i,
-            log_index: i,
-            block_hash: B256::repeat_byte(i as u8),
-            block_timestamp: 1000 + i,
-            tx_hash: B256::repeat_byte(0xee),
-            tx_index: 0,
-            address: Address::repeat_byte(1),
-            topics: vec![B256::repeat_byte(3); i as usize],
-            data: vec![1, 2, 3].into(),
             event: (i != 1).then(|| "JobSubmitted".into()),
             decode_error: (i == 1).then(|| "unknown event".into()),
-            job_id: Some(i),
+            ..log(5 + i, i, i)
         }
         .insert(&tx)
         .unwrap();
@@ -198,22 +207,7 @@ fn a_job_view_in_one_statement_equals_its_reads_apart() {
         row.put(&tx).unwrap();
     }
     for (i, job_id) in [(0u64, 1u64), (1, 4), (2, 1), (3, 1)] {
-        RawLog {
-            block_number: 30 - i,
-            log_index: i,
-            block_hash: B256::repeat_byte(i as u8),
-            block_timestamp: 1000 + i,
-            tx_hash: B256::repeat_byte(0xee),
-            tx_index: 0,
-            address: Address::repeat_byte(1),
-            topics: vec![B256::repeat_byte(3); i as usize],
-            data: vec![1, 2, 3].into(),
-            event: Some("JobSubmitted".into()),
-            decode_error: None,
-            job_id: Some(job_id),
-        }
-        .insert(&tx)
-        .unwrap();
+        log(30 - i, i, job_id).insert(&tx).unwrap();
     }
     tx.commit().unwrap();
     let conn = store.conn();
