@@ -57,6 +57,11 @@ impl std::fmt::Debug for SecretUrl {
     }
 }
 
+/// ` --network NAME` for a command line printed for the operator; nothing for the devnet.
+pub(crate) fn network_flag(network: &str) -> String {
+    if network == "devnet" { String::new() } else { format!(" --network {network}") }
+}
+
 /// Which network to talk to. `--network` takes `devnet` (the profile `lcw devnet` wrote in the
 /// data dir), `testnet`, `mainnet` or a profile file; the official worker's variables override it.
 #[derive(Debug, Clone, Args)]
@@ -89,6 +94,12 @@ pub(crate) struct NetworkArgs {
 }
 
 impl NetworkArgs {
+    /// What a command line printed for the operator adds for this network: ` --network NAME`,
+    /// nothing on the devnet (the default).
+    pub(crate) fn flag(&self) -> String {
+        network_flag(&self.network)
+    }
+
     /// Resolves the profile and applies overrides.
     pub(crate) fn profile(&self, data: &DataArgs) -> anyhow::Result<Profile> {
         let mut profile = if self.network == "devnet"

@@ -254,8 +254,14 @@ pub async fn assess(
 
 /// The worker's start-up check of the models it serves: refuses ([`FitError::TooBig`]) a set
 /// that does not fit, warns about one with less than [`HEADROOM`] to spare, and logs the sizes.
-/// `Ok(None)` when the server is remote and no `limit` was given.
-pub async fn check_at_start(llm: &Llm, models: &[String], limit: Option<u64>) -> Result<Option<Fit>, FitError> {
+/// `Ok(None)` when the server is remote and no `limit` was given. `network_flag` (` --network X`)
+/// goes into the fix's `lcw` commands.
+pub async fn check_at_start(
+    llm: &Llm,
+    models: &[String],
+    limit: Option<u64>,
+    network_flag: &str,
+) -> Result<Option<Fit>, FitError> {
     let Some(fit) = assess(llm, models, &[], limit).await? else {
         info!("memory fit not checked: the LLM server is on another host; give --memory-limit to check it");
         return Ok(None);
@@ -265,7 +271,7 @@ pub async fn check_at_start(llm: &Llm, models: &[String], limit: Option<u64>) ->
             info!(total = fit.total(), limit = fit.limit.bytes, sizes = %fit.sizes(), "models fit in memory")
         }
         Verdict::Tight => {
-            warn!(total = fit.total(), limit = fit.limit.bytes, sizes = %fit.sizes(), fix = fit.fix("").unwrap_or_default(), "models fit in memory with little headroom")
+            warn!(total = fit.total(), limit = fit.limit.bytes, sizes = %fit.sizes(), fix = fit.fix(network_flag).unwrap_or_default(), "models fit in memory with little headroom")
         }
         Verdict::TooBig { .. } => return Err(FitError::TooBig(Box::new(fit))),
     }

@@ -127,6 +127,9 @@ pub struct WorkConfig {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The models served now, kept by the running worker (clone it before [`run`] to follow it).
     pub live_models: crate::models::LiveModels,
+    /// What the `lcw` commands of the fixes the worker prints add for this network (` --network
+    /// testnet`; empty on the devnet).
+    pub network_flag: String,
 }
 
 impl WorkConfig {
@@ -162,6 +165,7 @@ impl WorkConfig {
             gateway: None,
             metrics: Arc::default(),
             live_models: crate::models::LiveModels::default(),
+            network_flag: String::new(),
         }
     }
 }

@@ -144,8 +144,7 @@ pub(crate) async fn run(args: PreflightArgs, data: DataArgs) -> anyhow::Result<(
     let profile = args.network.profile(&data)?;
     let keys = KeyDir::new(&data.data_dir);
     let worker = worker_address(&args, &keys, &profile)?;
-    let network_flag =
-        if args.network.network == "devnet" { String::new() } else { format!(" --network {}", args.network.network) };
+    let network_flag = args.network.flag();
     let models = args.llm.models.iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
     let ctx = Ctx { profile, worker, keys, network_flag, models };
     let mut checks = Vec::new();

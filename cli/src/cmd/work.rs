@@ -246,10 +246,12 @@ pub(crate) async fn work_config(
     // Every served model stays loaded: a set that cannot fit would swap, answer late and be
     // slashed, so it stops the start. An LLM server that does not answer yet is the pipeline's
     // to wait for and report, not a reason to stop here.
-    match lcw_worker::fit::check_at_start(&client, &models, llm.fit.memory_limit).await {
+    let network_flag = network.flag();
+    match lcw_worker::fit::check_at_start(&client, &models, llm.fit.memory_limit, &network_flag).await {
         Ok(_) => {}
-        Err(e @ lcw_worker::fit::FitError::TooBig(_)) => {
-            return Err(anyhow::Error::new(e).context("the models (--models) do not fit in memory together"));
+        Err(lcw_worker::fit::FitError::TooBig(fit)) => {
+            return Err(anyhow::anyhow!("{}", fit.refusal(&network_flag))
+                .context("the models (--models) do not fit in memory together"));
         }
         Err(e) => tracing::warn!(error = %e, "the memory fit of the models could not be checked"),
     }
@@ -257,6 +259,7 @@ pub(crate) async fn work_config(
     config.poll_interval = Duration::from_millis(50);
     config.fee_cap = key.fees.cap();
     config.gateway = config.profile.gateway_url.clone().map(lcw_worker::gateway::GatewayConfig::new);
+    config.network_flag = network_flag;
     Ok(config)
 }
 

@@ -171,13 +171,17 @@ async fn the_worker_start_refuses_a_set_that_does_not_fit() {
     let client = Llm::new(llm.config()).unwrap();
     let models = [MODEL.to_owned()];
 
-    let err = check_at_start(&client, &models, Some(size / 2)).await.unwrap_err();
+    let err = check_at_start(&client, &models, Some(size / 2), "").await.unwrap_err();
     assert!(matches!(&err, FitError::TooBig(fit) if fit.total() == size), "{err:?}");
     assert!(err.to_string().contains("`lcw remove-models --models gemma3-270m`"), "{err}");
+    // The fix names the network the worker runs on.
+    let FitError::TooBig(fit) = err else { unreachable!() };
+    let on_testnet = fit.refusal(" --network testnet");
+    assert!(on_testnet.contains("`lcw remove-models --models gemma3-270m --network testnet`"), "{on_testnet}");
 
-    let tight = check_at_start(&client, &models, Some(size + size / 20)).await.unwrap().unwrap();
+    let tight = check_at_start(&client, &models, Some(size + size / 20), "").await.unwrap().unwrap();
     assert_eq!(tight.verdict, Verdict::Tight);
     // No limit: the machine's own memory, which holds the 270M model with room to spare.
-    let fits = check_at_start(&client, &models, None).await.unwrap().unwrap();
+    let fits = check_at_start(&client, &models, None, "").await.unwrap().unwrap();
     assert_eq!(fits.verdict, Verdict::Fits, "{}", fits.sizes());
 }

@@ -51,6 +51,8 @@ struct Synced {
 /// The model set as the running worker holds it.
 pub(super) struct Models {
     flag: Vec<String>,
+    /// Added to the `lcw` commands of the fixes (` --network testnet`).
+    network_flag: String,
     api: Api,
     /// The models added to this worker on chain.
     chain: BTreeSet<B256>,
@@ -110,6 +112,7 @@ impl Models {
         };
         let mut m = Models {
             flag: config.models.clone(),
+            network_flag: config.network_flag.clone(),
             api: config.llm.config().api,
             chain_known: on_chain.is_some(),
             chain: on_chain.unwrap_or_default(),
@@ -154,17 +157,22 @@ impl Models {
         Ok(m)
     }
 
+    /// The command line the operator types for the sub-command `c` on this network.
+    fn lcw(&self, c: &str) -> String {
+        format!("lcw {c}{}", self.network_flag)
+    }
+
     /// The lines of the mismatch report, each with its fix, after `what`.
     fn report(&self, what: &str) -> String {
-        let lcw = |c: &str| format!("lcw {c}");
+        let lcw = |c: &str| self.lcw(c);
         let mut lines: Vec<String> =
             self.plan.mismatches.iter().map(|m| format!("{m}; fix: {}", m.fix(&lcw))).collect();
         if lines.is_empty() {
-            lines.push(
-                "no model is added to this worker on chain; fix: `lcw register --models NAME` (or `lcw add-models \
-                 --models NAME` once registered)"
-                    .into(),
-            );
+            lines.push(format!(
+                "no model is added to this worker on chain; fix: `{}` (or `{}` once registered)",
+                self.lcw("register --models NAME"),
+                self.lcw("add-models --models NAME")
+            ));
         }
         format!("{what}: {}", lines.join("; "))
     }
@@ -173,7 +181,7 @@ impl Models {
         for m in &self.plan.mismatches {
             let line = m.to_string();
             if self.told.insert(line.clone()) {
-                let fix = m.fix(&|c: &str| format!("lcw {c}"));
+                let fix = m.fix(&|c: &str| self.lcw(c));
                 tracing::warn!(model = %m.model(), fix = %fix, "{line}");
             }
         }
@@ -436,6 +444,7 @@ mod tests {
             told: BTreeSet::new(),
             rules: rules(),
             live: LiveModels::default(),
+            network_flag: String::new(),
         };
         m.replan(&BTreeSet::new());
         m
@@ -469,6 +478,22 @@ mod tests {
         let m = models(&["a"], &["other"], &[]);
         assert!(matches!(m.verdict(id("a")), Verdict::Wait(why) if why.contains("does not serve its model a")));
         assert!(m.report("no model can be served").contains("--alias a"));
+    }
+
+    #[test]
+    fn the_fixes_name_the_network() {
+        let mut m = models(&["a"], &["other"], &[]);
+        m.network_flag = " --network testnet".into();
+        let report = m.report("no model can be served");
+        assert!(report.contains("remove-models --models a --network testnet"), "{report}");
+        m.chain.clear();
+        m.replan(&BTreeSet::new());
+        let report = m.report("no model can be served");
+        assert!(report.contains("`lcw add-models --models a --network testnet`"), "{report}");
+        m.flag.clear();
+        m.replan(&BTreeSet::new());
+        let report = m.report("no model can be served");
+        assert!(report.contains("`lcw register --models NAME --network testnet`"), "{report}");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub(super) async fn ensure_fits(
         );
         return Ok(());
     }
-    let network_flag = if network == "devnet" { String::new() } else { format!(" --network {network}") };
+    let network_flag = crate::args::network_flag(network);
     let served = if registered { served(s, &llm).await } else { Ok(Vec::new()) };
     let served = match served {
         Ok(served) => served,
