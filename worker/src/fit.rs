@@ -278,6 +278,16 @@ pub async fn check_at_start(
     Ok(Some(fit))
 }
 
+/// Of the models `added` to a served set that `fit` judged together, those that may be loaded
+/// and those that may not: all of them when the set fits (tightly or not); otherwise the added
+/// ones the fit leaves out, or every added one when the fewest to leave out include a served
+/// model (a served model is never unloaded for an addition).
+pub fn admit(added: &[String], fit: &Fit) -> (Vec<String>, Vec<String>) {
+    let Verdict::TooBig { remove } = &fit.verdict else { return (added.to_vec(), Vec::new()) };
+    let only_added = remove.iter().all(|m| added.contains(m));
+    added.iter().cloned().partition(|m| only_added && !remove.contains(m))
+}
+
 /// Whether `url` names this machine (a loopback address or `localhost`).
 pub fn is_local(url: &str) -> bool {
     let Ok(parsed) = reqwest::Url::parse(url.trim()) else { return false };
@@ -310,6 +320,22 @@ mod tests {
         assert_eq!(fit.fix(""), None);
         assert_eq!(fit.refusal(""), "");
         assert!(fit.sizes().contains("total 800.0 MiB of 1000.0 MiB (--memory-limit), 20.0 % free"), "{}", fit.sizes());
+    }
+
+    #[test]
+    fn an_addition_that_does_not_fit_is_left_out_and_a_served_model_stays() {
+        let added = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        // Fits: every addition is loaded.
+        let fit = judge(vec![entry("a", 300, false), entry("b", 300, true)], 1000);
+        assert_eq!(admit(&added(&["b"]), &fit), (added(&["b"]), vec![]));
+        // b and c do not fit together beside a: one addition is left out, the one that gives up
+        // the least memory.
+        let fit = judge(vec![entry("a", 300, false), entry("b", 300, true), entry("c", 500, true)], 1000);
+        assert_eq!(admit(&added(&["b", "c"]), &fit), (added(&["c"]), added(&["b"])));
+        // The fewest to leave out is the served a: no addition is loaded, a stays.
+        let fit = judge(vec![entry("a", 900, false), entry("b", 200, true), entry("c", 200, true)], 1000);
+        assert_eq!(fit.verdict, Verdict::TooBig { remove: added(&["a"]) });
+        assert_eq!(admit(&added(&["b", "c"]), &fit), (vec![], added(&["b", "c"])));
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub struct WorkConfig {
     /// What the `lcw` commands of the fixes the worker prints add for this network (` --network
     /// testnet`; empty on the devnet).
     pub network_flag: String,
+    /// The memory the served models must fit in together (`--memory-limit`); None: the
+    /// machine's, when the LLM server runs on it ([`crate::fit::assess`]).
+    pub memory_limit: Option<u64>,
 }
 
 impl WorkConfig {
@@ -166,6 +169,7 @@ impl WorkConfig {
             metrics: Arc::default(),
             live_models: crate::models::LiveModels::default(),
             network_flag: String::new(),
+            memory_limit: None,
         }
     }
 }

@@ -260,6 +260,7 @@ pub(crate) async fn work_config(
     config.fee_cap = key.fees.cap();
     config.gateway = config.profile.gateway_url.clone().map(lcw_worker::gateway::GatewayConfig::new);
     config.network_flag = network_flag;
+    config.memory_limit = llm.fit.memory_limit;
     Ok(config)
 }
 

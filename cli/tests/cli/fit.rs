@@ -177,7 +177,7 @@ async fn the_worker_start_refuses_a_set_that_does_not_fit() {
     // The fix names the network the worker runs on.
     let FitError::TooBig(fit) = err else { unreachable!() };
     let on_testnet = fit.refusal(" --network testnet");
-    assert!(on_testnet.contains("`lcw remove-models --models gemma3-270m --network testnet`"), "{on_testnet}");
+    assert!(on_testnet.contains("`lcw remove-models --network testnet --models gemma3-270m`"), "{on_testnet}");
 
     let tight = check_at_start(&client, &models, Some(size + size / 20), "").await.unwrap().unwrap();
     assert_eq!(tight.verdict, Verdict::Tight);

@@ -3,7 +3,8 @@
 //! cached GGUF under both names, loading nothing on its own): a model added to the worker on
 //! chain is loaded by the worker and its next job is acked and completed without a restart; a
 //! model removed on chain (which WorkerRegistry allows only once its last job is released) is
-//! unloaded while the other stays loaded, as the LLM server's own `/models` shows.
+//! unloaded while the other stays loaded, as the LLM server's own `/models` shows; a model added
+//! on chain that would not fit in memory beside the served one is left cold, with the fix.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -137,6 +138,70 @@ async fn a_model_added_on_chain_is_served_without_a_restart_and_a_removed_one_is
         assert_eq!(count(&db, &format!("SELECT count(*) FROM logs WHERE event = '{event}'")), 3, "{event}");
     }
     assert_eq!(count(&db, "SELECT count(*) FROM outbox WHERE status = 'reverted'"), 0, "{}", text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_added_on_chain_that_does_not_fit_beside_the_served_one_stays_cold_and_its_jobs_wait() {
+    let net = TestNet::start_with(|o| {
+        o.block_time = 1;
+        o.deploy.ack_timeout = 120;
+        o.deploy.completion_timeout = 600;
+        o.deploy.models.push(ModelSpec {
+            name: SECOND.into(),
+            fee: Lcai(U256::from(10_000_000_000_000_000u128)),
+            max_output_tokens: 256,
+        });
+    })
+    .await;
+    let data = net.dir.path();
+    let server = LlmServer::start_router(data, &[DEFAULT_MODEL, SECOND]);
+    // One model's footprint as the worker sizes it on this router (the model file and its KV
+    // cache); the limit holds one of the two, not both.
+    let client = lcw_worker::llm::Llm::new(server.config()).expect("LLM client");
+    let sized = client.footprints(&[DEFAULT_MODEL.to_owned()]).await.expect("footprints");
+    let one = sized.sized.first().unwrap_or_else(|| panic!("the router's model is sized: {sized:?}")).total;
+    let limit = (one * 3 / 2).to_string();
+    let db = data.join("lcw.db");
+    let log = data.join("lcw-run.log");
+    let account = registered_worker(&net, data, DEFAULT_MODEL);
+    let secret = lcw_worker::keys::KeyDir::new(data).load_encryption(PW).expect("the encryption key");
+    let worker = Worker { address: account.address, provider: net.wallet(net.signer(Role::Worker, 0)), secret };
+    let deposit = U256::from(10u64).pow(U256::from(20u64));
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+    let mut run: Child = operator(data)
+        .args(["run", "--work", "--no-api", "--llm-api", "openai", "--llm-url", &server.url])
+        .args(["--models", DEFAULT_MODEL, "--num-predict", "16", "--memory-limit", &limit])
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("spawn lcw run");
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let loaded = wait_until(Duration::from_secs(120), || async {
+        server.router_status(DEFAULT_MODEL).as_deref() == Some("loaded")
+    });
+    assert!(loaded.await, "the served model is loaded at start:\n{}", text());
+
+    // Added on chain (from a machine where it fits, say): the worker leaves it cold, says why and
+    // what to do, and does not ack its job.
+    let wr = WorkerRegistry::new(net.profile().contracts.worker_registry, &worker.provider);
+    lcw_tests::send!(wr.addSupportedModel(ModelId::from_name(SECOND).0));
+    let session = parties::open_session_for(&net, 1, &worker, deposit, ModelId::from_name(SECOND).0).await;
+    let b = submit_prompt(&net, &session, "Name a river.").await;
+    let told = wait_until(Duration::from_secs(60), || async { text().contains("does not fit in memory beside") });
+    assert!(told.await, "the worker says the added model does not fit:\n{}", text());
+    let log_text = text();
+    assert!(log_text.contains(&format!("do not add {SECOND}")), "{log_text}");
+    // Ten blocks later its job is still not acked and the model still not loaded.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(job_state(&db, b.job), "SUBMITTED", "{}", text());
+    assert_eq!(server.router_status(SECOND).as_deref(), Some("unloaded"), "{}", text());
+    assert_eq!(server.router_status(DEFAULT_MODEL).as_deref(), Some("loaded"));
+    assert!(run.try_wait().expect("try_wait").is_none(), "still running:\n{}", text());
+
+    let _ = Command::new("kill").args(["-INT", &run.id().to_string()]).status();
+    let status = run.wait().expect("wait");
+    assert!(status.success(), "stopped cleanly ({status}):\n{}", text());
+    assert_eq!(count(&db, "SELECT count(*) FROM logs WHERE event = 'JobAcknowledged'"), 0, "{}", text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,10 @@
 //! - **llama-server** (`/v1/models` `meta`): `size` (the weights' bytes) plus the KV cache for
 //!   `n_ctx` tokens, estimated from the header of the model file `/props` names, when that file
 //!   is readable here (the server runs on this machine).
+//! - **llama-server in router mode** (`--models-preset`, several models, each loaded on demand):
+//!   its `/v1/models` gives no `meta` but each model's launch arguments (`status.args`): the size
+//!   of the `--model` file plus the KV cache for its `--ctx-size`, from that file's header, when
+//!   the server runs on this machine.
 //!
 //! The KV cache is estimated at f16 for every layer, an upper bound for models with
 //! sliding-window layers. Servers that report no size (vLLM's `/v1/models`) leave the model
@@ -38,6 +42,9 @@ pub enum Source {
     /// llama-server's `/v1/models` `meta.size`, plus the KV cache from the model file's header
     /// when it is readable.
     LlamaServer,
+    /// The size of the model file a llama-server router launches the model with, plus the KV
+    /// cache for its `--ctx-size` from the file's header.
+    LlamaServerFile,
 }
 
 /// One model's memory while loaded.
@@ -83,6 +90,15 @@ impl Footprint {
             ),
             (Source::LlamaServer, None) => {
                 "weights (llama-server /v1/models); KV cache not counted: the model file is not readable here".into()
+            }
+            (Source::LlamaServerFile, Some(kv)) => format!(
+                "model file {} + KV cache {}{ctx} (llama-server router: its launch arguments and the file's header)",
+                human_bytes(self.total - kv),
+                human_bytes(kv)
+            ),
+            (Source::LlamaServerFile, None) => {
+                "model file (llama-server router's launch arguments); KV cache not counted: no --ctx-size or shape"
+                    .into()
             }
         }
     }
@@ -151,6 +167,25 @@ struct Models {
 struct Listed {
     id: String,
     meta: Option<Meta>,
+    /// In router mode: how the model is (or would be) launched.
+    status: Option<RouterStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RouterStatus {
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+/// The model file and context a llama-server router launches `model` with (`--model`/`-m`,
+/// `--ctx-size`/`-c`).
+fn router_launch(models: &Models, model: &str) -> Option<(PathBuf, Option<u64>)> {
+    let listed = models.data.iter().find(|m| openai::serves(std::slice::from_ref(&m.id), model))?;
+    let args = &listed.status.as_ref()?.args;
+    let value = |names: &[&str]| args.windows(2).find(|w| names.contains(&w[0].as_str())).map(|w| w[1].clone());
+    let path = PathBuf::from(value(&["--model", "-m"])?);
+    let context = value(&["--ctx-size", "-c"]).and_then(|c| c.parse().ok()).filter(|&c| c > 0);
+    Some((path, context))
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,7 +275,11 @@ impl Llm {
                 // /props describes the one model a single-model llama-server loads.
                 let shape = if listed.data.len() == 1 { self.file_shape().await } else { None };
                 for model in models {
-                    match from_models(&listed, model, shape) {
+                    let sized = match from_models(&listed, model, shape) {
+                        Some(f) => Some(f),
+                        None => self.router_file(&listed, model).await,
+                    };
+                    match sized {
                         Some(f) => out.sized.push(f),
                         None => out.unknown.push(model.clone()),
                     }
@@ -248,6 +287,37 @@ impl Llm {
             }
         }
         Ok(out)
+    }
+
+    /// A router's model from its launch arguments ([`router_launch`]), when the server runs on
+    /// this machine and the file is readable.
+    async fn router_file(&self, listed: &Models, model: &str) -> Option<Footprint> {
+        if !crate::fit::is_local(&self.config.url) {
+            return None;
+        }
+        let (path, context) = router_launch(listed, model)?;
+        let read = path.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::metadata(&read)?.len();
+            Ok::<_, std::io::Error>((bytes, gguf::read_shape(&read)?))
+        });
+        let (bytes, shape) = match file.await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => {
+                debug!(model, path = %path.display(), error = %e, "the router's model file is not readable; not sized");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let kv = shape.zip(context).map(|(s, n)| s.kv_bytes(n));
+        Some(Footprint {
+            model: model.to_owned(),
+            total: bytes + kv.unwrap_or(0),
+            vram: 0,
+            kv_cache: kv,
+            context: kv.and(context),
+            source: Source::LlamaServerFile,
+        })
     }
 
     /// `POST /api/show {model}`.
@@ -290,7 +360,9 @@ impl Llm {
 mod tests {
     //! Fixtures in `footprint/fixtures/`: `llama-server-*.json` are the answers of llama.cpp's
     //! server b11434 (`tests/scripts/llm-server.sh`) serving Gemma 3 270M Q4_K_M with `-c 2048`
-    //! (`/props` cut to the fields read and a few more); `ollama-ps.json` is an `/api/ps` answer
+    //! (`/props` cut to the fields read and a few more), and `llama-server-router-v1-models.json`
+    //! the same server in router mode (`--models-preset` naming that file as `a` and `b`, nothing
+    //! loaded); `ollama-ps.json` is an `/api/ps` answer
     //! recorded in attogram/ollama-bash-lib's `demos/ps.md`; `ollama-tags.json` is the "List
     //! Local Models" example of Ollama's `docs/api.md`; `ollama-show.json` is the `model_info`
     //! of gemma3n:e4b from attogram/ollama-bash-lib's `demos/show.md` (license, modelfile and
@@ -320,6 +392,18 @@ mod tests {
         assert_eq!((bare.total, bare.kv_cache), (246_587_904, None));
         assert!(bare.describe().contains("KV cache not counted"));
         assert_eq!(from_models(&models, "gemma3", None), None, "ids match exactly");
+    }
+
+    #[test]
+    fn a_llama_server_router_names_each_model_file_and_its_context() {
+        let models: Models = fixture(include_str!("footprint/fixtures/llama-server-router-v1-models.json"));
+        assert_eq!(from_models(&models, "a", None), None, "a router reports no meta");
+        let (path, context) = router_launch(&models, "b").unwrap();
+        assert!(path.ends_with("gemma-3-270m-q4_k_m.gguf"), "{}", path.display());
+        assert_eq!(context, Some(2048));
+        assert_eq!(router_launch(&models, "c"), None);
+        let single: Models = fixture(include_str!("footprint/fixtures/llama-server-v1-models.json"));
+        assert_eq!(router_launch(&single, "gemma3-270m"), None, "a single-model server has no launch arguments");
     }
 
     #[test]

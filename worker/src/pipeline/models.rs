@@ -10,7 +10,10 @@
 //! model away), and the LLM server is listed again every [`RELIST_EVERY`]:
 //!
 //! - a model added on chain is checked on the server, warmed and pinned in the background; its
-//!   jobs wait (refused for now, step `llm`) until it is warm, then are acked;
+//!   jobs wait (refused for now, step `llm`) until it is warm, then are acked. One that would not
+//!   fit in memory beside the served models (`--memory-limit`, or the machine's memory when the
+//!   LLM server runs here) is left cold with an error that says what to remove, and its jobs
+//!   wait with that reason;
 //! - a model removed on chain is not acked from that moment (its jobs are refused, step
 //!   `model`); the jobs already acked are finished, and then the model is unloaded (Ollama
 //!   `keep_alive: 0`, llama-server router mode `POST /models/unload`).
@@ -22,6 +25,7 @@ use lcw_schema::store::rows::WorkerModelRow;
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::fit;
 use crate::llm::{LlmError, Unloaded};
 use crate::models::{self as set, Inputs, LiveModels, Plan};
 
@@ -46,6 +50,8 @@ struct Synced {
     listed: Option<Vec<String>>,
     warmed: Vec<(String, Result<Served, String>)>,
     unloaded: Vec<String>,
+    /// Added models left cold because they do not fit beside the served ones, with the refusal.
+    unfit: Vec<(String, String)>,
 }
 
 /// The model set as the running worker holds it.
@@ -64,6 +70,9 @@ pub(super) struct Models {
     /// Warm and pinned, by id, with what a job of each needs. Kept while jobs of a removed model
     /// are still open.
     warm: HashMap<B256, Served>,
+    /// Models to warm that the last sync left cold because they do not fit in memory beside the
+    /// served ones, with why.
+    unfit: HashMap<B256, String>,
     plan: Plan,
     task: Option<JoinHandle<Synced>>,
     next_sync: Instant,
@@ -119,6 +128,7 @@ impl Models {
             read_at: None,
             listed,
             warm: HashMap::new(),
+            unfit: HashMap::new(),
             plan: Plan::default(),
             task: None,
             next_sync: Instant::now() + RELIST_EVERY,
@@ -218,6 +228,9 @@ impl Models {
             return Verdict::Serve;
         }
         if let Some(why) = self.plan.waiting.get(&id) {
+            if let Some(unfit) = self.unfit.get(&id) {
+                return Verdict::Wait(format!("its model is not loaded: {unfit}"));
+            }
             return Verdict::Wait(format!("{why}; not acked until it is served"));
         }
         match self.warm.get(&id) {
@@ -345,8 +358,9 @@ impl Models {
                 }
                 unloaded.push(name.clone());
             }
+            let (admitted, unfit) = admit(&config, &warm, &plan.warm).await;
             let mut warmed = Vec::new();
-            for name in &plan.warm {
+            for name in &admitted {
                 let started = Instant::now();
                 let result = warm_up(&config, &chain, &rules, name).await.map_err(|e| e.to_string());
                 if result.is_ok() {
@@ -354,7 +368,7 @@ impl Models {
                 }
                 warmed.push((name.clone(), result));
             }
-            Synced { listed, warmed, unloaded }
+            Synced { listed, warmed, unloaded, unfit }
         }));
     }
 
@@ -364,6 +378,13 @@ impl Models {
         }
         for name in done.unloaded {
             self.warm.remove(&ModelId::from_name(&name).0);
+        }
+        self.unfit.clear();
+        for (model, why) in done.unfit {
+            if self.told.insert(format!("unfit {model}: {why}")) {
+                tracing::error!(%model, %why, "a model added on chain is not loaded: it does not fit in memory beside the served ones; its jobs are not acked");
+            }
+            self.unfit.insert(ModelId::from_name(&model).0, why);
         }
         for (name, result) in done.warmed {
             match result {
@@ -398,6 +419,33 @@ enum WarmError {
     Llm(LlmError),
     #[error(transparent)]
     Chain(WorkerError),
+}
+
+/// Of the models `added` (to be warmed beside the `served` ones), those that fit in memory with
+/// them and those that do not, each with the refusal and its fix ([`fit::admit`]). A fit that
+/// cannot be judged (a remote LLM server without `--memory-limit`, sizes the server does not
+/// report) keeps none of them cold.
+async fn admit(
+    config: &WorkConfig,
+    served: &BTreeSet<String>,
+    added: &[String],
+) -> (Vec<String>, Vec<(String, String)>) {
+    if added.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let served: Vec<String> = served.iter().cloned().collect();
+    match fit::assess(&config.llm, &served, added, config.memory_limit).await {
+        Ok(Some(judged)) => {
+            let (fits, unfit) = fit::admit(added, &judged);
+            let why = judged.refusal(&config.network_flag);
+            (fits, unfit.into_iter().map(|m| (m, why.clone())).collect())
+        }
+        Ok(None) => (added.to_vec(), Vec::new()),
+        Err(e) => {
+            tracing::debug!(error = %e, "the memory fit of the models to warm could not be judged");
+            (added.to_vec(), Vec::new())
+        }
+    }
 }
 
 /// Checks `name` is listed, loads and pins it, and reads what a job of it needs from AIConfig.
@@ -437,6 +485,7 @@ mod tests {
             chain_known: true,
             listed: Some(listed.iter().map(|n| (*n).to_owned()).collect()),
             warm: warm.iter().map(|n| (ModelId::from_name(n).0, served(n))).collect(),
+            unfit: HashMap::new(),
             plan: Plan::default(),
             task: None,
             next_sync: Instant::now(),
@@ -478,6 +527,24 @@ mod tests {
         let m = models(&["a"], &["other"], &[]);
         assert!(matches!(m.verdict(id("a")), Verdict::Wait(why) if why.contains("does not serve its model a")));
         assert!(m.report("no model can be served").contains("--alias a"));
+    }
+
+    #[test]
+    fn a_model_left_cold_for_memory_waits_with_the_refusal() {
+        let mut m = models(&["a", "b"], &["a", "b"], &["a"]);
+        let why = "the served models do not fit in memory together (each stays loaded): …; do not add b";
+        m.collect(Synced { listed: None, warmed: vec![], unloaded: vec![], unfit: vec![("b".into(), why.into())] });
+        assert!(matches!(m.verdict(id("b")), Verdict::Wait(w) if w.contains("do not add b")));
+        assert_eq!(m.verdict(id("a")), Verdict::Serve);
+        // A later sync that loads it serves it.
+        m.collect(Synced {
+            listed: None,
+            warmed: vec![("b".into(), Ok(served("b")))],
+            unloaded: vec![],
+            unfit: vec![],
+        });
+        m.replan(&BTreeSet::new());
+        assert_eq!(m.verdict(id("b")), Verdict::Serve);
     }
 
     #[test]
