@@ -30,12 +30,14 @@ fn job_state(db: &Path, job: u64) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_added_on_chain_is_served_without_a_restart_and_a_removed_one_is_unloaded_after_its_last_job() {
-    let net = TestNet::start_with(|o| {
+/// A 1 s devnet that registers [`SECOND`] beside the default model, with the dispute window
+/// `window` when given.
+async fn two_models(window: Option<u64>) -> TestNet {
+    TestNet::start_with(|o| {
         o.block_time = 1;
-        // Short: the keeper releases the model's jobs before it can be removed.
-        o.deploy.dispute_window = 10;
+        if let Some(w) = window {
+            o.deploy.dispute_window = w;
+        }
         o.deploy.ack_timeout = 120;
         o.deploy.completion_timeout = 600;
         o.deploy.models.push(ModelSpec {
@@ -44,7 +46,13 @@ async fn a_model_added_on_chain_is_served_without_a_restart_and_a_removed_one_is
             max_output_tokens: 256,
         });
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_added_on_chain_is_served_without_a_restart_and_a_removed_one_is_unloaded_after_its_last_job() {
+    // A short window: the keeper releases the model's jobs before it can be removed.
+    let net = two_models(Some(10)).await;
     let data = net.dir.path();
     let server = LlmServer::start_router(data, &[DEFAULT_MODEL, SECOND]);
     let db = data.join("lcw.db");
@@ -142,17 +150,7 @@ async fn a_model_added_on_chain_is_served_without_a_restart_and_a_removed_one_is
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_added_on_chain_that_does_not_fit_beside_the_served_one_stays_cold_and_its_jobs_wait() {
-    let net = TestNet::start_with(|o| {
-        o.block_time = 1;
-        o.deploy.ack_timeout = 120;
-        o.deploy.completion_timeout = 600;
-        o.deploy.models.push(ModelSpec {
-            name: SECOND.into(),
-            fee: Lcai(U256::from(10_000_000_000_000_000u128)),
-            max_output_tokens: 256,
-        });
-    })
-    .await;
+    let net = two_models(None).await;
     let data = net.dir.path();
     let server = LlmServer::start_router(data, &[DEFAULT_MODEL, SECOND]);
     // One model's footprint as the worker sizes it on this router (the model file and its KV
