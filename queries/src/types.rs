@@ -97,33 +97,24 @@ pub struct Job {
     /// The row's state, read once when the job is built (an unknown one fails the build).
     pub(crate) state: StoreState,
     pub(crate) releasable_at: Option<u64>,
-    /// The job's logs, when the query asked for its timeline and they were read with the row
-    /// (one trip to the store instead of two).
+    /// The job's logs, when the query asked for its timeline and they were read in the same
+    /// statement as the row ([`lcw_schema::store::reads::job_view`]).
     pub(crate) timeline: Option<Vec<lcw_schema::store::raw::RawLog>>,
 }
 
 /// When `row` can (or could) be released: completion plus the window in force at release (or
 /// now, for open jobs); resolution for not-guilty disputes; the default for unresolved ones.
 pub fn releasable_at(conn: &dyn Sql, row: &JobRow, params: Option<&Params>) -> Result<Option<u64>, ReadError> {
-    releasable_at_with(conn, row, || Ok(params.copied()))
-}
-
-/// As [`releasable_at`], with the governance parameters read by `params` only when the answer
-/// needs them: a released job's window is the one in force at its release.
-pub fn releasable_at_with(
-    conn: &dyn Sql,
-    row: &JobRow,
-    params: impl FnOnce() -> Result<Option<Params>, ReadError>,
-) -> Result<Option<u64>, ReadError> {
     let release_window = || match row.released_block {
         Some(b) => Ok(config_u64_as_of(conn, "disputeWindow", b)?),
         None => Ok(None),
     };
-    releasable_at_from(row, release_window, params)
+    releasable_at_from(row, release_window, || Ok(params.copied()))
 }
 
-/// As [`releasable_at_with`], with the window in force at the job's release given by
-/// `release_window` (asked for a released job only).
+/// As [`releasable_at`], with the window in force at the job's release given by
+/// `release_window` and the governance parameters by `params`, each asked for only when the
+/// answer needs it (a released job's window is the one in force at its release).
 fn releasable_at_from(
     row: &JobRow,
     release_window: impl FnOnce() -> Result<Option<u64>, ReadError>,
