@@ -18,8 +18,6 @@ pub(crate) struct Link {
     pub(crate) gateway: Gateway,
     heartbeat: Arc<std::sync::Mutex<Heartbeat>>,
     llm_ready: Arc<std::sync::atomic::AtomicBool>,
-    /// The models served now, as the model-set follower keeps them.
-    live: LiveModels,
     drained: std::sync::Mutex<Option<bool>>,
     started: Instant,
 }
@@ -35,7 +33,6 @@ impl Link {
             .map_err(|e| WorkerError::config(format_args!("the worker gateway: {e}")))?;
         let heartbeat = Arc::new(std::sync::Mutex::new(Heartbeat {
             max_jobs: work.concurrency.max(1) as u32,
-            models: work.live_models.ids(),
             llm_ready: true,
             ..Heartbeat::default()
         }));
@@ -58,8 +55,7 @@ impl Link {
             move || beat(&state, &ready, &live, started),
             shutdown.clone(),
         ));
-        let live = work.live_models.clone();
-        Ok(Link { gateway, heartbeat, llm_ready, live, drained: std::sync::Mutex::new(None), started })
+        Ok(Link { gateway, heartbeat, llm_ready, drained: std::sync::Mutex::new(None), started })
     }
 
     /// The heartbeat's view of this head; the drained flag mirrored to the gateway when it changed.
@@ -70,7 +66,6 @@ impl Link {
             hb.active_jobs = in_progress as u32;
             hb.llm_ready = self.llm_ready.load(std::sync::atomic::Ordering::Relaxed);
             hb.uptime_secs = self.started.elapsed().as_secs();
-            hb.models = self.live.ids();
             if let Some(mask) = capabilities {
                 hb.capabilities =
                     names.into_iter().filter(|(bit, _)| mask.bit(usize::from(*bit))).map(|(_, n)| n).collect();
